@@ -1,0 +1,403 @@
+//! Heaps: the per-thread (or per-CPU) caches, and the fast paths.
+//!
+//! A [`Heap`] owns at most one slice per size class, its *current* slice.
+//! Allocation pops the current slice's free list; a free by the owner pushes
+//! onto it. Neither takes a lock nor does an atomic read-modify-write: the
+//! descriptor fields they touch belong to the owner alone (see `SliceMeta`).
+//!
+//! A free of an object whose slice another heap owns is a *remote free*: one
+//! compare-and-swap onto that slice's remote list, which the owner drains when
+//! its free list runs dry. A free into a slice that no heap owns is batched in
+//! [`Heap::pending`] and handed to the domain under its lock, at most every
+//! [`PENDING`] frees.
+//!
+//! When the current slice has nothing left, the heap gives it back to the
+//! domain and receives the cheapest slice the domain has (see `domain.rs`),
+//! in one critical section.
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering;
+
+use crate::domain::{append, Domain, FreeError, FreeErrorKind, Lookup};
+use crate::lock::RawLock;
+use crate::page::{page_of, PageHeader, PageKind, SLICE_SHIFT, SLICE_SIZE};
+use crate::registry;
+use crate::remote::{Link, Push};
+use crate::size_class::{class_of, CLASS_COUNT, MAX_SMALL};
+use crate::slice::{FreeObject, SliceMeta};
+use crate::source::PageSource;
+
+/// Frees into orphaned slices batched before the domain lock is taken.
+pub const PENDING: usize = 64;
+
+/// A descriptor with no free object, standing for "no current slice", so the
+/// fast path needs no null check. It is never written: its free list is
+/// always empty, which sends every allocation to the slow path.
+struct EmptySlice(SliceMeta);
+// SAFETY: nothing ever writes to the sentinel.
+unsafe impl Sync for EmptySlice {}
+static EMPTY: EmptySlice = EmptySlice(SliceMeta::new());
+
+const fn empty() -> *mut SliceMeta {
+    &EMPTY.0 as *const SliceMeta as *mut SliceMeta
+}
+
+/// Value of `Heap::domain` once a heap has been retired (its thread exited).
+const RETIRED: usize = usize::MAX;
+
+/// Counters a heap keeps locally and hands to the domain when it takes the
+/// lock anyway.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    pub(crate) remote_frees: u64,
+    pub(crate) flushes: u64,
+}
+
+/// A cache of slices for one thread or CPU.
+///
+/// A heap serves the first domain it is used with. The owner of a heap must
+/// give it back with [`Heap::release`] before the heap's memory is reused
+/// (thread exit); the fronts do this.
+pub struct Heap {
+    /// The owned slice of each class, or the empty sentinel.
+    /// Invariant: every non-sentinel entry has `owner == self` and `CACHED`.
+    current: [*mut SliceMeta; CLASS_COUNT],
+    /// The domain this heap serves: 0 before first use, [`RETIRED`] after
+    /// release.
+    domain: usize,
+    /// The domain's free-marker key, copied here for the free fast path.
+    key: usize,
+    /// Objects freed into orphaned slices, waiting for the domain lock.
+    pending: [*mut FreeObject; PENDING],
+    pending_len: usize,
+    counters: Counters,
+}
+
+// SAFETY: a heap is used by one thread at a time; the fronts guarantee it.
+unsafe impl Send for Heap {}
+
+impl Default for Heap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Heap {
+    /// An empty heap, bound to no domain yet.
+    pub const fn new() -> Self {
+        Self {
+            current: [empty(); CLASS_COUNT],
+            domain: 0,
+            key: 0,
+            pending: [ptr::null_mut(); PENDING],
+            pending_len: 0,
+            counters: Counters { remote_frees: 0, flushes: 0 },
+        }
+    }
+
+    /// Whether the heap serves `domain` (is bound to it and not retired).
+    #[inline(always)]
+    pub fn serves<S: PageSource, L: RawLock>(&self, domain: &Domain<S, L>) -> bool {
+        self.domain == domain.id()
+    }
+
+    /// Whether the heap has not served any domain yet.
+    pub fn is_unbound(&self) -> bool {
+        self.domain == 0
+    }
+
+    /// Binds an unbound heap to `domain`. Fronts that must prepare per-thread
+    /// clean-up call this before first use; otherwise the first allocation
+    /// binds the heap.
+    pub fn bind<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>) {
+        if self.domain == 0 {
+            self.domain = domain.id();
+            self.key = domain.key();
+        }
+    }
+
+    /// Whether the heap has been released for good.
+    pub fn is_retired(&self) -> bool {
+        self.domain == RETIRED
+    }
+
+    #[inline(always)]
+    fn id(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Allocates `layout`. Returns null when out of memory.
+    #[inline(always)]
+    pub fn alloc<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, layout: Layout) -> *mut u8 {
+        match class_of(layout.size(), layout.align()) {
+            Some(class) => self.alloc_small(domain, class),
+            None => domain.alloc_large(layout.size(), layout.align(), false),
+        }
+    }
+
+    /// Allocates `layout`, zeroed.
+    pub fn alloc_zeroed<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, layout: Layout) -> *mut u8 {
+        match class_of(layout.size(), layout.align()) {
+            Some(class) => {
+                let object = self.alloc_small(domain, class);
+                if !object.is_null() {
+                    // SAFETY: the object is at least `layout.size()` bytes.
+                    unsafe { ptr::write_bytes(object, 0, layout.size()) };
+                }
+                object
+            }
+            None => domain.alloc_large(layout.size(), layout.align(), true),
+        }
+    }
+
+    /// Allocates one object of size class `class`.
+    #[inline(always)]
+    pub fn alloc_small<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, class: usize) -> *mut u8 {
+        if self.domain == domain.id() {
+            // SAFETY: `current` holds the sentinel or a slice this heap owns.
+            let slice = unsafe { &*self.current[class] };
+            let object = slice.free.get();
+            if !object.is_null() {
+                // SAFETY: objects on an owned free list carry valid links.
+                unsafe {
+                    slice.free.set((*object).link.next as *mut FreeObject);
+                    (*object).marker = 0;
+                }
+                slice.set_used(slice.used() + 1);
+                return object as *mut u8;
+            }
+        }
+        self.alloc_slow(domain, class)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, class: usize) -> *mut u8 {
+        if self.domain != domain.id() {
+            if self.domain != 0 {
+                return domain.alloc_uncached(class);
+            }
+            self.domain = domain.id();
+            self.key = domain.key();
+        }
+        let current = self.current[class];
+        let old = if current == empty() {
+            None
+        } else {
+            // SAFETY: an owned slice.
+            let slice = unsafe { &*current };
+            // First, objects other threads gave back.
+            // SAFETY: the remote list holds free objects of this slice.
+            let count = unsafe { append(slice, slice.remote.take()) };
+            if count != 0 {
+                slice.set_used(slice.used() - count);
+                return self.alloc_small(domain, class);
+            }
+            Some(slice)
+        };
+        self.current[class] = empty();
+        match domain.refill(self, class, old) {
+            Some(slice) => {
+                self.current[class] = slice.as_ptr();
+                self.alloc_small(domain, class)
+            }
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// Frees `ptr`, checking that it is a live allocation of `domain`.
+    ///
+    /// # Safety
+    /// If `ptr` is a live allocation of `domain`, the caller must not use it
+    /// afterwards. Any other pointer is rejected with an error, provided no
+    /// other thread frees the same pointer concurrently.
+    #[inline(always)]
+    pub unsafe fn free<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        ptr: *mut u8,
+    ) -> Result<(), FreeError> {
+        let address = ptr as usize;
+        let page = page_of(address);
+        if !registry::contains(page) {
+            return Err(FreeError::new(FreeErrorKind::NotAllocated, address));
+        }
+        // SAFETY: registered pages are live and start with a header.
+        let header = unsafe { &*(page as *const PageHeader) };
+        if header.common.kind != PageKind::Slab || header.common.domain != domain.id() || self.domain != domain.id() {
+            return self.free_slow(domain, address);
+        }
+        let slice = &header.slices[(address - page) >> SLICE_SHIFT];
+        let size = slice.object_size.get();
+        let offset = (address & (SLICE_SIZE - 1)) as u32;
+        let index = ((offset as u64 * slice.reciprocal.get() as u64) >> 32) as u32;
+        if size == 0 || index * size != offset {
+            return self.free_slow(domain, address);
+        }
+        let object = ptr as *mut FreeObject;
+        let marker = self.key ^ address;
+        // SAFETY: `object` is an object boundary of a formatted slice.
+        unsafe {
+            if (*object).marker == marker {
+                return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
+            }
+            (*object).marker = marker;
+        }
+        if slice.owner.load(Ordering::Relaxed) == self.id() {
+            // SAFETY: this heap owns the slice.
+            unsafe { (*object).link.next = slice.free.get() as *mut Link };
+            slice.free.set(object);
+            slice.set_used(slice.used() - 1);
+            return Ok(());
+        }
+        self.free_remote(domain, slice, object);
+        Ok(())
+    }
+
+    fn free_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
+        // SAFETY: the object is the caller's, freed and marked.
+        match unsafe { slice.remote.push(object as *mut Link) } {
+            Push::Pushed => self.counters.remote_frees += 1,
+            Push::Orphaned => {
+                self.pending[self.pending_len] = object;
+                self.pending_len += 1;
+                if self.pending_len == PENDING {
+                    self.counters.flushes += 1;
+                    domain.flush_heap(self);
+                }
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_slow<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, address: usize) -> Result<(), FreeError> {
+        if self.domain == 0 {
+            self.domain = domain.id();
+            self.key = domain.key();
+        }
+        if self.domain != domain.id() {
+            // SAFETY: the caller's contract.
+            return unsafe { domain.free_uncached(address) };
+        }
+        match domain.lookup(address)? {
+            Lookup::Small { slice } => {
+                let object = address as *mut FreeObject;
+                let marker = self.key ^ address;
+                // SAFETY: `lookup` validated the object boundary.
+                unsafe {
+                    if (*object).marker == marker {
+                        return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
+                    }
+                    (*object).marker = marker;
+                }
+                if slice.owner.load(Ordering::Relaxed) == self.id() {
+                    // SAFETY: owned by this heap.
+                    unsafe { (*object).link.next = slice.free.get() as *mut Link };
+                    slice.free.set(object);
+                    slice.set_used(slice.used() - 1);
+                } else {
+                    self.free_remote(domain, slice, object);
+                }
+                Ok(())
+            }
+            // SAFETY: the caller's contract.
+            _ => unsafe { domain.free_large(address) },
+        }
+    }
+
+    /// Resizes the allocation at `ptr` to `layout`, in place when its class
+    /// (or span, or mapping) allows, else by moving it. Returns `Ok(null)`
+    /// when out of memory, leaving the old allocation untouched.
+    ///
+    /// # Safety
+    /// As for [`Heap::free`]; on success the old pointer must not be used
+    /// unless it is the one returned.
+    pub unsafe fn realloc<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        ptr: *mut u8,
+        layout: Layout,
+    ) -> Result<*mut u8, FreeError> {
+        let address = ptr as usize;
+        let size = layout.size();
+        let aligned = address % layout.align() == 0;
+        let (usable, keep) = match domain.lookup(address)? {
+            Lookup::Small { slice } => {
+                let usable = slice.object_size.get() as usize;
+                let same_class = class_of(size, layout.align()) == Some(slice.class.get() as usize);
+                (usable, aligned && (same_class || (size <= usable && size > usable / 2)))
+            }
+            Lookup::Span { slice } => {
+                let usable = slice.span.get() as usize * SLICE_SIZE;
+                (usable, aligned && size <= usable && size > usable / 2 && size > MAX_SMALL)
+            }
+            Lookup::Huge { common } => {
+                let usable = common.object_size.get();
+                (usable, aligned && domain.resize_huge_in_place(address, size))
+            }
+        };
+        if keep {
+            return Ok(ptr);
+        }
+        let moved = self.alloc(domain, layout);
+        if moved.is_null() {
+            return Ok(moved);
+        }
+        // SAFETY: both blocks hold at least the copied length and are distinct.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, moved, usable.min(size));
+            self.free(domain, ptr)?;
+        }
+        Ok(moved)
+    }
+
+    /// Gives every slice and pending free back to `domain`. The heap can be
+    /// used again afterwards unless `retire` is set, in which case later
+    /// calls go straight to the domain without caching.
+    pub fn release<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, retire: bool) {
+        if self.domain == domain.id() {
+            domain.release_heap(self);
+        }
+        if retire {
+            self.domain = RETIRED;
+        }
+    }
+
+    /// Collects remote frees on the current slices and hands pending frees
+    /// and counters to the domain, keeping the slices.
+    pub fn flush<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>) {
+        if self.domain != domain.id() {
+            return;
+        }
+        for &current in &self.current {
+            if current != empty() {
+                // SAFETY: an owned slice.
+                let slice = unsafe { &*current };
+                // SAFETY: the remote list holds free objects of this slice.
+                let count = unsafe { append(slice, slice.remote.take()) };
+                slice.set_used(slice.used() - count);
+            }
+        }
+        domain.flush_heap(self);
+    }
+
+    /// Takes the pending frees and counters out of the heap.
+    pub(crate) fn drain_pending(&mut self) -> ([*mut FreeObject; PENDING], usize, Counters) {
+        let result = (self.pending, self.pending_len, self.counters);
+        self.pending_len = 0;
+        self.counters = Counters::default();
+        result
+    }
+
+    /// Takes the current slices out of the heap.
+    pub(crate) fn take_slice(&mut self, class: usize) -> Option<NonNull<SliceMeta>> {
+        let current = core::mem::replace(&mut self.current[class], empty());
+        if current == empty() {
+            None
+        } else {
+            NonNull::new(current)
+        }
+    }
+}

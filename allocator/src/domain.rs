@@ -1,0 +1,1249 @@
+//! The domain: an independent pool of pages, and the slice state machine.
+//!
+//! Everything here runs under the domain lock except page mapping, purging
+//! and unmapping, which are done with the lock released.
+//!
+//! # Choosing a slice (the cost model)
+//!
+//! A cache that needs objects of class `c` is handed a whole slice, whose free
+//! objects are the "set of objects" it refills with. The slice is chosen by
+//! state cost first, cheapest first:
+//!
+//! 1. a **partial** slice of class `c`: formatted and resident;
+//! 2. a **dirty** slice that last held class `c`: resident, and its free list
+//!    is still intact, so it needs no formatting;
+//! 3. any other **dirty** slice: resident, but must be re-formatted;
+//! 4. a **clean** or **purged** slice of a mapped page: costs first-touch
+//!    faults and grows the resident set;
+//! 5. a **full** slice of class `c` that still has a free object: little to
+//!    give, so a cache comes back soon;
+//! 6. a new page from the source.
+//!
+//! Within tiers 1–4, memory cost breaks ties: slices are filed in buckets by
+//! the occupancy of their page (how many of its slices are in use, in
+//! quarters), and the fullest bucket is searched first, so allocation packs
+//! into busy pages and sparse pages drain until they can be returned. Within
+//! a bucket the most recently filed slice wins (its memory is warmest); fresh
+//! slices are taken lowest address first. Every step is a list head or a
+//! bitmap lookup: O(1) in the number of slices.
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::cache::Heap;
+use crate::lock::{Guard, RawLock};
+use crate::page::{
+    bucket_of, page_of, page_of_slice, PageCommon, PageHeader, PageKind, BUCKETS, FIRST_SLICE,
+    MAX_SPAN, PAGE_SIZE, SLICE_SHIFT, SLICE_SIZE,
+};
+use crate::registry;
+use crate::remote::{Link, Push};
+use crate::size_class::{class_size, objects_per_slice, CLASS_COUNT, RECIPROCALS};
+use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SPAN_CLASS};
+use crate::source::PageSource;
+use crate::stats::Stats;
+
+/// Default delay before an unused dirty slice is purged, in milliseconds.
+pub const DEFAULT_PURGE_DELAY_MS: u64 = 250;
+
+/// Slices purged per round, with the lock released around the source calls.
+const PURGE_BATCH: usize = 32;
+
+/// Mask of the usable slices of a page in the `fresh` and `dirty` masks.
+const USABLE_MASK: u64 = !0u64 << FIRST_SLICE;
+
+/// Bytes of a huge allocation's header, before the object.
+const HUGE_HEADER: usize = 64;
+
+/// What went wrong in a free (or a size query) of a bad pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeErrorKind {
+    /// The object is already free.
+    DoubleFree,
+    /// The pointer was never handed out by this allocator: outside its pages,
+    /// not at the start of an object, or in memory that holds no allocation.
+    NotAllocated,
+}
+
+/// A rejected free, with the offending address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeError {
+    /// What was wrong.
+    pub kind: FreeErrorKind,
+    /// The pointer passed in.
+    pub address: usize,
+}
+
+impl FreeError {
+    pub(crate) fn new(kind: FreeErrorKind, address: usize) -> Self {
+        Self { kind, address }
+    }
+}
+
+impl core::fmt::Display for FreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.kind {
+            FreeErrorKind::DoubleFree => write!(f, "double free of {:#x}", self.address),
+            FreeErrorKind::NotAllocated => write!(
+                f,
+                "free of {:#x}, which is not an allocation of this allocator (foreign, interior or already freed pointer)",
+                self.address
+            ),
+        }
+    }
+}
+
+/// Occupancy of a slice's memory from the allocation's point of view.
+fn state_for(used: u32, capacity: u32) -> SliceState {
+    if used == 0 {
+        SliceState::Dirty
+    } else if used >= capacity - capacity / 8 {
+        SliceState::Full
+    } else {
+        SliceState::Partial
+    }
+}
+
+/// A pool of pages and the lists that find slices in them.
+///
+/// `S` supplies pages, `L` is the domain lock. A domain is usually a `static`
+/// inside a front (`Strata`, `SharedStrata`, the kernel module); all methods
+/// take `&self`.
+pub struct Domain<S: PageSource, L: RawLock> {
+    /// Protects `inner`: every list, every page header field marked "domain
+    /// lock", and the descriptors of slices no heap owns.
+    lock: L,
+    inner: UnsafeCell<Inner>,
+    source: S,
+    /// Key of the free marker; non-zero once initialised.
+    key: AtomicUsize,
+    purge_delay_ms: AtomicU64,
+}
+
+// SAFETY: all shared mutable state is behind `lock` or atomic; descriptors of
+// owned slices are touched only by their owning heap (see `SliceMeta`).
+unsafe impl<S: PageSource + Sync, L: RawLock + Sync> Sync for Domain<S, L> {}
+// SAFETY: the domain owns its pages through raw pointers only.
+unsafe impl<S: PageSource + Send, L: RawLock + Send> Send for Domain<S, L> {}
+
+type SliceList = *mut SliceMeta;
+
+struct Inner {
+    /// Partial slices no heap owns, by class and page bucket.
+    partial: [[SliceList; BUCKETS]; CLASS_COUNT],
+    /// Full slices with at least one free object, by class.
+    full: [SliceList; CLASS_COUNT],
+    /// Dirty, unpurged slices by last class (spans: `SPAN_CLASS`) and bucket.
+    dirty: [[SliceList; BUCKETS]; CLASS_COUNT + 1],
+    /// Bit `c` of `dirty_classes[b]`: `dirty[c][b]` is not empty.
+    dirty_classes: [u128; BUCKETS],
+    /// Dirty slices in the order they became dirty, for purging.
+    age_head: SliceList,
+    age_tail: SliceList,
+    /// Pages with at least one clean or purged slice, by bucket.
+    fresh_pages: [*mut PageHeader; BUCKETS],
+    /// Every slab page.
+    all_pages: *mut PageHeader,
+
+    pages_mapped: usize,
+    pages_released: u64,
+    huge_allocations: usize,
+    huge_bytes_live: usize,
+    huge_bytes_mapped: usize,
+    purges: u64,
+    refills: u64,
+    flushes: u64,
+    remote_frees: u64,
+    last_purge_check: u64,
+}
+
+impl Inner {
+    const fn new() -> Self {
+        Self {
+            partial: [[ptr::null_mut(); BUCKETS]; CLASS_COUNT],
+            full: [ptr::null_mut(); CLASS_COUNT],
+            dirty: [[ptr::null_mut(); BUCKETS]; CLASS_COUNT + 1],
+            dirty_classes: [0; BUCKETS],
+            age_head: ptr::null_mut(),
+            age_tail: ptr::null_mut(),
+            fresh_pages: [ptr::null_mut(); BUCKETS],
+            all_pages: ptr::null_mut(),
+            pages_mapped: 0,
+            pages_released: 0,
+            huge_allocations: 0,
+            huge_bytes_live: 0,
+            huge_bytes_mapped: 0,
+            purges: 0,
+            refills: 0,
+            flushes: 0,
+            remote_frees: 0,
+            last_purge_check: 0,
+        }
+    }
+
+    fn head(&mut self, linked: Linked) -> &mut SliceList {
+        match linked {
+            Linked::Partial { class, bucket } => &mut self.partial[class as usize][bucket as usize],
+            Linked::Full { class } => &mut self.full[class as usize],
+            Linked::Dirty { class, bucket } => &mut self.dirty[class as usize][bucket as usize],
+            Linked::None => unreachable!("no list for Linked::None"),
+        }
+    }
+
+    fn link(&mut self, slice: &SliceMeta, linked: Linked) {
+        let head = self.head(linked);
+        let first = *head;
+        slice.prev.set(ptr::null_mut());
+        slice.next.set(first);
+        if !first.is_null() {
+            // SAFETY: list members are live descriptors.
+            unsafe { (*first).prev.set(slice as *const _ as *mut _) };
+        }
+        *head = slice as *const _ as *mut _;
+        slice.linked.set(linked);
+        if let Linked::Dirty { class, bucket } = linked {
+            self.dirty_classes[bucket as usize] |= 1u128 << class;
+        }
+    }
+
+    fn unlink(&mut self, slice: &SliceMeta) {
+        let linked = slice.linked.get();
+        if linked == Linked::None {
+            return;
+        }
+        let (prev, next) = (slice.prev.get(), slice.next.get());
+        // SAFETY: list members are live descriptors.
+        unsafe {
+            if !next.is_null() {
+                (*next).prev.set(prev);
+            }
+            if prev.is_null() {
+                *self.head(linked) = next;
+            } else {
+                (*prev).next.set(next);
+            }
+        }
+        if let Linked::Dirty { class, bucket } = linked {
+            if self.dirty[class as usize][bucket as usize].is_null() {
+                self.dirty_classes[bucket as usize] &= !(1u128 << class);
+            }
+        }
+        slice.linked.set(Linked::None);
+        slice.next.set(ptr::null_mut());
+        slice.prev.set(ptr::null_mut());
+    }
+
+    fn age_push(&mut self, slice: &SliceMeta) {
+        let me = slice as *const _ as *mut SliceMeta;
+        slice.age_next.set(ptr::null_mut());
+        slice.age_prev.set(self.age_tail);
+        if self.age_tail.is_null() {
+            self.age_head = me;
+        } else {
+            // SAFETY: list members are live descriptors.
+            unsafe { (*self.age_tail).age_next.set(me) };
+        }
+        self.age_tail = me;
+    }
+
+    fn age_remove(&mut self, slice: &SliceMeta) {
+        let (prev, next) = (slice.age_prev.get(), slice.age_next.get());
+        // SAFETY: list members are live descriptors.
+        unsafe {
+            if prev.is_null() {
+                self.age_head = next;
+            } else {
+                (*prev).age_next.set(next);
+            }
+            if next.is_null() {
+                self.age_tail = prev;
+            } else {
+                (*next).age_prev.set(prev);
+            }
+        }
+        slice.age_next.set(ptr::null_mut());
+        slice.age_prev.set(ptr::null_mut());
+    }
+
+    fn fresh_link(&mut self, page: &PageHeader) {
+        let bucket = page.bucket.get() as usize;
+        let first = self.fresh_pages[bucket];
+        page.fresh_prev.set(ptr::null_mut());
+        page.fresh_next.set(first);
+        if !first.is_null() {
+            // SAFETY: list members are live page headers.
+            unsafe { (*first).fresh_prev.set(page as *const _ as *mut _) };
+        }
+        self.fresh_pages[bucket] = page as *const _ as *mut _;
+    }
+
+    fn fresh_unlink(&mut self, page: &PageHeader) {
+        let (prev, next) = (page.fresh_prev.get(), page.fresh_next.get());
+        // SAFETY: list members are live page headers.
+        unsafe {
+            if !next.is_null() {
+                (*next).fresh_prev.set(prev);
+            }
+            if prev.is_null() {
+                self.fresh_pages[page.bucket.get() as usize] = next;
+            } else {
+                (*prev).fresh_next.set(next);
+            }
+        }
+        page.fresh_next.set(ptr::null_mut());
+        page.fresh_prev.set(ptr::null_mut());
+    }
+
+    /// Where a slice in `state` with `flags` belongs.
+    fn list_for(slice: &SliceMeta, page: &PageHeader) -> Linked {
+        let flags = slice.flags.get();
+        if flags.intersects(SliceFlags::CACHED | SliceFlags::PURGING | SliceFlags::PURGED) {
+            return Linked::None;
+        }
+        let class = slice.class.get();
+        let bucket = page.bucket.get();
+        match slice.state.get() {
+            SliceState::Clean => Linked::None,
+            SliceState::Partial => Linked::Partial { class, bucket },
+            SliceState::Full => {
+                if flags.intersects(SliceFlags::SPAN_HEAD | SliceFlags::SPAN_TAIL)
+                    || slice.used() >= slice.capacity.get()
+                {
+                    Linked::None
+                } else {
+                    Linked::Full { class }
+                }
+            }
+            SliceState::Dirty => Linked::Dirty { class, bucket },
+        }
+    }
+
+    /// Moves `slice` to `state` with `flags`. This is the only place that
+    /// changes a slice's state or flags once its page is published: it keeps
+    /// the lists, the page masks, the page occupancy and its bucket in step.
+    /// Calling it with the current state re-files the slice (for example when
+    /// a full slice gains a free object).
+    fn transition(&mut self, slice: &SliceMeta, state: SliceState, flags: SliceFlags, now: u64) {
+        // SAFETY: descriptors live in page headers.
+        let page = unsafe { page_of_slice(slice) };
+        let bit = 1u64 << page.index_of(slice);
+        let was_dirty_listed = matches!(slice.linked.get(), Linked::Dirty { .. });
+        self.unlink(slice);
+        if was_dirty_listed {
+            self.age_remove(slice);
+        }
+        let had_fresh = page.fresh.get() != 0;
+        page.fresh.set(page.fresh.get() & !bit);
+        page.dirty.set(page.dirty.get() & !bit);
+
+        let was_in_use = slice.in_use();
+        slice.state.set(state);
+        slice.flags.set(flags);
+        let in_use = slice.in_use();
+        if was_in_use != in_use {
+            let occupancy = if in_use { page.occupancy.get() + 1 } else { page.occupancy.get() - 1 };
+            page.occupancy.set(occupancy);
+        }
+
+        match state {
+            SliceState::Clean => page.fresh.set(page.fresh.get() | bit),
+            SliceState::Dirty if flags.contains(SliceFlags::PURGED) => {
+                page.fresh.set(page.fresh.get() | bit)
+            }
+            SliceState::Dirty if !flags.contains(SliceFlags::PURGING) => {
+                page.dirty.set(page.dirty.get() | bit);
+                slice.dirty_since.set(now);
+                self.age_push(slice);
+            }
+            _ => {}
+        }
+        let has_fresh = page.fresh.get() != 0;
+        if had_fresh && !has_fresh {
+            self.fresh_unlink(page);
+        }
+        let list = Self::list_for(slice, page);
+        if list != Linked::None {
+            self.link(slice, list);
+        }
+        let bucket = bucket_of(page.occupancy.get());
+        if bucket != page.bucket.get() {
+            self.rebucket(page, bucket, has_fresh && had_fresh);
+        }
+        if has_fresh && !had_fresh {
+            self.fresh_link(page);
+        }
+    }
+
+    /// Re-files a page and its listed slices after its bucket changed.
+    fn rebucket(&mut self, page: &PageHeader, bucket: u8, fresh_linked: bool) {
+        if fresh_linked {
+            self.fresh_unlink(page);
+        }
+        page.bucket.set(bucket);
+        if fresh_linked {
+            self.fresh_link(page);
+        }
+        for slice in &page.slices[FIRST_SLICE..] {
+            match slice.linked.get() {
+                Linked::Partial { class, .. } => {
+                    self.unlink(slice);
+                    self.link(slice, Linked::Partial { class, bucket });
+                }
+                Linked::Dirty { class, .. } => {
+                    self.unlink(slice);
+                    self.link(slice, Linked::Dirty { class, bucket });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Picks the cheapest slice for class `class` (see the module docs), or
+    /// `None` when every mapped page is exhausted.
+    fn choose<'a>(&self, class: usize) -> Option<&'a SliceMeta> {
+        for bucket in (0..BUCKETS).rev() {
+            let slice = self.partial[class][bucket];
+            if !slice.is_null() {
+                // SAFETY: list members are live descriptors.
+                return Some(unsafe { &*slice });
+            }
+        }
+        for bucket in (0..BUCKETS).rev() {
+            let slice = self.dirty[class][bucket];
+            if !slice.is_null() {
+                // SAFETY: as above.
+                return Some(unsafe { &*slice });
+            }
+        }
+        for bucket in (0..BUCKETS).rev() {
+            let classes = self.dirty_classes[bucket];
+            if classes != 0 {
+                let other = classes.trailing_zeros() as usize;
+                // SAFETY: a set bit means the list is not empty.
+                return Some(unsafe { &*self.dirty[other][bucket] });
+            }
+        }
+        for bucket in (0..BUCKETS).rev() {
+            let page = self.fresh_pages[bucket];
+            if !page.is_null() {
+                // SAFETY: pages on the fresh list are live and have a fresh slice.
+                let page = unsafe { &*page };
+                let index = page.fresh.get().trailing_zeros() as usize;
+                return Some(&page.slices[index]);
+            }
+        }
+        let slice = self.full[class];
+        // SAFETY: as above.
+        (!slice.is_null()).then(|| unsafe { &*slice })
+    }
+}
+
+impl<S: PageSource, L: RawLock> Domain<S, L> {
+    /// A domain with no pages yet.
+    pub const fn new(source: S) -> Self {
+        Self {
+            lock: L::UNLOCKED,
+            inner: UnsafeCell::new(Inner::new()),
+            source,
+            key: AtomicUsize::new(0),
+            purge_delay_ms: AtomicU64::new(DEFAULT_PURGE_DELAY_MS),
+        }
+    }
+
+    /// The page source.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Identity of the domain, as recorded in its page headers.
+    #[inline(always)]
+    pub(crate) fn id(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// The free-marker key, initialised on first use.
+    pub(crate) fn key(&self) -> usize {
+        let key = self.key.load(Ordering::Relaxed);
+        if key != 0 {
+            return key;
+        }
+        // Mix the entropy so that weak sources still spread over all bits.
+        let mut x = self.source.entropy() ^ 0x9e37_79b9_7f4a_7c15;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let fresh = (x as usize) | 1 << (usize::BITS - 1);
+        match self.key.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => fresh,
+            Err(existing) => existing,
+        }
+    }
+
+    /// Delay before an unused dirty slice is purged.
+    pub fn set_purge_delay_ms(&self, delay: u64) {
+        self.purge_delay_ms.store(delay, Ordering::Relaxed);
+    }
+
+    /// The current purge delay in milliseconds.
+    pub fn purge_delay_ms(&self) -> u64 {
+        self.purge_delay_ms.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` with the lock held.
+    fn locked<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let _guard = Guard::new(&self.lock);
+        // SAFETY: the lock gives exclusive access to `inner`.
+        f(unsafe { &mut *self.inner.get() })
+    }
+
+    /// Takes the domain lock before `fork`, so the child never inherits it
+    /// held by a thread that does not exist there.
+    pub fn fork_prepare(&self) {
+        self.lock.lock();
+    }
+
+    /// Releases the lock in the parent after `fork`.
+    ///
+    /// # Safety
+    /// Must follow [`Domain::fork_prepare`] on the same thread.
+    pub unsafe fn fork_parent(&self) {
+        // SAFETY: held since fork_prepare.
+        unsafe { self.lock.unlock() }
+    }
+
+    /// Releases the lock in the child after `fork`.
+    ///
+    /// # Safety
+    /// Must follow [`Domain::fork_prepare`] in the parent.
+    pub unsafe fn fork_child(&self) {
+        // SAFETY: the forking thread held it; it is the child's only thread.
+        unsafe { self.lock.unlock() }
+    }
+
+    // ----- formatting and handing out slices -------------------------------
+
+    /// Formats `slice` for `class`: every object goes on the free list, in
+    /// address order, with its free marker.
+    fn format(&self, slice: &SliceMeta, class: usize) {
+        // SAFETY: descriptors live in page headers.
+        let page = unsafe { page_of_slice(slice) };
+        let base = page.slice_address(page.index_of(slice));
+        let size = class_size(class);
+        let count = objects_per_slice(class);
+        let key = self.key();
+        for i in 0..count {
+            let object = (base + i * size) as *mut FreeObject;
+            let next = if i + 1 < count { (base + (i + 1) * size) as *mut Link } else { ptr::null_mut() };
+            // SAFETY: the object lies inside the slice, which no one uses.
+            unsafe {
+                object.write(FreeObject { link: Link { next }, marker: key ^ object as usize });
+            }
+        }
+        slice.free.set(base as *mut FreeObject);
+        slice.set_used(0);
+        slice.object_size.set(size as u32);
+        slice.reciprocal.set(RECIPROCALS[class]);
+        slice.capacity.set(count as u32);
+        slice.class.set(class as u8);
+    }
+
+    /// Makes `slice` (just chosen) ready to serve `class`: formats it unless
+    /// it is already formatted for that class with its free list intact.
+    fn prepare(&self, slice: &SliceMeta, class: usize) {
+        let reuse = match slice.state.get() {
+            SliceState::Partial | SliceState::Full => true,
+            SliceState::Dirty => {
+                !slice.has(SliceFlags::PURGED)
+                    && slice.class.get() as usize == class
+                    && slice.object_size.get() != 0
+            }
+            SliceState::Clean => false,
+        };
+        if !reuse {
+            self.format(slice, class);
+        }
+        debug_assert_eq!(slice.class.get() as usize, class);
+    }
+
+    /// Maps a new slab page and publishes it. Called without the lock.
+    fn map_page(&self) -> Option<NonNull<PageHeader>> {
+        let memory = self.source.map(PAGE_SIZE, PAGE_SIZE)?;
+        let page = memory.as_ptr() as *mut PageHeader;
+        // SAFETY: fresh, exclusive, page-aligned memory of PAGE_SIZE bytes.
+        unsafe { PageHeader::init(page, self.id(), page as usize, PAGE_SIZE) };
+        NonNull::new(page)
+    }
+
+    /// Adds a page mapped by `map_page` to the domain.
+    fn add_page(&self, inner: &mut Inner, page: NonNull<PageHeader>) {
+        // SAFETY: initialised by map_page, not yet shared.
+        let page = unsafe { page.as_ref() };
+        registry::insert(page.base());
+        page.all_next.set(inner.all_pages);
+        if !inner.all_pages.is_null() {
+            // SAFETY: live page header.
+            unsafe { (*inner.all_pages).all_prev.set(page as *const _ as *mut _) };
+        }
+        inner.all_pages = page as *const _ as *mut _;
+        inner.fresh_link(page);
+        inner.pages_mapped += 1;
+    }
+
+    /// Runs `take` on the cheapest slice for `class`, mapping a page if none
+    /// is left. Returns `None` when the source is out of memory.
+    fn with_slice<R>(
+        &self,
+        class: usize,
+        mut take: impl FnMut(&Self, &mut Inner, &SliceMeta, u64) -> R,
+    ) -> Option<R> {
+        let now = self.source.now_ms();
+        let result = self.locked(|inner| {
+            let slice = inner.choose(class)?;
+            self.prepare(slice, class);
+            Some(take(self, inner, slice, now))
+        });
+        if result.is_some() {
+            return result;
+        }
+        let page = self.map_page()?;
+        self.locked(|inner| {
+            self.add_page(inner, page);
+            let slice = inner.choose(class).expect("a new page has fresh slices");
+            self.prepare(slice, class);
+            Some(take(self, inner, slice, now))
+        })
+    }
+
+    /// Gives `slice` to `heap`: the heap now owns it and every free object on
+    /// it. Domain lock held.
+    fn hand_over(&self, inner: &mut Inner, slice: &SliceMeta, heap: usize, now: u64) {
+        let state = if slice.used() >= slice.capacity.get() - slice.capacity.get() / 8 {
+            SliceState::Full
+        } else {
+            SliceState::Partial
+        };
+        let flags = (slice.flags.get() - SliceFlags::PURGED) | SliceFlags::CACHED;
+        inner.transition(slice, state, flags, now);
+        slice.remote.adopt();
+        slice.owner.store(heap, Ordering::Relaxed);
+        inner.refills += 1;
+    }
+
+    /// Gives a heap's slice back to the domain. Domain lock held.
+    fn take_back(&self, inner: &mut Inner, slice: &SliceMeta, now: u64) {
+        slice.owner.store(0, Ordering::Relaxed);
+        let pending = slice.remote.orphan();
+        // SAFETY: the objects on the remote list are free objects of `slice`.
+        let count = unsafe { append(slice, pending) };
+        slice.set_used(slice.used() - count);
+        let state = state_for(slice.used(), slice.capacity.get());
+        inner.transition(slice, state, slice.flags.get() - SliceFlags::CACHED, now);
+    }
+
+    /// Frees `object` into a slice no heap owns. Domain lock held; the
+    /// object's marker is already set.
+    fn free_locked(&self, inner: &mut Inner, slice: &SliceMeta, object: *mut FreeObject, now: u64) {
+        // SAFETY: the caller validated `object` as a live object of `slice`.
+        unsafe { (*object).link.next = slice.free.get() as *mut Link };
+        slice.free.set(object);
+        let used = slice.used() - 1;
+        slice.set_used(used);
+        if !slice.has(SliceFlags::CACHED) {
+            inner.transition(slice, state_for(used, slice.capacity.get()), slice.flags.get(), now);
+        }
+    }
+
+    // ----- entry points for heaps -----------------------------------------
+
+    /// Releases `old` (if any) and hands a new slice of `class` to `heap`,
+    /// flushing the heap's pending frees in the same critical section.
+    pub(crate) fn refill(&self, heap: &mut Heap, class: usize, old: Option<&SliceMeta>) -> Option<NonNull<SliceMeta>> {
+        let heap_id = heap as *const Heap as usize;
+        let mut old = old;
+        let result = self.with_slice(class, |domain, inner, slice, now| {
+            if let Some(old) = old.take() {
+                domain.take_back(inner, old, now);
+            }
+            domain.flush_locked(inner, heap, now);
+            domain.hand_over(inner, slice, heap_id, now);
+            NonNull::from(slice)
+        });
+        if result.is_none() {
+            // Out of memory: still give back what the heap holds.
+            self.locked(|inner| {
+                let now = self.source.now_ms();
+                if let Some(old) = old {
+                    self.take_back(inner, old, now);
+                }
+                self.flush_locked(inner, heap, now);
+            });
+        }
+        self.maybe_purge();
+        result
+    }
+
+    /// Moves a heap's counters and pending frees into the domain. Lock held.
+    fn flush_locked(&self, inner: &mut Inner, heap: &mut Heap, now: u64) {
+        let (pending, count, counters) = heap.drain_pending();
+        for &object in &pending[..count] {
+            self.free_pending(inner, object, now);
+        }
+        inner.remote_frees += counters.remote_frees;
+        inner.flushes += counters.flushes;
+    }
+
+    /// Frees one object that found its slice orphaned. Lock held.
+    fn free_pending(&self, inner: &mut Inner, object: *mut FreeObject, now: u64) {
+        let slice = slice_of(object as usize);
+        // Ownership only changes under the lock, so this cannot race.
+        if slice.remote.is_orphaned() {
+            self.free_locked(inner, slice, object, now);
+        } else {
+            // SAFETY: a live object of `slice`, owned by the caller.
+            let pushed = unsafe { slice.remote.push(object as *mut Link) };
+            debug_assert_eq!(pushed, Push::Pushed);
+            inner.remote_frees += 1;
+        }
+    }
+
+    /// Gives every slice and pending free of `heap` back to the domain.
+    pub(crate) fn release_heap(&self, heap: &mut Heap) {
+        let now = self.source.now_ms();
+        self.locked(|inner| {
+            for class in 0..CLASS_COUNT {
+                if let Some(slice) = heap.take_slice(class) {
+                    // SAFETY: a slice the heap owned; descriptors are never freed
+                    // while their page is in use.
+                    self.take_back(inner, unsafe { slice.as_ref() }, now);
+                }
+            }
+            self.flush_locked(inner, heap, now);
+            inner.flushes += 1;
+        });
+        self.maybe_purge();
+    }
+
+    /// Flushes a heap's pending frees and counters without releasing slices.
+    pub(crate) fn flush_heap(&self, heap: &mut Heap) {
+        let now = self.source.now_ms();
+        self.locked(|inner| self.flush_locked(inner, heap, now));
+    }
+
+    /// Allocates one object of `class` with no cache: for threads whose
+    /// cache is gone (exiting) or serves another domain.
+    pub fn alloc_uncached(&self, class: usize) -> *mut u8 {
+        let object = self.with_slice(class, |_, inner, slice, now| {
+            let object = slice.free.get();
+            if object.is_null() {
+                // The chosen slice was owned or exhausted (never, by `choose`).
+                return ptr::null_mut();
+            }
+            // SAFETY: free objects carry valid links.
+            unsafe {
+                slice.free.set((*object).link.next as *mut FreeObject);
+                (*object).marker = 0;
+            }
+            let used = slice.used() + 1;
+            slice.set_used(used);
+            let flags = slice.flags.get() - SliceFlags::PURGED;
+            inner.transition(slice, state_for(used, slice.capacity.get()), flags, now);
+            object as *mut u8
+        });
+        object.unwrap_or(ptr::null_mut())
+    }
+
+    /// Frees `address` with no cache. Checks it fully.
+    ///
+    /// # Safety
+    /// `address` must not be used by the caller after a successful free.
+    pub unsafe fn free_uncached(&self, address: usize) -> Result<(), FreeError> {
+        let found = self.lookup(address)?;
+        match found {
+            Lookup::Small { slice } => {
+                let object = address as *mut FreeObject;
+                let marker = self.key() ^ address;
+                // SAFETY: `lookup` proved it is an object boundary of a
+                // formatted slice of ours.
+                unsafe {
+                    if (*object).marker == marker {
+                        return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
+                    }
+                    (*object).marker = marker;
+                    // SAFETY: the object is ours to give back.
+                    if slice.remote.push(object as *mut Link) == Push::Pushed {
+                        self.locked(|inner| inner.remote_frees += 1);
+                        return Ok(());
+                    }
+                }
+                let now = self.source.now_ms();
+                self.locked(|inner| self.free_pending(inner, object, now));
+                Ok(())
+            }
+            Lookup::Span { .. } | Lookup::Huge { .. } => {
+                // SAFETY: forwarded.
+                unsafe { self.free_large(address) }
+            }
+        }
+    }
+
+    // ----- looking pointers up --------------------------------------------
+
+    /// Validates `address` as an allocation of this domain.
+    pub(crate) fn lookup(&self, address: usize) -> Result<Lookup<'_>, FreeError> {
+        let not_ours = FreeError::new(FreeErrorKind::NotAllocated, address);
+        let page = page_of(address);
+        if address == 0 || !registry::contains(page) {
+            return Err(not_ours);
+        }
+        // SAFETY: registered pages are live and start with a header.
+        let common = unsafe { &*(page as *const PageCommon) };
+        if common.domain != self.id() {
+            return Err(not_ours);
+        }
+        match common.kind {
+            PageKind::Huge => {
+                if address != common.object || common.object_size.get() == 0 {
+                    return Err(not_ours);
+                }
+                Ok(Lookup::Huge { common })
+            }
+            PageKind::Slab => {
+                // SAFETY: as above; slab pages carry a full header.
+                let header = unsafe { &*(page as *const PageHeader) };
+                let index = (address - page) >> SLICE_SHIFT;
+                let slice = &header.slices[index];
+                let size = slice.object_size.get() as usize;
+                let offset = address & (SLICE_SIZE - 1);
+                if size != 0 {
+                    if offset % size != 0 || offset / size >= slice.capacity.get() as usize {
+                        return Err(not_ours);
+                    }
+                    return Ok(Lookup::Small { slice });
+                }
+                if offset == 0 && slice.has(SliceFlags::SPAN_HEAD) {
+                    return Ok(Lookup::Span { slice });
+                }
+                if offset == 0 && slice.state.get() == SliceState::Dirty && slice.class.get() == SPAN_CLASS {
+                    return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
+                }
+                Err(not_ours)
+            }
+        }
+    }
+
+    /// The usable size of the allocation at `address`.
+    pub fn usable_size(&self, address: usize) -> Result<usize, FreeError> {
+        Ok(match self.lookup(address)? {
+            Lookup::Small { slice } => slice.object_size.get() as usize,
+            Lookup::Span { slice } => slice.span.get() as usize * SLICE_SIZE,
+            Lookup::Huge { common } => common.object_size.get(),
+        })
+    }
+
+    // ----- spans and huge allocations -------------------------------------
+
+    /// Allocates a request too large for a size class: a span of whole
+    /// slices, or a mapping of its own.
+    pub fn alloc_large(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        if size <= MAX_SPAN && align <= SLICE_SIZE {
+            self.alloc_span(size, zeroed)
+        } else {
+            self.alloc_huge(size, align, zeroed)
+        }
+    }
+
+    fn alloc_span(&self, size: usize, zeroed: bool) -> *mut u8 {
+        let count = size.div_ceil(SLICE_SIZE).max(1);
+        let now = self.source.now_ms();
+        let mut found = self.locked(|inner| self.take_span(inner, count, now));
+        if found.is_none() {
+            let Some(page) = self.map_page() else { return ptr::null_mut() };
+            found = self.locked(|inner| {
+                self.add_page(inner, page);
+                self.take_span(inner, count, now)
+            });
+        }
+        let Some((address, is_zero)) = found else { return ptr::null_mut() };
+        if zeroed && !is_zero {
+            // SAFETY: the span is ours and `count` slices long.
+            unsafe { ptr::write_bytes(address as *mut u8, 0, count * SLICE_SIZE) };
+        }
+        address as *mut u8
+    }
+
+    /// Finds `count` consecutive fresh or dirty slices and makes them a span.
+    /// Returns its address and whether its memory is known to be zero.
+    fn take_span(&self, inner: &mut Inner, count: usize, now: u64) -> Option<(usize, bool)> {
+        let mut page = inner.all_pages;
+        while !page.is_null() {
+            // SAFETY: live page header on the page list.
+            let header = unsafe { &*page };
+            let available = (header.fresh.get() | header.dirty.get()) & USABLE_MASK;
+            if let Some(first) = find_run(available, count) {
+                let mut zero = S::ZEROED;
+                for i in first..first + count {
+                    let slice = &header.slices[i];
+                    zero &= slice.state.get() == SliceState::Clean;
+                    let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
+                    slice.object_size.set(0);
+                    slice.free.set(ptr::null_mut());
+                    slice.class.set(SPAN_CLASS);
+                    slice.capacity.set(1);
+                    slice.set_used(1);
+                    slice.span.set(if i == first { count as u32 } else { first as u32 });
+                    inner.transition(slice, SliceState::Full, flag, now);
+                }
+                return Some((header.slice_address(first), zero));
+            }
+            page = header.all_next.get();
+        }
+        None
+    }
+
+    fn alloc_huge(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        let offset = align.max(HUGE_HEADER);
+        let Some(len) = size.checked_add(offset).and_then(|n| n.checked_add(4095)).map(|n| n & !4095) else {
+            return ptr::null_mut();
+        };
+        if len > isize::MAX as usize {
+            return ptr::null_mut();
+        }
+        let Some(memory) = self.source.map(len, align.max(PAGE_SIZE)) else { return ptr::null_mut() };
+        let base = memory.as_ptr() as usize;
+        let object = base + offset;
+        let header = page_of(object);
+        let common = PageCommon {
+            kind: PageKind::Huge,
+            domain: self.id(),
+            map_base: base,
+            map_len: len,
+            object,
+            object_size: core::cell::Cell::new(len - offset),
+        };
+        // SAFETY: the header lies inside the new mapping, before the object.
+        unsafe { (header as *mut PageCommon).write(common) };
+        registry::insert(header);
+        if zeroed && !S::ZEROED {
+            // SAFETY: the object is inside the mapping.
+            unsafe { ptr::write_bytes(object as *mut u8, 0, size) };
+        }
+        self.locked(|inner| {
+            inner.huge_allocations += 1;
+            inner.huge_bytes_live += len - offset;
+            inner.huge_bytes_mapped += len;
+        });
+        object as *mut u8
+    }
+
+    /// Frees a span or huge allocation.
+    ///
+    /// # Safety
+    /// `address` must not be used after a successful free.
+    pub unsafe fn free_large(&self, address: usize) -> Result<(), FreeError> {
+        let now = self.source.now_ms();
+        // Validate under the lock: it serialises racing frees of one span.
+        let huge = self.locked(|inner| -> Result<Option<(usize, usize)>, FreeError> {
+            match self.lookup(address)? {
+                Lookup::Span { slice } => {
+                    // SAFETY: descriptors live in page headers.
+                    let page = unsafe { page_of_slice(slice) };
+                    let first = page.index_of(slice);
+                    let count = slice.span.get() as usize;
+                    for i in first..first + count {
+                        let member = &page.slices[i];
+                        member.set_used(0);
+                        inner.transition(member, SliceState::Dirty, SliceFlags::empty(), now);
+                    }
+                    Ok(None)
+                }
+                Lookup::Huge { common } => {
+                    let live = common.object_size.get();
+                    common.object_size.set(0);
+                    registry::remove(page_of(address));
+                    inner.huge_allocations -= 1;
+                    inner.huge_bytes_live -= live;
+                    inner.huge_bytes_mapped -= common.map_len;
+                    Ok(Some((common.map_base, common.map_len)))
+                }
+                Lookup::Small { .. } => Err(FreeError::new(FreeErrorKind::NotAllocated, address)),
+            }
+        })?;
+        if let Some((base, len)) = huge {
+            // SAFETY: the mapping is unregistered and no longer reachable.
+            unsafe { self.source.unmap(NonNull::new_unchecked(base as *mut u8), len) };
+        } else {
+            self.maybe_purge();
+        }
+        Ok(())
+    }
+
+    /// Resizes a huge allocation in place when the mapping allows.
+    pub(crate) fn resize_huge_in_place(&self, address: usize, new_size: usize) -> bool {
+        if let Ok(Lookup::Huge { common }) = self.lookup(address) {
+            let capacity = common.map_base + common.map_len - common.object;
+            if new_size <= capacity && new_size >= capacity / 2 {
+                return true;
+            }
+        }
+        false
+    }
+
+    // ----- purging ----------------------------------------------------------
+
+    /// Purges dirty slices older than the purge delay, if a check is due.
+    pub(crate) fn maybe_purge(&self) {
+        let now = self.source.now_ms();
+        let delay = self.purge_delay_ms();
+        let due = self.locked(|inner| {
+            if inner.age_head.is_null() || now < inner.last_purge_check + delay / 4 {
+                return false;
+            }
+            inner.last_purge_check = now;
+            // SAFETY: live descriptor at the head of the age list.
+            now >= unsafe { (*inner.age_head).dirty_since.get() } + delay
+        });
+        if due {
+            self.purge_older_than(now.saturating_sub(delay), false);
+        }
+    }
+
+    /// Purges every dirty slice now and returns every empty page to the
+    /// source.
+    pub fn purge_all(&self) {
+        self.purge_older_than(u64::MAX, true);
+    }
+
+    fn purge_older_than(&self, cutoff: u64, all: bool) {
+        loop {
+            let mut batch: [*const SliceMeta; PURGE_BATCH] = [ptr::null(); PURGE_BATCH];
+            let now = self.source.now_ms();
+            let count = self.locked(|inner| {
+                let mut count = 0;
+                while count < PURGE_BATCH && !inner.age_head.is_null() {
+                    // SAFETY: live descriptor on the age list.
+                    let slice = unsafe { &*inner.age_head };
+                    if !all && slice.dirty_since.get() > cutoff {
+                        break;
+                    }
+                    inner.transition(slice, SliceState::Dirty, SliceFlags::PURGING, now);
+                    batch[count] = slice;
+                    count += 1;
+                }
+                count
+            });
+            let mut zeroed = [false; PURGE_BATCH];
+            for i in 0..count {
+                // SAFETY: PURGING slices are on no list; nobody touches them.
+                let slice = unsafe { &*batch[i] };
+                let page = unsafe { page_of_slice(slice) };
+                let address = page.slice_address(page.index_of(slice));
+                // SAFETY: the slice holds no live object and is ours alone.
+                zeroed[i] = unsafe { self.source.purge(NonNull::new_unchecked(address as *mut u8), SLICE_SIZE) };
+            }
+            let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
+            let released = self.locked(|inner| {
+                let mut released = 0;
+                for i in 0..count {
+                    // SAFETY: as above.
+                    let slice = unsafe { &*batch[i] };
+                    slice.object_size.set(0);
+                    slice.free.set(ptr::null_mut());
+                    let _ = zeroed[i];
+                    inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
+                    inner.purges += 1;
+                    // SAFETY: as above.
+                    let page = unsafe { page_of_slice(slice) };
+                    if page.occupancy.get() == 0
+                        && page.fresh.get() == USABLE_MASK
+                        && !empty[..released].contains(&(page as *const _ as *mut _))
+                    {
+                        self.remove_page(inner, page);
+                        empty[released] = page as *const _ as *mut _;
+                        released += 1;
+                    }
+                }
+                if all {
+                    released += self.remove_empty_pages(inner, &mut empty[released..]);
+                }
+                released
+            });
+            for &page in &empty[..released] {
+                // SAFETY: removed from every list and the registry.
+                unsafe { self.source.unmap(NonNull::new_unchecked(page as *mut u8), PAGE_SIZE) };
+            }
+            if count < PURGE_BATCH && (!all || released == 0) {
+                break;
+            }
+        }
+    }
+
+    /// Takes a page with no slice in use and nothing dirty out of the domain.
+    fn remove_page(&self, inner: &mut Inner, page: &PageHeader) {
+        inner.fresh_unlink(page);
+        let (prev, next) = (page.all_prev.get(), page.all_next.get());
+        // SAFETY: live page headers on the page list.
+        unsafe {
+            if !next.is_null() {
+                (*next).all_prev.set(prev);
+            }
+            if prev.is_null() {
+                inner.all_pages = next;
+            } else {
+                (*prev).all_next.set(next);
+            }
+        }
+        registry::remove(page.base());
+        inner.pages_mapped -= 1;
+        inner.pages_released += 1;
+    }
+
+    /// Removes up to `out.len()` entirely fresh pages; returns how many.
+    fn remove_empty_pages(&self, inner: &mut Inner, out: &mut [*mut PageHeader]) -> usize {
+        let mut count = 0;
+        let mut page = inner.all_pages;
+        while !page.is_null() && count < out.len() {
+            // SAFETY: live page header.
+            let header = unsafe { &*page };
+            let next = header.all_next.get();
+            if header.occupancy.get() == 0 && header.fresh.get() == USABLE_MASK {
+                self.remove_page(inner, header);
+                out[count] = page;
+                count += 1;
+            }
+            page = next;
+        }
+        count
+    }
+
+    // ----- statistics -------------------------------------------------------
+
+    /// A snapshot of the domain.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::zero();
+        self.locked(|inner| {
+            let mut page = inner.all_pages;
+            while !page.is_null() {
+                // SAFETY: live page header.
+                let header = unsafe { &*page };
+                stats.pages_mapped += 1;
+                stats.bytes_resident += FIRST_SLICE * SLICE_SIZE / 16; // header's touched part
+                for slice in &header.slices[FIRST_SLICE..] {
+                    let state = slice.state.get();
+                    let flags = slice.flags.get();
+                    match state {
+                        SliceState::Clean => stats.slices_clean += 1,
+                        SliceState::Partial => stats.slices_partial += 1,
+                        SliceState::Full => stats.slices_full += 1,
+                        SliceState::Dirty if flags.contains(SliceFlags::PURGED) => stats.slices_purged += 1,
+                        SliceState::Dirty => stats.slices_dirty += 1,
+                    }
+                    if !(state == SliceState::Clean || flags.contains(SliceFlags::PURGED)) {
+                        stats.bytes_resident += SLICE_SIZE;
+                    }
+                    if flags.contains(SliceFlags::SPAN_HEAD) {
+                        stats.bytes_live += slice.span.get() as usize * SLICE_SIZE;
+                    } else if slice.in_use() && !flags.contains(SliceFlags::SPAN_TAIL) {
+                        let class = slice.class.get() as usize;
+                        let used = slice.used() as usize;
+                        let c = &mut stats.classes[class];
+                        c.slices += 1;
+                        c.objects_live += used;
+                        if flags.contains(SliceFlags::CACHED) {
+                            c.cached_slices += 1;
+                        }
+                        stats.bytes_live += used * class_size(class);
+                    }
+                }
+                page = header.all_next.get();
+            }
+            stats.bytes_mapped = inner.pages_mapped * PAGE_SIZE + inner.huge_bytes_mapped;
+            stats.bytes_live += inner.huge_bytes_live;
+            stats.bytes_resident += inner.huge_bytes_mapped;
+            stats.huge_allocations = inner.huge_allocations;
+            stats.pages_released = inner.pages_released;
+            stats.purges = inner.purges;
+            stats.refills = inner.refills;
+            stats.flushes = inner.flushes;
+            stats.remote_frees = inner.remote_frees;
+        });
+        stats
+    }
+
+    /// For tests: the state, flags and class of the slice holding `address`.
+    #[doc(hidden)]
+    pub fn slice_info(&self, address: usize) -> Option<(SliceState, SliceFlags, usize)> {
+        let page = page_of(address);
+        if !registry::contains(page) {
+            return None;
+        }
+        let slice = slice_of(address);
+        self.locked(|_| Some((slice.state.get(), slice.flags.get(), slice.class.get() as usize)))
+    }
+}
+
+/// What an address points at.
+pub(crate) enum Lookup<'a> {
+    Small { slice: &'a SliceMeta },
+    Span { slice: &'a SliceMeta },
+    Huge { common: &'a PageCommon },
+}
+
+/// The descriptor of the slice holding `address`, which must be inside a
+/// registered slab page (past its header).
+#[inline(always)]
+pub(crate) fn slice_of(address: usize) -> &'static SliceMeta {
+    let page = page_of(address);
+    // SAFETY: the caller guarantees a live slab page.
+    let header = unsafe { &*(page as *const PageHeader) };
+    &header.slices[(address - page) >> SLICE_SHIFT]
+}
+
+/// Appends the list `first` to `slice.free`; returns how many objects it had.
+///
+/// # Safety
+/// Every object on the list must be a free object of `slice`.
+pub(crate) unsafe fn append(slice: &SliceMeta, first: *mut Link) -> u32 {
+    if first.is_null() {
+        return 0;
+    }
+    let mut count = 1;
+    let mut last = first;
+    // SAFETY: the caller guarantees valid links.
+    unsafe {
+        while !(*last).next.is_null() {
+            last = (*last).next;
+            count += 1;
+        }
+        (*last).next = slice.free.get() as *mut Link;
+    }
+    slice.free.set(first as *mut FreeObject);
+    count
+}
+
+/// Index of the lowest run of `count` set bits in `mask`.
+fn find_run(mask: u64, count: usize) -> Option<usize> {
+    // After the loop, bit i of `run` is set iff bits i..i+count are all set.
+    let mut run = mask;
+    let mut have = 1;
+    while have < count {
+        let step = have.min(count - have);
+        run &= run >> step;
+        have += step;
+    }
+    (run != 0).then(|| run.trailing_zeros() as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_run;
+
+    #[test]
+    fn runs_are_found_lowest_first() {
+        assert_eq!(find_run(0b1110_1100, 2), Some(2));
+        assert_eq!(find_run(0b1110_1100, 3), Some(5));
+        assert_eq!(find_run(0b1110_1100, 4), None);
+        assert_eq!(find_run(!0 << 1, 63), Some(1));
+        assert_eq!(find_run(!0 << 1, 1), Some(1));
+    }
+}

@@ -1,0 +1,117 @@
+//! Strata: a slab memory allocator built on one `no_std` core.
+//!
+//! # Glossary
+//!
+//! - **Domain**: an independent pool of pages with one lock ([`Domain`]). In
+//!   userspace there is one; the kernel module may keep one per NUMA node.
+//! - **Page**: a [`PAGE_SIZE`](page::PAGE_SIZE) (4 MiB) block from the page
+//!   source, aligned to its size, with a header holding every slice
+//!   descriptor. Not the 4 KiB MMU page.
+//! - **Slice**: a [`SLICE_SIZE`](page::SLICE_SIZE) (64 KiB) aligned part of a
+//!   page. It carries a state and a size class.
+//! - **Object**: one cell of a slice; all objects of a slice have its class's
+//!   size.
+//! - **Size class**: one of the object sizes in [`size_class`], from 16 bytes
+//!   to 32 KiB, an eighth of a power of two apart.
+//! - **Span**: a run of whole slices holding one object larger than a class.
+//! - **Huge allocation**: an object with a mapping of its own.
+//! - **Heap**: a per-thread (or per-CPU) cache ([`Heap`]), owning at most one
+//!   slice per class.
+//! - **Remote free**: a free by a thread whose heap does not own the slice.
+//! - **Purge**: giving a dirty slice's memory back to the page source.
+//! - **Page source**: where pages come from ([`PageSource`]): mmap, a static
+//!   arena, or the kernel page allocator.
+//!
+//! # Design
+//!
+//! Memory is divided **domain ⊃ page ⊃ slice ⊃ object**. The header of any
+//! object's page is found by masking its address, and its slice descriptor by
+//! shifting the offset, so a free needs no search. Descriptors live in the
+//! page header, away from the objects; a free object holds only its
+//! free-list link and a free marker.
+//!
+//! A slice is formatted for a class when it is handed out and keeps that
+//! class while it holds live objects. When its last object is freed it
+//! becomes dirty, and a dirty slice can be formatted for *any* class, so
+//! memory freed by one size serves every other. Heaps take slices by cost:
+//! **partial → dirty (same class first) → clean → full**, ties broken by the
+//! occupancy of the page so that sparse pages drain (see [`domain`]).
+//!
+//! ## Slice states
+//!
+//! | state   | live objects                 | on which list                         | can become |
+//! |---------|------------------------------|---------------------------------------|------------|
+//! | clean   | none, never used             | page's fresh mask                     | partial, full (span) |
+//! | partial | below the full threshold     | `partial[class][bucket]`, or a heap   | full, dirty |
+//! | full    | at least the threshold (7/8) | `full[class]` if a free object is left, or a heap | partial, dirty |
+//! | dirty   | none, was used; keeps class  | `dirty[class][bucket]` and the age list | partial, full, dirty+purged |
+//!
+//! Flags combine with the state: *purged* (a dirty slice whose memory went
+//! back to the source; it costs what a clean slice costs but is never called
+//! clean), *cached* (owned by a heap, on no list), *span head*/*span tail*,
+//! and *purging* (in flight, on no list). A page whose slices are all clean
+//! or purged goes back to the source.
+//!
+//! ## Locks, in order
+//!
+//! 1. **Heap lock** (only in [`SharedStrata`]; thread-local heaps need none,
+//!    the kernel disables preemption). Protects the heap: its current slices'
+//!    free lists and used counts, its pending frees and counters.
+//! 2. **Domain lock** ([`RawLock`]). Protects the state lists, the age list,
+//!    the page list, every page-header field, the descriptors of slices no
+//!    heap owns, and the domain counters. Never held across a page-source
+//!    call that maps, purges or unmaps.
+//! 3. **Arena lock** (inside [`source::ArenaSource`]). Protects the arena's
+//!    free ranges.
+//!
+//! Lock-free: each slice's remote list (one CAS per push, one swap per drain;
+//! see the loom model in `tests/loom.rs`), the slice owner word, and the page
+//! registry that vets pointers before they are dereferenced.
+//!
+//! ## Hardening
+//!
+//! Every free is checked, on the fast path too: the page must be registered
+//! and belong to this domain, the pointer must be an object boundary, and the
+//! object must not carry the free marker (`key ^ address`, with a random key)
+//! that every free object has. Failures come back as [`FreeError`]; the std
+//! front prints one line and aborts.
+//!
+//! # Use
+//!
+//! ```
+//! use std::alloc::{GlobalAlloc, Layout};
+//!
+//! static ALLOCATOR: strata::Strata = strata::Strata::new();
+//! // In a program: #[global_allocator] static GLOBAL: strata::Strata = strata::Strata::new();
+//!
+//! let layout = Layout::from_size_align(100, 8).unwrap();
+//! let p = unsafe { ALLOCATOR.alloc(layout) };
+//! assert!(!p.is_null());
+//! unsafe { ALLOCATOR.dealloc(p, layout) };
+//! assert_eq!(ALLOCATOR.stats().bytes_live, 0);
+//! ```
+#![no_std]
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+include!("modules.rs");
+
+#[cfg(feature = "spin")]
+mod shared;
+#[cfg(all(feature = "std", feature = "mmap"))]
+mod global;
+
+pub use cache::Heap;
+pub use domain::{Domain, FreeError, FreeErrorKind};
+#[cfg(all(feature = "std", feature = "mmap"))]
+pub use global::Strata;
+pub use lock::RawLock;
+#[cfg(feature = "spin")]
+pub use lock::SpinLock;
+#[cfg(feature = "spin")]
+pub use shared::SharedStrata;
+pub use source::PageSource;
+pub use stats::Stats;

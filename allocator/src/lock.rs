@@ -1,0 +1,97 @@
+//! The lock the domain uses, as a small trait the environment implements.
+//!
+//! Userspace and `no_std` use [`SpinLock`], a `spin` mutex that yields the CPU
+//! while it waits when `std` is available. The kernel module implements
+//! [`RawLock`] with the kernel's own spinlock.
+
+/// A mutual-exclusion lock with no data.
+///
+/// # Safety
+/// `lock` and a successful `try_lock` must give the caller exclusive
+/// ownership until the matching `unlock`, with acquire/release ordering, so
+/// that writes made while holding the lock are visible to the next holder.
+pub unsafe trait RawLock {
+    /// An unlocked lock, for `const` construction.
+    const UNLOCKED: Self;
+
+    /// Takes the lock, waiting as long as needed.
+    fn lock(&self);
+
+    /// Takes the lock if it is free.
+    fn try_lock(&self) -> bool;
+
+    /// Releases the lock.
+    ///
+    /// # Safety
+    /// The caller must hold the lock. After `fork`, the child may release a
+    /// lock its parent's forking thread held.
+    unsafe fn unlock(&self);
+}
+
+#[cfg(all(feature = "spin", feature = "std"))]
+type Relax = YieldAfterSpin;
+#[cfg(all(feature = "spin", not(feature = "std")))]
+type Relax = spin::relax::Spin;
+
+/// Spins briefly, then yields the CPU: on a machine with fewer cores than
+/// threads a pure spin would burn the holder's time slice.
+#[cfg(all(feature = "spin", feature = "std"))]
+pub struct YieldAfterSpin;
+
+#[cfg(all(feature = "spin", feature = "std"))]
+impl spin::RelaxStrategy for YieldAfterSpin {
+    fn relax() {
+        extern crate std;
+        std::thread::yield_now();
+    }
+}
+
+/// A test-and-set spinlock from the `spin` crate.
+#[cfg(feature = "spin")]
+pub struct SpinLock(spin::mutex::SpinMutex<(), Relax>);
+
+#[cfg(feature = "spin")]
+// SAFETY: `SpinMutex` provides exclusive, acquire/release-ordered locking;
+// forgetting the guard keeps it held until `force_unlock`.
+unsafe impl RawLock for SpinLock {
+    const UNLOCKED: Self = SpinLock(spin::mutex::SpinMutex::new(()));
+
+    #[inline]
+    fn lock(&self) {
+        core::mem::forget(self.0.lock());
+    }
+
+    #[inline]
+    fn try_lock(&self) -> bool {
+        match self.0.try_lock() {
+            Some(guard) => {
+                core::mem::forget(guard);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline]
+    unsafe fn unlock(&self) {
+        // SAFETY: the caller holds the lock.
+        unsafe { self.0.force_unlock() }
+    }
+}
+
+/// Holds a [`RawLock`] for a scope.
+pub(crate) struct Guard<'a, L: RawLock>(&'a L);
+
+impl<'a, L: RawLock> Guard<'a, L> {
+    pub(crate) fn new(lock: &'a L) -> Self {
+        lock.lock();
+        Guard(lock)
+    }
+}
+
+impl<L: RawLock> Drop for Guard<'_, L> {
+    fn drop(&mut self) {
+        // SAFETY: the guard was made by taking the lock.
+        unsafe { self.0.unlock() }
+    }
+}

@@ -1,0 +1,14 @@
+// The module tree of the core, shared with the kernel module's crate, which
+// pulls this file in with `include!` beside its own fronts.
+
+pub mod cache;
+pub mod domain;
+pub mod lock;
+pub mod page;
+mod registry;
+mod remote;
+pub mod size_class;
+pub mod slice;
+pub mod source;
+pub mod stats;
+mod sync;

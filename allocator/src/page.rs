@@ -1,0 +1,176 @@
+//! Pages: large aligned blocks from the page source, with a header in front.
+//!
+//! A slab page is [`PAGE_SIZE`] bytes aligned to [`PAGE_SIZE`]. Its first slice
+//! holds the [`PageHeader`] with every slice descriptor; slices
+//! [`FIRST_SLICE`]`..`[`SLICES_PER_PAGE`] hold objects. Because no object
+//! starts at a page boundary, the header of any object is found by masking
+//! `address - 1` down to the page alignment, and the slice by shifting the
+//! offset.
+//!
+//! A huge allocation (larger than a span, or aligned beyond a slice) gets a
+//! mapping of its own with a short header of the same kind in front of the
+//! object, placed so that the same mask finds it.
+
+use core::cell::Cell;
+use core::mem::size_of;
+use core::ptr;
+
+use static_assertions::const_assert;
+
+use crate::slice::SliceMeta;
+
+/// log2 of [`PAGE_SIZE`].
+pub const PAGE_SHIFT: u32 = 22;
+/// Size and alignment of a slab page: 4 MiB.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+/// log2 of [`SLICE_SIZE`].
+pub const SLICE_SHIFT: u32 = 16;
+/// Size and alignment of a slice: 64 KiB.
+pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
+/// Slices per page, including the header slice.
+pub const SLICES_PER_PAGE: usize = PAGE_SIZE / SLICE_SIZE;
+/// The first slice that holds objects; slice 0 holds the header.
+pub const FIRST_SLICE: usize = 1;
+/// Slices per page that hold objects.
+pub const USABLE_SLICES: usize = SLICES_PER_PAGE - FIRST_SLICE;
+/// The largest multi-slice span; larger requests map directly.
+pub const MAX_SPAN_SLICES: usize = 32;
+/// The largest request served from a span.
+pub const MAX_SPAN: usize = MAX_SPAN_SLICES * SLICE_SIZE;
+
+/// Number of occupancy buckets used to prefer slices in fuller pages.
+pub(crate) const BUCKETS: usize = 4;
+
+/// What a page holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum PageKind {
+    /// Slices of small objects and spans.
+    Slab = 0x5354_5241,
+    /// One huge object.
+    Huge = 0x4855_4745,
+}
+
+/// Fields common to slab and huge pages.
+#[repr(C)]
+pub(crate) struct PageCommon {
+    /// Invariant: set before the page is entered in the registry, never
+    /// changed while it is there.
+    pub(crate) kind: PageKind,
+    /// Address of the owning domain: frees check it before trusting anything
+    /// else in the header.
+    pub(crate) domain: usize,
+    /// The mapping the page came from, to give back to the source.
+    pub(crate) map_base: usize,
+    pub(crate) map_len: usize,
+    /// Huge pages: the object address and its usable size.
+    pub(crate) object: usize,
+    pub(crate) object_size: Cell<usize>,
+}
+
+/// Header of a slab page.
+#[repr(C)]
+pub(crate) struct PageHeader {
+    pub(crate) common: PageCommon,
+    /// Slices in state partial or full (owned slices and spans included).
+    /// Domain lock.
+    pub(crate) occupancy: Cell<u32>,
+    /// Bucket the page's listed slices and its fresh entry are filed under:
+    /// always `bucket_of(occupancy)`. Domain lock.
+    pub(crate) bucket: Cell<u8>,
+    /// Bit i: slice i is clean or purged (the "fresh" cost tier). Domain lock.
+    pub(crate) fresh: Cell<u64>,
+    /// Bit i: slice i is dirty and not purged. Domain lock.
+    pub(crate) dirty: Cell<u64>,
+    /// Links in `fresh_pages[bucket]` while `fresh != 0`. Domain lock.
+    pub(crate) fresh_next: Cell<*mut PageHeader>,
+    pub(crate) fresh_prev: Cell<*mut PageHeader>,
+    /// Links in the list of all slab pages. Domain lock.
+    pub(crate) all_next: Cell<*mut PageHeader>,
+    pub(crate) all_prev: Cell<*mut PageHeader>,
+    /// Descriptors; index 0 describes the header slice and is never used.
+    pub(crate) slices: [SliceMeta; SLICES_PER_PAGE],
+}
+
+const_assert!(size_of::<PageHeader>() <= SLICE_SIZE * FIRST_SLICE);
+const_assert!(size_of::<PageCommon>() <= 64);
+const_assert!(SLICES_PER_PAGE == 64); // the fresh and dirty masks are u64
+const_assert!(MAX_SPAN_SLICES <= USABLE_SLICES);
+const_assert!(core::mem::align_of::<PageHeader>() <= SLICE_SIZE);
+
+/// The page unit holding `address`: the header address of a slab or huge
+/// page, if `address` was handed out by Strata.
+#[inline(always)]
+pub(crate) fn page_of(address: usize) -> usize {
+    (address.wrapping_sub(1)) & !(PAGE_SIZE - 1)
+}
+
+/// The occupancy bucket of a page with `occupancy` slices in use.
+#[inline]
+pub(crate) fn bucket_of(occupancy: u32) -> u8 {
+    ((occupancy as usize * BUCKETS) / (USABLE_SLICES + 1)) as u8
+}
+
+impl PageHeader {
+    /// Initialises a slab page header in place.
+    ///
+    /// # Safety
+    /// `page` must be valid for writes of a `PageHeader`, aligned to
+    /// [`PAGE_SIZE`], and not yet visible to any other thread.
+    pub(crate) unsafe fn init(page: *mut PageHeader, domain: usize, map_base: usize, map_len: usize) {
+        let common = PageCommon {
+            kind: PageKind::Slab,
+            domain,
+            map_base,
+            map_len,
+            object: 0,
+            object_size: Cell::new(0),
+        };
+        // SAFETY: the caller guarantees exclusive access to writable memory.
+        unsafe {
+            ptr::addr_of_mut!((*page).common).write(common);
+            ptr::addr_of_mut!((*page).occupancy).write(Cell::new(0));
+            ptr::addr_of_mut!((*page).bucket).write(Cell::new(0));
+            let usable = !0u64 << FIRST_SLICE;
+            ptr::addr_of_mut!((*page).fresh).write(Cell::new(usable));
+            ptr::addr_of_mut!((*page).dirty).write(Cell::new(0));
+            ptr::addr_of_mut!((*page).fresh_next).write(Cell::new(ptr::null_mut()));
+            ptr::addr_of_mut!((*page).fresh_prev).write(Cell::new(ptr::null_mut()));
+            ptr::addr_of_mut!((*page).all_next).write(Cell::new(ptr::null_mut()));
+            ptr::addr_of_mut!((*page).all_prev).write(Cell::new(ptr::null_mut()));
+            let slices = ptr::addr_of_mut!((*page).slices) as *mut SliceMeta;
+            for i in 0..SLICES_PER_PAGE {
+                slices.add(i).write(SliceMeta::new());
+            }
+        }
+    }
+
+    /// Address of the page.
+    #[inline(always)]
+    pub(crate) fn base(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Address of slice `index`.
+    #[inline(always)]
+    pub(crate) fn slice_address(&self, index: usize) -> usize {
+        self.base() + index * SLICE_SIZE
+    }
+
+    /// Index of the slice described by `slice`, which must belong to this page.
+    #[inline]
+    pub(crate) fn index_of(&self, slice: &SliceMeta) -> usize {
+        (slice as *const SliceMeta as usize - self.slices.as_ptr() as usize) / size_of::<SliceMeta>()
+    }
+}
+
+/// The page header and slice index of a descriptor.
+///
+/// # Safety
+/// `slice` must be a descriptor inside a live page header.
+#[inline]
+pub(crate) unsafe fn page_of_slice(slice: &SliceMeta) -> &PageHeader {
+    let page = (slice as *const SliceMeta as usize) & !(PAGE_SIZE - 1);
+    // SAFETY: descriptors live in the header at the start of their page.
+    unsafe { &*(page as *const PageHeader) }
+}

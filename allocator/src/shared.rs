@@ -1,0 +1,166 @@
+//! The `no_std` front: [`SharedStrata`], a `GlobalAlloc` over any page source
+//! with a small set of lock-protected heaps.
+//!
+//! Without thread-locals there is no per-thread heap. Instead a call picks a
+//! heap with `try_lock`, starting from one chosen by the caller's stack
+//! address (so concurrent threads tend to start on different heaps), and
+//! waits only when every heap is busy.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+
+use crate::cache::Heap;
+use crate::domain::{Domain, FreeError};
+use crate::lock::RawLock;
+use crate::source::PageSource;
+use crate::stats::Stats;
+
+struct HeapSlot<L> {
+    /// Protects `heap`.
+    lock: L,
+    heap: UnsafeCell<Heap>,
+}
+
+/// A Strata allocator for `no_std` targets.
+///
+/// ```
+/// use core::alloc::{GlobalAlloc, Layout};
+/// use strata::{source::ArenaSource, SharedStrata, SpinLock};
+///
+/// static ALLOCATOR: SharedStrata<ArenaSource, SpinLock, 4> = SharedStrata::new(ArenaSource::empty());
+///
+/// // On a real target this is a `static mut` region or a linker-provided one.
+/// let region: &'static mut [u8] = Box::leak(vec![0u8; 16 << 20].into_boxed_slice());
+/// assert!(ALLOCATOR.source().init(region));
+///
+/// let layout = Layout::new::<[u64; 4]>();
+/// let p = unsafe { ALLOCATOR.alloc(layout) };
+/// assert!(!p.is_null());
+/// unsafe { ALLOCATOR.dealloc(p, layout) };
+/// ```
+pub struct SharedStrata<S: PageSource, L: RawLock, const HEAPS: usize = 4> {
+    domain: Domain<S, L>,
+    heaps: [HeapSlot<L>; HEAPS],
+}
+
+// SAFETY: each heap is only touched with its lock held; the domain is Sync.
+unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> Sync for SharedStrata<S, L, HEAPS> {}
+
+impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
+    /// An allocator drawing pages from `source`; usable in a `static`.
+    pub const fn new(source: S) -> Self {
+        Self {
+            domain: Domain::new(source),
+            heaps: [const { HeapSlot { lock: L::UNLOCKED, heap: UnsafeCell::new(Heap::new()) } }; HEAPS],
+        }
+    }
+
+    /// The page source.
+    pub fn source(&self) -> &S {
+        self.domain.source()
+    }
+
+    /// The underlying domain.
+    pub fn domain(&self) -> &Domain<S, L> {
+        &self.domain
+    }
+
+    fn with_heap<R>(&self, f: impl FnOnce(&mut Heap, &Domain<S, L>) -> R) -> R {
+        let marker = 0u8;
+        let start = ((&marker as *const u8 as usize) >> 14) % HEAPS;
+        let mut chosen = None;
+        for i in 0..HEAPS {
+            let slot = &self.heaps[(start + i) % HEAPS];
+            if slot.lock.try_lock() {
+                chosen = Some(slot);
+                break;
+            }
+        }
+        let slot = chosen.unwrap_or_else(|| {
+            let slot = &self.heaps[start];
+            slot.lock.lock();
+            slot
+        });
+        // SAFETY: the slot's lock is held.
+        let result = f(unsafe { &mut *slot.heap.get() }, &self.domain);
+        // SAFETY: taken above.
+        unsafe { slot.lock.unlock() };
+        result
+    }
+
+    /// Allocates `layout`; null when out of memory.
+    pub fn allocate(&self, layout: Layout) -> *mut u8 {
+        self.with_heap(|heap, domain| heap.alloc(domain, layout))
+    }
+
+    /// Frees `ptr`, reporting a bad pointer instead of panicking.
+    ///
+    /// # Safety
+    /// If `ptr` is a live allocation, it must not be used afterwards.
+    pub unsafe fn free(&self, ptr: *mut u8) -> Result<(), FreeError> {
+        // SAFETY: the caller's contract.
+        self.with_heap(|heap, domain| unsafe { heap.free(domain, ptr) })
+    }
+
+    /// The usable size of the allocation at `ptr`.
+    pub fn usable_size(&self, ptr: *const u8) -> Result<usize, FreeError> {
+        self.domain.usable_size(ptr as usize)
+    }
+
+    /// Gives every heap's slices back to the domain.
+    pub fn release_caches(&self) {
+        for slot in &self.heaps {
+            slot.lock.lock();
+            // SAFETY: the slot's lock is held.
+            unsafe { (*slot.heap.get()).release(&self.domain, false) };
+            // SAFETY: taken above.
+            unsafe { slot.lock.unlock() };
+        }
+    }
+
+    /// A snapshot, after flushing every heap's pending frees.
+    pub fn stats(&self) -> Stats {
+        for slot in &self.heaps {
+            slot.lock.lock();
+            // SAFETY: the slot's lock is held.
+            unsafe { (*slot.heap.get()).flush(&self.domain) };
+            // SAFETY: taken above.
+            unsafe { slot.lock.unlock() };
+        }
+        self.domain.stats()
+    }
+
+    /// Purges every dirty slice and returns empty pages to the source.
+    pub fn purge(&self) {
+        self.domain.purge_all();
+    }
+}
+
+// SAFETY: as for the std front; misuse panics with the error instead of
+// corrupting the heap (there is no process to abort on `no_std`).
+unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> GlobalAlloc for SharedStrata<S, L, HEAPS> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.allocate(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.with_heap(|heap, domain| heap.alloc_zeroed(domain, layout))
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: GlobalAlloc's contract.
+        if let Err(error) = unsafe { self.free(ptr) } {
+            panic!("strata: dealloc: {error}");
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: GlobalAlloc guarantees the new layout is valid.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: GlobalAlloc's contract.
+        match self.with_heap(|heap, domain| unsafe { heap.realloc(domain, ptr, new_layout) }) {
+            Ok(moved) => moved,
+            Err(error) => panic!("strata: realloc: {error}"),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Slices: the unit that carries a state and a size class.
+//!
+//! A [`SliceMeta`] is the descriptor of one slice. Descriptors live in the page
+//! header, never in the slice, so object memory holds nothing but objects and
+//! free-list links. The state machine itself (which list a slice sits on, what
+//! each transition updates) is in `domain.rs`, in `Domain::transition`; this
+//! module only defines the states and the descriptor.
+
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::remote::{Link, RemoteList, ORPHAN};
+
+/// The state of a slice. See the state table in the crate documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SliceState {
+    /// Never used for allocation since the page was mapped.
+    Clean,
+    /// Holds live objects, fewer than the full threshold.
+    Partial,
+    /// Holds at least the full threshold of live objects, or is part of a
+    /// multi-slice span.
+    Full,
+    /// Holds no live object but was used; remembers its last class.
+    Dirty,
+}
+
+bitflags::bitflags! {
+    /// Flags that combine with a [`SliceState`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct SliceFlags: u8 {
+        /// A dirty slice whose memory went back to the page source. Its
+        /// allocation cost is that of a clean slice; it is still not clean.
+        const PURGED = 1 << 0;
+        /// Owned by a heap (a thread or CPU cache) and on no domain list.
+        const CACHED = 1 << 1;
+        /// First slice of a multi-slice span.
+        const SPAN_HEAD = 1 << 2;
+        /// A following slice of a multi-slice span.
+        const SPAN_TAIL = 1 << 3;
+        /// Being purged outside the domain lock; on no list.
+        const PURGING = 1 << 4;
+    }
+}
+
+/// Which domain list a slice is linked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Linked {
+    /// On no list.
+    None,
+    /// `partial[class][bucket]`.
+    Partial { class: u8, bucket: u8 },
+    /// `full[class]`.
+    Full { class: u8 },
+    /// `dirty[class][bucket]`, and the purge age list.
+    Dirty { class: u8, bucket: u8 },
+}
+
+/// The free-list node at the start of a free object, followed by the free
+/// marker (`key ^ address`) that makes double frees detectable.
+#[repr(C)]
+pub(crate) struct FreeObject {
+    pub(crate) link: Link,
+    pub(crate) marker: usize,
+}
+
+/// Descriptor of one slice.
+///
+/// The first cache line holds what the allocation and free fast paths touch.
+#[repr(C, align(64))]
+pub(crate) struct SliceMeta {
+    /// Free objects ready to hand out.
+    /// Invariant: accessed only by the owning heap while `CACHED` is set, and
+    /// only under the domain lock otherwise.
+    pub(crate) free: Cell<*mut FreeObject>,
+    /// Objects handed out and not yet back on `free` (objects on the remote
+    /// list still count). Same access rule as `free`; relaxed loads and
+    /// stores only, so statistics can read it from another thread.
+    pub(crate) used: AtomicU32,
+    /// Object size in bytes while formatted for a small class, else 0.
+    /// Invariant: non-zero only for small slices whose objects carry valid
+    /// links and markers (so frees can be checked against it).
+    pub(crate) object_size: Cell<u32>,
+    /// `RECIPROCALS[class]` while `object_size` is non-zero.
+    pub(crate) reciprocal: Cell<u32>,
+    /// Objects per slice in the current format.
+    pub(crate) capacity: Cell<u32>,
+    /// Address of the owning heap, 0 when the domain holds the slice.
+    /// Written under the domain lock; read without it by frees.
+    pub(crate) owner: AtomicUsize,
+    /// Objects freed by threads other than the owner.
+    pub(crate) remote: RemoteList,
+
+    /// Current state. Domain lock.
+    pub(crate) state: Cell<SliceState>,
+    /// Flags. Domain lock.
+    pub(crate) flags: Cell<SliceFlags>,
+    /// Class currently formatted for, or last held when dirty. Domain lock.
+    /// `SPAN_CLASS` for span slices.
+    pub(crate) class: Cell<u8>,
+    /// Where the slice is linked. Domain lock.
+    pub(crate) linked: Cell<Linked>,
+    /// For a span head: its length in slices. For a span tail: the index of
+    /// its head. Domain lock.
+    pub(crate) span: Cell<u32>,
+    /// Bytes requested for a span (its usable size). Domain lock.
+    pub(crate) span_bytes: Cell<usize>,
+    /// State-list links. Domain lock.
+    pub(crate) next: Cell<*mut SliceMeta>,
+    pub(crate) prev: Cell<*mut SliceMeta>,
+    /// Purge age-list links (dirty slices, oldest first). Domain lock.
+    pub(crate) age_next: Cell<*mut SliceMeta>,
+    pub(crate) age_prev: Cell<*mut SliceMeta>,
+    /// When the slice last became dirty, in the source's milliseconds.
+    pub(crate) dirty_since: Cell<u64>,
+}
+
+/// Pseudo-class recorded by slices of multi-slice spans.
+pub(crate) const SPAN_CLASS: u8 = crate::size_class::CLASS_COUNT as u8;
+
+impl SliceMeta {
+    /// A clean, orphaned descriptor.
+    pub(crate) const fn new() -> Self {
+        Self {
+            free: Cell::new(ptr::null_mut()),
+            used: AtomicU32::new(0),
+            object_size: Cell::new(0),
+            reciprocal: Cell::new(0),
+            capacity: Cell::new(0),
+            owner: AtomicUsize::new(0),
+            remote: RemoteList { head: AtomicUsize::new(ORPHAN) },
+            state: Cell::new(SliceState::Clean),
+            flags: Cell::new(SliceFlags::empty()),
+            class: Cell::new(0),
+            linked: Cell::new(Linked::None),
+            span: Cell::new(0),
+            span_bytes: Cell::new(0),
+            next: Cell::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
+            age_next: Cell::new(ptr::null_mut()),
+            age_prev: Cell::new(ptr::null_mut()),
+            dirty_since: Cell::new(0),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn used(&self) -> u32 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub(crate) fn set_used(&self, used: u32) {
+        self.used.store(used, Ordering::Relaxed)
+    }
+
+    pub(crate) fn has(&self, flag: SliceFlags) -> bool {
+        self.flags.get().contains(flag)
+    }
+
+    /// Whether objects of this slice count as in use (the page's occupancy).
+    pub(crate) fn in_use(&self) -> bool {
+        matches!(self.state.get(), SliceState::Partial | SliceState::Full)
+    }
+}

@@ -1,0 +1,274 @@
+//! Page sources: where pages come from and where they go back.
+//!
+//! The core never asks the environment for memory except through
+//! [`PageSource`]. Userspace uses [`MmapSource`]; `no_std` targets hand a
+//! static region to [`ArenaSource`]; tests wrap either in [`FailingSource`] to
+//! make mapping fail on demand. The kernel module implements the trait with
+//! the kernel page allocator.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The supply of page memory.
+///
+/// # Safety
+/// Implementations must uphold, for every successful `map(size, align)`:
+/// - the returned range `[ptr, ptr + size)` is readable and writable, aligned
+///   to `align`, and overlaps no other live mapping of this source;
+/// - if [`PageSource::ZEROED`] is true, it reads as zero;
+/// - it stays valid until passed to `unmap` with the same `size`.
+///
+/// `purge` must leave the range mapped and usable; its contents afterwards are
+/// zero if it returns `true` and unspecified otherwise. All methods may be
+/// called from any thread, with or without the domain lock held.
+pub unsafe trait PageSource {
+    /// Whether fresh mappings read as zero.
+    const ZEROED: bool;
+
+    /// Maps `size` bytes aligned to `align`. `size` is a multiple of 4096 and
+    /// `align` a power of two of at least 4096. Returns `None` when out of
+    /// memory; never panics.
+    fn map(&self, size: usize, align: usize) -> Option<NonNull<u8>>;
+
+    /// Gives a mapping back.
+    ///
+    /// # Safety
+    /// `ptr` and `size` must be exactly those of one live mapping from
+    /// [`PageSource::map`], and nothing may use the range afterwards.
+    unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize);
+
+    /// Releases the physical memory behind `[ptr, ptr + size)` but keeps the
+    /// range usable. Returns whether the range now reads as zero.
+    ///
+    /// # Safety
+    /// The range must lie inside a live mapping of this source, and its
+    /// contents must no longer be needed.
+    unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool;
+
+    /// A monotonic clock in milliseconds, for the purge delay. Sources with
+    /// no clock return 0, and dirty slices are then purged only on request.
+    fn now_ms(&self) -> u64 {
+        0
+    }
+
+    /// Entropy for the free-marker key. The default mixes addresses, which
+    /// differ from run to run where the environment randomises layout.
+    fn entropy(&self) -> u64 {
+        let local = 0u8;
+        (&local as *const u8 as u64).rotate_left(17) ^ (self as *const Self as *const u8 as u64)
+    }
+}
+
+/// Page source backed by anonymous `mmap`, for Linux and Unix userspace.
+#[cfg(feature = "mmap")]
+#[derive(Debug, Default)]
+pub struct MmapSource;
+
+#[cfg(feature = "mmap")]
+impl MmapSource {
+    /// The source.
+    pub const fn new() -> Self {
+        Self
+    }
+}
+
+// SAFETY: anonymous private mappings are zeroed, private to this mapping and
+// valid until munmap; MADV_DONTNEED leaves them mapped and zero-filled.
+#[cfg(feature = "mmap")]
+unsafe impl PageSource for MmapSource {
+    const ZEROED: bool = true;
+
+    fn map(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        // Over-map by the alignment, then trim both ends.
+        let total = size.checked_add(align.saturating_sub(4096))?;
+        // SAFETY: an anonymous mapping at a kernel-chosen address touches no
+        // existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let start = raw as usize;
+        let aligned = (start + align - 1) & !(align - 1);
+        let head = aligned - start;
+        let tail = total - head - size;
+        // SAFETY: both trimmed ranges lie inside the mapping just made.
+        unsafe {
+            if head != 0 {
+                libc::munmap(raw, head);
+            }
+            if tail != 0 {
+                libc::munmap((aligned + size) as *mut libc::c_void, tail);
+            }
+        }
+        NonNull::new(aligned as *mut u8)
+    }
+
+    unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize) {
+        // SAFETY: the caller passes a live mapping of ours.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), size) };
+    }
+
+    unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: the range is inside a live private anonymous mapping.
+        unsafe { libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_DONTNEED) == 0 }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `now` is a valid timespec to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+        now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+    }
+
+    fn entropy(&self) -> u64 {
+        let mut value = 0u64;
+        // SAFETY: writes at most 8 bytes into `value`; getrandom does not allocate.
+        let read = unsafe {
+            libc::getrandom((&mut value as *mut u64).cast(), 8, libc::GRND_NONBLOCK)
+        };
+        if read != 8 {
+            let local = 0u8;
+            value = (&local as *const u8 as u64) ^ self.now_ms().rotate_left(32);
+        }
+        value
+    }
+}
+
+/// Page source carving pages out of one static region, for `no_std` targets.
+///
+/// The region is managed by `linked_list_allocator`; pages go back to it when
+/// the domain releases them. Purging does nothing (there is no OS to return
+/// memory to) and reports the memory as not zeroed.
+#[cfg(feature = "arena")]
+pub struct ArenaSource {
+    heap: spin::Mutex<linked_list_allocator::Heap>,
+    initialised: AtomicBool,
+    region: spin::Mutex<Option<(usize, usize)>>,
+}
+
+#[cfg(feature = "arena")]
+impl ArenaSource {
+    /// An empty arena; give it memory with [`ArenaSource::init`].
+    pub const fn empty() -> Self {
+        Self {
+            heap: spin::Mutex::new(linked_list_allocator::Heap::empty()),
+            initialised: AtomicBool::new(false),
+            region: spin::Mutex::new(None),
+        }
+    }
+
+    /// Hands the arena its region. Returns `false` (and keeps nothing) if it
+    /// already has one.
+    pub fn init(&self, region: &'static mut [u8]) -> bool {
+        if self.initialised.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let start = region.as_mut_ptr();
+        let len = region.len();
+        // SAFETY: the region is 'static, exclusively ours, and handed over once.
+        unsafe { self.heap.lock().init(start, len) };
+        *self.region.lock() = Some((start as usize, len));
+        true
+    }
+
+    /// Bytes of the region not currently mapped out.
+    pub fn free_bytes(&self) -> usize {
+        self.heap.lock().free()
+    }
+}
+
+// SAFETY: linked_list_allocator hands out disjoint, aligned blocks of the
+// static region and takes them back by the same layout; nothing is unmapped.
+#[cfg(feature = "arena")]
+unsafe impl PageSource for ArenaSource {
+    const ZEROED: bool = false;
+
+    fn map(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let layout = core::alloc::Layout::from_size_align(size, align).ok()?;
+        self.heap.lock().allocate_first_fit(layout).ok()
+    }
+
+    unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize) {
+        // Every mapping is `size`-sized and aligned to at least 4096; the
+        // allocator only needs the size to rebuild its hole, and the alignment
+        // recorded in the layout does not affect deallocation.
+        let layout = core::alloc::Layout::from_size_align(size, 4096)
+            .expect("arena mapping sizes are valid layouts");
+        // SAFETY: the caller returns a block we handed out, with its size.
+        unsafe { self.heap.lock().deallocate(ptr, layout) };
+    }
+
+    unsafe fn purge(&self, _ptr: NonNull<u8>, _size: usize) -> bool {
+        false
+    }
+}
+
+/// A page source that fails on demand, wrapping another one. For tests.
+pub struct FailingSource<S> {
+    inner: S,
+    failing: AtomicBool,
+    /// Number of mappings refused so far.
+    refused: AtomicUsize,
+}
+
+impl<S> FailingSource<S> {
+    /// Wraps `inner`; mapping works until [`FailingSource::set_failing`].
+    pub const fn new(inner: S) -> Self {
+        Self { inner, failing: AtomicBool::new(false), refused: AtomicUsize::new(0) }
+    }
+
+    /// Makes every `map` fail (`true`) or pass through again (`false`).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// How many mappings were refused.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// The wrapped source.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to a valid source, or refused.
+unsafe impl<S: PageSource> PageSource for FailingSource<S> {
+    const ZEROED: bool = S::ZEROED;
+
+    fn map(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if self.failing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        self.inner.map(size, align)
+    }
+
+    unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.unmap(ptr, size) }
+    }
+
+    unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.purge(ptr, size) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+
+    fn entropy(&self) -> u64 {
+        self.inner.entropy()
+    }
+}

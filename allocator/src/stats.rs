@@ -1,0 +1,118 @@
+//! Statistics: a plain snapshot of the allocator's state.
+
+use core::fmt;
+
+use crate::size_class::{class_size, CLASS_COUNT};
+
+/// Per-class figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Slices formatted for the class (partial, full, or owned by a cache).
+    pub slices: usize,
+    /// Of those, slices owned by a thread or CPU cache.
+    pub cached_slices: usize,
+    /// Objects handed out (objects waiting on remote lists still count).
+    pub objects_live: usize,
+}
+
+/// A snapshot of the allocator, taken by `stats()` on each front.
+///
+/// Figures about slices owned by other threads' caches are read without
+/// stopping those threads, so they are exact only when the program is quiet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes in live objects, spans and huge allocations, counted at their
+    /// usable size.
+    pub bytes_live: usize,
+    /// Bytes that are (or may be) backed by physical memory: page headers,
+    /// slices that are neither clean nor purged, and huge mappings.
+    pub bytes_resident: usize,
+    /// Bytes currently mapped from the page source.
+    pub bytes_mapped: usize,
+    /// Slab pages currently mapped.
+    pub pages_mapped: usize,
+    /// Slab pages given back to the source so far.
+    pub pages_released: u64,
+    /// Huge allocations live, with their own mapping each.
+    pub huge_allocations: usize,
+    /// Slices in each state. A purged slice is counted in `slices_purged`,
+    /// not in `slices_dirty`.
+    pub slices_clean: usize,
+    /// Partial slices, including those owned by caches.
+    pub slices_partial: usize,
+    /// Full slices, including span slices and those owned by caches.
+    pub slices_full: usize,
+    /// Dirty slices not yet purged.
+    pub slices_dirty: usize,
+    /// Dirty slices whose memory went back to the source.
+    pub slices_purged: usize,
+    /// Slice purges performed so far.
+    pub purges: u64,
+    /// Batches of objects handed to caches (a cache taking a slice).
+    pub refills: u64,
+    /// Times a cache gave objects or slices back to the domain.
+    pub flushes: u64,
+    /// Objects freed by a thread other than the owner of their slice.
+    pub remote_frees: u64,
+    /// Figures per size class.
+    pub classes: [ClassStats; CLASS_COUNT],
+}
+
+impl Stats {
+    pub(crate) const fn zero() -> Self {
+        Self {
+            bytes_live: 0,
+            bytes_resident: 0,
+            bytes_mapped: 0,
+            pages_mapped: 0,
+            pages_released: 0,
+            huge_allocations: 0,
+            slices_clean: 0,
+            slices_partial: 0,
+            slices_full: 0,
+            slices_dirty: 0,
+            slices_purged: 0,
+            purges: 0,
+            refills: 0,
+            flushes: 0,
+            remote_frees: 0,
+            classes: [ClassStats { slices: 0, cached_slices: 0, objects_live: 0 }; CLASS_COUNT],
+        }
+    }
+}
+
+impl fmt::Display for Stats {
+    /// The statistics table printed by the fronts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "strata statistics")?;
+        writeln!(f, "  bytes live       {:>14}", self.bytes_live)?;
+        writeln!(f, "  bytes resident   {:>14}", self.bytes_resident)?;
+        writeln!(f, "  bytes mapped     {:>14}", self.bytes_mapped)?;
+        writeln!(f, "  pages mapped     {:>14}", self.pages_mapped)?;
+        writeln!(f, "  pages released   {:>14}", self.pages_released)?;
+        writeln!(f, "  huge allocations {:>14}", self.huge_allocations)?;
+        writeln!(
+            f,
+            "  slices           clean {} partial {} full {} dirty {} purged {}",
+            self.slices_clean, self.slices_partial, self.slices_full, self.slices_dirty, self.slices_purged
+        )?;
+        writeln!(f, "  purges           {:>14}", self.purges)?;
+        writeln!(f, "  cache refills    {:>14}", self.refills)?;
+        writeln!(f, "  cache flushes    {:>14}", self.flushes)?;
+        writeln!(f, "  remote frees     {:>14}", self.remote_frees)?;
+        writeln!(f, "  {:>8} {:>8} {:>8} {:>12}", "class", "slices", "cached", "objects")?;
+        for (class, c) in self.classes.iter().enumerate() {
+            if c.slices != 0 || c.objects_live != 0 {
+                writeln!(
+                    f,
+                    "  {:>8} {:>8} {:>8} {:>12}",
+                    class_size(class),
+                    c.slices,
+                    c.cached_slices,
+                    c.objects_live
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
