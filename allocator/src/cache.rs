@@ -161,8 +161,8 @@ impl Heap {
             if !object.is_null() {
                 // SAFETY: objects on an owned free list carry valid links.
                 unsafe {
-                    slice.free.set((*object).link.next as *mut FreeObject);
-                    (*object).marker = 0;
+                    slice.free.set(FreeObject::next(object));
+                    FreeObject::set_marker(object, 0);
                 }
                 slice.set_used(slice.used() + 1);
                 return object as *mut u8;
@@ -239,14 +239,14 @@ impl Heap {
         let marker = self.key ^ address;
         // SAFETY: `object` is an object boundary of a formatted slice.
         unsafe {
-            if (*object).marker == marker {
+            if FreeObject::marker(object) == marker {
                 return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
             }
-            (*object).marker = marker;
+            FreeObject::set_marker(object, marker);
         }
         if slice.owner.load(Ordering::Relaxed) == self.id() {
             // SAFETY: this heap owns the slice.
-            unsafe { (*object).link.next = slice.free.get() as *mut Link };
+            unsafe { FreeObject::set_next(object, slice.free.get()) };
             slice.free.set(object);
             slice.set_used(slice.used() - 1);
             return Ok(());
@@ -287,14 +287,14 @@ impl Heap {
                 let marker = self.key ^ address;
                 // SAFETY: `lookup` validated the object boundary.
                 unsafe {
-                    if (*object).marker == marker {
+                    if FreeObject::marker(object) == marker {
                         return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
                     }
-                    (*object).marker = marker;
+                    FreeObject::set_marker(object, marker);
                 }
                 if slice.owner.load(Ordering::Relaxed) == self.id() {
                     // SAFETY: owned by this heap.
-                    unsafe { (*object).link.next = slice.free.get() as *mut Link };
+                    unsafe { FreeObject::set_next(object, slice.free.get()) };
                     slice.free.set(object);
                     slice.set_used(slice.used() - 1);
                 } else {

@@ -534,10 +534,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let key = self.key();
         for i in 0..count {
             let object = (base + i * size) as *mut FreeObject;
-            let next = if i + 1 < count { (base + (i + 1) * size) as *mut Link } else { ptr::null_mut() };
+            let next = if i + 1 < count { (base + (i + 1) * size) as *mut FreeObject } else { ptr::null_mut() };
             // SAFETY: the object lies inside the slice, which no one uses.
             unsafe {
-                object.write(FreeObject { link: Link { next }, marker: key ^ object as usize });
+                FreeObject::set_next(object, next);
+                FreeObject::set_marker(object, key ^ object as usize);
             }
         }
         slice.free.set(base as *mut FreeObject);
@@ -645,7 +646,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// object's marker is already set.
     fn free_locked(&self, inner: &mut Inner, slice: &SliceMeta, object: *mut FreeObject, now: u64) {
         // SAFETY: the caller validated `object` as a live object of `slice`.
-        unsafe { (*object).link.next = slice.free.get() as *mut Link };
+        unsafe { FreeObject::set_next(object, slice.free.get()) };
         slice.free.set(object);
         let used = slice.used() - 1;
         slice.set_used(used);
@@ -741,8 +742,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             }
             // SAFETY: free objects carry valid links.
             unsafe {
-                slice.free.set((*object).link.next as *mut FreeObject);
-                (*object).marker = 0;
+                slice.free.set(FreeObject::next(object));
+                FreeObject::set_marker(object, 0);
             }
             let used = slice.used() + 1;
             slice.set_used(used);
@@ -766,10 +767,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 // SAFETY: `lookup` proved it is an object boundary of a
                 // formatted slice of ours.
                 unsafe {
-                    if (*object).marker == marker {
+                    if FreeObject::marker(object) == marker {
                         return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
                     }
-                    (*object).marker = marker;
+                    FreeObject::set_marker(object, marker);
                     // SAFETY: the object is ours to give back.
                     if slice.remote.push(object as *mut Link) == Push::Pushed {
                         self.locked(|inner| inner.remote_frees += 1);
@@ -846,6 +847,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Allocates a request too large for a size class: a span of whole
     /// slices, or a mapping of its own.
     pub fn alloc_large(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        // A zero-size request still gets a unique, live block.
+        let size = size.max(1);
         if size <= MAX_SPAN && align <= SLICE_SIZE {
             self.alloc_span(size, zeroed)
         } else {
@@ -1211,11 +1214,11 @@ pub(crate) unsafe fn append(slice: &SliceMeta, first: *mut Link) -> u32 {
     let mut last = first;
     // SAFETY: the caller guarantees valid links.
     unsafe {
-        while !(*last).next.is_null() {
-            last = (*last).next;
+        while !Link::next(last).is_null() {
+            last = Link::next(last);
             count += 1;
         }
-        (*last).next = slice.free.get() as *mut Link;
+        Link::set_next(last, slice.free.get() as *mut Link);
     }
     slice.free.set(first as *mut FreeObject);
     count
@@ -1235,15 +1238,5 @@ fn find_run(mask: u64, count: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::find_run;
-
-    #[test]
-    fn runs_are_found_lowest_first() {
-        assert_eq!(find_run(0b1110_1100, 2), Some(2));
-        assert_eq!(find_run(0b1110_1100, 3), Some(5));
-        assert_eq!(find_run(0b1110_1100, 4), None);
-        assert_eq!(find_run(!0 << 1, 63), Some(1));
-        assert_eq!(find_run(!0 << 1, 1), Some(1));
-    }
-}
+#[path = "domain_tests.rs"]
+mod tests;

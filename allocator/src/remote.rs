@@ -26,10 +26,33 @@ pub(crate) const ORPHAN: usize = 1;
 ///
 /// Callers guarantee that every object pushed is at least 16 bytes, 2-byte
 /// aligned and writable, and that they own it (it is not on any other list).
+/// Objects may be only 2-byte aligned, so the word is accessed unaligned.
 #[repr(C)]
 pub(crate) struct Link {
     /// Next object in the list, or null.
     pub(crate) next: *mut Link,
+}
+
+impl Link {
+    /// The next object.
+    ///
+    /// # Safety
+    /// `this` must point to a readable link word (any alignment).
+    #[inline(always)]
+    pub(crate) unsafe fn next(this: *mut Link) -> *mut Link {
+        // SAFETY: the caller guarantees a readable word.
+        unsafe { core::ptr::read_unaligned(this.cast::<*mut Link>()) }
+    }
+
+    /// Sets the next object.
+    ///
+    /// # Safety
+    /// `this` must point to a writable link word (any alignment).
+    #[inline(always)]
+    pub(crate) unsafe fn set_next(this: *mut Link, next: *mut Link) {
+        // SAFETY: the caller guarantees a writable word.
+        unsafe { core::ptr::write_unaligned(this.cast::<*mut Link>(), next) }
+    }
 }
 
 /// Outcome of a remote push.
@@ -64,7 +87,7 @@ impl RemoteList {
                 return Push::Orphaned;
             }
             // SAFETY: the caller owns `object` until the CAS publishes it.
-            unsafe { (*object).next = old as *mut Link };
+            unsafe { Link::set_next(object, old as *mut Link) };
             match self.head.compare_exchange_weak(
                 old,
                 object as usize,

@@ -85,7 +85,8 @@ const fn compute_class(size: usize) -> usize {
 /// `align` must be a power of two.
 #[inline(always)]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
-    let rounded = (size + align - 1) & !(align - 1);
+    // A zero-size request still gets an object aligned as asked.
+    let rounded = ((size + align - 1) & !(align - 1)).max(align);
     if rounded <= TABLE_LIMIT {
         Some(SMALL_TABLE[rounded.div_ceil(2)] as usize)
     } else if rounded <= MAX_SMALL {
@@ -153,8 +154,9 @@ mod tests {
     fn aligned_requests_get_aligned_classes() {
         let mut align = 1;
         while align <= MAX_SMALL {
-            for size in 1..=MAX_SMALL {
+            for size in 0..=MAX_SMALL {
                 if let Some(class) = class_of(size, align) {
+                    assert!(class_size(class) >= align, "size {size} align {align}");
                     let object = class_size(class);
                     assert_eq!(object % align, 0, "size {size} align {align}");
                     assert!(object >= size);

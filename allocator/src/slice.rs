@@ -60,10 +60,56 @@ pub(crate) enum Linked {
 
 /// The free-list node at the start of a free object, followed by the free
 /// marker (`key ^ address`) that makes double frees detectable.
+///
+/// Objects of the small classes (18, 20, 22 … bytes) are only 2- or 4-byte
+/// aligned, so both words are always read and written unaligned, through the
+/// functions below, never through a reference.
 #[repr(C)]
 pub(crate) struct FreeObject {
     pub(crate) link: Link,
     pub(crate) marker: usize,
+}
+
+impl FreeObject {
+    /// The next free object.
+    ///
+    /// # Safety
+    /// `this` must point to a readable object of at least 16 bytes.
+    #[inline(always)]
+    pub(crate) unsafe fn next(this: *mut Self) -> *mut Self {
+        // SAFETY: the caller guarantees 16 readable bytes; no alignment needed.
+        unsafe { ptr::read_unaligned(this.cast::<*mut Self>()) }
+    }
+
+    /// Sets the next free object.
+    ///
+    /// # Safety
+    /// `this` must point to a writable object of at least 16 bytes.
+    #[inline(always)]
+    pub(crate) unsafe fn set_next(this: *mut Self, next: *mut Self) {
+        // SAFETY: as above.
+        unsafe { ptr::write_unaligned(this.cast::<*mut Self>(), next) }
+    }
+
+    /// The free marker word.
+    ///
+    /// # Safety
+    /// As for [`FreeObject::next`].
+    #[inline(always)]
+    pub(crate) unsafe fn marker(this: *mut Self) -> usize {
+        // SAFETY: as above; the marker is the second word.
+        unsafe { ptr::read_unaligned(this.cast::<usize>().wrapping_add(1)) }
+    }
+
+    /// Sets the free marker word (0 when the object is handed out).
+    ///
+    /// # Safety
+    /// As for [`FreeObject::set_next`].
+    #[inline(always)]
+    pub(crate) unsafe fn set_marker(this: *mut Self, marker: usize) {
+        // SAFETY: as above.
+        unsafe { ptr::write_unaligned(this.cast::<usize>().wrapping_add(1), marker) }
+    }
 }
 
 /// Descriptor of one slice.

@@ -1,0 +1,305 @@
+//! Unit tests of the slice state machine and the cost model: slices are put
+//! in known states, and the tests assert which one a request takes.
+
+use super::*;
+use crate::lock::SpinLock;
+use crate::page::{SLICES_PER_PAGE, USABLE_SLICES};
+use crate::source::MmapSource;
+
+type TestDomain = Domain<MmapSource, SpinLock>;
+
+fn domain() -> &'static TestDomain {
+    // Leaked so that descriptors can be borrowed for 'static in tests.
+    extern crate std;
+    std::boxed::Box::leak(std::boxed::Box::new(Domain::new(MmapSource::new())))
+}
+
+/// Maps and publishes a page.
+fn page(domain: &TestDomain) -> &'static PageHeader {
+    let page = domain.map_page().expect("map a page");
+    domain.locked(|inner| domain.add_page(inner, page));
+    // SAFETY: the page stays mapped for the test (domains are leaked).
+    unsafe { &*page.as_ptr() }
+}
+
+/// Formats slice `index` of `page` for `class` and puts it in `state` with
+/// `used` objects handed out.
+fn put(domain: &TestDomain, page: &PageHeader, index: usize, class: usize, state: SliceState, used: u32) -> usize {
+    let slice = &page.slices[index];
+    domain.locked(|inner| {
+        domain.format(slice, class);
+        // Hand out `used` objects from the front of the free list.
+        for _ in 0..used {
+            let object = slice.free.get();
+            // SAFETY: formatted objects carry valid links.
+            unsafe {
+                slice.free.set(FreeObject::next(object));
+                FreeObject::set_marker(object, 0);
+            }
+        }
+        slice.set_used(used);
+        inner.transition(slice, state, SliceFlags::empty(), 0);
+    });
+    page.slice_address(index)
+}
+
+/// The address of the slice the domain would give a cache of `class`.
+fn chosen(domain: &TestDomain, class: usize) -> Option<usize> {
+    domain.locked(|inner| {
+        inner.choose(class).map(|slice| {
+            // SAFETY: descriptors live in page headers.
+            let page = unsafe { page_of_slice(slice) };
+            page.slice_address(page.index_of(slice))
+        })
+    })
+}
+
+/// Occupies `count` slices of `page` from `first` on with full spans, to set
+/// the page's occupancy.
+fn occupy(domain: &TestDomain, page: &PageHeader, first: usize, count: usize) {
+    domain.locked(|inner| {
+        for i in first..first + count {
+            let slice = &page.slices[i];
+            slice.set_used(1);
+            slice.capacity.set(1);
+            slice.class.set(SPAN_CLASS);
+            slice.span.set(1);
+            inner.transition(slice, SliceState::Full, SliceFlags::SPAN_HEAD, 0);
+        }
+    });
+}
+
+const CLASS: usize = 10;
+const OTHER: usize = 20;
+
+#[test]
+fn full_threshold_is_seven_eighths() {
+    assert_eq!(state_for(0, 64), SliceState::Dirty);
+    assert_eq!(state_for(55, 64), SliceState::Partial);
+    assert_eq!(state_for(56, 64), SliceState::Full);
+    assert_eq!(state_for(64, 64), SliceState::Full);
+    assert_eq!(state_for(1, 2), SliceState::Partial);
+    assert_eq!(state_for(2, 2), SliceState::Full);
+}
+
+#[test]
+fn partial_beats_dirty_beats_clean_beats_full() {
+    let d = domain();
+    let p = page(d);
+    let capacity = objects_per_slice(CLASS) as u32;
+    let full = put(d, p, 5, CLASS, SliceState::Full, capacity - 1);
+    let dirty_other = put(d, p, 6, OTHER, SliceState::Dirty, 0);
+    let dirty_same = put(d, p, 7, CLASS, SliceState::Dirty, 0);
+    let partial = put(d, p, 8, CLASS, SliceState::Partial, 3);
+
+    assert_eq!(chosen(d, CLASS), Some(partial), "partial first");
+    d.locked(|inner| inner.unlink(&p.slices[8]));
+    p.slices[8].linked.set(Linked::None);
+    assert_eq!(chosen(d, CLASS), Some(dirty_same), "then dirty of the same class");
+    d.locked(|inner| inner.transition(&p.slices[7], SliceState::Full, SliceFlags::CACHED, 0));
+    assert_eq!(chosen(d, CLASS), Some(dirty_other), "then any dirty slice");
+    d.locked(|inner| inner.transition(&p.slices[6], SliceState::Full, SliceFlags::CACHED, 0));
+    // Clean slices: the lowest address first.
+    assert_eq!(chosen(d, CLASS), Some(p.slice_address(FIRST_SLICE)), "then clean, lowest first");
+    d.locked(|inner| {
+        for i in FIRST_SLICE..SLICES_PER_PAGE {
+            if p.slices[i].state.get() == SliceState::Clean {
+                inner.transition(&p.slices[i], SliceState::Full, SliceFlags::CACHED, 0);
+            }
+        }
+    });
+    assert_eq!(chosen(d, CLASS), Some(full), "full last");
+    // A full slice with nothing free is not offered at all.
+    d.locked(|inner| {
+        p.slices[5].set_used(capacity);
+        inner.transition(&p.slices[5], SliceState::Full, SliceFlags::empty(), 0);
+    });
+    assert_eq!(chosen(d, CLASS), None);
+}
+
+#[test]
+fn purged_slices_cost_what_clean_slices_cost() {
+    let d = domain();
+    let p = page(d);
+    // Take every clean slice out, then purge one dirty slice.
+    occupy(d, p, FIRST_SLICE, USABLE_SLICES - 2);
+    let dirty = put(d, p, SLICES_PER_PAGE - 2, OTHER, SliceState::Dirty, 0);
+    let partial_other = put(d, p, SLICES_PER_PAGE - 1, OTHER, SliceState::Partial, 1);
+    assert_eq!(chosen(d, CLASS), Some(dirty));
+    d.purge_all();
+    let (state, flags, class) = d.slice_info(dirty).unwrap();
+    assert_eq!((state, class), (SliceState::Dirty, OTHER), "a purged slice stays dirty and keeps its class");
+    assert!(flags.contains(SliceFlags::PURGED));
+    // It is now in the clean tier: chosen, and formatted afresh.
+    assert_eq!(chosen(d, CLASS), Some(dirty));
+    let stats = d.stats();
+    assert_eq!(stats.slices_purged, 1);
+    assert_eq!(stats.slices_dirty, 0);
+    assert_ne!(chosen(d, OTHER), Some(dirty), "a partial slice of the class still wins");
+    assert_eq!(chosen(d, OTHER), Some(partial_other));
+}
+
+#[test]
+fn fuller_pages_win_ties() {
+    let d = domain();
+    let sparse = page(d);
+    let busy = page(d);
+    occupy(d, busy, FIRST_SLICE, 40);
+    let in_sparse = put(d, sparse, 60, CLASS, SliceState::Partial, 1);
+    let in_busy = put(d, busy, 50, CLASS, SliceState::Partial, 1);
+    assert_eq!(chosen(d, CLASS), Some(in_busy), "partial in the busier page");
+
+    // When the busy page drains below the sparse one, the order flips: the
+    // buckets follow occupancy changes.
+    d.locked(|inner| {
+        for i in FIRST_SLICE..FIRST_SLICE + 40 {
+            busy.slices[i].set_used(0);
+            inner.transition(&busy.slices[i], SliceState::Dirty, SliceFlags::empty(), 0);
+        }
+    });
+    occupy(d, sparse, FIRST_SLICE, 40);
+    assert_eq!(chosen(d, CLASS), Some(in_sparse), "re-bucketed after occupancy changed");
+
+    // Clean slices: the busier page's first.
+    let d = domain();
+    let sparse = page(d);
+    let busy = page(d);
+    occupy(d, busy, FIRST_SLICE, 20);
+    let _ = sparse;
+    assert_eq!(chosen(d, CLASS), Some(busy.slice_address(FIRST_SLICE + 20)));
+}
+
+#[test]
+fn dirty_same_class_keeps_its_free_list() {
+    let d = domain();
+    let p = page(d);
+    let address = put(d, p, 3, CLASS, SliceState::Dirty, 0);
+    let slice = &p.slices[3];
+    // Scribble a recognisable link order: reversing the list would be undone
+    // by a re-format, which writes address order.
+    d.locked(|_| {
+        let first = slice.free.get();
+        // SAFETY: formatted objects carry valid links.
+        unsafe {
+            let second = FreeObject::next(first);
+            FreeObject::set_next(first, FreeObject::next(second));
+            FreeObject::set_next(second, first);
+            slice.free.set(second);
+        }
+    });
+    let expected = slice.free.get() as usize;
+    assert_eq!(chosen(d, CLASS), Some(address));
+    d.locked(|_| d.prepare(slice, CLASS));
+    assert_eq!(slice.free.get() as usize, expected, "no re-format for the same class");
+    d.locked(|_| d.prepare(slice, OTHER));
+    assert_eq!(slice.free.get() as usize, address, "re-formatted for another class");
+    assert_eq!(slice.object_size.get() as usize, class_size(OTHER));
+}
+
+#[test]
+fn transitions_keep_masks_and_occupancy() {
+    let d = domain();
+    let p = page(d);
+    assert_eq!(p.fresh.get(), USABLE_MASK);
+    put(d, p, 9, CLASS, SliceState::Partial, 2);
+    assert_eq!(p.occupancy.get(), 1);
+    assert_eq!(p.fresh.get() & (1 << 9), 0);
+    d.locked(|inner| {
+        p.slices[9].set_used(0);
+        inner.transition(&p.slices[9], SliceState::Dirty, SliceFlags::empty(), 7);
+    });
+    assert_eq!(p.occupancy.get(), 0);
+    assert_eq!(p.dirty.get(), 1 << 9);
+    assert_eq!(p.slices[9].dirty_since.get(), 7);
+    d.locked(|inner| {
+        assert_eq!(inner.age_head, &p.slices[9] as *const _ as *mut _);
+        assert_ne!(inner.dirty_classes[0] & (1 << CLASS), 0);
+    });
+    d.purge_all();
+    // The page was empty once the slice was purged: it went back.
+    assert_eq!(d.stats().pages_mapped, 0);
+    assert_eq!(d.stats().pages_released, 1);
+}
+
+#[test]
+fn objects_come_from_the_chosen_slice() {
+    let d = domain();
+    let p = page(d);
+    let partial = put(d, p, 12, CLASS, SliceState::Partial, 1);
+    let object = d.alloc_uncached(CLASS) as usize;
+    assert!(object >= partial && object < partial + SLICE_SIZE);
+    assert_eq!(d.slice_info(object).unwrap().0, SliceState::Partial);
+    assert_eq!(p.slices[12].used(), 2);
+    // Freeing both objects of this slice leaves it dirty, keeping its class.
+    let first = partial; // handed out by `put`
+    // SAFETY: both are live objects of this domain.
+    unsafe {
+        d.free_uncached(object).unwrap();
+        d.free_uncached(first).unwrap();
+    }
+    assert_eq!(d.slice_info(object), Some((SliceState::Dirty, SliceFlags::empty(), CLASS)));
+    // SAFETY: a second free is detected, not performed.
+    let again = unsafe { d.free_uncached(object) };
+    assert_eq!(again.unwrap_err().kind, FreeErrorKind::DoubleFree);
+}
+
+#[test]
+fn bad_pointers_are_rejected() {
+    let d = domain();
+    let p = page(d);
+    let base = put(d, p, 4, CLASS, SliceState::Partial, 1);
+    let not_ours = FreeErrorKind::NotAllocated;
+    for address in [0usize, 8, base + 1, base + class_size(CLASS) / 2, p.base(), p.base() + 64] {
+        // SAFETY: rejected pointers are never touched beyond the checks.
+        assert_eq!(unsafe { d.free_uncached(address) }.unwrap_err().kind, not_ours, "{address:#x}");
+    }
+    let local = 0u64;
+    assert_eq!(d.usable_size(&local as *const u64 as usize).unwrap_err().kind, not_ours);
+    // Another domain's object is foreign here.
+    let other = domain();
+    let q = page(other);
+    let theirs = put(other, q, 4, CLASS, SliceState::Partial, 1);
+    assert_eq!(d.usable_size(theirs).unwrap_err().kind, not_ours);
+    assert_eq!(other.usable_size(theirs), Ok(class_size(CLASS)));
+}
+
+#[test]
+fn spans_take_contiguous_slices_and_come_back_dirty() {
+    let d = domain();
+    let span = d.alloc_large(3 * SLICE_SIZE - 100, 8, true);
+    assert!(!span.is_null());
+    assert_eq!(span as usize % SLICE_SIZE, 0);
+    assert_eq!(d.usable_size(span as usize), Ok(3 * SLICE_SIZE));
+    let (state, flags, _) = d.slice_info(span as usize).unwrap();
+    assert_eq!(state, SliceState::Full);
+    assert!(flags.contains(SliceFlags::SPAN_HEAD));
+    // SAFETY: the span is live.
+    unsafe { d.free_large(span as usize).unwrap() };
+    let (state, _, class) = d.slice_info(span as usize).unwrap();
+    assert_eq!((state, class), (SliceState::Dirty, SPAN_CLASS as usize));
+    // SAFETY: a second free is detected.
+    assert_eq!(unsafe { d.free_large(span as usize) }.unwrap_err().kind, FreeErrorKind::DoubleFree);
+    // A dirty span slice serves any class.
+    assert_eq!(chosen(d, CLASS), Some(span as usize + 2 * SLICE_SIZE).or(chosen(d, CLASS)));
+}
+
+#[test]
+fn huge_allocations_map_and_unmap() {
+    let d = domain();
+    for align in [8usize, 4096, PAGE_SIZE, 4 * PAGE_SIZE] {
+        let object = d.alloc_large(5 * PAGE_SIZE + 3, align, false);
+        assert!(!object.is_null());
+        assert_eq!(object as usize % align, 0);
+        let usable = d.usable_size(object as usize).unwrap();
+        assert!(usable >= 5 * PAGE_SIZE + 3);
+        // SAFETY: the whole usable size is writable.
+        unsafe { ptr::write_bytes(object, 0xa5, usable) };
+        assert_eq!(d.stats().huge_allocations, 1);
+        // SAFETY: live huge allocation.
+        unsafe { d.free_large(object as usize).unwrap() };
+        assert_eq!(d.stats().huge_allocations, 0);
+        assert_eq!(d.usable_size(object as usize).unwrap_err().kind, FreeErrorKind::NotAllocated);
+    }
+    assert!(d.alloc_large(usize::MAX - 100, 8, false).is_null());
+    assert!(d.alloc_large(1 << 62, 8, false).is_null());
+}
