@@ -103,6 +103,8 @@ include!("modules.rs");
 mod shared;
 #[cfg(all(feature = "std", feature = "mmap"))]
 mod global;
+#[cfg(feature = "allocator-api2")]
+mod api2;
 
 pub use cache::Heap;
 pub use domain::{Domain, FreeError, FreeErrorKind};

@@ -88,11 +88,6 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         result
     }
 
-    /// Allocates `layout`; null when out of memory.
-    pub fn allocate(&self, layout: Layout) -> *mut u8 {
-        self.with_heap(|heap, domain| heap.alloc(domain, layout))
-    }
-
     /// Frees `ptr`, reporting a bad pointer instead of panicking.
     ///
     /// # Safety
@@ -140,7 +135,7 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
 // corrupting the heap (there is no process to abort on `no_std`).
 unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> GlobalAlloc for SharedStrata<S, L, HEAPS> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.allocate(layout)
+        self.with_heap(|heap, domain| heap.alloc(domain, layout))
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
