@@ -21,7 +21,7 @@ use core::sync::atomic::Ordering;
 
 use crate::domain::{append, Domain, FreeError, FreeErrorKind, Lookup};
 use crate::lock::RawLock;
-use crate::page::{page_of, PageHeader, PageKind, SLICE_SHIFT, SLICE_SIZE};
+use crate::page::{page_of, PageHeader, PageKind, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
 use crate::registry;
 use crate::remote::{Link, Push};
 use crate::size_class::{class_of, CLASS_COUNT, MAX_SMALL};
@@ -228,7 +228,10 @@ impl Heap {
         if header.common.kind != PageKind::Slab || header.common.domain != domain.id() || self.domain != domain.id() {
             return self.free_slow(domain, address);
         }
-        let slice = &header.slices[(address - page) >> SLICE_SHIFT];
+        // An address exactly one page past a header gives index 64; the mask
+        // turns it into the header slice, whose size 0 sends it to the
+        // checked slow path.
+        let slice = &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)];
         let size = slice.object_size.get();
         let offset = (address & (SLICE_SIZE - 1)) as u32;
         let index = ((offset as u64 * slice.reciprocal.get() as u64) >> 32) as u32;

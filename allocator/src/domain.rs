@@ -35,7 +35,7 @@ use crate::cache::Heap;
 use crate::lock::{Guard, RawLock};
 use crate::page::{
     bucket_of, page_of, page_of_slice, PageCommon, PageHeader, PageKind, BUCKETS, FIRST_SLICE,
-    MAX_SPAN, PAGE_SIZE, SLICE_SHIFT, SLICE_SIZE,
+    MAX_SPAN, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::registry;
 use crate::remote::{Link, Push};
@@ -650,38 +650,50 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         slice.free.set(object);
         let used = slice.used() - 1;
         slice.set_used(used);
-        if !slice.has(SliceFlags::CACHED) {
-            inner.transition(slice, state_for(used, slice.capacity.get()), slice.flags.get(), now);
+        if slice.has(SliceFlags::CACHED) {
+            return;
+        }
+        let state = state_for(used, slice.capacity.get());
+        // Most frees change nothing the lists see: skip the re-filing then.
+        // SAFETY: descriptors live in page headers.
+        let page = unsafe { page_of_slice(slice) };
+        if state != slice.state.get() || Inner::list_for(slice, page) != slice.linked.get() {
+            inner.transition(slice, state, slice.flags.get(), now);
         }
     }
 
     // ----- entry points for heaps -----------------------------------------
 
     /// Releases `old` (if any) and hands a new slice of `class` to `heap`,
-    /// flushing the heap's pending frees in the same critical section.
+    /// flushing the heap's pending frees in the same critical section. The
+    /// old slice and the flushed frees go back first, so the choice sees
+    /// them: a slice they made partial beats a clean one.
     pub(crate) fn refill(&self, heap: &mut Heap, class: usize, old: Option<&SliceMeta>) -> Option<NonNull<SliceMeta>> {
         let heap_id = heap as *const Heap as usize;
-        let mut old = old;
-        let result = self.with_slice(class, |domain, inner, slice, now| {
-            if let Some(old) = old.take() {
-                domain.take_back(inner, old, now);
+        let now = self.source.now_ms();
+        let give = |inner: &mut Inner| {
+            let slice = inner.choose(class)?;
+            self.prepare(slice, class);
+            self.hand_over(inner, slice, heap_id, now);
+            Some(NonNull::from(slice))
+        };
+        let mut taken = self.locked(|inner| {
+            if let Some(old) = old {
+                self.take_back(inner, old, now);
             }
-            domain.flush_locked(inner, heap, now);
-            domain.hand_over(inner, slice, heap_id, now);
-            NonNull::from(slice)
+            self.flush_locked(inner, heap, now);
+            give(inner)
         });
-        if result.is_none() {
-            // Out of memory: still give back what the heap holds.
-            self.locked(|inner| {
-                let now = self.source.now_ms();
-                if let Some(old) = old {
-                    self.take_back(inner, old, now);
-                }
-                self.flush_locked(inner, heap, now);
-            });
+        if taken.is_none() {
+            if let Some(page) = self.map_page() {
+                taken = self.locked(|inner| {
+                    self.add_page(inner, page);
+                    give(inner)
+                });
+            }
         }
         self.maybe_purge();
-        result
+        taken
     }
 
     /// Moves a heap's counters and pending frees into the domain. Lock held.
@@ -813,7 +825,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 // SAFETY: as above; slab pages carry a full header.
                 let header = unsafe { &*(page as *const PageHeader) };
                 let index = (address - page) >> SLICE_SHIFT;
-                let slice = &header.slices[index];
+                let Some(slice) = header.slices.get(index) else { return Err(not_ours) };
                 let size = slice.object_size.get() as usize;
                 let offset = address & (SLICE_SIZE - 1);
                 if size != 0 {
@@ -1199,7 +1211,7 @@ pub(crate) fn slice_of(address: usize) -> &'static SliceMeta {
     let page = page_of(address);
     // SAFETY: the caller guarantees a live slab page.
     let header = unsafe { &*(page as *const PageHeader) };
-    &header.slices[(address - page) >> SLICE_SHIFT]
+    &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)]
 }
 
 /// Appends the list `first` to `slice.free`; returns how many objects it had.

@@ -8,10 +8,16 @@ use crate::source::MmapSource;
 
 type TestDomain = Domain<MmapSource, SpinLock>;
 
+extern crate std;
+
+/// Domains built by the tests, kept reachable for the life of the process so
+/// that descriptors can be borrowed for `'static` (and leak checkers agree).
+static DOMAINS: std::sync::Mutex<std::vec::Vec<usize>> = std::sync::Mutex::new(std::vec::Vec::new());
+
 fn domain() -> &'static TestDomain {
-    // Leaked so that descriptors can be borrowed for 'static in tests.
-    extern crate std;
-    std::boxed::Box::leak(std::boxed::Box::new(Domain::new(MmapSource::new())))
+    let domain: &'static TestDomain = std::boxed::Box::leak(std::boxed::Box::new(Domain::new(MmapSource::new())));
+    DOMAINS.lock().unwrap().push(domain as *const TestDomain as usize);
+    domain
 }
 
 /// Maps and publishes a page.

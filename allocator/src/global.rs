@@ -147,6 +147,7 @@ impl Strata {
     /// If `ptr` is a live allocation, it must not be used afterwards. A
     /// pointer that is not live is reported (and nothing is freed), as long
     /// as no other thread frees it concurrently.
+    #[inline]
     pub unsafe fn free(&self, ptr: *mut u8) -> Result<(), FreeError> {
         self.with_heap(
             // SAFETY: the caller's contract.

@@ -88,6 +88,34 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         result
     }
 
+    /// Allocates with the first free heap; when the domain has no slice left
+    /// for it, tries every heap in turn, since the others may still cache
+    /// free objects of the class.
+    fn allocate(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let alloc = |heap: &mut Heap, domain: &Domain<S, L>| {
+            if zeroed {
+                heap.alloc_zeroed(domain, layout)
+            } else {
+                heap.alloc(domain, layout)
+            }
+        };
+        let object = self.with_heap(alloc);
+        if !object.is_null() {
+            return object;
+        }
+        for slot in &self.heaps {
+            slot.lock.lock();
+            // SAFETY: the slot's lock is held.
+            let object = alloc(unsafe { &mut *slot.heap.get() }, &self.domain);
+            // SAFETY: taken above.
+            unsafe { slot.lock.unlock() };
+            if !object.is_null() {
+                return object;
+            }
+        }
+        core::ptr::null_mut()
+    }
+
     /// Frees `ptr`, reporting a bad pointer instead of panicking.
     ///
     /// # Safety
@@ -135,11 +163,11 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
 // corrupting the heap (there is no process to abort on `no_std`).
 unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> GlobalAlloc for SharedStrata<S, L, HEAPS> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.with_heap(|heap, domain| heap.alloc(domain, layout))
+        self.allocate(layout, false)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.with_heap(|heap, domain| heap.alloc_zeroed(domain, layout))
+        self.allocate(layout, true)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {

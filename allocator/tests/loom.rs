@@ -21,6 +21,14 @@ fn objects(count: usize) -> Vec<usize> {
     (0..count).map(|_| Box::into_raw(Box::new(Link { next: std::ptr::null_mut() })) as usize).collect()
 }
 
+/// Frees the objects of a model run.
+fn release(objects: &[usize]) {
+    for &object in objects {
+        // SAFETY: made by `objects`, freed once.
+        drop(unsafe { Box::from_raw(object as *mut Link) });
+    }
+}
+
 fn collect(mut link: *mut Link, into: &mut Vec<usize>) {
     while !link.is_null() {
         into.push(link as usize);
@@ -63,7 +71,8 @@ fn concurrent_pushes_are_all_taken_once() {
             handle.join().unwrap();
         }
         collect(list.take(), &mut taken);
-        assert_eq!(sorted(taken), sorted(objs));
+        assert_eq!(sorted(taken), sorted(objs.clone()));
+        release(&objs);
     });
 }
 
@@ -94,7 +103,8 @@ fn push_racing_orphan_is_either_collected_or_refused() {
         assert_eq!(list.head.load(sync::Ordering::Relaxed), ORPHAN);
         let mut all = collected;
         all.extend(refused);
-        assert_eq!(sorted(all), sorted(objs));
+        assert_eq!(sorted(all), sorted(objs.clone()));
+        release(&objs);
     });
 }
 
@@ -137,5 +147,6 @@ fn refused_frees_follow_the_slice_to_its_next_owner() {
         seen.extend(lock.lock().unwrap().iter().copied());
         assert_eq!(seen, vec![object]);
         assert_ne!(list.head.load(sync::Ordering::Relaxed), ORPHAN);
+        release(&[object]);
     });
 }

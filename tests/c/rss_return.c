@@ -1,0 +1,74 @@
+/* After a program frees most of its memory, the resident set falls back.
+ *
+ * argv[1] = "trim": call malloc_trim(0) once and measure.
+ * argv[1] = "activity": keep running a light allocation load (as a program
+ *   that goes on working does) and measure after each round, for at most
+ *   ROUNDS rounds of ROUND_SLEEP_US; the purge delay must do the work.
+ * Prints rss_peak_kib, rss_after_kib, rss_live_kib (what the kept blocks
+ * need) and rounds. */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <unistd.h>
+
+#include "check.h"
+
+enum { SMALL = 65536, SMALL_SIZE = 1000, SPANS = 256, SPAN_SIZE = 256 * 1024, HUGE = 8, HUGE_SIZE = 8 << 20 };
+enum { ROUNDS = 300, ROUND_SLEEP_US = 10000, KEEP_PERCENT = 5 };
+
+static void *small[SMALL], *spans[SPANS], *huge[HUGE];
+
+static void allocate_all(void **blocks, int count, size_t size)
+{
+    for (int i = 0; i < count; i++) {
+        blocks[i] = malloc(size);
+        CHECK(blocks[i] != NULL, "malloc(%zu) failed", size);
+        memset(blocks[i], 0x33, size);
+    }
+}
+
+/* Frees all but the first KEEP_PERCENT percent of the blocks. */
+static size_t free_most(void **blocks, int count, size_t size)
+{
+    int keep = count * KEEP_PERCENT / 100;
+    for (int i = keep; i < count; i++)
+        free(blocks[i]);
+    return (size_t)keep * size;
+}
+
+static void light_load(unsigned round)
+{
+    void *blocks[2000];
+    for (int i = 0; i < 2000; i++)
+        blocks[i] = malloc(16 + (i * 37 + round) % 2000);
+    for (int i = 0; i < 2000; i++)
+        free(blocks[i]);
+}
+
+int main(int argc, char **argv)
+{
+    CHECK(argc == 2 && (strcmp(argv[1], "trim") == 0 || strcmp(argv[1], "activity") == 0), "usage: rss_return trim|activity");
+    long base = status_kib("VmRSS:");
+    allocate_all(small, SMALL, SMALL_SIZE);
+    allocate_all(spans, SPANS, SPAN_SIZE);
+    allocate_all(huge, HUGE, HUGE_SIZE);
+    long peak = status_kib("VmRSS:");
+    size_t kept = free_most(small, SMALL, SMALL_SIZE) + free_most(spans, SPANS, SPAN_SIZE) + free_most(huge, HUGE, HUGE_SIZE);
+    long live = base + (long)(kept / 1024);
+    long target = live + (peak - live) / 4;
+    long after = status_kib("VmRSS:");
+    int rounds = 0;
+    if (strcmp(argv[1], "trim") == 0) {
+        malloc_trim(0);
+        after = status_kib("VmRSS:");
+    } else {
+        while (after > target && rounds < ROUNDS) {
+            light_load(rounds);
+            usleep(ROUND_SLEEP_US);
+            rounds++;
+            after = status_kib("VmRSS:");
+        }
+    }
+    printf("rss_peak_kib=%ld\nrss_after_kib=%ld\nrss_live_kib=%ld\nrounds=%d\n", peak, after, live, rounds);
+    REPORT_OK();
+    return 0;
+}

@@ -1,0 +1,226 @@
+//! Support for the shim's integration tests (`tests/shim.rs`): building
+//! `libstrata.so` and the `strata` launcher, compiling the C and C++ test
+//! programs in `tests/c/`, and running them with the shim preloaded.
+//!
+//! Everything is built once per test process, into the target directory the
+//! test binary itself lives in, so `CARGO_TARGET_DIR` and `--target-dir` are
+//! respected without looking at them. Missing tools are a test failure with
+//! the Debian package to install, never a skip.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Text of the start-up banner that `STRATA_VERBOSE=1` prints when the
+/// library serves the process's `malloc`.
+pub const INTERPOSED: &str = "malloc interposed: yes";
+
+/// The built shim.
+#[derive(Debug)]
+pub struct Shim {
+    /// Absolute path of `libstrata.so`.
+    pub library: PathBuf,
+    /// Absolute path of the `strata` launcher.
+    pub launcher: PathBuf,
+}
+
+/// The target directory holding the running test binary
+/// (`<target>/<profile>/deps/<test>`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .unwrap_or_else(|| panic!("{} is not inside a cargo target directory", exe.display()))
+        .to_path_buf()
+}
+
+/// Where compiled test programs go: beside the test binary's profile.
+fn programs_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe.ancestors().nth(2).expect("a profile directory");
+    profile.join("strata-shim-programs")
+}
+
+/// The workspace root.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+/// Builds `libstrata.so` and the launcher (release profile, as shipped) once,
+/// with the cargo running these tests, into the same target directory.
+pub fn shim() -> &'static Shim {
+    static SHIM: OnceLock<Shim> = OnceLock::new();
+    SHIM.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let target = target_dir();
+        let output = Command::new(&cargo)
+            .args(["build", "--release", "-p", "strata-shim"])
+            .current_dir(workspace_dir())
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&cargo).display()));
+        assert!(
+            output.status.success(),
+            "cargo build --release -p strata-shim failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let release = target.join("release");
+        let shim = Shim { library: release.join("libstrata.so"), launcher: release.join("strata") };
+        assert!(shim.library.is_file(), "the build did not produce {}", shim.library.display());
+        assert!(shim.launcher.is_file(), "the build did not produce {}", shim.launcher.display());
+        shim
+    })
+}
+
+/// Compiles `tests/c/<source>` (a `.c` or `.cpp` file) once and returns the
+/// executable.
+pub fn program(source: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
+    let cell = BUILT.get_or_init(Default::default).lock().unwrap().entry(source.to_string()).or_default().clone();
+    cell.get_or_init(|| compile(source)).clone()
+}
+
+fn compile(source: &str) -> PathBuf {
+    let path = workspace_dir().join("tests/c").join(source);
+    assert!(path.is_file(), "no test program {}", path.display());
+    let cxx = path.extension() == Some(OsStr::new("cpp"));
+    let (compiler, package) = if cxx { ("g++", "g++") } else { ("cc", "gcc") };
+    let dir = programs_dir();
+    std::fs::create_dir_all(&dir).expect("create the programs directory");
+    let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let output = dir.join(&stem);
+    let partial = dir.join(format!("{stem}.{}.tmp", std::process::id()));
+    let mut command = Command::new(compiler);
+    if cxx {
+        command.arg("-std=c++17");
+    } else {
+        command.arg("-std=gnu11");
+    }
+    // -fno-builtin: the compiler must not elide or fold allocation calls the
+    // tests make on purpose.
+    command
+        .args(["-O1", "-g", "-fno-builtin", "-Wall", "-Wextra", "-pthread"])
+        .args(["-Wno-alloc-size-larger-than", "-Wno-use-after-free", "-Wno-free-nonheap-object"])
+        .arg("-Wno-deprecated-declarations")
+        .arg("-o")
+        .arg(&partial)
+        .arg(&path)
+        .arg("-ldl");
+    let result = command.output().unwrap_or_else(|e| {
+        panic!("cannot run the compiler `{compiler}` ({e}); install the Debian package `{package}`")
+    });
+    assert!(
+        result.status.success(),
+        "{compiler} failed on {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    std::fs::rename(&partial, &output).expect("move the compiled program into place");
+    output
+}
+
+/// The outcome of one program run.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line, for messages.
+    pub command: String,
+    /// How the program ended.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(command: String, output: Output) -> Self {
+        Self {
+            command,
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Everything about the run, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "command: {}\nstatus: {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts the program exited with status 0 and printed its "ok" line.
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.status.success(), "the program failed\n{}", self.describe());
+        assert!(
+            self.stdout.lines().any(|line| line.starts_with("ok ") && line.ends_with(" checks")),
+            "the program did not report its checks\n{}",
+            self.describe()
+        );
+        self
+    }
+
+    /// Asserts the start-up banner shows the library serving `malloc`.
+    pub fn assert_on_strata(&self) -> &Self {
+        assert!(self.stderr.contains(INTERPOSED), "the program did not run on Strata\n{}", self.describe());
+        self
+    }
+
+    /// The signal that ended the program, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        self.status.signal()
+    }
+
+    /// Stderr without the start-up banner.
+    pub fn stderr_without_banner(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|line| !line.contains(" loaded in pid ")).collect()
+    }
+
+    /// The value of a `name=value` line of stdout, as a number.
+    pub fn field(&self, name: &str) -> i64 {
+        let prefix = format!("{name}=");
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no numeric `{name}=` line in the output\n{}", self.describe()))
+    }
+}
+
+/// Runs `command` and collects its outcome.
+pub fn run(command: &mut Command) -> Run {
+    let line = format!("{command:?}");
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    Run::from_output(line, output)
+}
+
+/// A command running `program` with `libstrata.so` preloaded and the
+/// start-up banner on (`STRATA_VERBOSE=1`), so that runs can prove they were
+/// served by Strata. Strata variables of the caller's environment are
+/// cleared.
+pub fn preloaded(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    clear_strata_env(&mut command);
+    command.env("LD_PRELOAD", &shim().library).env("STRATA_VERBOSE", "1");
+    command
+}
+
+/// Removes the shim's variables (and `LD_PRELOAD`) from `command`'s
+/// environment.
+pub fn clear_strata_env(command: &mut Command) {
+    for name in ["LD_PRELOAD", "STRATA_STATS", "STRATA_VERBOSE", "STRATA_PURGE_DELAY_MS"] {
+        command.env_remove(name);
+    }
+}
+
+/// Compiles `source`, runs it under the shim with `args`, and checks that it
+/// ran on Strata and passed its own checks.
+pub fn run_checked(source: &str, args: &[&str]) -> Run {
+    let run = run(preloaded(&program(source)).args(args));
+    run.assert_on_strata().assert_ok();
+    run
+}

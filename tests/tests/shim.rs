@@ -1,0 +1,251 @@
+//! Integration tests of `libstrata.so`, the LD_PRELOAD shim: small C and C++
+//! programs (in `tests/c/`) run with the shim preloaded, and the launcher.
+//!
+//! Each program checks its own behaviour and ends with an `ok <n> checks`
+//! line; every preloaded run also proves it was served by Strata through
+//! the `STRATA_VERBOSE=1` banner. Needs `cc` (Debian `gcc`) and `g++`.
+
+use std::process::Command;
+
+use strata_tests::shim_support::{clear_strata_env, preloaded, program, run, run_checked, shim, INTERPOSED};
+
+const SIGABRT: i32 = 6;
+
+#[test]
+fn corner_cases_follow_glibc() {
+    run_checked("corner.c", &[]);
+}
+
+#[test]
+fn alignment_is_honoured_up_to_16_mib() {
+    run_checked("align.c", &[]);
+}
+
+#[test]
+fn usable_size_is_exact_and_writable() {
+    run_checked("usable.c", &[]);
+}
+
+#[test]
+fn calloc_zeroes_reused_dirty_memory() {
+    run_checked("calloc_dirty.c", &[]);
+}
+
+#[test]
+fn fork_under_multithreaded_load_does_not_deadlock() {
+    let run = run_checked("fork_load.c", &[]);
+    assert_eq!(run.field("forks"), 200, "{}", run.describe());
+}
+
+#[test]
+fn thread_churn_keeps_rss_bounded() {
+    let run = run_checked("churn.c", &[]);
+    let warm = run.field("rss_warm_kib");
+    let end = run.field("rss_end_kib");
+    let peak = run.field("hwm_kib");
+    // Each of the 4000 threads formats about a dozen 64 KiB slices: kept by
+    // dead threads, they would pass 3 GiB. Returned, they are reused.
+    assert!(end <= warm + 64 * 1024, "RSS grew from {warm} KiB to {end} KiB over 3600 threads\n{}", run.describe());
+    assert!(peak <= 256 * 1024, "peak RSS {peak} KiB\n{}", run.describe());
+}
+
+/// Runs one misuse case and checks the single abort line naming the
+/// operation, the problem and the pointer.
+fn assert_misuse_aborts(case: &str, operation: &str, problem: &str) {
+    let run = run(preloaded(&program("misuse.c")).arg(case));
+    run.assert_on_strata();
+    assert_eq!(run.signal(), Some(SIGABRT), "{case}: expected SIGABRT\n{}", run.describe());
+    let pointer = run.stdout.trim();
+    assert!(pointer.starts_with("0x"), "{case}: the program printed no pointer\n{}", run.describe());
+    let lines = run.stderr_without_banner();
+    assert_eq!(lines.len(), 1, "{case}: expected exactly one line on stderr\n{}", run.describe());
+    let expected_start = format!("strata: {operation}: {problem}");
+    assert!(
+        lines[0].starts_with(&expected_start) && lines[0].contains(pointer) && lines[0].ends_with("; aborting"),
+        "{case}: expected `{expected_start} ... {pointer} ...; aborting`\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn double_free_aborts_with_one_line() {
+    assert_misuse_aborts("double-free", "free()", "double free of");
+}
+
+#[test]
+fn double_free_of_a_span_aborts_with_one_line() {
+    assert_misuse_aborts("double-free-span", "free()", "double free of");
+}
+
+#[test]
+fn double_free_from_other_threads_aborts_with_one_line() {
+    assert_misuse_aborts("double-free-remote", "free()", "double free of");
+}
+
+#[test]
+fn free_of_a_foreign_pointer_aborts_with_one_line() {
+    assert_misuse_aborts("foreign", "free()", "free of");
+}
+
+#[test]
+fn free_of_an_interior_pointer_aborts_with_one_line() {
+    assert_misuse_aborts("interior", "free()", "free of");
+}
+
+#[test]
+fn realloc_of_a_foreign_pointer_aborts_with_one_line() {
+    assert_misuse_aborts("realloc-foreign", "realloc()", "free of");
+}
+
+/// Checks an `rss_return` run: the resident set fell to within a quarter of
+/// the freed memory above what the kept blocks need.
+fn assert_rss_returned(mode: &str) {
+    let run = run_checked("rss_return.c", &[mode]);
+    let peak = run.field("rss_peak_kib");
+    let after = run.field("rss_after_kib");
+    let live = run.field("rss_live_kib");
+    assert!(peak - live > 150 * 1024, "the program did not reach its peak\n{}", run.describe());
+    assert!(
+        after <= live + (peak - live) / 4,
+        "{mode}: RSS only fell from {peak} KiB to {after} KiB ({live} KiB live)\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn rss_returns_after_frees_with_malloc_trim() {
+    assert_rss_returned("trim");
+}
+
+#[test]
+fn rss_returns_after_frees_within_the_purge_delay() {
+    assert_rss_returned("activity");
+}
+
+#[test]
+fn dlopen_loads_and_serves_from_strata() {
+    let mut command = Command::new(program("dlopen_shim.c"));
+    clear_strata_env(&mut command);
+    let run = run(command.arg(&shim().library).env("STRATA_VERBOSE", "1"));
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("malloc interposed: no"),
+        "the banner should say the dlopen'ed library does not interpose\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn cxx_new_and_delete_land_in_strata() {
+    run_checked("newdelete.cpp", &[]);
+}
+
+#[test]
+fn glibc_tuning_and_reporting_functions_answer() {
+    let run = run_checked("extras.c", &[]);
+    assert!(run.stderr.contains("strata statistics"), "malloc_stats printed no table\n{}", run.describe());
+}
+
+#[test]
+fn strata_stats_prints_the_table_at_exit_even_after_stderr_closed() {
+    let run = run(preloaded(&program("stats_live.c")).env("STRATA_STATS", "1"));
+    run.assert_on_strata();
+    assert!(run.status.success(), "{}", run.describe());
+    assert!(run.stderr.contains("strata statistics"), "no statistics table\n{}", run.describe());
+    let bytes_live: usize = run
+        .stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("bytes live"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `bytes live` line\n{}", run.describe()));
+    assert!(bytes_live >= 1000 * 3072, "bytes live {bytes_live}\n{}", run.describe());
+    let class_3072_objects: usize = run
+        .stderr
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.len() == 4 && fields[0] == "3072")
+        .and_then(|fields| fields[3].parse().ok())
+        .unwrap_or_else(|| panic!("no row for class 3072\n{}", run.describe()));
+    assert!(class_3072_objects >= 1000, "class 3072 holds {class_3072_objects} objects\n{}", run.describe());
+}
+
+#[test]
+fn no_strata_output_without_the_variables() {
+    let mut command = Command::new(program("stats_live.c"));
+    clear_strata_env(&mut command);
+    let run = run(command.env("LD_PRELOAD", &shim().library));
+    assert!(run.status.success(), "{}", run.describe());
+    assert_eq!(run.stderr, "", "the shim printed without being asked\n{}", run.describe());
+    assert_eq!(run.stdout, "done\n", "{}", run.describe());
+}
+
+#[test]
+fn strata_verbose_reports_the_settings() {
+    let run = run(preloaded(&program("hello.c")).env("STRATA_PURGE_DELAY_MS", "1234").env("STRATA_STATS", "0"));
+    run.assert_on_strata().assert_ok();
+    let banner = run.stderr.lines().find(|line| line.contains(INTERPOSED)).unwrap();
+    assert!(banner.starts_with("strata: "), "{banner}");
+    assert!(banner.contains(&shim().library.display().to_string()), "{banner}");
+    assert!(banner.contains("purge delay 1234 ms"), "{banner}");
+    assert!(banner.contains("stats at exit: off"), "{banner}");
+}
+
+#[test]
+fn a_bad_purge_delay_is_reported_and_ignored() {
+    let run = run(preloaded(&program("hello.c")).env("STRATA_PURGE_DELAY_MS", "soon"));
+    run.assert_on_strata().assert_ok();
+    assert!(
+        run.stderr.contains("strata: ignoring STRATA_PURGE_DELAY_MS=soon: expected a whole number of milliseconds"),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stderr.contains("purge delay 250 ms"), "{}", run.describe());
+}
+
+#[test]
+fn launcher_runs_a_command_on_strata() {
+    let shim = shim();
+    let mut command = Command::new(&shim.launcher);
+    clear_strata_env(&mut command);
+    let hello = program("hello.c");
+    let run = run(command.arg("run").arg("--").arg(&hello).env("STRATA_VERBOSE", "1"));
+    run.assert_on_strata().assert_ok();
+    assert!(run.stdout.contains(&format!("LD_PRELOAD={}\n", shim.library.display())), "{}", run.describe());
+}
+
+#[test]
+fn launcher_appends_to_an_existing_preload() {
+    let shim = shim();
+    let mut command = Command::new(&shim.launcher);
+    clear_strata_env(&mut command);
+    // A missing library makes ld.so warn and carry on.
+    let run = run(command
+        .args(["run", "--"])
+        .arg(program("hello.c"))
+        .env("LD_PRELOAD", "/nonexistent/libother.so")
+        .env("STRATA_VERBOSE", "1"));
+    run.assert_on_strata().assert_ok();
+    let expected = format!("LD_PRELOAD=/nonexistent/libother.so:{}\n", shim.library.display());
+    assert!(run.stdout.contains(&expected), "expected {expected}\n{}", run.describe());
+}
+
+#[test]
+fn launcher_explains_bad_usage() {
+    let launcher = &shim().launcher;
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&[], 2, "strata: missing subcommand"),
+        (&["run", "--"], 2, "strata: `run` needs a command to run"),
+        (&["launch", "ls"], 2, "strata: unknown subcommand `launch`"),
+        (&["run", "--", "/nonexistent/program"], 127, "strata: cannot run `/nonexistent/program`"),
+    ];
+    for (args, code, message) in cases {
+        let run = run(Command::new(launcher).args(args));
+        assert_eq!(run.status.code(), Some(code), "strata {args:?}\n{}", run.describe());
+        assert!(run.stderr.starts_with(message), "strata {args:?}: expected `{message}`\n{}", run.describe());
+        if code == 2 {
+            assert!(run.stderr.contains("usage: strata run"), "strata {args:?}: no usage\n{}", run.describe());
+        }
+    }
+    let help = run(Command::new(launcher).arg("help"));
+    assert!(help.status.success() && help.stdout.starts_with("usage: strata run"), "{}", help.describe());
+}

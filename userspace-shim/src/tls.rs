@@ -1,0 +1,127 @@
+//! The per-thread slot, in initial-exec thread-local storage.
+//!
+//! # Why not `thread_local!`
+//!
+//! rustc compiles thread-locals of a `cdylib` with the *general-dynamic* TLS
+//! model: every access calls `__tls_get_addr`. In glibc 2.36 that function
+//! may itself call `malloc`, `realloc` and `free` when the thread's
+//! dynamic thread vector is out of date (a module with TLS was `dlopen`ed or
+//! `dlclose`d since the thread last looked): it resizes the vector and frees
+//! blocks of unloaded modules. For an interposed malloc that is re-entry from
+//! inside the TLS lookup the malloc itself started, with the vector still out
+//! of date, which recurses without end (glibc fixed this only in 2.39).
+//!
+//! The *initial-exec* model has no such call: the slot lives at a fixed
+//! offset from the thread pointer, set when the library is loaded. Stable
+//! Rust cannot ask for that model, so on x86-64 the slot is a `.tbss` symbol
+//! defined and addressed with a few lines of assembly. The slot is 32 bytes,
+//! well within the static TLS surplus glibc reserves for modules that are
+//! `dlopen`ed later, so loading with `dlopen` works too (the library is then
+//! marked `DF_STATIC_TLS`).
+//!
+//! Other architectures fall back to `thread_local!` (general-dynamic), which
+//! is safe under `LD_PRELOAD` as long as the program does not `dlopen` more
+//! than a dozen modules with thread-locals of their own.
+//!
+//! The slot reads as all zeroes in a new thread ([`ThreadSlot::heap`] null,
+//! state [`SlotState::Fresh`]); glibc re-initialises it when it reuses a
+//! cached thread stack.
+
+use strata_core::Heap;
+
+/// Where a thread stands with its heap.
+#[repr(usize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SlotState {
+    /// No heap yet. Must be zero: new threads start here.
+    Fresh = 0,
+    /// The heap is being set up; allocations made meanwhile (by libc, on our
+    /// behalf) go to the domain without a cache.
+    Registering = 1,
+    /// [`ThreadSlot::heap`] is valid.
+    Ready = 2,
+    /// The heap was given back (thread exit) or could not be made; the thread
+    /// allocates without a cache from now on.
+    Gone = 3,
+}
+
+/// Everything the shim keeps per thread.
+#[repr(C)]
+pub struct ThreadSlot {
+    /// The thread's heap, non-null exactly when `state` is
+    /// [`SlotState::Ready`]. Checked first on every call: the fast path
+    /// reads nothing else.
+    pub heap: *mut Heap,
+    /// Set-up state. Stored as a `usize` so that all-zero memory is valid.
+    state: usize,
+    /// Frees made with the heap, counted for [`crate::front`]'s periodic
+    /// tidying.
+    pub frees: usize,
+    /// Coarse-clock time (ms) before which tidying is skipped.
+    pub next_tidy_ms: u64,
+}
+
+impl ThreadSlot {
+    /// The set-up state.
+    pub fn state(&self) -> SlotState {
+        match self.state {
+            0 => SlotState::Fresh,
+            1 => SlotState::Registering,
+            2 => SlotState::Ready,
+            _ => SlotState::Gone,
+        }
+    }
+
+    /// Moves to `state`, with `heap` (null unless `state` is `Ready`).
+    pub fn set(&mut self, state: SlotState, heap: *mut Heap) {
+        debug_assert_eq!(state == SlotState::Ready, !heap.is_null());
+        self.heap = heap;
+        self.state = state as usize;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .tbss.__strata_thread_slot,\"awT\",@nobits",
+    ".p2align 4",
+    ".globl __strata_thread_slot",
+    ".hidden __strata_thread_slot",
+    ".type __strata_thread_slot, @tls_object",
+    ".size __strata_thread_slot, {size}",
+    "__strata_thread_slot:",
+    ".zero {size}",
+    ".popsection",
+    size = const core::mem::size_of::<ThreadSlot>(),
+);
+
+/// The calling thread's slot.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn slot() -> *mut ThreadSlot {
+    let slot: *mut ThreadSlot;
+    // SAFETY: reads the thread pointer and the GOT entry the dynamic linker
+    // filled with the slot's offset from it (initial-exec model); both are
+    // fixed for the life of the thread.
+    unsafe {
+        core::arch::asm!(
+            "mov {slot}, qword ptr fs:[0]",
+            "add {slot}, qword ptr [rip + __strata_thread_slot@GOTTPOFF]",
+            slot = out(reg) slot,
+            options(pure, nomem, nostack),
+        );
+    }
+    slot
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+std::thread_local! {
+    static SLOT: core::cell::UnsafeCell<ThreadSlot> =
+        const { core::cell::UnsafeCell::new(ThreadSlot { heap: core::ptr::null_mut(), state: 0, frees: 0, next_tidy_ms: 0 }) };
+}
+
+/// The calling thread's slot.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub fn slot() -> *mut ThreadSlot {
+    SLOT.with(|slot| slot.get())
+}
