@@ -8,7 +8,7 @@
 //! A free of an object whose slice another heap owns is a *remote free*: one
 //! compare-and-swap onto that slice's remote list, which the owner drains when
 //! its free list runs dry. A free into a slice that no heap owns is batched in
-//! [`Heap::pending`] and handed to the domain under its lock, at most every
+//! `Heap::pending` and handed to the domain under its lock, at most every
 //! [`PENDING`] frees.
 //!
 //! When the current slice has nothing left, the heap gives it back to the

@@ -1,7 +1,7 @@
 //! Pages: large aligned blocks from the page source, with a header in front.
 //!
 //! A slab page is [`PAGE_SIZE`] bytes aligned to [`PAGE_SIZE`]. Its first slice
-//! holds the [`PageHeader`] with every slice descriptor; slices
+//! holds the `PageHeader` with every slice descriptor; slices
 //! [`FIRST_SLICE`]`..`[`SLICES_PER_PAGE`] hold objects. Because no object
 //! starts at a page boundary, the header of any object is found by masking
 //! `address - 1` down to the page alignment, and the slice by shifting the

@@ -168,10 +168,10 @@ mod tests {
 
     #[test]
     fn reciprocal_division_is_exact() {
-        for class in 0..CLASS_COUNT {
+        for (class, &reciprocal) in RECIPROCALS.iter().enumerate() {
             let size = class_size(class) as u64;
             for offset in (0..SLICE_SIZE as u64).step_by(7).chain([SLICE_SIZE as u64 - 1]) {
-                let quotient = (offset * RECIPROCALS[class] as u64) >> 32;
+                let quotient = (offset * reciprocal as u64) >> 32;
                 assert_eq!(quotient, offset / size, "class {class} offset {offset}");
             }
         }

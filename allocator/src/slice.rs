@@ -1,6 +1,6 @@
 //! Slices: the unit that carries a state and a size class.
 //!
-//! A [`SliceMeta`] is the descriptor of one slice. Descriptors live in the page
+//! A `SliceMeta` is the descriptor of one slice. Descriptors live in the page
 //! header, never in the slice, so object memory holds nothing but objects and
 //! free-list links. The state machine itself (which list a slice sits on, what
 //! each transition updates) is in `domain.rs`, in `Domain::transition`; this
