@@ -112,9 +112,17 @@ impl FreeObject {
     }
 }
 
+/// A zero-sized field that starts a new cache line in a `repr(C)` struct.
+#[derive(Default)]
+#[repr(C, align(64))]
+pub(crate) struct CacheLine;
+
 /// Descriptor of one slice.
 ///
-/// The first cache line holds what the allocation and free fast paths touch.
+/// Three groups, each on its own cache lines, so that threads do not fight
+/// over lines they do not need: the owner writes the first group on every
+/// allocation and free; every free reads the second; remote frees write the
+/// third.
 #[repr(C, align(64))]
 pub(crate) struct SliceMeta {
     /// Free objects ready to hand out.
@@ -125,6 +133,8 @@ pub(crate) struct SliceMeta {
     /// list still count). Same access rule as `free`; relaxed loads and
     /// stores only, so statistics can read it from another thread.
     pub(crate) used: AtomicU32,
+
+    _read_mostly: CacheLine,
     /// Object size in bytes while formatted for a small class, else 0.
     /// Invariant: non-zero only for small slices whose objects carry valid
     /// links and markers (so frees can be checked against it).
@@ -136,9 +146,6 @@ pub(crate) struct SliceMeta {
     /// Address of the owning heap, 0 when the domain holds the slice.
     /// Written under the domain lock; read without it by frees.
     pub(crate) owner: AtomicUsize,
-    /// Objects freed by threads other than the owner.
-    pub(crate) remote: RemoteList,
-
     /// Current state. Domain lock.
     pub(crate) state: Cell<SliceState>,
     /// Flags. Domain lock.
@@ -151,8 +158,6 @@ pub(crate) struct SliceMeta {
     /// For a span head: its length in slices. For a span tail: the index of
     /// its head. Domain lock.
     pub(crate) span: Cell<u32>,
-    /// Bytes requested for a span (its usable size). Domain lock.
-    pub(crate) span_bytes: Cell<usize>,
     /// State-list links. Domain lock.
     pub(crate) next: Cell<*mut SliceMeta>,
     pub(crate) prev: Cell<*mut SliceMeta>,
@@ -161,6 +166,10 @@ pub(crate) struct SliceMeta {
     pub(crate) age_prev: Cell<*mut SliceMeta>,
     /// When the slice last became dirty, in the source's milliseconds.
     pub(crate) dirty_since: Cell<u64>,
+
+    _remote: CacheLine,
+    /// Objects freed by threads other than the owner.
+    pub(crate) remote: RemoteList,
 }
 
 /// Pseudo-class recorded by slices of multi-slice spans.
@@ -172,22 +181,23 @@ impl SliceMeta {
         Self {
             free: Cell::new(ptr::null_mut()),
             used: AtomicU32::new(0),
+            _read_mostly: CacheLine,
             object_size: Cell::new(0),
             reciprocal: Cell::new(0),
             capacity: Cell::new(0),
             owner: AtomicUsize::new(0),
-            remote: RemoteList { head: AtomicUsize::new(ORPHAN) },
             state: Cell::new(SliceState::Clean),
             flags: Cell::new(SliceFlags::empty()),
             class: Cell::new(0),
             linked: Cell::new(Linked::None),
             span: Cell::new(0),
-            span_bytes: Cell::new(0),
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             age_next: Cell::new(ptr::null_mut()),
             age_prev: Cell::new(ptr::null_mut()),
             dirty_since: Cell::new(0),
+            _remote: CacheLine,
+            remote: RemoteList { head: AtomicUsize::new(ORPHAN) },
         }
     }
 
@@ -210,3 +220,7 @@ impl SliceMeta {
         matches!(self.state.get(), SliceState::Partial | SliceState::Full)
     }
 }
+
+// One line for the owner, two for the read-mostly and lock-protected fields,
+// one for remote frees.
+static_assertions::const_assert_eq!(core::mem::size_of::<SliceMeta>(), 4 * 64);

@@ -1,9 +1,11 @@
 /* After a program frees most of its memory, the resident set falls back.
  *
  * argv[1] = "trim": call malloc_trim(0) once and measure.
- * argv[1] = "activity": keep running a light allocation load (as a program
- *   that goes on working does) and measure after each round, for at most
- *   ROUNDS rounds of ROUND_SLEEP_US; the purge delay must do the work.
+ * argv[1] = "activity": keep running a light, steady allocation load (a
+ *   program that goes on serving small requests: one size, a working set
+ *   that fits the thread's cache, so the allocator never needs new slices)
+ *   and measure after each round, for at most ROUNDS rounds of
+ *   ROUND_SLEEP_US; the purge delay must do the work.
  * Prints rss_peak_kib, rss_after_kib, rss_live_kib (what the kept blocks
  * need) and rounds. */
 #define _GNU_SOURCE
@@ -35,12 +37,14 @@ static size_t free_most(void **blocks, int count, size_t size)
     return (size_t)keep * size;
 }
 
-static void light_load(unsigned round)
+static void light_load(void)
 {
-    void *blocks[2000];
-    for (int i = 0; i < 2000; i++)
-        blocks[i] = malloc(16 + (i * 37 + round) % 2000);
-    for (int i = 0; i < 2000; i++)
+    void *blocks[500];
+    for (int i = 0; i < 500; i++) {
+        blocks[i] = malloc(64);
+        CHECK(blocks[i] != NULL, "malloc(64) failed");
+    }
+    for (int i = 0; i < 500; i++)
         free(blocks[i]);
 }
 
@@ -62,7 +66,7 @@ int main(int argc, char **argv)
         after = status_kib("VmRSS:");
     } else {
         while (after > target && rounds < ROUNDS) {
-            light_load(rounds);
+            light_load();
             usleep(ROUND_SLEEP_US);
             rounds++;
             after = status_kib("VmRSS:");

@@ -159,6 +159,10 @@ pub unsafe fn free(ptr: *mut u8) -> Result<(), FreeError> {
     Ok(())
 }
 
+/// [`free`] for a thread whose heap is not set up (or gone).
+///
+/// # Safety
+/// As for [`free`].
 #[cold]
 #[inline(never)]
 unsafe fn free_slow(ptr: *mut u8) -> Result<(), FreeError> {
@@ -172,6 +176,9 @@ unsafe fn free_slow(ptr: *mut u8) -> Result<(), FreeError> {
 
 /// Gives the thread's cached slices back when a purge may be due, so that
 /// the core's delayed purge runs for threads that only free.
+///
+/// # Safety
+/// `slot` must be the calling thread's slot, with a live heap.
 #[cold]
 #[inline(never)]
 unsafe fn tidy(slot: *mut ThreadSlot) {

@@ -172,9 +172,8 @@ fn whereabouts() -> (&'static str, bool) {
             return ("libstrata.so", false);
         }
         let malloc = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
-        let interposed = !malloc.is_null()
-            && libc::dladdr(malloc, &mut theirs) != 0
-            && theirs.dli_fbase == ours.dli_fbase;
+        let interposed =
+            !malloc.is_null() && libc::dladdr(malloc, &mut theirs) != 0 && theirs.dli_fbase == ours.dli_fbase;
         let path = if ours.dli_fname.is_null() {
             "libstrata.so"
         } else {

@@ -111,10 +111,7 @@ fn find_library() -> Result<PathBuf, String> {
 /// already listed.
 fn preload_value(existing: Option<OsString>, library: &Path) -> OsString {
     let existing = existing.unwrap_or_default();
-    let listed = existing
-        .to_string_lossy()
-        .split([':', ' '])
-        .any(|entry| Path::new(entry) == library);
+    let listed = existing.to_string_lossy().split([':', ' ']).any(|entry| Path::new(entry) == library);
     if listed {
         return existing;
     }

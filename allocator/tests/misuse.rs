@@ -1,0 +1,131 @@
+//! Heap misuse through the `GlobalAlloc` front: a double free or a free of a
+//! pointer Strata never handed out prints one line and aborts the process.
+//! Each case runs in a child process (this test binary, re-executed).
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use strata::{FreeErrorKind, Strata};
+
+static STRATA: Strata = Strata::new();
+
+const CHILD: &str = "STRATA_MISUSE_CHILD";
+
+/// Runs `case` in a child and returns its stderr, asserting it was aborted.
+fn aborts(case: &str) -> String {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CHILD, case)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.signal(), Some(libc_sigabrt()), "{case}: not aborted; stderr: {stderr}");
+    stderr
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+/// The child side: does the misuse named by the environment.
+#[test]
+fn child() {
+    let Ok(case) = std::env::var(CHILD) else { return };
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    // SAFETY: deliberate misuse, which the allocator must catch.
+    unsafe {
+        match case.as_str() {
+            "double" => {
+                let p = STRATA.alloc(layout);
+                STRATA.dealloc(p, layout);
+                STRATA.dealloc(p, layout);
+            }
+            "foreign" => {
+                let mut local = [0u64; 8];
+                STRATA.dealloc(local.as_mut_ptr().cast(), layout);
+            }
+            "interior" => {
+                let p = STRATA.alloc(layout);
+                STRATA.dealloc(p.add(8), layout);
+            }
+            "realloc" => {
+                let p = STRATA.alloc(layout);
+                STRATA.dealloc(p, layout);
+                STRATA.realloc(p, layout, 100);
+            }
+            other => panic!("unknown case {other}"),
+        }
+    }
+    panic!("misuse {case} was not caught");
+}
+
+#[test]
+fn double_free_aborts_with_one_line() {
+    let stderr = aborts("double");
+    let line = stderr.lines().find(|l| l.starts_with("strata:")).expect("a strata line");
+    assert!(line.starts_with("strata: dealloc: double free of 0x"), "{line}");
+    assert!(line.ends_with("; aborting"), "{line}");
+}
+
+#[test]
+fn foreign_pointer_aborts() {
+    let stderr = aborts("foreign");
+    assert!(stderr.contains("strata: dealloc: free of 0x"), "{stderr}");
+    assert!(stderr.contains("not an allocation of this allocator"), "{stderr}");
+}
+
+#[test]
+fn interior_pointer_aborts() {
+    let stderr = aborts("interior");
+    assert!(stderr.contains("strata: dealloc: free of 0x"), "{stderr}");
+}
+
+#[test]
+fn realloc_of_freed_pointer_aborts() {
+    let stderr = aborts("realloc");
+    assert!(stderr.contains("strata: realloc:"), "{stderr}");
+}
+
+#[test]
+fn checked_free_reports_instead_of_aborting() {
+    let layout = Layout::from_size_align(200, 8).unwrap();
+    // SAFETY: the checked API rejects the second free without touching it.
+    unsafe {
+        let p = STRATA.alloc(layout);
+        STRATA.free(p).unwrap();
+        let error = STRATA.free(p).unwrap_err();
+        assert_eq!(error.kind, FreeErrorKind::DoubleFree);
+        assert_eq!(error.address, p as usize);
+        // Still usable afterwards, and the object is reused.
+        let q = STRATA.alloc(layout);
+        assert_eq!(q, p);
+        STRATA.free(q).unwrap();
+        // A large allocation too.
+        let big = Layout::from_size_align(1 << 20, 8).unwrap();
+        let b = STRATA.alloc(big);
+        STRATA.free(b).unwrap();
+        assert!(STRATA.free(b).is_err());
+    }
+}
+
+#[test]
+fn dirty_slices_are_purged_after_the_delay() {
+    static QUICK: Strata = Strata::new();
+    QUICK.set_purge_delay_ms(0);
+    let layout = Layout::from_size_align(4000, 8).unwrap();
+    // SAFETY: blocks are freed once.
+    unsafe {
+        let blocks: Vec<_> = (0..5000).map(|_| QUICK.alloc(layout)).collect();
+        for p in blocks {
+            QUICK.dealloc(p, layout);
+        }
+    }
+    // Giving the cache back is a slow path: it runs the purge check.
+    QUICK.release_thread_cache();
+    let stats = QUICK.stats();
+    assert_eq!(stats.bytes_live, 0);
+    assert!(stats.purges > 0, "{stats}");
+    assert_eq!(stats.slices_dirty, 0, "{stats}");
+    assert!(stats.pages_released > 0, "empty pages go back to the source: {stats}");
+}
