@@ -1,8 +1,9 @@
 //! Heaps: the per-thread (or per-CPU) caches, and the fast paths.
 //!
-//! A [`Heap`] owns at most one slice per size class, its *current* slice.
-//! Allocation pops the current slice's free list; a free by the owner pushes
-//! onto it. Neither takes a lock nor does an atomic read-modify-write: the
+//! A [`Heap`] owns, per size class, a *current* slice and up to
+//! [`MAX_PARKED`] *parked* ones: slices it ran dry recently, kept so that the
+//! owner's frees into them stay on the fast path. Allocation pops the current
+//! slice's free list; a free by the owner pushes onto its slice's list. Neither takes a lock nor does an atomic read-modify-write: the
 //! descriptor fields they touch belong to the owner alone (see `SliceMeta`).
 //!
 //! A free of an object whose slice another heap owns is a *remote free*: one
@@ -11,9 +12,11 @@
 //! `Heap::pending` and handed to the domain under its lock, at most every
 //! [`PENDING`] frees.
 //!
-//! When the current slice has nothing left, the heap gives it back to the
-//! domain and receives the cheapest slice the domain has (see `domain.rs`),
-//! in one critical section.
+//! When the current slice has nothing left, the heap first looks for freed
+//! objects on its parked slices and switches to one that has some. Only when
+//! none has does it go to the domain: it parks the dry slice, gives back the
+//! oldest parked one if there are too many, and receives the cheapest slice
+//! the domain has (see `domain.rs`), in one critical section.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -30,6 +33,9 @@ use crate::source::PageSource;
 
 /// Frees into orphaned slices batched before the domain lock is taken.
 pub const PENDING: usize = 64;
+
+/// Dry slices a heap keeps per class beside its current one.
+pub const MAX_PARKED: usize = 4;
 
 /// A descriptor with no free object, standing for "no current slice", so the
 /// fast path needs no null check. It is never written: its free list is
@@ -63,6 +69,12 @@ pub struct Heap {
     /// The owned slice of each class, or the empty sentinel.
     /// Invariant: every non-sentinel entry has `owner == self` and `CACHED`.
     current: [*mut SliceMeta; CLASS_COUNT],
+    /// Parked slices of each class, newest first, linked through their
+    /// `next` field. Invariant: each has `owner == self` and `CACHED`, and
+    /// there are at most [`MAX_PARKED`] per class. Every slice the heap owns
+    /// is current or parked.
+    parked: [*mut SliceMeta; CLASS_COUNT],
+    parked_count: [u8; CLASS_COUNT],
     /// The domain this heap serves: 0 before first use, [`RETIRED`] after
     /// release.
     domain: usize,
@@ -88,6 +100,8 @@ impl Heap {
     pub const fn new() -> Self {
         Self {
             current: [empty(); CLASS_COUNT],
+            parked: [ptr::null_mut(); CLASS_COUNT],
+            parked_count: [0; CLASS_COUNT],
             domain: 0,
             key: 0,
             pending: [ptr::null_mut(); PENDING],
@@ -182,20 +196,30 @@ impl Heap {
             self.key = domain.key();
         }
         let current = self.current[class];
-        let old = if current == empty() {
-            None
-        } else {
-            // SAFETY: an owned slice.
-            let slice = unsafe { &*current };
+        if current != empty() {
             // First, objects other threads gave back.
-            // SAFETY: the remote list holds free objects of this slice.
-            let count = unsafe { append(slice, slice.remote.take()) };
-            if count != 0 {
-                slice.set_used(slice.used() - count);
+            // SAFETY: an owned slice.
+            if unsafe { collect_remote(&*current) } != 0 {
                 return self.alloc_small(domain, class);
             }
-            Some(slice)
-        };
+        }
+        // Then a parked slice with objects freed since it was parked.
+        if let Some(slice) = self.unpark_one_with_free(class) {
+            if current != empty() {
+                self.park(class, current);
+            }
+            self.current[class] = slice;
+            return self.alloc_small(domain, class);
+        }
+        // Park the dry slice; give back the oldest when there are too many.
+        let mut old = None;
+        if current != empty() {
+            if self.parked_count[class] as usize == MAX_PARKED {
+                // SAFETY: parked entries are owned slices.
+                old = Some(unsafe { &*self.unpark_oldest(class) });
+            }
+            self.park(class, current);
+        }
         self.current[class] = empty();
         match domain.refill(self, class, old) {
             Some(slice) => {
@@ -258,6 +282,8 @@ impl Heap {
         Ok(())
     }
 
+    #[cold]
+    #[inline(never)]
     fn free_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
         // SAFETY: the object is the caller's, freed and marked.
         match unsafe { slice.remote.push(object as *mut Link) } {
@@ -374,13 +400,19 @@ impl Heap {
         if self.domain != domain.id() {
             return;
         }
-        for &current in &self.current {
+        for class in 0..CLASS_COUNT {
+            let current = self.current[class];
             if current != empty() {
                 // SAFETY: an owned slice.
-                let slice = unsafe { &*current };
-                // SAFETY: the remote list holds free objects of this slice.
-                let count = unsafe { append(slice, slice.remote.take()) };
-                slice.set_used(slice.used() - count);
+                unsafe { collect_remote(&*current) };
+            }
+            let mut parked = self.parked[class];
+            while !parked.is_null() {
+                // SAFETY: parked entries are owned slices.
+                unsafe {
+                    collect_remote(&*parked);
+                    parked = (*parked).next.get();
+                }
             }
         }
         domain.flush_heap(self);
@@ -394,13 +426,75 @@ impl Heap {
         result
     }
 
-    /// Takes the current slices out of the heap.
+    /// Takes one owned slice of `class` out of the heap: the current one,
+    /// then the parked ones. `None` once the heap owns none of the class.
     pub(crate) fn take_slice(&mut self, class: usize) -> Option<NonNull<SliceMeta>> {
         let current = core::mem::replace(&mut self.current[class], empty());
-        if current == empty() {
-            None
-        } else {
-            NonNull::new(current)
+        if current != empty() {
+            return NonNull::new(current);
+        }
+        if self.parked[class].is_null() {
+            return None;
+        }
+        NonNull::new(self.unpark_oldest(class))
+    }
+
+    fn park(&mut self, class: usize, slice: *mut SliceMeta) {
+        // SAFETY: an owned slice; `next` is the heap's while it is CACHED.
+        unsafe { (*slice).next.set(self.parked[class]) };
+        self.parked[class] = slice;
+        self.parked_count[class] += 1;
+    }
+
+    /// Removes and returns the oldest parked slice of `class` (the list must
+    /// not be empty).
+    fn unpark_oldest(&mut self, class: usize) -> *mut SliceMeta {
+        let mut link: *mut *mut SliceMeta = &mut self.parked[class];
+        // SAFETY: parked entries are owned slices; `link` always points at
+        // the head or at a `next` field of one of them.
+        unsafe {
+            while !(*(**link).next.as_ptr()).is_null() {
+                link = (**link).next.as_ptr();
+            }
+            let oldest = *link;
+            *link = ptr::null_mut();
+            (*oldest).next.set(ptr::null_mut());
+            self.parked_count[class] -= 1;
+            oldest
         }
     }
+
+    /// Removes and returns a parked slice of `class` that has free objects,
+    /// collecting remote frees on the way.
+    fn unpark_one_with_free(&mut self, class: usize) -> Option<*mut SliceMeta> {
+        let mut link: *mut *mut SliceMeta = &mut self.parked[class];
+        // SAFETY: as in `unpark_oldest`.
+        unsafe {
+            while !(*link).is_null() {
+                let slice = &**link;
+                collect_remote(slice);
+                if !slice.free.get().is_null() {
+                    let found = *link;
+                    *link = slice.next.get();
+                    slice.next.set(ptr::null_mut());
+                    self.parked_count[class] -= 1;
+                    return Some(found);
+                }
+                link = slice.next.as_ptr();
+            }
+        }
+        None
+    }
+}
+
+/// Moves the remote frees of an owned slice onto its free list; returns how
+/// many there were.
+///
+/// # Safety
+/// The calling heap must own `slice`.
+unsafe fn collect_remote(slice: &SliceMeta) -> u32 {
+    // SAFETY: the remote list holds free objects of this slice.
+    let count = unsafe { append(slice, slice.remote.take()) };
+    slice.set_used(slice.used() - count);
+    count
 }

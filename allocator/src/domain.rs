@@ -725,7 +725,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let now = self.source.now_ms();
         self.locked(|inner| {
             for class in 0..CLASS_COUNT {
-                if let Some(slice) = heap.take_slice(class) {
+                while let Some(slice) = heap.take_slice(class) {
                     // SAFETY: a slice the heap owned; descriptors are never freed
                     // while their page is in use.
                     self.take_back(inner, unsafe { slice.as_ref() }, now);

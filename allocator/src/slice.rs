@@ -158,7 +158,8 @@ pub(crate) struct SliceMeta {
     /// For a span head: its length in slices. For a span tail: the index of
     /// its head. Domain lock.
     pub(crate) span: Cell<u32>,
-    /// State-list links. Domain lock.
+    /// State-list links. Domain lock; while the slice is `CACHED`, `next`
+    /// belongs to the owning heap, which links its parked slices with it.
     pub(crate) next: Cell<*mut SliceMeta>,
     pub(crate) prev: Cell<*mut SliceMeta>,
     /// Purge age-list links (dirty slices, oldest first). Domain lock.
