@@ -1019,22 +1019,14 @@ fn redis(session: &mut Session) -> Result<String, String> {
     let mut server = session.spawn(server)?;
     let port_number: u16 = port.parse().expect("a port number");
 
-    // Wait until the server answers. The only bound is a hang guard for a
-    // server that neither listens nor exits; it is not a timing assertion.
-    let mut polls = 0u32;
+    // Wait until the server answers, or fail if it exits first. There is no
+    // time limit: a server that neither listens nor exits hangs the test.
     while !redis_answers(port_number) {
         if let Some(reaped) = server.try_wait()? {
             return Err(format!(
                 "redis-server under {} exited before answering ({})\n{}",
                 session.allocator.name,
                 reaped.status,
-                server.logs()
-            ));
-        }
-        polls += 1;
-        if polls > 6000 {
-            return Err(format!(
-                "redis-server never answered on port {port}\n{}",
                 server.logs()
             ));
         }
