@@ -197,9 +197,10 @@ impl Heap {
         }
         let current = self.current[class];
         if current != empty() {
-            // First, objects other threads gave back.
-            // SAFETY: an owned slice.
-            if unsafe { collect_remote(&*current) } != 0 {
+            // First, objects other threads gave back, then fresh ones carved
+            // from the slice's untouched end.
+            // SAFETY: an owned slice with an empty free list.
+            if unsafe { collect_remote(&*current) != 0 || (*current).carve(self.key) } {
                 return self.alloc_small(domain, class);
             }
         }
@@ -259,7 +260,7 @@ impl Heap {
         let size = slice.object_size.get();
         let offset = (address & (SLICE_SIZE - 1)) as u32;
         let index = ((offset as u64 * slice.reciprocal.get() as u64) >> 32) as u32;
-        if size == 0 || index * size != offset {
+        if size == 0 || index * size != offset || index >= slice.carved.get() {
             return self.free_slow(domain, address);
         }
         let object = ptr as *mut FreeObject;
@@ -473,7 +474,7 @@ impl Heap {
             while !(*link).is_null() {
                 let slice = &**link;
                 collect_remote(slice);
-                if !slice.free.get().is_null() {
+                if !slice.free.get().is_null() || slice.carved.get() < slice.capacity.get() {
                     let found = *link;
                     *link = slice.next.get();
                     slice.next.set(ptr::null_mut());

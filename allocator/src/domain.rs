@@ -523,30 +523,20 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     // ----- formatting and handing out slices -------------------------------
 
-    /// Formats `slice` for `class`: every object goes on the free list, in
-    /// address order, with its free marker.
+    /// Formats `slice` for `class` and carves its first objects onto the
+    /// free list, in address order, each with its free marker. The rest is
+    /// carved as it is needed.
     fn format(&self, slice: &SliceMeta, class: usize) {
-        // SAFETY: descriptors live in page headers.
-        let page = unsafe { page_of_slice(slice) };
-        let base = page.slice_address(page.index_of(slice));
-        let size = class_size(class);
-        let count = objects_per_slice(class);
-        let key = self.key();
-        for i in 0..count {
-            let object = (base + i * size) as *mut FreeObject;
-            let next = if i + 1 < count { (base + (i + 1) * size) as *mut FreeObject } else { ptr::null_mut() };
-            // SAFETY: the object lies inside the slice, which no one uses.
-            unsafe {
-                FreeObject::set_next(object, next);
-                FreeObject::set_marker(object, key ^ object as usize);
-            }
-        }
-        slice.free.set(base as *mut FreeObject);
+        slice.free.set(ptr::null_mut());
         slice.set_used(0);
-        slice.object_size.set(size as u32);
+        slice.object_size.set(class_size(class) as u32);
         slice.reciprocal.set(RECIPROCALS[class]);
-        slice.capacity.set(count as u32);
+        slice.capacity.set(objects_per_slice(class) as u32);
+        slice.carved.set(0);
         slice.class.set(class as u8);
+        // SAFETY: the slice was just chosen under the lock; it is formatted
+        // and its free list is empty.
+        unsafe { slice.carve(self.key()) };
     }
 
     /// Makes `slice` (just chosen) ready to serve `class`: formats it unless
@@ -746,7 +736,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Allocates one object of `class` with no cache: for threads whose
     /// cache is gone (exiting) or serves another domain.
     pub fn alloc_uncached(&self, class: usize) -> *mut u8 {
-        let object = self.with_slice(class, |_, inner, slice, now| {
+        let object = self.with_slice(class, |domain, inner, slice, now| {
+            if slice.free.get().is_null() {
+                // SAFETY: an unowned slice, held under the lock.
+                unsafe { slice.carve(domain.key()) };
+            }
             let object = slice.free.get();
             if object.is_null() {
                 // The chosen slice was owned or exhausted (never, by `choose`).
@@ -829,7 +823,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 let size = slice.object_size.get() as usize;
                 let offset = address & (SLICE_SIZE - 1);
                 if size != 0 {
-                    if offset % size != 0 || offset / size >= slice.capacity.get() as usize {
+                    if offset % size != 0 || offset / size >= slice.carved.get() as usize {
                         return Err(not_ours);
                     }
                     return Ok(Lookup::Small { slice });

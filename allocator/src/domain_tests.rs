@@ -36,6 +36,10 @@ fn put(domain: &TestDomain, page: &PageHeader, index: usize, class: usize, state
         domain.format(slice, class);
         // Hand out `used` objects from the front of the free list.
         for _ in 0..used {
+            if slice.free.get().is_null() {
+                // SAFETY: held under the lock, formatted, free list empty.
+                unsafe { slice.carve(domain.key()) };
+            }
             let object = slice.free.get();
             // SAFETY: formatted objects carry valid links.
             unsafe {
@@ -200,6 +204,11 @@ fn dirty_same_class_keeps_its_free_list() {
     d.locked(|_| d.prepare(slice, OTHER));
     assert_eq!(slice.free.get() as usize, address, "re-formatted for another class");
     assert_eq!(slice.object_size.get() as usize, class_size(OTHER));
+    // Only the first few objects are carved; the rest of the slice is untouched.
+    let carved = slice.carved.get() as usize;
+    assert_eq!(carved, crate::slice::CARVE_BYTES / class_size(OTHER));
+    assert!(carved < objects_per_slice(OTHER));
+    assert_eq!(d.usable_size(address + carved * class_size(OTHER)).unwrap_err().kind, FreeErrorKind::NotAllocated);
 }
 
 #[test]

@@ -143,6 +143,11 @@ pub(crate) struct SliceMeta {
     pub(crate) reciprocal: Cell<u32>,
     /// Objects per slice in the current format.
     pub(crate) capacity: Cell<u32>,
+    /// Objects carved so far: objects `0..carved` have carried a link and a
+    /// marker at least once; the rest of the slice was never touched. Grows
+    /// only, by the slice's holder (owner, or domain under the lock).
+    /// Invariant: `used + free objects == carved` (remote ones count as used).
+    pub(crate) carved: Cell<u32>,
     /// Address of the owning heap, 0 when the domain holds the slice.
     /// Written under the domain lock; read without it by frees.
     pub(crate) owner: AtomicUsize,
@@ -173,6 +178,9 @@ pub(crate) struct SliceMeta {
     pub(crate) remote: RemoteList,
 }
 
+/// Bytes of objects carved at a time (see [`SliceMeta::carve`]).
+pub(crate) const CARVE_BYTES: usize = 4096;
+
 /// Pseudo-class recorded by slices of multi-slice spans.
 pub(crate) const SPAN_CLASS: u8 = crate::size_class::CLASS_COUNT as u8;
 
@@ -186,6 +194,7 @@ impl SliceMeta {
             object_size: Cell::new(0),
             reciprocal: Cell::new(0),
             capacity: Cell::new(0),
+            carved: Cell::new(0),
             owner: AtomicUsize::new(0),
             state: Cell::new(SliceState::Clean),
             flags: Cell::new(SliceFlags::empty()),
@@ -214,6 +223,42 @@ impl SliceMeta {
 
     pub(crate) fn has(&self, flag: SliceFlags) -> bool {
         self.flags.get().contains(flag)
+    }
+
+    /// Carves the next run of never-used objects (about one OS page of them)
+    /// onto the free list, writing each one's link and free marker. Returns
+    /// whether there was anything left to carve.
+    ///
+    /// Carving lazily keeps a slice's untouched memory untouched: a class
+    /// that holds a few objects costs a few pages of memory, not 64 KiB.
+    ///
+    /// # Safety
+    /// The caller must hold the slice (own it, or hold the domain lock for an
+    /// unowned one), its free list must be empty, and it must be formatted.
+    pub(crate) unsafe fn carve(&self, key: usize) -> bool {
+        let size = self.object_size.get() as usize;
+        let first = self.carved.get() as usize;
+        let capacity = self.capacity.get() as usize;
+        if first >= capacity {
+            return false;
+        }
+        let last = capacity.min(first + (CARVE_BYTES / size).max(1));
+        // SAFETY: descriptors live in page headers.
+        let page = unsafe { crate::page::page_of_slice(self) };
+        let base = page.slice_address(page.index_of(self));
+        for i in first..last {
+            let object = (base + i * size) as *mut FreeObject;
+            let next = if i + 1 < last { (base + (i + 1) * size) as *mut FreeObject } else { ptr::null_mut() };
+            // SAFETY: the object lies inside the slice, past every object
+            // handed out so far; the caller holds the slice.
+            unsafe {
+                FreeObject::set_next(object, next);
+                FreeObject::set_marker(object, key ^ object as usize);
+            }
+        }
+        self.free.set((base + first * size) as *mut FreeObject);
+        self.carved.set(last as u32);
+        true
     }
 
     /// Whether objects of this slice count as in use (the page's occupancy).
