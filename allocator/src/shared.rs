@@ -141,18 +141,14 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         }
     }
 
-    /// A snapshot, after flushing every heap's pending and remote frees.
+    /// A snapshot, after flushing every heap's pending frees.
     pub fn stats(&self) -> Stats {
-        // Two passes: a heap's flush may push remote frees onto slices of a
-        // heap flushed before it, which the second pass collects.
-        for _ in 0..2 {
-            for slot in &self.heaps {
-                slot.lock.lock();
-                // SAFETY: the slot's lock is held.
-                unsafe { (*slot.heap.get()).flush(&self.domain) };
-                // SAFETY: taken above.
-                unsafe { slot.lock.unlock() };
-            }
+        for slot in &self.heaps {
+            slot.lock.lock();
+            // SAFETY: the slot's lock is held.
+            unsafe { (*slot.heap.get()).flush(&self.domain) };
+            // SAFETY: taken above.
+            unsafe { slot.lock.unlock() };
         }
         self.domain.stats()
     }

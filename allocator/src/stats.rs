@@ -18,9 +18,7 @@ pub struct ClassStats {
 /// A snapshot of the allocator, taken by `stats()` on each front.
 ///
 /// Figures about slices owned by other threads' caches are read without
-/// stopping those threads, so they are exact only when the program is quiet;
-/// objects another live thread freed remotely but has not pushed to their
-/// owner yet (at most `cache::REMOTE_BATCH` per thread) still count as live.
+/// stopping those threads, so they are exact only when the program is quiet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     /// Bytes in live objects, spans and huge allocations, counted at their
