@@ -311,7 +311,7 @@ impl Heap {
     #[inline(never)]
     fn free_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
         let object = object as *mut Link;
-        if !ptr::eq(self.batch.slice, slice) {
+        if self.batch.slice != slice as *const SliceMeta {
             self.send_batch(domain);
             self.batch = RemoteBatch { slice, first: object, last: object, count: 0 };
         } else {
