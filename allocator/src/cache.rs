@@ -6,13 +6,11 @@
 //! slice's free list; a free by the owner pushes onto its slice's list. Neither takes a lock nor does an atomic read-modify-write: the
 //! descriptor fields they touch belong to the owner alone (see `SliceMeta`).
 //!
-//! A free of an object whose slice another heap owns is a *remote free*. The
-//! freeing heap gathers consecutive remote frees into one slice (up to
-//! [`REMOTE_BATCH`]) and pushes them onto that slice's remote list with one
-//! compare-and-swap when the run ends, the batch is full, or the heap takes a
-//! slow path; the owner drains the list when its free list runs dry. A free
-//! into a slice that no heap owns is queued in `Heap::pending` and handed to
-//! the domain under its lock, at most every [`PENDING`] frees.
+//! A free of an object whose slice another heap owns is a *remote free*: one
+//! compare-and-swap onto that slice's remote list, which the owner drains when
+//! its free list runs dry. A free into a slice that no heap owns is batched in
+//! `Heap::pending` and handed to the domain under its lock, at most every
+//! [`PENDING`] frees.
 //!
 //! When the current slice has nothing left, the heap first looks for freed
 //! objects on its parked slices and switches to one that has some. Only when
@@ -38,24 +36,6 @@ pub const PENDING: usize = 64;
 
 /// Dry slices a heap keeps per class beside its current one.
 pub const MAX_PARKED: usize = 4;
-
-/// Remote frees into one slice gathered before they are pushed together.
-pub const REMOTE_BATCH: u32 = 16;
-
-/// Remote frees into one slice, waiting to be pushed with one
-/// compare-and-swap. Invariant: `slice` is null and `count` 0, or `first`
-/// to `last` is a chain of `count` freed, marked objects of `slice`.
-#[derive(Clone, Copy)]
-struct RemoteBatch {
-    slice: *const SliceMeta,
-    first: *mut Link,
-    last: *mut Link,
-    count: u32,
-}
-
-impl RemoteBatch {
-    const EMPTY: Self = Self { slice: ptr::null(), first: ptr::null_mut(), last: ptr::null_mut(), count: 0 };
-}
 
 /// A descriptor with no free object, standing for "no current slice", so the
 /// fast path needs no null check. It is never written: its free list is
@@ -100,8 +80,6 @@ pub struct Heap {
     domain: usize,
     /// The domain's free-marker key, copied here for the free fast path.
     key: usize,
-    /// Remote frees waiting to be pushed to their slice's owner.
-    batch: RemoteBatch,
     /// Objects freed into orphaned slices, waiting for the domain lock.
     pending: [*mut FreeObject; PENDING],
     pending_len: usize,
@@ -126,7 +104,6 @@ impl Heap {
             parked_count: [0; CLASS_COUNT],
             domain: 0,
             key: 0,
-            batch: RemoteBatch::EMPTY,
             pending: [ptr::null_mut(); PENDING],
             pending_len: 0,
             counters: Counters { remote_frees: 0, flushes: 0 },
@@ -218,7 +195,6 @@ impl Heap {
             self.domain = domain.id();
             self.key = domain.key();
         }
-        self.send_batch(domain);
         let current = self.current[class];
         if current != empty() {
             // First, objects other threads gave back, then fresh ones carved
@@ -310,50 +286,17 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn free_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
-        let object = object as *mut Link;
-        if self.batch.slice != slice as *const SliceMeta {
-            self.send_batch(domain);
-            self.batch = RemoteBatch { slice, first: object, last: object, count: 0 };
-        } else {
-            // SAFETY: the object is the caller's, freed and marked.
-            unsafe { Link::set_next(object, self.batch.first) };
-            self.batch.first = object;
-        }
-        self.batch.count += 1;
-        if self.batch.count == REMOTE_BATCH {
-            self.send_batch(domain);
-        }
-    }
-
-    /// Pushes the gathered remote frees to their slice's owner, or, if the
-    /// slice has no owner any more, queues them for the domain.
-    fn send_batch<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>) {
-        let batch = core::mem::replace(&mut self.batch, RemoteBatch::EMPTY);
-        if batch.slice.is_null() {
-            return;
-        }
-        // SAFETY: the batch is a chain of freed objects of that slice.
-        match unsafe { (*batch.slice).remote.push_chain(batch.first, batch.last) } {
-            Push::Pushed => self.counters.remote_frees += batch.count as u64,
+        // SAFETY: the object is the caller's, freed and marked.
+        match unsafe { slice.remote.push(object as *mut Link) } {
+            Push::Pushed => self.counters.remote_frees += 1,
             Push::Orphaned => {
-                let mut object = batch.first;
-                for _ in 0..batch.count {
-                    // SAFETY: the chain's links are valid up to `last`.
-                    let next = unsafe { Link::next(object) };
-                    self.queue_for_domain(domain, object as *mut FreeObject);
-                    object = next;
+                self.pending[self.pending_len] = object;
+                self.pending_len += 1;
+                if self.pending_len == PENDING {
+                    self.counters.flushes += 1;
+                    domain.flush_heap(self);
                 }
             }
-        }
-    }
-
-    /// Queues a free into an orphaned slice for the domain.
-    fn queue_for_domain<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, object: *mut FreeObject) {
-        self.pending[self.pending_len] = object;
-        self.pending_len += 1;
-        if self.pending_len == PENDING {
-            self.counters.flushes += 1;
-            domain.flush_heap(self);
         }
     }
 
@@ -445,7 +388,6 @@ impl Heap {
     /// calls go straight to the domain without caching.
     pub fn release<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, retire: bool) {
         if self.domain == domain.id() {
-            self.send_batch(domain);
             domain.release_heap(self);
         }
         if retire {
@@ -459,7 +401,6 @@ impl Heap {
         if self.domain != domain.id() {
             return;
         }
-        self.send_batch(domain);
         for class in 0..CLASS_COUNT {
             let current = self.current[class];
             if current != empty() {

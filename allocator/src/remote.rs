@@ -81,29 +81,16 @@ impl RemoteList {
     /// `object` must be valid for writes of one [`Link`], owned by the caller,
     /// and belong to the slice of this list.
     pub(crate) unsafe fn push(&self, object: *mut Link) -> Push {
-        // SAFETY: a one-object chain, under the same contract.
-        unsafe { self.push_chain(object, object) }
-    }
-
-    /// Pushes the chain `first ..= last` (linked through their links) with
-    /// one compare-and-swap, unless the slice is orphaned; then nothing is
-    /// pushed and the chain is left as it was, but for `last`'s link.
-    ///
-    /// # Safety
-    /// Every object of the chain must be owned by the caller and belong to
-    /// the slice of this list; following links from `first` must reach
-    /// `last`.
-    pub(crate) unsafe fn push_chain(&self, first: *mut Link, last: *mut Link) -> Push {
         let mut old = self.head.load(Ordering::Relaxed);
         loop {
             if old & ORPHAN != 0 {
                 return Push::Orphaned;
             }
-            // SAFETY: the caller owns the chain until the CAS publishes it.
-            unsafe { Link::set_next(last, old as *mut Link) };
+            // SAFETY: the caller owns `object` until the CAS publishes it.
+            unsafe { Link::set_next(object, old as *mut Link) };
             match self.head.compare_exchange_weak(
                 old,
-                first as usize,
+                object as usize,
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
