@@ -197,10 +197,12 @@ impl Heap {
         }
         let current = self.current[class];
         if current != empty() {
-            // First, objects other threads gave back, then fresh ones carved
-            // from the slice's untouched end.
+            // First the slice's untouched end, then what other threads gave
+            // back. Carving first lets remote frees pile up, so one swap
+            // takes many of them: draining a short list at every dry spell
+            // makes the owner and the freeing threads fight over the list.
             // SAFETY: an owned slice with an empty free list.
-            if unsafe { collect_remote(&*current) != 0 || (*current).carve(self.key) } {
+            if unsafe { (*current).carve(self.key) || collect_remote(&*current) != 0 } {
                 return self.alloc_small(domain, class);
             }
         }

@@ -15,6 +15,16 @@ use crate::lock::RawLock;
 use crate::source::PageSource;
 use crate::stats::Stats;
 
+/// The heap a caller tries first: a hash of its stack's megabyte, so that
+/// calls from one thread keep starting on the same heap and threads (whose
+/// stacks lie megabytes apart) spread over the heaps.
+#[inline]
+fn preferred_heap<const HEAPS: usize>() -> usize {
+    let marker = 0u8;
+    let megabyte = (&marker as *const u8 as usize >> 20) as u64;
+    (megabyte.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % HEAPS
+}
+
 struct HeapSlot<L> {
     /// Protects `heap`.
     lock: L,
@@ -66,8 +76,7 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
     }
 
     fn with_heap<R>(&self, f: impl FnOnce(&mut Heap, &Domain<S, L>) -> R) -> R {
-        let marker = 0u8;
-        let start = ((&marker as *const u8 as usize) >> 14) % HEAPS;
+        let start = preferred_heap::<HEAPS>();
         let mut chosen = None;
         for i in 0..HEAPS {
             let slot = &self.heaps[(start + i) % HEAPS];
