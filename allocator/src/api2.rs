@@ -10,45 +10,34 @@ fn block(ptr: *mut u8, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
     NonNull::new(ptr).map(|p| NonNull::slice_from_raw_parts(p, layout.size())).ok_or(AllocError)
 }
 
-#[cfg(all(feature = "std", feature = "mmap"))]
-// SAFETY: blocks come from `GlobalAlloc`, which honours size and alignment
-// and keeps them valid until deallocated.
-unsafe impl Allocator for crate::Strata {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: any layout is accepted; zero sizes get a unique block.
-        block(unsafe { self.alloc(layout) }, layout)
-    }
+/// Implements `Allocator` for a front through its `GlobalAlloc`.
+macro_rules! allocator_through_global_alloc {
+    ([$($generics:tt)*] $front:ty) => {
+        // SAFETY: blocks come from `GlobalAlloc`, which honours size and
+        // alignment and keeps them valid until deallocated.
+        unsafe impl<$($generics)*> Allocator for $front {
+            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+                // SAFETY: any layout is accepted; zero sizes get a unique block.
+                block(unsafe { self.alloc(layout) }, layout)
+            }
 
-    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: as above.
-        block(unsafe { self.alloc_zeroed(layout) }, layout)
-    }
+            fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+                // SAFETY: as above.
+                block(unsafe { self.alloc_zeroed(layout) }, layout)
+            }
 
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: the caller passes a block of this allocator.
-        unsafe { self.dealloc(ptr.as_ptr(), layout) }
-    }
+            unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+                // SAFETY: the caller passes a block of this allocator.
+                unsafe { self.dealloc(ptr.as_ptr(), layout) }
+            }
+        }
+    };
 }
+
+#[cfg(all(feature = "std", feature = "mmap"))]
+allocator_through_global_alloc!([] crate::Strata);
 
 #[cfg(feature = "spin")]
-// SAFETY: as above.
-unsafe impl<S, L, const HEAPS: usize> Allocator for crate::SharedStrata<S, L, HEAPS>
-where
-    S: crate::PageSource + Sync,
-    L: crate::RawLock + Sync,
-{
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: any layout is accepted.
-        block(unsafe { self.alloc(layout) }, layout)
-    }
-
-    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: as above.
-        block(unsafe { self.alloc_zeroed(layout) }, layout)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: the caller passes a block of this allocator.
-        unsafe { self.dealloc(ptr.as_ptr(), layout) }
-    }
-}
+allocator_through_global_alloc!(
+    [S: crate::PageSource + Sync, L: crate::RawLock + Sync, const HEAPS: usize] crate::SharedStrata<S, L, HEAPS>
+);

@@ -188,12 +188,9 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn alloc_slow<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, class: usize) -> *mut u8 {
+        self.bind(domain);
         if self.domain != domain.id() {
-            if self.domain != 0 {
-                return domain.alloc_uncached(class);
-            }
-            self.domain = domain.id();
-            self.key = domain.key();
+            return domain.alloc_uncached(class);
         }
         let current = self.current[class];
         if current != empty() {
@@ -265,9 +262,28 @@ impl Heap {
         if size == 0 || index * size != offset || index >= slice.carved.get() {
             return self.free_slow(domain, address);
         }
-        let object = ptr as *mut FreeObject;
+        // SAFETY: the checks above proved an object boundary of a carved
+        // object of a formatted slice of this domain.
+        unsafe { self.free_object(domain, slice, address) }
+    }
+
+    /// Frees the object at `address` of `slice`: refuses it if it carries
+    /// the free marker already, else marks it and gives it back, to the
+    /// slice's free list if this heap owns the slice, else remotely.
+    ///
+    /// # Safety
+    /// `address` must be a carved object boundary of `slice`, a formatted
+    /// slice of `domain`, and the caller's contract of [`Heap::free`] holds.
+    #[inline(always)]
+    unsafe fn free_object<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        slice: &SliceMeta,
+        address: usize,
+    ) -> Result<(), FreeError> {
+        let object = address as *mut FreeObject;
         let marker = self.key ^ address;
-        // SAFETY: `object` is an object boundary of a formatted slice.
+        // SAFETY: the caller guarantees an object of at least 16 bytes.
         unsafe {
             if FreeObject::marker(object) == marker {
                 return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
@@ -305,35 +321,14 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn free_slow<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, address: usize) -> Result<(), FreeError> {
-        if self.domain == 0 {
-            self.domain = domain.id();
-            self.key = domain.key();
-        }
+        self.bind(domain);
         if self.domain != domain.id() {
             // SAFETY: the caller's contract.
             return unsafe { domain.free_uncached(address) };
         }
         match domain.lookup(address)? {
-            Lookup::Small { slice } => {
-                let object = address as *mut FreeObject;
-                let marker = self.key ^ address;
-                // SAFETY: `lookup` validated the object boundary.
-                unsafe {
-                    if FreeObject::marker(object) == marker {
-                        return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
-                    }
-                    FreeObject::set_marker(object, marker);
-                }
-                if slice.owner.load(Ordering::Relaxed) == self.id() {
-                    // SAFETY: owned by this heap.
-                    unsafe { FreeObject::set_next(object, slice.free.get()) };
-                    slice.free.set(object);
-                    slice.set_used(slice.used() - 1);
-                } else {
-                    self.free_remote(domain, slice, object);
-                }
-                Ok(())
-            }
+            // SAFETY: `lookup` validated the object boundary.
+            Lookup::Small { slice } => unsafe { self.free_object(domain, slice, address) },
             // SAFETY: the caller's contract.
             _ => unsafe { domain.free_large(address) },
         }
