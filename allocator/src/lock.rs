@@ -33,8 +33,8 @@ type Relax = YieldAfterSpin;
 #[cfg(all(feature = "spin", not(feature = "std")))]
 type Relax = spin::relax::Spin;
 
-/// Spins briefly, then yields the CPU: on a machine with fewer cores than
-/// threads a pure spin would burn the holder's time slice.
+/// Yields the CPU between attempts: on a machine with fewer cores than
+/// threads a pure spin would burn the lock holder's time slice.
 #[cfg(all(feature = "spin", feature = "std"))]
 pub struct YieldAfterSpin;
 
