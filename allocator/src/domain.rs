@@ -852,25 +852,30 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Allocates a request too large for a size class: a span of whole
     /// slices, or a mapping of its own.
+    ///
+    /// Spans serve alignments up to half a page: a span aligned to
+    /// `2^k` slices starts at a slice index that is a multiple of `2^k`, and
+    /// index 0 is the header. Page alignment and beyond take a mapping.
     pub fn alloc_large(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
         // A zero-size request still gets a unique, live block.
         let size = size.max(1);
-        if size <= MAX_SPAN && align <= SLICE_SIZE {
-            self.alloc_span(size, zeroed)
+        if size <= MAX_SPAN && align <= PAGE_SIZE / 2 {
+            self.alloc_span(size, align, zeroed)
         } else {
             self.alloc_huge(size, align, zeroed)
         }
     }
 
-    fn alloc_span(&self, size: usize, zeroed: bool) -> *mut u8 {
+    fn alloc_span(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
         let count = size.div_ceil(SLICE_SIZE).max(1);
+        let stride = (align / SLICE_SIZE).max(1);
         let now = self.source.now_ms();
-        let mut found = self.locked(|inner| self.take_span(inner, count, now));
+        let mut found = self.locked(|inner| self.take_span(inner, count, stride, now));
         if found.is_none() {
             let Some(page) = self.map_page() else { return ptr::null_mut() };
             found = self.locked(|inner| {
                 self.add_page(inner, page);
-                self.take_span(inner, count, now)
+                self.take_span(inner, count, stride, now)
             });
         }
         let Some((address, is_zero)) = found else { return ptr::null_mut() };
@@ -881,15 +886,16 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         address as *mut u8
     }
 
-    /// Finds `count` consecutive fresh or dirty slices and makes them a span.
-    /// Returns its address and whether its memory is known to be zero.
-    fn take_span(&self, inner: &mut Inner, count: usize, now: u64) -> Option<(usize, bool)> {
+    /// Finds `count` consecutive fresh or dirty slices, starting at a
+    /// multiple of `stride`, and makes them a span. Returns its address and
+    /// whether its memory is known to be zero.
+    fn take_span(&self, inner: &mut Inner, count: usize, stride: usize, now: u64) -> Option<(usize, bool)> {
         let mut page = inner.all_pages;
         while !page.is_null() {
             // SAFETY: live page header on the page list.
             let header = unsafe { &*page };
             let available = (header.fresh.get() | header.dirty.get()) & USABLE_MASK;
-            if let Some(first) = find_run(available, count) {
+            if let Some(first) = find_run(available, count, stride) {
                 let mut zero = S::ZEROED;
                 for i in first..first + count {
                     let slice = &header.slices[i];
@@ -1231,7 +1237,9 @@ pub(crate) unsafe fn append(slice: &SliceMeta, first: *mut Link) -> u32 {
 }
 
 /// Index of the lowest run of `count` set bits in `mask`.
-fn find_run(mask: u64, count: usize) -> Option<usize> {
+/// Index of the lowest run of `count` set bits in `mask` that starts at a
+/// multiple of `stride` (a power of two).
+fn find_run(mask: u64, count: usize, stride: usize) -> Option<usize> {
     // After the loop, bit i of `run` is set iff bits i..i+count are all set.
     let mut run = mask;
     let mut have = 1;
@@ -1240,6 +1248,11 @@ fn find_run(mask: u64, count: usize) -> Option<usize> {
         run &= run >> step;
         have += step;
     }
+    let mut starts = 0u64;
+    for start in (0..64).step_by(stride) {
+        starts |= 1 << start;
+    }
+    run &= starts;
     (run != 0).then(|| run.trailing_zeros() as usize)
 }
 

@@ -299,6 +299,24 @@ fn spans_take_contiguous_slices_and_come_back_dirty() {
 }
 
 #[test]
+fn spans_serve_alignments_up_to_half_a_page() {
+    let d = domain();
+    for align in [2 * SLICE_SIZE, 8 * SLICE_SIZE, PAGE_SIZE / 2] {
+        let span = d.alloc_large(3 * SLICE_SIZE, align, false);
+        assert!(!span.is_null());
+        assert_eq!(span as usize % align, 0, "align {align:#x}");
+        assert!(d.slice_info(span as usize).unwrap().1.contains(SliceFlags::SPAN_HEAD));
+        // SAFETY: the span is live.
+        unsafe { d.free_large(span as usize).unwrap() };
+    }
+    let page_aligned = d.alloc_large(3 * SLICE_SIZE, PAGE_SIZE, false);
+    assert_eq!(page_aligned as usize % PAGE_SIZE, 0);
+    assert_eq!(d.stats().huge_allocations, 1, "page alignment takes a mapping");
+    // SAFETY: live.
+    unsafe { d.free_large(page_aligned as usize).unwrap() };
+}
+
+#[test]
 fn huge_allocations_map_and_unmap() {
     let d = domain();
     for align in [8usize, 4096, PAGE_SIZE, 4 * PAGE_SIZE] {
@@ -317,4 +335,17 @@ fn huge_allocations_map_and_unmap() {
     }
     assert!(d.alloc_large(usize::MAX - 100, 8, false).is_null());
     assert!(d.alloc_large(1 << 62, 8, false).is_null());
+}
+
+#[test]
+fn runs_are_found_lowest_first_and_aligned() {
+    assert_eq!(find_run(0b1110_1100, 2, 1), Some(2));
+    assert_eq!(find_run(0b1110_1100, 3, 1), Some(5));
+    assert_eq!(find_run(0b1110_1100, 4, 1), None);
+    assert_eq!(find_run(!0 << 1, 63, 1), Some(1));
+    assert_eq!(find_run(!0 << 1, 1, 1), Some(1));
+    assert_eq!(find_run(!0 << 1, 2, 4), Some(4));
+    assert_eq!(find_run(!0 << 1, 32, 32), Some(32));
+    assert_eq!(find_run(!0 << 1, 33, 32), None);
+    assert_eq!(find_run(0b0110_0110, 2, 2), None);
 }

@@ -7,7 +7,7 @@
 //! `address - 1` down to the page alignment, and the slice by shifting the
 //! offset.
 //!
-//! A huge allocation (larger than a span, or aligned beyond a slice) gets a
+//! A huge allocation (larger than a span, or aligned to a page or more) gets a
 //! mapping of its own with a short header of the same kind in front of the
 //! object, placed so that the same mask finds it.
 
