@@ -906,7 +906,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     slice.class.set(SPAN_CLASS);
                     slice.capacity.set(1);
                     slice.set_used(1);
-                    slice.span.set(if i == first { count as u32 } else { first as u32 });
+                    slice.span.set(if i == first { count as u32 } else { 0 });
                     inner.transition(slice, SliceState::Full, flag, now);
                 }
                 return Some((header.slice_address(first), zero));

@@ -160,8 +160,7 @@ pub(crate) struct SliceMeta {
     pub(crate) class: Cell<u8>,
     /// Where the slice is linked. Domain lock.
     pub(crate) linked: Cell<Linked>,
-    /// For a span head: its length in slices. For a span tail: the index of
-    /// its head. Domain lock.
+    /// For a span head: its length in slices; 0 otherwise. Domain lock.
     pub(crate) span: Cell<u32>,
     /// State-list links. Domain lock; while the slice is `CACHED`, `next`
     /// belongs to the owning heap, which links its parked slices with it.
