@@ -15,8 +15,10 @@
 //!   to 32 KiB, an eighth of a power of two apart.
 //! - **Span**: a run of whole slices holding one object larger than a class.
 //! - **Huge allocation**: an object with a mapping of its own.
-//! - **Heap**: a per-thread (or per-CPU) cache ([`Heap`]), owning at most one
-//!   slice per class.
+//! - **Heap**: a per-thread (or per-CPU) cache ([`Heap`]), owning a current
+//!   slice per class and a few parked ones it ran dry recently.
+//! - **Carving**: writing the free-list links of a slice's never-used
+//!   objects, a page at a time, as they are needed.
 //! - **Remote free**: a free by a thread whose heap does not own the slice.
 //! - **Purge**: giving a dirty slice's memory back to the page source.
 //! - **Page source**: where pages come from ([`PageSource`]): mmap, a static
