@@ -57,8 +57,9 @@
 //! ## Locks, in order
 //!
 //! 1. **Heap lock** (only in [`SharedStrata`]; thread-local heaps need none,
-//!    the kernel disables preemption). Protects the heap: its current slices'
-//!    free lists and used counts, its pending frees and counters.
+//!    the kernel disables preemption). Protects the heap: the free lists,
+//!    used and carved counts of the slices it owns (current and parked), its
+//!    pending frees and counters.
 //! 2. **Domain lock** ([`RawLock`]). Protects the state lists, the age list,
 //!    the page list, every page-header field, the descriptors of slices no
 //!    heap owns, and the domain counters. Never held across a page-source
