@@ -27,6 +27,7 @@
 //! slices are taken lowest address first. Every step is a list head or a
 //! bitmap lookup: O(1) in the number of slices.
 
+use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,7 +40,7 @@ use crate::page::{
 };
 use crate::registry;
 use crate::remote::{Link, Push};
-use crate::size_class::{class_size, objects_per_slice, CLASS_COUNT, RECIPROCALS};
+use crate::size_class::{class_of, class_size, objects_per_slice, CLASS_COUNT, RECIPROCALS};
 use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SPAN_CLASS};
 use crate::source::PageSource;
 use crate::stats::Stats;
@@ -758,6 +759,43 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             object as *mut u8
         });
         object.unwrap_or(ptr::null_mut())
+    }
+
+    /// Allocates `layout` with no cache (zeroed if asked): for callers with
+    /// no usable heap.
+    pub fn allocate_uncached(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        match class_of(layout.size(), layout.align()) {
+            Some(class) => {
+                let object = self.alloc_uncached(class);
+                if zeroed && !object.is_null() {
+                    // SAFETY: the object holds at least `layout.size()` bytes.
+                    unsafe { ptr::write_bytes(object, 0, layout.size()) };
+                }
+                object
+            }
+            None => self.alloc_large(layout.size(), layout.align(), zeroed),
+        }
+    }
+
+    /// Resizes the allocation at `address` to `layout` with no cache, by
+    /// moving it. Returns `Ok(null)` when out of memory, leaving the old
+    /// allocation untouched.
+    ///
+    /// # Safety
+    /// As for [`Domain::free_uncached`]; on success the old allocation must
+    /// not be used.
+    pub unsafe fn reallocate_uncached(&self, address: usize, layout: Layout) -> Result<*mut u8, FreeError> {
+        let usable = self.usable_size(address)?;
+        let moved = self.allocate_uncached(layout, false);
+        if !moved.is_null() {
+            // SAFETY: both blocks hold the copied length and are distinct;
+            // the caller's contract covers the free.
+            unsafe {
+                ptr::copy_nonoverlapping(address as *const u8, moved, usable.min(layout.size()));
+                self.free_uncached(address)?;
+            }
+        }
+        Ok(moved)
     }
 
     /// Frees `address` with no cache. Checks it fully.

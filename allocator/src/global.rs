@@ -18,7 +18,6 @@ use std::io::Write as _;
 use crate::cache::Heap;
 use crate::domain::{Domain, FreeError};
 use crate::lock::SpinLock;
-use crate::size_class::class_of;
 use crate::source::MmapSource;
 use crate::stats::Stats;
 
@@ -127,20 +126,6 @@ impl Strata {
         cached(heap)
     }
 
-    fn alloc_uncached(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        match class_of(layout.size(), layout.align()) {
-            Some(class) => {
-                let object = self.domain.alloc_uncached(class);
-                if zeroed && !object.is_null() {
-                    // SAFETY: the object holds at least `layout.size()` bytes.
-                    unsafe { ptr::write_bytes(object, 0, layout.size()) };
-                }
-                object
-            }
-            None => self.domain.alloc_large(layout.size(), layout.align(), zeroed),
-        }
-    }
-
     /// Frees `ptr`, reporting a bad pointer instead of aborting.
     ///
     /// # Safety
@@ -166,18 +151,8 @@ impl Strata {
         self.with_heap(
             // SAFETY: the caller's contract.
             |heap| unsafe { heap.realloc(&self.domain, ptr, layout) },
-            || {
-                let usable = self.domain.usable_size(ptr as usize)?;
-                let moved = self.alloc_uncached(layout, false);
-                if !moved.is_null() {
-                    // SAFETY: both blocks hold the copied length.
-                    unsafe {
-                        ptr::copy_nonoverlapping(ptr, moved, usable.min(layout.size()));
-                        self.domain.free_uncached(ptr as usize)?;
-                    }
-                }
-                Ok(moved)
-            },
+            // SAFETY: the caller's contract.
+            || unsafe { self.domain.reallocate_uncached(ptr as usize, layout) },
         )
     }
 
@@ -265,12 +240,12 @@ impl core::fmt::Write for LineBuffer {
 unsafe impl GlobalAlloc for Strata {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.with_heap(|heap| heap.alloc(&self.domain, layout), || self.alloc_uncached(layout, false))
+        self.with_heap(|heap| heap.alloc(&self.domain, layout), || self.domain.allocate_uncached(layout, false))
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.with_heap(|heap| heap.alloc_zeroed(&self.domain, layout), || self.alloc_uncached(layout, true))
+        self.with_heap(|heap| heap.alloc_zeroed(&self.domain, layout), || self.domain.allocate_uncached(layout, true))
     }
 
     #[inline]

@@ -48,7 +48,6 @@ use core::alloc::Layout;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
-use strata_core::size_class::class_of;
 use strata_core::source::MmapSource;
 use strata_core::{Domain, FreeError, Heap, PageSource, SpinLock, Stats};
 
@@ -116,22 +115,7 @@ fn alloc_slow(layout: Layout, zeroed: bool) -> *mut u8 {
         Some(heap) if zeroed => unsafe { (*heap).alloc_zeroed(&DOMAIN, layout) },
         // SAFETY: as above.
         Some(heap) => unsafe { (*heap).alloc(&DOMAIN, layout) },
-        None => alloc_uncached(layout, zeroed),
-    }
-}
-
-/// Allocates straight from the domain, for threads without a heap.
-fn alloc_uncached(layout: Layout, zeroed: bool) -> *mut u8 {
-    match class_of(layout.size(), layout.align()) {
-        Some(class) => {
-            let object = DOMAIN.alloc_uncached(class);
-            if zeroed && !object.is_null() {
-                // SAFETY: the object holds at least `layout.size()` bytes.
-                unsafe { ptr::write_bytes(object, 0, layout.size()) };
-            }
-            object
-        }
-        None => DOMAIN.alloc_large(layout.size(), layout.align(), zeroed),
+        None => DOMAIN.allocate_uncached(layout, zeroed),
     }
 }
 
@@ -213,19 +197,8 @@ pub unsafe fn realloc(ptr: *mut u8, layout: Layout) -> Result<*mut u8, FreeError
     match heap {
         // SAFETY: the caller's contract; a live heap of this thread.
         Some(heap) => unsafe { (*heap).realloc(&DOMAIN, ptr, layout) },
-        None => {
-            let usable = DOMAIN.usable_size(ptr as usize)?;
-            let moved = alloc_uncached(layout, false);
-            if !moved.is_null() {
-                // SAFETY: both blocks hold the copied length; the caller's
-                // contract for the free.
-                unsafe {
-                    ptr::copy_nonoverlapping(ptr, moved, usable.min(layout.size()));
-                    DOMAIN.free_uncached(ptr as usize)?;
-                }
-            }
-            Ok(moved)
-        }
+        // SAFETY: the caller's contract.
+        None => unsafe { DOMAIN.reallocate_uncached(ptr as usize, layout) },
     }
 }
 
@@ -299,7 +272,7 @@ fn new_heap() -> Option<*mut Heap> {
         return None;
     }
     let layout = Layout::new::<Heap>();
-    let heap = alloc_uncached(layout, false) as *mut Heap;
+    let heap = DOMAIN.allocate_uncached(layout, false) as *mut Heap;
     if heap.is_null() {
         return None;
     }
