@@ -281,15 +281,8 @@ impl Heap {
         slice: &SliceMeta,
         address: usize,
     ) -> Result<(), FreeError> {
-        let object = address as *mut FreeObject;
-        let marker = self.key ^ address;
-        // SAFETY: the caller guarantees an object of at least 16 bytes.
-        unsafe {
-            if FreeObject::marker(object) == marker {
-                return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
-            }
-            FreeObject::set_marker(object, marker);
-        }
+        // SAFETY: the caller guarantees a carved object of `slice`.
+        let object = unsafe { FreeObject::mark_freed(address, self.key)? };
         if slice.owner.load(Ordering::Relaxed) == self.id() {
             // SAFETY: this heap owns the slice.
             unsafe { FreeObject::set_next(object, slice.free.get()) };
@@ -361,8 +354,9 @@ impl Heap {
                 (usable, aligned && size <= usable && size > usable / 2 && size > MAX_SMALL)
             }
             Lookup::Huge { common } => {
+                // The object runs to the end of its mapping.
                 let usable = common.object_size.get();
-                (usable, aligned && domain.resize_huge_in_place(address, size))
+                (usable, aligned && size <= usable && size >= usable / 2)
             }
         };
         if keep {

@@ -806,16 +806,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let found = self.lookup(address)?;
         match found {
             Lookup::Small { slice } => {
-                let object = address as *mut FreeObject;
-                let marker = self.key() ^ address;
                 // SAFETY: `lookup` proved it is an object boundary of a
-                // formatted slice of ours.
+                // carved object of a formatted slice of ours.
+                let object = unsafe { FreeObject::mark_freed(address, self.key())? };
+                // SAFETY: the object is ours to give back.
                 unsafe {
-                    if FreeObject::marker(object) == marker {
-                        return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
-                    }
-                    FreeObject::set_marker(object, marker);
-                    // SAFETY: the object is ours to give back.
                     if slice.remote.push(object as *mut Link) == Push::Pushed {
                         self.locked(|inner| inner.remote_frees += 1);
                         return Ok(());
@@ -1031,17 +1026,6 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         Ok(())
     }
 
-    /// Resizes a huge allocation in place when the mapping allows.
-    pub(crate) fn resize_huge_in_place(&self, address: usize, new_size: usize) -> bool {
-        if let Ok(Lookup::Huge { common }) = self.lookup(address) {
-            let capacity = common.map_base + common.map_len - common.object;
-            if new_size <= capacity && new_size >= capacity / 2 {
-                return true;
-            }
-        }
-        false
-    }
-
     // ----- purging ----------------------------------------------------------
 
     /// Purges dirty slices older than the purge delay, if a check is due.
@@ -1085,24 +1069,24 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 }
                 count
             });
-            let mut zeroed = [false; PURGE_BATCH];
-            for i in 0..count {
+            for &slice in &batch[..count] {
                 // SAFETY: PURGING slices are on no list; nobody touches them.
-                let slice = unsafe { &*batch[i] };
+                let slice = unsafe { &*slice };
                 let page = unsafe { page_of_slice(slice) };
                 let address = page.slice_address(page.index_of(slice));
+                // Whether the memory now reads as zero is not used: a purged
+                // slice is re-formatted, and spans zero what they need.
                 // SAFETY: the slice holds no live object and is ours alone.
-                zeroed[i] = unsafe { self.source.purge(NonNull::new_unchecked(address as *mut u8), SLICE_SIZE) };
+                unsafe { self.source.purge(NonNull::new_unchecked(address as *mut u8), SLICE_SIZE) };
             }
             let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
             let released = self.locked(|inner| {
                 let mut released = 0;
-                for i in 0..count {
+                for &slice in &batch[..count] {
                     // SAFETY: as above.
-                    let slice = unsafe { &*batch[i] };
+                    let slice = unsafe { &*slice };
                     slice.object_size.set(0);
                     slice.free.set(ptr::null_mut());
-                    let _ = zeroed[i];
                     inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
                     inner.purges += 1;
                     // SAFETY: as above.

@@ -10,6 +10,7 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+use crate::domain::{FreeError, FreeErrorKind};
 use crate::remote::{Link, RemoteList, ORPHAN};
 
 /// The state of a slice. See the state table in the crate documentation.
@@ -99,6 +100,25 @@ impl FreeObject {
     pub(crate) unsafe fn marker(this: *mut Self) -> usize {
         // SAFETY: as above; the marker is the second word.
         unsafe { ptr::read_unaligned(this.cast::<usize>().wrapping_add(1)) }
+    }
+
+    /// Marks the object at `address` freed, with the marker `key ^ address`,
+    /// or reports a double free if it carries that marker already.
+    ///
+    /// # Safety
+    /// `address` must be a carved object of a formatted slice.
+    #[inline(always)]
+    pub(crate) unsafe fn mark_freed(address: usize, key: usize) -> Result<*mut Self, FreeError> {
+        let object = address as *mut Self;
+        let marker = key ^ address;
+        // SAFETY: carved objects hold at least 16 writable bytes.
+        unsafe {
+            if Self::marker(object) == marker {
+                return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
+            }
+            Self::set_marker(object, marker);
+        }
+        Ok(object)
     }
 
     /// Sets the free marker word (0 when the object is handed out).
