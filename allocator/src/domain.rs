@@ -1164,7 +1164,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 // SAFETY: live page header.
                 let header = unsafe { &*page };
                 stats.pages_mapped += 1;
-                stats.bytes_resident += FIRST_SLICE * SLICE_SIZE / 16; // header's touched part
+                // The header's descriptors, written when the page was mapped.
+                stats.bytes_resident += core::mem::size_of::<PageHeader>().next_multiple_of(4096);
                 for slice in &header.slices[FIRST_SLICE..] {
                     let state = slice.state.get();
                     let flags = slice.flags.get();
