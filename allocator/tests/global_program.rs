@@ -10,8 +10,10 @@
 //! exactly to that baseline.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: strata::Strata = strata::Strata::new();
@@ -83,8 +85,12 @@ fn work() -> (usize, u64) {
 
 fn main() {
     // The runtime's lifetime allocations: the main thread's handle and the
-    // wait context a blocking channel receive caches in the thread.
+    // wait context a blocking channel receive caches in the thread. The
+    // context is made only when a receive really blocks, which a message
+    // that is already waiting would skip; a receive on a channel that stays
+    // empty always blocks, so the baseline does not depend on scheduling.
     let (sender, receiver) = mpsc::channel::<u8>();
+    assert_eq!(receiver.recv_timeout(Duration::from_millis(1)), Err(RecvTimeoutError::Timeout));
     let warm = thread::spawn(move || sender.send(1).unwrap());
     assert_eq!(receiver.recv(), Ok(1));
     warm.join().unwrap();
