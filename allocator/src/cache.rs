@@ -25,7 +25,6 @@ use core::sync::atomic::Ordering;
 use crate::domain::{append, Domain, FreeError, FreeErrorKind, Lookup};
 use crate::lock::RawLock;
 use crate::page::{page_of, PageHeader, PageKind, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
-use crate::registry;
 use crate::remote::{Link, Push};
 use crate::size_class::{class_of, CLASS_COUNT, MAX_SMALL};
 use crate::slice::{FreeObject, SliceMeta};
@@ -144,30 +143,63 @@ impl Heap {
     /// Allocates `layout`. Returns null when out of memory.
     #[inline(always)]
     pub fn alloc<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, layout: Layout) -> *mut u8 {
+        self.alloc_in(domain, layout, S::Context::default())
+    }
+
+    /// Allocates `layout` within the allocation context `context`: only a
+    /// refill that maps memory looks at it. Returns null when out of memory.
+    #[inline(always)]
+    pub fn alloc_in<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        layout: Layout,
+        context: S::Context,
+    ) -> *mut u8 {
         match class_of(layout.size(), layout.align()) {
-            Some(class) => self.alloc_small(domain, class),
-            None => domain.alloc_large(layout.size(), layout.align(), false),
+            Some(class) => self.alloc_small_in(domain, class, context),
+            None => domain.alloc_large(layout.size(), layout.align(), false, context),
         }
     }
 
     /// Allocates `layout`, zeroed.
     pub fn alloc_zeroed<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, layout: Layout) -> *mut u8 {
+        self.alloc_zeroed_in(domain, layout, S::Context::default())
+    }
+
+    /// Allocates `layout`, zeroed, within `context`.
+    pub fn alloc_zeroed_in<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        layout: Layout,
+        context: S::Context,
+    ) -> *mut u8 {
         match class_of(layout.size(), layout.align()) {
             Some(class) => {
-                let object = self.alloc_small(domain, class);
+                let object = self.alloc_small_in(domain, class, context);
                 if !object.is_null() {
                     // SAFETY: the object is at least `layout.size()` bytes.
                     unsafe { ptr::write_bytes(object, 0, layout.size()) };
                 }
                 object
             }
-            None => domain.alloc_large(layout.size(), layout.align(), true),
+            None => domain.alloc_large(layout.size(), layout.align(), true, context),
         }
     }
 
     /// Allocates one object of size class `class`.
     #[inline(always)]
     pub fn alloc_small<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, class: usize) -> *mut u8 {
+        self.alloc_small_in(domain, class, S::Context::default())
+    }
+
+    /// Allocates one object of size class `class` within `context`.
+    #[inline(always)]
+    pub fn alloc_small_in<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        class: usize,
+        context: S::Context,
+    ) -> *mut u8 {
         if self.domain == domain.id() {
             // SAFETY: `current` holds the sentinel or a slice this heap owns.
             let slice = unsafe { &*self.current[class] };
@@ -182,15 +214,20 @@ impl Heap {
                 return object as *mut u8;
             }
         }
-        self.alloc_slow(domain, class)
+        self.alloc_slow(domain, class, context)
     }
 
     #[cold]
     #[inline(never)]
-    fn alloc_slow<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, class: usize) -> *mut u8 {
+    fn alloc_slow<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        class: usize,
+        context: S::Context,
+    ) -> *mut u8 {
         self.bind(domain);
         if self.domain != domain.id() {
-            return domain.alloc_uncached(class);
+            return domain.alloc_uncached(class, context);
         }
         let current = self.current[class];
         if current != empty() {
@@ -200,7 +237,7 @@ impl Heap {
             // makes the owner and the freeing threads fight over the list.
             // SAFETY: an owned slice with an empty free list.
             if unsafe { (*current).carve(self.key) || collect_remote(&*current) != 0 } {
-                return self.alloc_small(domain, class);
+                return self.alloc_small_in(domain, class, context);
             }
         }
         // Then a parked slice with objects freed since it was parked.
@@ -209,7 +246,7 @@ impl Heap {
                 self.park(class, current);
             }
             self.current[class] = slice;
-            return self.alloc_small(domain, class);
+            return self.alloc_small_in(domain, class, context);
         }
         // Park the dry slice; give back the oldest when there are too many.
         let mut old = None;
@@ -221,10 +258,10 @@ impl Heap {
             self.park(class, current);
         }
         self.current[class] = empty();
-        match domain.refill(self, class, old) {
+        match domain.refill(self, class, old, context) {
             Some(slice) => {
                 self.current[class] = slice.as_ptr();
-                self.alloc_small(domain, class)
+                self.alloc_small_in(domain, class, context)
             }
             None => ptr::null_mut(),
         }
@@ -244,7 +281,7 @@ impl Heap {
     ) -> Result<(), FreeError> {
         let address = ptr as usize;
         let page = page_of(address);
-        if !registry::contains(page) {
+        if !domain.source().owns(page) {
             return Err(FreeError::new(FreeErrorKind::NotAllocated, address));
         }
         // SAFETY: registered pages are live and start with a header.
@@ -319,7 +356,7 @@ impl Heap {
             // SAFETY: the caller's contract.
             return unsafe { domain.free_uncached(address) };
         }
-        match domain.lookup(address)? {
+        match domain.lookup(address).map_err(FreeError::in_free)? {
             // SAFETY: `lookup` validated the object boundary.
             Lookup::Small { slice } => unsafe { self.free_object(domain, slice, address) },
             // SAFETY: the caller's contract.
@@ -339,6 +376,21 @@ impl Heap {
         domain: &Domain<S, L>,
         ptr: *mut u8,
         layout: Layout,
+    ) -> Result<*mut u8, FreeError> {
+        // SAFETY: forwarded.
+        unsafe { self.realloc_in(domain, ptr, layout, S::Context::default()) }
+    }
+
+    /// [`Heap::realloc`] within an allocation context.
+    ///
+    /// # Safety
+    /// As for [`Heap::realloc`].
+    pub unsafe fn realloc_in<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        ptr: *mut u8,
+        layout: Layout,
+        context: S::Context,
     ) -> Result<*mut u8, FreeError> {
         let address = ptr as usize;
         let size = layout.size();
@@ -362,7 +414,7 @@ impl Heap {
         if keep {
             return Ok(ptr);
         }
-        let moved = self.alloc(domain, layout);
+        let moved = self.alloc_in(domain, layout, context);
         if moved.is_null() {
             return Ok(moved);
         }

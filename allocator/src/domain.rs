@@ -33,12 +33,11 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::cache::Heap;
-use crate::lock::{Guard, RawLock};
+use crate::lock::{ConstLock, Guard, RawLock};
 use crate::page::{
     bucket_of, page_of, page_of_slice, PageCommon, PageHeader, PageKind, BUCKETS, FIRST_SLICE,
     MAX_SPAN, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
-use crate::registry;
 use crate::remote::{Link, Push};
 use crate::size_class::{class_of, class_size, objects_per_slice, CLASS_COUNT, RECIPROCALS};
 use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SPAN_CLASS};
@@ -60,8 +59,11 @@ const HUGE_HEADER: usize = 64;
 /// What went wrong in a free (or a size query) of a bad pointer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FreeErrorKind {
-    /// The object is already free.
+    /// The object is already free, and was given to `free` again.
     DoubleFree,
+    /// The object is already free, and was given to a call other than
+    /// `free` (a resize or a size query).
+    Freed,
     /// The pointer was never handed out by this allocator: outside its pages,
     /// not at the start of an object, or in memory that holds no allocation.
     NotAllocated,
@@ -80,12 +82,22 @@ impl FreeError {
     pub(crate) fn new(kind: FreeErrorKind, address: usize) -> Self {
         Self { kind, address }
     }
+
+    /// The error as a free reports it: a freed block given to `free` is a
+    /// double free.
+    pub(crate) fn in_free(self) -> Self {
+        match self.kind {
+            FreeErrorKind::Freed => Self::new(FreeErrorKind::DoubleFree, self.address),
+            _ => self,
+        }
+    }
 }
 
 impl core::fmt::Display for FreeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self.kind {
             FreeErrorKind::DoubleFree => write!(f, "double free of {:#x}", self.address),
+            FreeErrorKind::Freed => write!(f, "{:#x} was already freed", self.address),
             FreeErrorKind::NotAllocated => write!(
                 f,
                 "free of {:#x}, which is not an allocation of this allocator (foreign, interior or already freed pointer)",
@@ -440,16 +452,35 @@ impl Inner {
     }
 }
 
-impl<S: PageSource, L: RawLock> Domain<S, L> {
-    /// A domain with no pages yet.
+impl<S: PageSource, L: ConstLock> Domain<S, L> {
+    /// A domain with no pages yet, ready to use; `const`, for a `static`.
     pub const fn new(source: S) -> Self {
+        Self::with_lock(source, L::UNLOCKED)
+    }
+}
+
+impl<S: PageSource, L: RawLock> Domain<S, L> {
+    /// A domain with no pages yet, guarded by `lock`. A lock that needs
+    /// run-time set-up (a kernel lock) is made ready by [`Domain::init`].
+    pub const fn with_lock(source: S, lock: L) -> Self {
         Self {
-            lock: L::UNLOCKED,
+            lock,
             inner: UnsafeCell::new(Inner::new()),
             source,
             key: AtomicUsize::new(0),
             purge_delay_ms: AtomicU64::new(DEFAULT_PURGE_DELAY_MS),
         }
+    }
+
+    /// Makes a domain built by [`Domain::with_lock`] ready, at its final
+    /// address. Domains built by [`Domain::new`] need no call.
+    ///
+    /// # Safety
+    /// Once, before any other use of the domain; the domain must not move
+    /// afterwards.
+    pub unsafe fn init(&self) {
+        // SAFETY: forwarded; the domain (and so its lock) is pinned.
+        unsafe { self.lock.init() }
     }
 
     /// The page source.
@@ -558,20 +589,36 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         debug_assert_eq!(slice.class.get() as usize, class);
     }
 
-    /// Maps a new slab page and publishes it. Called without the lock.
-    fn map_page(&self) -> Option<NonNull<PageHeader>> {
-        let memory = self.source.map(PAGE_SIZE, PAGE_SIZE)?;
+    /// Maps a new slab page, writes its header and registers it with the
+    /// source. Called without the lock.
+    fn map_page(&self, context: S::Context) -> Option<NonNull<PageHeader>> {
+        let memory = self.source.map(PAGE_SIZE, PAGE_SIZE, context)?;
         let page = memory.as_ptr() as *mut PageHeader;
         // SAFETY: fresh, exclusive, page-aligned memory of PAGE_SIZE bytes.
         unsafe { PageHeader::init(page, self.id(), page as usize, PAGE_SIZE) };
-        NonNull::new(page)
+        if !self.source.register(page as usize, context) {
+            // SAFETY: the mapping was never published.
+            unsafe { self.source.unmap(memory, PAGE_SIZE) };
+            return None;
+        }
+        Some(memory.cast())
+    }
+
+    /// Maps one more page into the domain now, so that later requests find
+    /// fresh slices without mapping. A front whose callers may wait uses it
+    /// outside the sections where waiting is forbidden (the kernel module,
+    /// with interrupts enabled), then retries there. Returns `false` when the
+    /// source is out of memory.
+    pub fn grow(&self, context: S::Context) -> bool {
+        let Some(page) = self.map_page(context) else { return false };
+        self.locked(|inner| self.add_page(inner, page));
+        true
     }
 
     /// Adds a page mapped by `map_page` to the domain.
     fn add_page(&self, inner: &mut Inner, page: NonNull<PageHeader>) {
         // SAFETY: initialised by map_page, not yet shared.
         let page = unsafe { page.as_ref() };
-        registry::insert(page.base());
         page.all_next.set(inner.all_pages);
         if !inner.all_pages.is_null() {
             // SAFETY: live page header.
@@ -587,6 +634,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     fn with_slice<R>(
         &self,
         class: usize,
+        context: S::Context,
         mut take: impl FnMut(&Self, &mut Inner, &SliceMeta, u64) -> R,
     ) -> Option<R> {
         let now = self.source.now_ms();
@@ -598,10 +646,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         if result.is_some() {
             return result;
         }
-        let page = self.map_page()?;
+        let page = self.map_page(context)?;
         self.locked(|inner| {
             self.add_page(inner, page);
-            let slice = inner.choose(class).expect("a new page has fresh slices");
+            let slice = inner.choose(class)?;
             self.prepare(slice, class);
             Some(take(self, inner, slice, now))
         })
@@ -659,7 +707,13 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// flushing the heap's pending frees in the same critical section. The
     /// old slice and the flushed frees go back first, so the choice sees
     /// them: a slice they made partial beats a clean one.
-    pub(crate) fn refill(&self, heap: &mut Heap, class: usize, old: Option<&SliceMeta>) -> Option<NonNull<SliceMeta>> {
+    pub(crate) fn refill(
+        &self,
+        heap: &mut Heap,
+        class: usize,
+        old: Option<&SliceMeta>,
+        context: S::Context,
+    ) -> Option<NonNull<SliceMeta>> {
         let heap_id = heap as *const Heap as usize;
         let now = self.source.now_ms();
         let give = |inner: &mut Inner| {
@@ -676,7 +730,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             give(inner)
         });
         if taken.is_none() {
-            if let Some(page) = self.map_page() {
+            if let Some(page) = self.map_page(context) {
                 taken = self.locked(|inner| {
                     self.add_page(inner, page);
                     give(inner)
@@ -736,8 +790,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Allocates one object of `class` with no cache: for threads whose
     /// cache is gone (exiting) or serves another domain.
-    pub fn alloc_uncached(&self, class: usize) -> *mut u8 {
-        let object = self.with_slice(class, |domain, inner, slice, now| {
+    pub fn alloc_uncached(&self, class: usize, context: S::Context) -> *mut u8 {
+        let object = self.with_slice(class, context, |domain, inner, slice, now| {
             if slice.free.get().is_null() {
                 // SAFETY: an unowned slice, held under the lock.
                 unsafe { slice.carve(domain.key()) };
@@ -764,16 +818,21 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Allocates `layout` with no cache (zeroed if asked): for callers with
     /// no usable heap.
     pub fn allocate_uncached(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        self.allocate_uncached_in(layout, zeroed, S::Context::default())
+    }
+
+    /// [`Domain::allocate_uncached`] within an allocation context.
+    pub fn allocate_uncached_in(&self, layout: Layout, zeroed: bool, context: S::Context) -> *mut u8 {
         match class_of(layout.size(), layout.align()) {
             Some(class) => {
-                let object = self.alloc_uncached(class);
+                let object = self.alloc_uncached(class, context);
                 if zeroed && !object.is_null() {
                     // SAFETY: the object holds at least `layout.size()` bytes.
                     unsafe { ptr::write_bytes(object, 0, layout.size()) };
                 }
                 object
             }
-            None => self.alloc_large(layout.size(), layout.align(), zeroed),
+            None => self.alloc_large(layout.size(), layout.align(), zeroed, context),
         }
     }
 
@@ -803,7 +862,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// # Safety
     /// `address` must not be used by the caller after a successful free.
     pub unsafe fn free_uncached(&self, address: usize) -> Result<(), FreeError> {
-        let found = self.lookup(address)?;
+        let found = self.lookup(address).map_err(FreeError::in_free)?;
         match found {
             Lookup::Small { slice } => {
                 // SAFETY: `lookup` proved it is an object boundary of a
@@ -833,7 +892,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     pub(crate) fn lookup(&self, address: usize) -> Result<Lookup<'_>, FreeError> {
         let not_ours = FreeError::new(FreeErrorKind::NotAllocated, address);
         let page = page_of(address);
-        if address == 0 || !registry::contains(page) {
+        if address == 0 || !self.source.owns(page) {
             return Err(not_ours);
         }
         // SAFETY: registered pages are live and start with a header.
@@ -859,13 +918,19 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     if offset % size != 0 || offset / size >= slice.carved.get() as usize {
                         return Err(not_ours);
                     }
+                    // SAFETY: a carved object boundary: at least 16 bytes
+                    // of the slice, readable.
+                    let marker = unsafe { FreeObject::marker(address as *mut FreeObject) };
+                    if marker == self.key() ^ address {
+                        return Err(FreeError::new(FreeErrorKind::Freed, address));
+                    }
                     return Ok(Lookup::Small { slice });
                 }
                 if offset == 0 && slice.has(SliceFlags::SPAN_HEAD) {
                     return Ok(Lookup::Span { slice });
                 }
                 if offset == 0 && slice.state.get() == SliceState::Dirty && slice.class.get() == SPAN_CLASS {
-                    return Err(FreeError::new(FreeErrorKind::DoubleFree, address));
+                    return Err(FreeError::new(FreeErrorKind::Freed, address));
                 }
                 Err(not_ours)
             }
@@ -889,23 +954,23 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Spans serve alignments up to half a page: a span aligned to
     /// `2^k` slices starts at a slice index that is a multiple of `2^k`, and
     /// index 0 is the header. Page alignment and beyond take a mapping.
-    pub fn alloc_large(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    pub fn alloc_large(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
         // A zero-size request still gets a unique, live block.
         let size = size.max(1);
         if size <= MAX_SPAN && align <= PAGE_SIZE / 2 {
-            self.alloc_span(size, align, zeroed)
+            self.alloc_span(size, align, zeroed, context)
         } else {
-            self.alloc_huge(size, align, zeroed)
+            self.alloc_huge(size, align, zeroed, context)
         }
     }
 
-    fn alloc_span(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    fn alloc_span(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
         let count = size.div_ceil(SLICE_SIZE).max(1);
         let stride = (align / SLICE_SIZE).max(1);
         let now = self.source.now_ms();
         let mut found = self.locked(|inner| self.take_span(inner, count, stride, now));
         if found.is_none() {
-            let Some(page) = self.map_page() else { return ptr::null_mut() };
+            let Some(page) = self.map_page(context) else { return ptr::null_mut() };
             found = self.locked(|inner| {
                 self.add_page(inner, page);
                 self.take_span(inner, count, stride, now)
@@ -949,7 +1014,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         None
     }
 
-    fn alloc_huge(&self, size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    fn alloc_huge(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
         let offset = align.max(HUGE_HEADER);
         let Some(len) = size.checked_add(offset).and_then(|n| n.checked_add(4095)).map(|n| n & !4095) else {
             return ptr::null_mut();
@@ -957,7 +1022,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         if len > isize::MAX as usize {
             return ptr::null_mut();
         }
-        let Some(memory) = self.source.map(len, align.max(PAGE_SIZE)) else { return ptr::null_mut() };
+        let Some(memory) = self.source.map(len, align.max(PAGE_SIZE), context) else { return ptr::null_mut() };
         let base = memory.as_ptr() as usize;
         let object = base + offset;
         let header = page_of(object);
@@ -971,7 +1036,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         };
         // SAFETY: the header lies inside the new mapping, before the object.
         unsafe { (header as *mut PageCommon).write(common) };
-        registry::insert(header);
+        if !self.source.register(header, context) {
+            // SAFETY: the mapping was never published.
+            unsafe { self.source.unmap(memory, len) };
+            return ptr::null_mut();
+        }
         if zeroed && !S::ZEROED {
             // SAFETY: the object is inside the mapping.
             unsafe { ptr::write_bytes(object as *mut u8, 0, size) };
@@ -992,7 +1061,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let now = self.source.now_ms();
         // Validate under the lock: it serialises racing frees of one span.
         let huge = self.locked(|inner| -> Result<Option<(usize, usize)>, FreeError> {
-            match self.lookup(address)? {
+            match self.lookup(address).map_err(FreeError::in_free)? {
                 Lookup::Span { slice } => {
                     // SAFETY: descriptors live in page headers.
                     let page = unsafe { page_of_slice(slice) };
@@ -1008,7 +1077,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 Lookup::Huge { common } => {
                     let live = common.object_size.get();
                     common.object_size.set(0);
-                    registry::remove(page_of(address));
+                    self.source.unregister(page_of(address));
                     inner.huge_allocations -= 1;
                     inner.huge_bytes_live -= live;
                     inner.huge_bytes_mapped -= common.map_len;
@@ -1130,7 +1199,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 (*prev).all_next.set(next);
             }
         }
-        registry::remove(page.base());
+        self.source.unregister(page.base());
         inner.pages_mapped -= 1;
         inner.pages_released += 1;
     }
@@ -1212,7 +1281,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     #[doc(hidden)]
     pub fn slice_info(&self, address: usize) -> Option<(SliceState, SliceFlags, usize)> {
         let page = page_of(address);
-        if !registry::contains(page) {
+        if !self.source.owns(page) {
             return None;
         }
         let slice = slice_of(address);

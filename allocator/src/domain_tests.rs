@@ -22,7 +22,7 @@ fn domain() -> &'static TestDomain {
 
 /// Maps and publishes a page.
 fn page(domain: &TestDomain) -> &'static PageHeader {
-    let page = domain.map_page().expect("map a page");
+    let page = domain.map_page(()).expect("map a page");
     domain.locked(|inner| domain.add_page(inner, page));
     // SAFETY: the page stays mapped for the test (domains are leaked).
     unsafe { &*page.as_ptr() }
@@ -241,7 +241,7 @@ fn objects_come_from_the_chosen_slice() {
     let d = domain();
     let p = page(d);
     let partial = put(d, p, 12, CLASS, SliceState::Partial, 1);
-    let object = d.alloc_uncached(CLASS) as usize;
+    let object = d.alloc_uncached(CLASS, ()) as usize;
     assert!(object >= partial && object < partial + SLICE_SIZE);
     assert_eq!(d.slice_info(object).unwrap().0, SliceState::Partial);
     assert_eq!(p.slices[12].used(), 2);
@@ -281,7 +281,7 @@ fn bad_pointers_are_rejected() {
 #[test]
 fn spans_take_contiguous_slices_and_come_back_dirty() {
     let d = domain();
-    let span = d.alloc_large(3 * SLICE_SIZE - 100, 8, true);
+    let span = d.alloc_large(3 * SLICE_SIZE - 100, 8, true, ());
     assert!(!span.is_null());
     assert_eq!(span as usize % SLICE_SIZE, 0);
     assert_eq!(d.usable_size(span as usize), Ok(3 * SLICE_SIZE));
@@ -302,14 +302,14 @@ fn spans_take_contiguous_slices_and_come_back_dirty() {
 fn spans_serve_alignments_up_to_half_a_page() {
     let d = domain();
     for align in [2 * SLICE_SIZE, 8 * SLICE_SIZE, PAGE_SIZE / 2] {
-        let span = d.alloc_large(3 * SLICE_SIZE, align, false);
+        let span = d.alloc_large(3 * SLICE_SIZE, align, false, ());
         assert!(!span.is_null());
         assert_eq!(span as usize % align, 0, "align {align:#x}");
         assert!(d.slice_info(span as usize).unwrap().1.contains(SliceFlags::SPAN_HEAD));
         // SAFETY: the span is live.
         unsafe { d.free_large(span as usize).unwrap() };
     }
-    let page_aligned = d.alloc_large(3 * SLICE_SIZE, PAGE_SIZE, false);
+    let page_aligned = d.alloc_large(3 * SLICE_SIZE, PAGE_SIZE, false, ());
     assert_eq!(page_aligned as usize % PAGE_SIZE, 0);
     assert_eq!(d.stats().huge_allocations, 1, "page alignment takes a mapping");
     // SAFETY: live.
@@ -320,7 +320,7 @@ fn spans_serve_alignments_up_to_half_a_page() {
 fn huge_allocations_map_and_unmap() {
     let d = domain();
     for align in [8usize, 4096, PAGE_SIZE, 4 * PAGE_SIZE] {
-        let object = d.alloc_large(5 * PAGE_SIZE + 3, align, false);
+        let object = d.alloc_large(5 * PAGE_SIZE + 3, align, false, ());
         assert!(!object.is_null());
         assert_eq!(object as usize % align, 0);
         let usable = d.usable_size(object as usize).unwrap();
@@ -333,8 +333,8 @@ fn huge_allocations_map_and_unmap() {
         assert_eq!(d.stats().huge_allocations, 0);
         assert_eq!(d.usable_size(object as usize).unwrap_err().kind, FreeErrorKind::NotAllocated);
     }
-    assert!(d.alloc_large(usize::MAX - 100, 8, false).is_null());
-    assert!(d.alloc_large(1 << 62, 8, false).is_null());
+    assert!(d.alloc_large(usize::MAX - 100, 8, false, ()).is_null());
+    assert!(d.alloc_large(1 << 62, 8, false, ()).is_null());
 }
 
 #[test]

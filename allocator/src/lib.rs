@@ -113,7 +113,7 @@ pub use cache::Heap;
 pub use domain::{Domain, FreeError, FreeErrorKind};
 #[cfg(all(feature = "std", feature = "mmap"))]
 pub use global::Strata;
-pub use lock::RawLock;
+pub use lock::{ConstLock, RawLock};
 #[cfg(feature = "spin")]
 pub use lock::SpinLock;
 #[cfg(feature = "spin")]

@@ -6,13 +6,24 @@
 
 /// A mutual-exclusion lock with no data.
 ///
+/// Kernel locks are initialised at run time, at their final address, where
+/// they register with lockdep: such a lock is built unready and made ready by
+/// [`RawLock::init`] once it is pinned. Locks that can be built in a `const`
+/// (for a `static`) implement [`ConstLock`] as well.
+///
 /// # Safety
-/// `lock` and a successful `try_lock` must give the caller exclusive
-/// ownership until the matching `unlock`, with acquire/release ordering, so
-/// that writes made while holding the lock are visible to the next holder.
+/// After `init`, `lock` and a successful `try_lock` must give the caller
+/// exclusive ownership until the matching `unlock`, with acquire/release
+/// ordering, so that writes made while holding the lock are visible to the
+/// next holder.
 pub unsafe trait RawLock {
-    /// An unlocked lock, for `const` construction.
-    const UNLOCKED: Self;
+    /// Makes the lock usable. Called once, before any other method, when the
+    /// lock will not move again. Locks that need no set-up keep the default.
+    ///
+    /// # Safety
+    /// The lock must not move afterwards, and `init` must not race with any
+    /// other use of it.
+    unsafe fn init(&self) {}
 
     /// Takes the lock, waiting as long as needed.
     fn lock(&self);
@@ -26,6 +37,16 @@ pub unsafe trait RawLock {
     /// The caller must hold the lock. After `fork`, the child may release a
     /// lock its parent's forking thread held.
     unsafe fn unlock(&self);
+}
+
+/// A lock that can be built unlocked in a `const`, and needs no
+/// [`RawLock::init`].
+///
+/// # Safety
+/// `UNLOCKED` must be a ready, unlocked lock.
+pub unsafe trait ConstLock: RawLock {
+    /// An unlocked lock.
+    const UNLOCKED: Self;
 }
 
 #[cfg(all(feature = "spin", feature = "std"))]
@@ -51,10 +72,15 @@ impl spin::RelaxStrategy for YieldAfterSpin {
 pub struct SpinLock(spin::mutex::SpinMutex<(), Relax>);
 
 #[cfg(feature = "spin")]
+// SAFETY: a new `SpinMutex` is unlocked and needs no set-up.
+unsafe impl ConstLock for SpinLock {
+    const UNLOCKED: Self = SpinLock(spin::mutex::SpinMutex::new(()));
+}
+
+#[cfg(feature = "spin")]
 // SAFETY: `SpinMutex` provides exclusive, acquire/release-ordered locking;
 // forgetting the guard keeps it held until `force_unlock`.
 unsafe impl RawLock for SpinLock {
-    const UNLOCKED: Self = SpinLock(spin::mutex::SpinMutex::new(()));
 
     #[inline]
     fn lock(&self) {

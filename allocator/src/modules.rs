@@ -5,7 +5,8 @@ pub mod cache;
 pub mod domain;
 pub mod lock;
 pub mod page;
-mod registry;
+#[cfg(feature = "registry")]
+pub mod registry;
 mod remote;
 pub mod size_class;
 pub mod slice;

@@ -1,10 +1,17 @@
-//! The page map: which page-aligned address units belong to Strata.
+//! The process-wide page map of the user-space page sources: which
+//! page-aligned address units hold a Strata page header.
 //!
 //! Before any pointer given to `free` is dereferenced, its page unit is looked
 //! up here, so a pointer Strata never handed out is reported rather than
-//! followed into unmapped memory. The map is one bit per [`PAGE_SIZE`] unit of a
-//! 48-bit address space: 2^26 bits, 8 MiB of zero-initialised static memory of
-//! which only the words covering mapped pages are ever touched.
+//! followed into unmapped memory. The map is one bit per
+//! [`PAGE_SIZE`](crate::page::PAGE_SIZE) unit of a 48-bit address space:
+//! 2^26 bits, 8 MiB of zero-initialised static memory of which only the words
+//! covering mapped pages are ever touched. An address with any bit above the
+//! 48th set (a tagged pointer, or garbage) is rejected before the lookup, so
+//! it never aliases a page below.
+//!
+//! The kernel module does not use this map: its page source finds pages
+//! through its own index.
 //!
 //! Bits are set before a page is published and cleared before it is unmapped;
 //! readers use relaxed loads because a valid pointer's page cannot be unmapped
@@ -20,27 +27,40 @@ const WORDS: usize = UNITS / 64;
 
 static MAP: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 
+/// The word and bit of `page`, or `None` outside the 48-bit range.
 #[inline(always)]
-fn slot(page: usize) -> (usize, u64) {
-    let unit = (page >> PAGE_SHIFT) & (UNITS - 1);
-    (unit / 64, 1u64 << (unit % 64))
+fn slot(page: usize) -> Option<(usize, u64)> {
+    let unit = page >> PAGE_SHIFT;
+    if unit >= UNITS {
+        return None;
+    }
+    Some((unit / 64, 1u64 << (unit % 64)))
 }
 
 /// Whether `page` (a page-aligned address) is a Strata page.
 #[inline(always)]
-pub(crate) fn contains(page: usize) -> bool {
-    let (word, bit) = slot(page);
-    MAP[word].load(Ordering::Relaxed) & bit != 0
+pub fn contains(page: usize) -> bool {
+    match slot(page) {
+        // SAFETY: `slot` bounds the word index by `WORDS`.
+        Some((word, bit)) => unsafe { MAP.get_unchecked(word) }.load(Ordering::Relaxed) & bit != 0,
+        None => false,
+    }
 }
 
-/// Records `page` as a Strata page.
-pub(crate) fn insert(page: usize) {
-    let (word, bit) = slot(page);
-    MAP[word].fetch_or(bit, Ordering::Release);
+/// Records `page` as a Strata page; `false` if it lies outside the map.
+pub fn insert(page: usize) -> bool {
+    match slot(page) {
+        Some((word, bit)) => {
+            MAP[word].fetch_or(bit, Ordering::Release);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Forgets `page`; called before the page goes back to its source.
-pub(crate) fn remove(page: usize) {
-    let (word, bit) = slot(page);
-    MAP[word].fetch_and(!bit, Ordering::Release);
+pub fn remove(page: usize) {
+    if let Some((word, bit)) = slot(page) {
+        MAP[word].fetch_and(!bit, Ordering::Release);
+    }
 }

@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 
 use crate::cache::Heap;
 use crate::domain::{Domain, FreeError};
-use crate::lock::RawLock;
+use crate::lock::{ConstLock, RawLock};
 use crate::source::PageSource;
 use crate::stats::Stats;
 
@@ -56,7 +56,7 @@ pub struct SharedStrata<S: PageSource, L: RawLock, const HEAPS: usize = 4> {
 // SAFETY: each heap is only touched with its lock held; the domain is Sync.
 unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> Sync for SharedStrata<S, L, HEAPS> {}
 
-impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
+impl<S: PageSource, L: ConstLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
     /// An allocator drawing pages from `source`; usable in a `static`.
     pub const fn new(source: S) -> Self {
         Self {
@@ -64,7 +64,9 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
             heaps: [const { HeapSlot { lock: L::UNLOCKED, heap: UnsafeCell::new(Heap::new()) } }; HEAPS],
         }
     }
+}
 
+impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
     /// The page source.
     pub fn source(&self) -> &S {
         self.domain.source()

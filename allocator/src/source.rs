@@ -9,26 +9,40 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// The supply of page memory.
+/// The supply of page memory, and the map from addresses back to pages.
 ///
 /// # Safety
-/// Implementations must uphold, for every successful `map(size, align)`:
+/// Implementations must uphold, for every successful `map(size, align, _)`:
 /// - the returned range `[ptr, ptr + size)` is readable and writable, aligned
 ///   to `align`, and overlaps no other live mapping of this source;
 /// - if [`PageSource::ZEROED`] is true, it reads as zero;
 /// - it stays valid until passed to `unmap` with the same `size`.
 ///
 /// `purge` must leave the range mapped and usable; its contents afterwards are
-/// zero if it returns `true` and unspecified otherwise. All methods may be
-/// called from any thread, with or without the domain lock held.
+/// zero if it returns `true` and unspecified otherwise.
+///
+/// `owns(page)` must return `true` only for an address passed to a
+/// successful `register` and not yet to `unregister`; it must return `false`,
+/// without touching memory at `page`, for every other address, including
+/// tagged and out-of-range ones. The core dereferences a page's header only
+/// after `owns` said yes.
+///
+/// All methods may be called from any thread, with or without the domain
+/// lock held, except that `map` and `unmap` are never called with it held.
 pub unsafe trait PageSource {
+    /// The caller's allocation context, carried from the front down to every
+    /// call that may map memory: `()` in user space, the GFP flags in the
+    /// kernel, where a caller that cannot sleep must never wait for memory.
+    /// `Default` is the context of an ordinary caller that may wait.
+    type Context: Copy + Default;
+
     /// Whether fresh mappings read as zero.
     const ZEROED: bool;
 
-    /// Maps `size` bytes aligned to `align`. `size` is a multiple of 4096 and
-    /// `align` a power of two of at least 4096. Returns `None` when out of
-    /// memory; never panics.
-    fn map(&self, size: usize, align: usize) -> Option<NonNull<u8>>;
+    /// Maps `size` bytes aligned to `align`, within what `context` allows.
+    /// `size` is a multiple of 4096 and `align` a power of two of at least
+    /// 4096. Returns `None` when out of memory; never panics.
+    fn map(&self, size: usize, align: usize, context: Self::Context) -> Option<NonNull<u8>>;
 
     /// Gives a mapping back.
     ///
@@ -45,6 +59,20 @@ pub unsafe trait PageSource {
     /// contents must no longer be needed.
     unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool;
 
+    /// Records `page`, the [`PAGE_SIZE`](crate::page::PAGE_SIZE)-aligned
+    /// address of a page header the core has just written inside a mapping
+    /// of this source, so that [`PageSource::owns`] finds it. Returns `false`
+    /// when the record cannot be made (the page is then unmapped unused).
+    fn register(&self, page: usize, context: Self::Context) -> bool;
+
+    /// Forgets `page` before its mapping goes back.
+    fn unregister(&self, page: usize);
+
+    /// Whether `page` is a registered page. Called on every free, on any
+    /// address a caller passes in: it must be cheap, and must reject
+    /// addresses it never registered without dereferencing them.
+    fn owns(&self, page: usize) -> bool;
+
     /// A monotonic clock in milliseconds, for the purge delay. Sources with
     /// no clock return 0, and dirty slices are then purged only on request.
     fn now_ms(&self) -> u64 {
@@ -57,6 +85,26 @@ pub unsafe trait PageSource {
         let local = 0u8;
         (&local as *const u8 as u64).rotate_left(17) ^ (self as *const Self as *const u8 as u64)
     }
+}
+
+/// Implements the registry methods of [`PageSource`] with the process-wide
+/// [`registry`](crate::registry).
+#[cfg(feature = "registry")]
+macro_rules! registry_methods {
+    () => {
+        fn register(&self, page: usize, _context: ()) -> bool {
+            crate::registry::insert(page)
+        }
+
+        fn unregister(&self, page: usize) {
+            crate::registry::remove(page)
+        }
+
+        #[inline(always)]
+        fn owns(&self, page: usize) -> bool {
+            crate::registry::contains(page)
+        }
+    };
 }
 
 /// Page source backed by anonymous `mmap`, for Linux and Unix userspace.
@@ -76,9 +124,12 @@ impl MmapSource {
 // valid until munmap; MADV_DONTNEED leaves them mapped and zero-filled.
 #[cfg(feature = "mmap")]
 unsafe impl PageSource for MmapSource {
+    type Context = ();
     const ZEROED: bool = true;
 
-    fn map(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+    registry_methods!();
+
+    fn map(&self, size: usize, align: usize, _context: ()) -> Option<NonNull<u8>> {
         // Over-map by the alignment, then trim both ends.
         let total = size.checked_add(align.saturating_sub(4096))?;
         // SAFETY: an anonymous mapping at a kernel-chosen address touches no
@@ -190,9 +241,12 @@ impl ArenaSource {
 // static region and takes them back by the same layout; nothing is unmapped.
 #[cfg(feature = "arena")]
 unsafe impl PageSource for ArenaSource {
+    type Context = ();
     const ZEROED: bool = false;
 
-    fn map(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+    registry_methods!();
+
+    fn map(&self, size: usize, align: usize, _context: ()) -> Option<NonNull<u8>> {
         let layout = core::alloc::Layout::from_size_align(size, align).ok()?;
         self.heap.lock().allocate_first_fit(layout).ok()
     }
@@ -244,14 +298,28 @@ impl<S> FailingSource<S> {
 
 // SAFETY: every call is forwarded unchanged to a valid source, or refused.
 unsafe impl<S: PageSource> PageSource for FailingSource<S> {
+    type Context = S::Context;
     const ZEROED: bool = S::ZEROED;
 
-    fn map(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+    fn map(&self, size: usize, align: usize, context: S::Context) -> Option<NonNull<u8>> {
         if self.failing.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return None;
         }
-        self.inner.map(size, align)
+        self.inner.map(size, align, context)
+    }
+
+    fn register(&self, page: usize, context: S::Context) -> bool {
+        self.inner.register(page, context)
+    }
+
+    fn unregister(&self, page: usize) {
+        self.inner.unregister(page)
+    }
+
+    #[inline(always)]
+    fn owns(&self, page: usize) -> bool {
+        self.inner.owns(page)
     }
 
     unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize) {
