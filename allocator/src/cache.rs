@@ -267,6 +267,115 @@ impl Heap {
         }
     }
 
+    /// Allocates `out.len()` blocks of `layout` in one call: the patent's
+    /// *set of objects*, in the manner of `kmem_cache_alloc_bulk`. Small
+    /// objects are taken straight off the current slice's free list, and the
+    /// heap refills a slice at a time. All or nothing: returns `out.len()`
+    /// with every entry set, or 0 when memory ran out, with every block taken
+    /// on the way freed again and `out` left holding nulls.
+    pub fn alloc_bulk_in<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        layout: Layout,
+        out: &mut [*mut u8],
+        context: S::Context,
+    ) -> usize {
+        let Some(class) = class_of(layout.size(), layout.align()) else {
+            for filled in 0..out.len() {
+                let block = domain.alloc_large(layout.size(), layout.align(), false, context);
+                if block.is_null() {
+                    self.undo_bulk(domain, &mut out[..filled]);
+                    return 0;
+                }
+                out[filled] = block;
+            }
+            return out.len();
+        };
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.domain == domain.id() {
+                // SAFETY: `current` holds the sentinel or a slice this heap
+                // owns; the sentinel's list is empty, so it is not written.
+                let slice = unsafe { &*self.current[class] };
+                let mut object = slice.free.get();
+                let mut taken = 0;
+                for entry in out[filled..].iter_mut() {
+                    if object.is_null() {
+                        break;
+                    }
+                    // SAFETY: objects on an owned free list carry valid links.
+                    unsafe {
+                        let next = FreeObject::next(object);
+                        FreeObject::set_marker(object, 0);
+                        *entry = object as *mut u8;
+                        object = next;
+                    }
+                    taken += 1;
+                }
+                if taken != 0 {
+                    slice.free.set(object);
+                    slice.set_used(slice.used() + taken as u32);
+                    filled += taken;
+                    continue;
+                }
+            }
+            // The current slice is dry: one object through the slow path,
+            // which moves the heap to its next slice.
+            let object = self.alloc_slow(domain, class, context);
+            if object.is_null() {
+                self.undo_bulk(domain, &mut out[..filled]);
+                return 0;
+            }
+            out[filled] = object;
+            filled += 1;
+        }
+        out.len()
+    }
+
+    /// [`Heap::alloc_bulk_in`] in the default context.
+    pub fn alloc_bulk<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        layout: Layout,
+        out: &mut [*mut u8],
+    ) -> usize {
+        self.alloc_bulk_in(domain, layout, out, S::Context::default())
+    }
+
+    /// Frees the blocks of a bulk allocation that could not be completed.
+    fn undo_bulk<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, taken: &mut [*mut u8]) {
+        for block in taken.iter_mut() {
+            // SAFETY: blocks this call just allocated and never handed out;
+            // a failure here would be an allocator bug, and the block is then
+            // left allocated rather than freed twice.
+            let _ = unsafe { self.free(domain, *block) };
+            *block = ptr::null_mut();
+        }
+    }
+
+    /// Frees every block in `blocks`, in the manner of `kmem_cache_free_bulk`.
+    /// A bad pointer is refused as [`Heap::free`] refuses it, and the others
+    /// are still freed; the first error is returned.
+    ///
+    /// # Safety
+    /// As for [`Heap::free`], for each block.
+    pub unsafe fn free_bulk<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        blocks: &[*mut u8],
+    ) -> Result<(), FreeError> {
+        let mut first = Ok(());
+        for &block in blocks {
+            // SAFETY: the caller's contract, block by block.
+            if let Err(error) = unsafe { self.free(domain, block) } {
+                if first.is_ok() {
+                    first = Err(error);
+                }
+            }
+        }
+        first
+    }
+
     /// Frees `ptr`, checking that it is a live allocation of `domain`.
     ///
     /// # Safety

@@ -156,6 +156,64 @@ impl Strata {
         )
     }
 
+    /// Allocates `out.len()` blocks of `layout` in one call, all or nothing:
+    /// returns `out.len()`, or 0 when out of memory (then nothing stays
+    /// allocated). See [`Heap::alloc_bulk_in`].
+    ///
+    /// ```
+    /// use std::alloc::Layout;
+    /// static ALLOCATOR: strata::Strata = strata::Strata::new();
+    ///
+    /// let mut blocks = [core::ptr::null_mut(); 64];
+    /// assert_eq!(ALLOCATOR.alloc_bulk(Layout::new::<[u64; 4]>(), &mut blocks), 64);
+    /// unsafe { ALLOCATOR.free_bulk(&blocks) }.unwrap();
+    /// ```
+    pub fn alloc_bulk(&self, layout: Layout, out: &mut [*mut u8]) -> usize {
+        // Each path takes the slice out of the cell; only one of them runs.
+        let out = Cell::new(Some(out));
+        self.with_heap(
+            |heap| heap.alloc_bulk(&self.domain, layout, out.take().unwrap_or_default()),
+            || self.alloc_bulk_uncached(layout, out.take().unwrap_or_default()),
+        )
+    }
+
+    fn alloc_bulk_uncached(&self, layout: Layout, out: &mut [*mut u8]) -> usize {
+        for filled in 0..out.len() {
+            out[filled] = self.domain.allocate_uncached(layout, false);
+            if out[filled].is_null() {
+                for block in &mut out[..filled] {
+                    // SAFETY: blocks just allocated here, never handed out.
+                    let _ = unsafe { self.domain.free_uncached(*block as usize) };
+                    *block = ptr::null_mut();
+                }
+                return 0;
+            }
+        }
+        out.len()
+    }
+
+    /// Frees every block of `blocks`; a bad pointer is reported (the first
+    /// one) and the others are still freed.
+    ///
+    /// # Safety
+    /// As for [`Strata::free`], for each block.
+    pub unsafe fn free_bulk(&self, blocks: &[*mut u8]) -> Result<(), FreeError> {
+        self.with_heap(
+            // SAFETY: the caller's contract.
+            |heap| unsafe { heap.free_bulk(&self.domain, blocks) },
+            || {
+                let mut first = Ok(());
+                for &block in blocks {
+                    // SAFETY: the caller's contract.
+                    if let Err(error) = unsafe { self.domain.free_uncached(block as usize) } {
+                        first = first.and(Err(error));
+                    }
+                }
+                first
+            },
+        )
+    }
+
     /// The usable size of the allocation at `ptr`: every byte up to it may be
     /// written.
     pub fn usable_size(&self, ptr: *const u8) -> Result<usize, FreeError> {

@@ -136,6 +136,23 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         self.with_heap(|heap, domain| unsafe { heap.free(domain, ptr) })
     }
 
+    /// Allocates `out.len()` blocks of `layout` in one call, all or nothing:
+    /// returns `out.len()`, or 0 when out of memory. See
+    /// [`Heap::alloc_bulk_in`].
+    pub fn alloc_bulk(&self, layout: Layout, out: &mut [*mut u8]) -> usize {
+        self.with_heap(|heap, domain| heap.alloc_bulk(domain, layout, out))
+    }
+
+    /// Frees every block of `blocks`; a bad pointer is reported (the first
+    /// one) and the others are still freed.
+    ///
+    /// # Safety
+    /// As for [`SharedStrata::free`], for each block.
+    pub unsafe fn free_bulk(&self, blocks: &[*mut u8]) -> Result<(), FreeError> {
+        // SAFETY: the caller's contract.
+        self.with_heap(|heap, domain| unsafe { heap.free_bulk(domain, blocks) })
+    }
+
     /// The usable size of the allocation at `ptr`.
     pub fn usable_size(&self, ptr: *const u8) -> Result<usize, FreeError> {
         self.domain.usable_size(ptr as usize)

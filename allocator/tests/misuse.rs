@@ -110,6 +110,52 @@ fn checked_free_reports_instead_of_aborting() {
 }
 
 #[test]
+fn a_freed_block_is_refused_by_resize_and_usable_size() {
+    // The block kept its class after the free: a resize within it would
+    // once have handed it back in place while it sat on the free list.
+    let layout = Layout::from_size_align(32, 8).unwrap();
+    // SAFETY: the checked API refuses the freed pointer without using it.
+    unsafe {
+        let p = STRATA.alloc(layout);
+        STRATA.free(p).unwrap();
+        let shrink = Layout::from_size_align(30, 8).unwrap();
+        let error = STRATA.resize(p, shrink).unwrap_err();
+        assert_eq!(error.kind, FreeErrorKind::Freed);
+        assert_eq!(error.to_string(), format!("{:#x} was already freed", p as usize));
+        assert_eq!(STRATA.usable_size(p).unwrap_err().kind, FreeErrorKind::Freed);
+        // The block is still free, once: the next allocation takes it, and
+        // the one after takes another.
+        let q = STRATA.alloc(layout);
+        let r = STRATA.alloc(layout);
+        assert_ne!(q, r);
+        assert_eq!(STRATA.usable_size(q), Ok(32));
+        STRATA.free(q).unwrap();
+        STRATA.free(r).unwrap();
+        // A freed span too.
+        let big = Layout::from_size_align(200_000, 8).unwrap();
+        let b = STRATA.alloc(big);
+        STRATA.free(b).unwrap();
+        assert_eq!(STRATA.usable_size(b).unwrap_err().kind, FreeErrorKind::Freed);
+    }
+}
+
+#[test]
+fn tagged_and_out_of_range_pointers_are_refused() {
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: the checked API refuses the pointers without dereferencing them.
+    unsafe {
+        let p = STRATA.alloc(layout);
+        for tag in [1usize << 48, 1 << 56, 0x3f << 57, 1 << 63, usize::MAX << 48] {
+            let tagged = (p as usize | tag) as *mut u8;
+            let error = STRATA.free(tagged).unwrap_err();
+            assert_eq!(error.kind, FreeErrorKind::NotAllocated, "tag {tag:#x}");
+            assert!(STRATA.usable_size(tagged).is_err());
+        }
+        STRATA.free(p).unwrap();
+    }
+}
+
+#[test]
 fn dirty_slices_are_purged_after_the_delay() {
     static QUICK: Strata = Strata::new();
     QUICK.set_purge_delay_ms(0);
