@@ -29,6 +29,7 @@
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -469,6 +470,25 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             source,
             key: AtomicUsize::new(0),
             purge_delay_ms: AtomicU64::new(DEFAULT_PURGE_DELAY_MS),
+        }
+    }
+
+    /// Builds a domain in place, in `place`, without a copy of it on the
+    /// stack: a domain is several kilobytes, too much for a kernel stack.
+    /// The lock still needs [`Domain::init`] once the domain is pinned.
+    pub fn init_at(place: &mut MaybeUninit<Self>, source: S, lock: L) -> &mut Self {
+        let domain = place.as_mut_ptr();
+        // SAFETY: every field is written before the reference is made. The
+        // lists and counters start empty and zero: `Inner::new()` is all
+        // zero bytes (null pointers and zero counts; see the unit test
+        // `a_zeroed_inner_is_empty`), so zeroing writes it in place.
+        unsafe {
+            ptr::addr_of_mut!((*domain).lock).write(lock);
+            ptr::addr_of_mut!((*domain).inner).write_bytes(0, 1);
+            ptr::addr_of_mut!((*domain).source).write(source);
+            ptr::addr_of_mut!((*domain).key).write(AtomicUsize::new(0));
+            ptr::addr_of_mut!((*domain).purge_delay_ms).write(AtomicU64::new(DEFAULT_PURGE_DELAY_MS));
+            &mut *domain
         }
     }
 

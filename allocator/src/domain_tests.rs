@@ -349,3 +349,25 @@ fn runs_are_found_lowest_first_and_aligned() {
     assert_eq!(find_run(!0 << 1, 33, 32), None);
     assert_eq!(find_run(0b0110_0110, 2, 2), None);
 }
+
+#[test]
+fn a_zeroed_inner_is_empty() {
+    // `Domain::init_at` writes `Inner::new()` as zero bytes.
+    let inner = Inner::new();
+    let bytes = unsafe {
+        core::slice::from_raw_parts(&inner as *const Inner as *const u8, core::mem::size_of::<Inner>())
+    };
+    assert!(bytes.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_domain_built_in_place_serves() {
+    let mut place = std::boxed::Box::new(core::mem::MaybeUninit::<Domain<MmapSource, SpinLock>>::uninit());
+    let domain = Domain::init_at(&mut place, MmapSource::new(), SpinLock::UNLOCKED);
+    let object = domain.alloc_uncached(3, ());
+    assert!(!object.is_null());
+    unsafe { domain.free_uncached(object as usize) }.unwrap();
+    assert_eq!(domain.stats().bytes_live, 0);
+    domain.purge_all();
+    assert_eq!(domain.stats().pages_mapped, 0);
+}

@@ -56,20 +56,36 @@
 //!
 //! ## Locks, in order
 //!
-//! 1. **Heap lock** (only in [`SharedStrata`]; thread-local heaps need none,
-//!    the kernel disables preemption). Protects the heap: the free lists,
-//!    used and carved counts of the slices it owns (current and parked), its
-//!    pending frees and counters.
+//! 1. **Heap lock**. Protects the heap: the free lists, used and carved
+//!    counts of the slices it owns (current and parked), its pending frees
+//!    and counters. In [`SharedStrata`] it is a real lock; thread-local
+//!    heaps need none; in the kernel module a CPU's heap is used only on
+//!    that CPU with interrupts disabled, which keeps out both other tasks
+//!    (no migration, no preemption) and interrupt handlers that allocate on
+//!    the same CPU.
 //! 2. **Domain lock** ([`RawLock`]). Protects the state lists, the age list,
 //!    the page list, every page-header field, the descriptors of slices no
 //!    heap owns, and the domain counters. Never held across a page-source
-//!    call that maps, purges or unmaps.
-//! 3. **Arena lock** (inside [`source::ArenaSource`]). Protects the arena's
-//!    free ranges.
+//!    call that maps or unmaps. In the kernel it is a spinlock taken with
+//!    interrupts saved, since hardirq handlers may allocate; a kernel lock is
+//!    initialised at its final address ([`RawLock::init`]).
+//! 3. **Page-source locks**: the arena's free ranges
+//!    ([`source::ArenaSource`]); in the kernel, the page index's lock, taken
+//!    under the domain lock when a page is forgotten.
 //!
 //! Lock-free: each slice's remote list (one CAS per push, one swap per drain;
-//! see the loom model in `tests/loom.rs`), the slice owner word, and the page
-//! registry that vets pointers before they are dereferenced.
+//! see the loom model in `tests/loom.rs`), the slice owner word, and the
+//! page source's page map that vets pointers before they are dereferenced
+//! ([`PageSource::owns`]: the [`registry`] in user space, an xarray in the
+//! kernel).
+//!
+//! ## Allocation context
+//!
+//! Every path that can reach the page source carries the caller's context
+//! ([`PageSource::Context`]): `()` in user space, the GFP flags in the
+//! kernel. Work done under the domain lock or with interrupts disabled never
+//! maps with a context that may sleep; a kernel caller that may sleep grows
+//! the domain outside those sections ([`Domain::grow`]) and tries again.
 //!
 //! ## Hardening
 //!
