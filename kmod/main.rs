@@ -38,14 +38,14 @@ impl kernel::Module for StrataModule {
         let class = strata::size_class::class_of(size, 8);
         // SAFETY: paired with the disable above.
         unsafe { strata_preempt_enable() };
-        pr_info!("strata: class_of({}, 8) = {:?}\n", size, class);
-        pr_info!("strata: loaded\n");
+        pr_info!("class_of({}, 8) = {:?}\n", size, class);
+        pr_info!("loaded\n");
         Ok(StrataModule)
     }
 }
 
 impl Drop for StrataModule {
     fn drop(&mut self) {
-        pr_info!("strata: unloaded\n");
+        pr_info!("unloaded\n");
     }
 }

@@ -46,7 +46,7 @@ step() {
 }
 
 expect_dmesg() {
-    step "dmesg has /$1/" sh -c 'dmesg | grep -E -- "$1"' sh "$1"
+    step "dmesg has /$1/" sh -c 'dmesg | grep -qE -- "$1"' sh "$1"
 }
 
 reject_dmesg() {
@@ -70,15 +70,17 @@ echo "STRATA-TEST: kernel $(uname -r), $(nproc) CPUs"
     . /test.sh
 )
 rc=$?
+why="test exit $rc"
 if dmesg | grep -E "$kernel_problems" >/tmp/problems; then
     echo "STRATA-TEST: kernel log problems:"
     cat /tmp/problems
-    rc=1
+    [ "$rc" -eq 0 ] && rc=1
+    why="$why, kernel log problems"
 fi
 if [ "$rc" -eq 0 ]; then
     echo "STRATA-TEST: RESULT PASS"
 else
-    echo "STRATA-TEST: RESULT FAIL (test exit $rc)"
+    echo "STRATA-TEST: RESULT FAIL ($why)"
 fi
 echo "STRATA-TEST: END"
 sync

@@ -44,7 +44,16 @@ kernel() { kdir=$(bash "$here/kernel.sh" | tail -n1); echo "kernel build: $kdir"
 [[ -n $kdir ]] || run kernel kernel
 run deps bash "$here/deps.sh"
 run module make -C "$kmod" --no-print-directory module KDIR="$kdir"
-run panic-sites bash "$here/panic-sites.sh" ${MAX_PANIC_SITES:+--max "$MAX_PANIC_SITES"} "$kmod/strata.ko"
+panic_sites() { # the list goes to $out/panic-sites.txt, the summary to the output
+    mkdir -p "$out"
+    local rc=0
+    bash "$here/panic-sites.sh" ${MAX_PANIC_SITES:+--max "$MAX_PANIC_SITES"} "$kmod/strata.ko" \
+        >"$out/panic-sites.txt" || rc=$?
+    sed -n '/^--- by panic function/,$p' "$out/panic-sites.txt"
+    echo "(sites listed in $out/panic-sites.txt)"
+    return $rc
+}
+run panic-sites panic_sites
 run initramfs bash "$here/initramfs.sh" --module "$kmod/strata.ko" --test "$test" -o "$out/initramfs.cpio.gz"
 expect_args=()
 [[ -f $expect ]] && expect_args=(--expect-file "$expect")
