@@ -79,8 +79,9 @@ cpus=$(grep -m1 -oE '^STRATA-TEST: kernel .*, [0-9]+ CPUs' "$log" | grep -oE '[0
 [[ -z $cpus || $cpus == "$smp" ]] || fail+=("the guest runs $cpus CPUs, not $smp")
 grep -q '^STRATA-TEST: RESULT PASS' "$log" || fail+=("no RESULT PASS marker")
 missing=()
+kernel_lines=$(grep -v '^STRATA-' "$log")
 for e in "${expects[@]}"; do
-    grep -v '^STRATA-' "$log" | grep -qE -- "$e" || missing+=("$e")
+    grep -qE -- "$e" <<<"$kernel_lines" || missing+=("$e")
 done
 ((${#missing[@]})) && fail+=("${#missing[@]} expected line(s) missing")
 

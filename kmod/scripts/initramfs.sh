@@ -25,7 +25,7 @@ done
 [[ -f $module ]] || { echo "initramfs.sh: no module $module" >&2; exit 1; }
 [[ -f $test ]] || { echo "initramfs.sh: no test fragment $test" >&2; exit 1; }
 busybox=/bin/busybox
-file -L "$busybox" 2>/dev/null | grep -q 'statically linked' ||
+[[ $(file -L "$busybox" 2>/dev/null) == *"statically linked"* ]] ||
     { echo "initramfs.sh: $busybox is not static (install busybox-static)" >&2; exit 1; }
 
 stage=$(mktemp -d)
