@@ -22,7 +22,13 @@ done
 (($# == 1)) || { echo "usage: $0 [--max N] MODULE.ko" >&2; exit 2; }
 obj=$1
 [[ -f $obj ]] || { echo "panic-sites.sh: no $obj" >&2; exit 2; }
-objdump=$(command -v /usr/lib/llvm-19/bin/llvm-objdump llvm-objdump-19 llvm-objdump | head -n1)
+objdump=
+for candidate in /usr/lib/llvm-19/bin/llvm-objdump llvm-objdump-19 llvm-objdump; do
+    if command -v "$candidate" >/dev/null; then
+        objdump=$(command -v "$candidate")
+        break
+    fi
+done
 [[ -n $objdump ]] || { echo "panic-sites.sh: llvm-objdump not found" >&2; exit 2; }
 
 "$objdump" -d -r --demangle --no-show-raw-insn "$obj" | MAX="$max" python3 -c '
