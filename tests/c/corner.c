@@ -7,6 +7,10 @@
 
 #include "check.h"
 
+/* glibc's own names, exported by glibc 2.36 and so by the shim. */
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+
 static void *const SENTINEL = (void *)0x5157;
 
 static void zero_sizes(void)
@@ -119,6 +123,13 @@ static void memalign_rules(void)
     p = pvalloc(page + 1);
     CHECK(p && (uintptr_t)p % page == 0 && malloc_usable_size(p) >= 2 * (size_t)page,
           "pvalloc(page + 1) = %p with %zu bytes", p, malloc_usable_size(p));
+    free(p);
+    p = __libc_valloc(100);
+    CHECK(p && (uintptr_t)p % page == 0, "__libc_valloc(100) = %p", p);
+    free(p);
+    p = __libc_pvalloc(100);
+    CHECK(p && (uintptr_t)p % page == 0 && malloc_usable_size(p) >= 4096, "__libc_pvalloc(100) = %p with %zu bytes", p,
+          malloc_usable_size(p));
     free(p);
 }
 

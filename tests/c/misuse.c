@@ -5,6 +5,11 @@
 #include <pthread.h>
 
 #include "check.h"
+#include "strata.h"
+
+/* From the preloaded libstrata.so; see bulk.c. */
+#pragma weak strata_alloc_bulk
+#pragma weak strata_free_bulk
 
 static void announce(void *p)
 {
@@ -52,6 +57,12 @@ int main(int argc, char **argv)
         announce(&on_stack);
         void *q = realloc(&on_stack, 100);
         escape(q);
+    } else if (strcmp(what, "double-free-bulk") == 0) {
+        void *set[4];
+        CHECK(strata_alloc_bulk != NULL && strata_alloc_bulk(64, 4, set) == 4, "strata_alloc_bulk failed");
+        announce(set[2]);
+        free(set[2]);
+        strata_free_bulk(set, 4);
     } else {
         CHECK(0, "unknown case %s", what);
     }

@@ -105,6 +105,9 @@ fn compile(source: &str) -> PathBuf {
         .args(["-O1", "-g", "-fno-builtin", "-Wall", "-Wextra", "-pthread"])
         .args(["-Wno-alloc-size-larger-than", "-Wno-use-after-free", "-Wno-free-nonheap-object"])
         .arg("-Wno-deprecated-declarations")
+        // `strata.h`, the shim's extensions.
+        .arg("-I")
+        .arg(workspace_dir().join("userspace-shim/include"))
         .arg("-o")
         .arg(&partial)
         .arg(&path)

@@ -27,6 +27,11 @@ fn usable_size_is_exact_and_writable() {
 }
 
 #[test]
+fn bulk_allocation_is_all_or_nothing_and_frees_in_bulk() {
+    run_checked("bulk.c", &[]);
+}
+
+#[test]
 fn calloc_zeroes_reused_dirty_memory() {
     run_checked("calloc_dirty.c", &[]);
 }
@@ -90,6 +95,11 @@ fn free_of_a_foreign_pointer_aborts_with_one_line() {
 #[test]
 fn free_of_an_interior_pointer_aborts_with_one_line() {
     assert_misuse_aborts("interior", "free()", "free of");
+}
+
+#[test]
+fn double_free_through_strata_free_bulk_aborts_with_one_line() {
+    assert_misuse_aborts("double-free-bulk", "strata_free_bulk()", "double free of");
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //!   `malloc_usable_size`, prints one line naming the function and the
 //!   pointer, then aborts with `SIGABRT`.
 //!
+//! Two extensions, declared in `include/strata.h`, allocate and free sets of
+//! blocks in one call: [`strata_alloc_bulk`] and [`strata_free_bulk`].
+//!
 //! C++ needs nothing extra: libstdc++'s `operator new` and `operator delete`
 //! (plain, array, sized, aligned and nothrow forms) call `malloc`, `free` and
 //! `aligned_alloc`, which resolve here.
@@ -408,4 +411,81 @@ pub unsafe extern "C" fn __libc_realloc(ptr: *mut c_void, size: size_t) -> *mut 
 #[no_mangle]
 pub unsafe extern "C" fn __libc_memalign(align: size_t, size: size_t) -> *mut c_void {
     memalign_glibc(align, size)
+}
+
+/// `__libc_valloc`: [`valloc`].
+///
+/// # Safety
+/// As for [`valloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_valloc(size: size_t) -> *mut c_void {
+    // SAFETY: forwarded.
+    unsafe { valloc(size) }
+}
+
+/// `__libc_pvalloc`: [`pvalloc`].
+///
+/// # Safety
+/// As for [`pvalloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_pvalloc(size: size_t) -> *mut c_void {
+    // SAFETY: forwarded.
+    unsafe { pvalloc(size) }
+}
+
+/// `strata_alloc_bulk`, a Strata extension: allocates `count` blocks of
+/// `size` bytes, each aligned to [`MIN_ALIGN`] as `malloc`'s, into
+/// `out[0..count]`. All or nothing: returns `count`, or 0 with `errno` set
+/// to `ENOMEM` (also for sizes `malloc` refuses), no block allocated and
+/// every entry of `out` set to null. `count == 0` returns 0 and leaves
+/// `errno` alone; a null `out` with `count > 0` returns 0 with `EINVAL`.
+/// The blocks are freed with [`strata_free_bulk`], [`free`] or
+/// [`realloc`], each separately if need be.
+///
+/// # Safety
+/// `out` is null or valid for writing `count` pointers.
+#[no_mangle]
+pub unsafe extern "C" fn strata_alloc_bulk(size: size_t, count: size_t, out: *mut *mut c_void) -> size_t {
+    if count == 0 {
+        return 0;
+    }
+    if out.is_null() {
+        set_errno(libc::EINVAL);
+        return 0;
+    }
+    // SAFETY: the caller's contract: `out` holds `count` pointers, and
+    // `*mut c_void` and `*mut u8` have the same layout.
+    let out = unsafe { core::slice::from_raw_parts_mut(out.cast::<*mut u8>(), count) };
+    let filled = match layout(size, MIN_ALIGN) {
+        Some(layout) => front::alloc_bulk(layout, out),
+        None => 0,
+    };
+    if filled == 0 {
+        out.fill(ptr::null_mut());
+        set_errno(libc::ENOMEM);
+    }
+    filled
+}
+
+/// `strata_free_bulk`, a Strata extension: frees the `count` blocks of
+/// `blocks`, skipping null entries as `free(NULL)` does (a null `blocks`
+/// frees nothing). A double free or a pointer that is not a live allocation
+/// aborts with a message, as [`free`] does, once the other blocks are
+/// freed.
+///
+/// # Safety
+/// `blocks` is null or valid for reading `count` pointers; none of the
+/// blocks may be used afterwards, and each may appear only once.
+#[no_mangle]
+pub unsafe extern "C" fn strata_free_bulk(blocks: *const *mut c_void, count: size_t) {
+    if blocks.is_null() || count == 0 {
+        return;
+    }
+    // SAFETY: the caller's contract; `*mut c_void` and `*mut u8` have the
+    // same layout.
+    let blocks = unsafe { core::slice::from_raw_parts(blocks.cast::<*mut u8>(), count) };
+    // SAFETY: the caller's contract; bad pointers are reported, not freed.
+    if let Err(error) = unsafe { front::free_bulk(blocks) } {
+        misuse("strata_free_bulk()", error);
+    }
 }

@@ -177,6 +177,118 @@ unsafe fn tidy(slot: *mut ThreadSlot) {
     }
 }
 
+/// Allocates `out.len()` blocks of `layout` for the calling thread, all or
+/// nothing: returns `out.len()` with every entry set, or 0 when out of
+/// memory, with nothing left allocated and the entries filled so far reset
+/// to null.
+pub fn alloc_bulk(layout: Layout, out: &mut [*mut u8]) -> usize {
+    let slot = tls::slot();
+    // SAFETY: as in `alloc`.
+    unsafe {
+        let heap = (*slot).heap;
+        if !heap.is_null() {
+            return (*heap).alloc_bulk(&DOMAIN, layout, out);
+        }
+    }
+    alloc_bulk_slow(layout, out)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_bulk_slow(layout: Layout, out: &mut [*mut u8]) -> usize {
+    match thread_heap() {
+        // SAFETY: a live heap of this thread, not otherwise borrowed.
+        Some(heap) => unsafe { (*heap).alloc_bulk(&DOMAIN, layout, out) },
+        None => alloc_bulk_uncached(layout, out),
+    }
+}
+
+/// [`alloc_bulk`] without a cache: one block at a time from the domain,
+/// with the same all-or-nothing result.
+fn alloc_bulk_uncached(layout: Layout, out: &mut [*mut u8]) -> usize {
+    for filled in 0..out.len() {
+        let block = DOMAIN.allocate_uncached(layout, false);
+        if block.is_null() {
+            for taken in &mut out[..filled] {
+                // SAFETY: a block allocated just above and never handed out;
+                // a failure would be an allocator bug, and the block is then
+                // left allocated rather than freed twice.
+                let _ = unsafe { DOMAIN.free_uncached(*taken as usize) };
+                *taken = ptr::null_mut();
+            }
+            return 0;
+        }
+        out[filled] = block;
+    }
+    out.len()
+}
+
+/// Frees every non-null block of `blocks` (null entries are skipped). A
+/// pointer that is not a live allocation is not freed; the others still
+/// are, and the first such pointer's error is returned.
+///
+/// # Safety
+/// As for [`free`], for each non-null block; a block may appear only once.
+pub unsafe fn free_bulk(blocks: &[*mut u8]) -> Result<(), FreeError> {
+    let slot = tls::slot();
+    // SAFETY: this thread's slot.
+    let heap = unsafe { (*slot).heap };
+    if heap.is_null() {
+        // SAFETY: the caller's contract.
+        return unsafe { free_bulk_slow(blocks) };
+    }
+    let mut freed = 0;
+    each_run(blocks, |run| {
+        freed += run.len();
+        // SAFETY: as in `free`; the pointers are vetted by the core.
+        unsafe { (*heap).free_bulk(&DOMAIN, run) }
+    })?;
+    // SAFETY: this thread's slot, with a live heap.
+    unsafe {
+        let before = (*slot).frees;
+        (*slot).frees = before.wrapping_add(freed);
+        // Tidy when the count passed a multiple of `TIDY_EVERY`.
+        if (before ^ (*slot).frees) & !(TIDY_EVERY - 1) != 0 {
+            tidy(slot);
+        }
+    }
+    Ok(())
+}
+
+/// [`free_bulk`] for a thread whose heap is not set up (or gone).
+///
+/// # Safety
+/// As for [`free_bulk`].
+#[cold]
+#[inline(never)]
+unsafe fn free_bulk_slow(blocks: &[*mut u8]) -> Result<(), FreeError> {
+    match thread_heap() {
+        // SAFETY: the caller's contract; a live heap of this thread.
+        Some(heap) => each_run(blocks, |run| unsafe { (*heap).free_bulk(&DOMAIN, run) }),
+        None => each_run(blocks, |run| {
+            let mut first = Ok(());
+            for &block in run {
+                // SAFETY: the caller's contract.
+                if let Err(error) = unsafe { DOMAIN.free_uncached(block as usize) } {
+                    first = first.and(Err(error));
+                }
+            }
+            first
+        }),
+    }
+}
+
+/// Calls `free` on each run of non-null entries of `blocks`, every one of
+/// them, and returns the first error.
+fn each_run(blocks: &[*mut u8], mut free: impl FnMut(&[*mut u8]) -> Result<(), FreeError>) -> Result<(), FreeError> {
+    let mut first = Ok(());
+    for run in blocks.split(|block| block.is_null()).filter(|run| !run.is_empty()) {
+        let result = free(run);
+        first = first.and(result);
+    }
+    first
+}
+
 /// Resizes `ptr` (not null) to `layout`. `Ok(null)` means out of memory,
 /// with the old allocation untouched.
 ///
