@@ -113,7 +113,7 @@ fn line(size: usize, pattern: &str, operations: u64, strata: u64, peers: &[(&str
         );
     }
     let len = out.len;
-    let text = core::str::from_utf8(&text[..len]).unwrap_or("bench: (unprintable)");
+    let text = core::str::from_utf8(text.get(..len).unwrap_or(&[])).unwrap_or("bench: (unprintable)");
     pr_info!("{}\n", text);
 }
 

@@ -584,10 +584,12 @@ impl<'a> Buffer<'a> {
 
 impl Write for Buffer<'_> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = self.bytes.len() - self.len;
-        let take = s.len().min(room);
-        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
-        self.len += take;
+        let Some(room) = self.bytes.get_mut(self.len..) else { return Ok(()) };
+        let take = s.len().min(room.len());
+        if let (Some(to), Some(from)) = (room.get_mut(..take), s.as_bytes().get(..take)) {
+            to.copy_from_slice(from);
+            self.len += take;
+        }
         Ok(())
     }
 }

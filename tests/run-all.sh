@@ -1,22 +1,48 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the core's unit, model, loom and stress
 # tests, the GlobalAlloc program, the no_std arena build, the shim's C and C++
-# tests, real programs under the shim, clippy, and the core under
-# AddressSanitizer. Installs what it needs on Debian (as root).
-set -euo pipefail
+# tests, real programs under the shim, clippy, rustdoc, the core under
+# AddressSanitizer, and the kernel module booted in qemu. Installs what it
+# needs on Debian (as root).
+#
+# Every step runs even when an earlier one failed (except that nothing runs
+# without the dependencies); the last line counts the steps that passed and
+# failed, and the exit status is non-zero if any failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 passed=0
+failed=0
+failures=()
 step() {
     local name=$1
     shift
     echo
     echo "==> $name"
-    "$@"
-    passed=$((passed + 1))
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "==> $name: ok ($((SECONDS - start)) s)"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "==> $name: FAILED ($((SECONDS - start)) s)"
+    fi
+}
+
+summary() {
+    echo
+    if ((failed)); then
+        printf 'failed step: %s\n' "${failures[@]}"
+    fi
+    echo "run-all: $passed passed, $failed failed"
 }
 
 step "install dependencies" bash tests/install-deps.sh
+if ((failed)); then
+    summary
+    exit 1
+fi
 step "build (release)" cargo build --release --workspace
 step "workspace tests (release)" cargo test --workspace --release --all-features
 step "core without std: arena source" \
@@ -29,6 +55,10 @@ step "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc -p strata --no-deps --al
 step "core under AddressSanitizer (nightly)" \
     env RUSTFLAGS=-Zsanitizer=address \
     cargo +nightly test -p strata --all-features --target x86_64-unknown-linux-gnu --lib --tests
+# The kernel module: builds (or reuses, from ~/.cache/strata) a Rust-enabled
+# kernel, builds strata.ko, and boots it in qemu: self-test, fault
+# injection, load/unload cycles, benchmark.
+step "kernel module in qemu" make -C kmod --no-print-directory qemu-test
 
-echo
-echo "run-all: $passed passed, 0 failed"
+summary
+((failed == 0))

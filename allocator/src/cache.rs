@@ -26,7 +26,7 @@ use crate::domain::{append, Domain, FreeError, FreeErrorKind, Lookup};
 use crate::lock::RawLock;
 use crate::page::{page_of, PageHeader, PageKind, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
 use crate::remote::{Link, Push};
-use crate::size_class::{class_of, CLASS_COUNT, MAX_SMALL};
+use crate::size_class::{class_index, class_of, CLASS_COUNT, MAX_SMALL};
 use crate::slice::{FreeObject, SliceMeta};
 use crate::source::PageSource;
 
@@ -200,6 +200,7 @@ impl Heap {
         class: usize,
         context: S::Context,
     ) -> *mut u8 {
+        let class = class_index(class);
         if self.domain == domain.id() {
             // SAFETY: `current` holds the sentinel or a slice this heap owns.
             let slice = unsafe { &*self.current[class] };
@@ -225,6 +226,7 @@ impl Heap {
         class: usize,
         context: S::Context,
     ) -> *mut u8 {
+        let class = class_index(class);
         self.bind(domain);
         if self.domain != domain.id() {
             return domain.alloc_uncached(class, context);
@@ -447,9 +449,12 @@ impl Heap {
         match unsafe { slice.remote.push(object as *mut Link) } {
             Push::Pushed => self.counters.remote_frees += 1,
             Push::Orphaned => {
-                self.pending[self.pending_len] = object;
-                self.pending_len += 1;
-                if self.pending_len == PENDING {
+                // Invariant: `pending_len < PENDING` between calls.
+                if let Some(slot) = self.pending.get_mut(self.pending_len) {
+                    *slot = object;
+                    self.pending_len += 1;
+                }
+                if self.pending_len >= PENDING {
                     self.counters.flushes += 1;
                     domain.flush_heap(self);
                 }
@@ -582,6 +587,7 @@ impl Heap {
     /// Takes one owned slice of `class` out of the heap: the current one,
     /// then the parked ones. `None` once the heap owns none of the class.
     pub(crate) fn take_slice(&mut self, class: usize) -> Option<NonNull<SliceMeta>> {
+        let class = class_index(class);
         let current = core::mem::replace(&mut self.current[class], empty());
         if current != empty() {
             return NonNull::new(current);
@@ -593,6 +599,7 @@ impl Heap {
     }
 
     fn park(&mut self, class: usize, slice: *mut SliceMeta) {
+        let class = class_index(class);
         // SAFETY: an owned slice; `next` is the heap's while it is CACHED.
         unsafe { (*slice).next.set(self.parked[class]) };
         self.parked[class] = slice;
@@ -602,6 +609,7 @@ impl Heap {
     /// Removes and returns the oldest parked slice of `class` (the list must
     /// not be empty).
     fn unpark_oldest(&mut self, class: usize) -> *mut SliceMeta {
+        let class = class_index(class);
         let mut link: *mut *mut SliceMeta = &mut self.parked[class];
         // SAFETY: parked entries are owned slices; `link` always points at
         // the head or at a `next` field of one of them.
@@ -620,6 +628,7 @@ impl Heap {
     /// Removes and returns a parked slice of `class` that has free objects,
     /// collecting remote frees on the way.
     fn unpark_one_with_free(&mut self, class: usize) -> Option<*mut SliceMeta> {
+        let class = class_index(class);
         let mut link: *mut *mut SliceMeta = &mut self.parked[class];
         // SAFETY: as in `unpark_oldest`.
         unsafe {

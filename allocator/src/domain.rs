@@ -40,7 +40,7 @@ use crate::page::{
     MAX_SPAN, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::remote::{Link, Push};
-use crate::size_class::{class_of, class_size, objects_per_slice, CLASS_COUNT, RECIPROCALS};
+use crate::size_class::{class_index, class_of, class_size, objects_per_slice, reciprocal, CLASS_COUNT};
 use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SPAN_CLASS};
 use crate::source::PageSource;
 use crate::stats::Stats;
@@ -107,6 +107,23 @@ impl core::fmt::Display for FreeError {
         }
     }
 }
+
+/// `bucket` as an index into per-bucket tables (the compiler sees it is in
+/// range; buckets come from `bucket_of`, always below [`BUCKETS`]).
+#[inline(always)]
+fn bucket_index(bucket: u8) -> usize {
+    bucket as usize & (BUCKETS - 1)
+}
+
+/// A class recorded by a dirty slice (a small class, or `SPAN_CLASS`) as an
+/// index into the dirty lists.
+#[inline(always)]
+fn dirty_index(class: u8) -> usize {
+    (class as usize).min(CLASS_COUNT)
+}
+
+static_assertions::const_assert!(BUCKETS.is_power_of_two());
+static_assertions::const_assert_eq!(SPAN_CLASS as usize, CLASS_COUNT);
 
 /// Occupancy of a slice's memory from the allocation's point of view.
 fn state_for(used: u32, capacity: u32) -> SliceState {
@@ -196,17 +213,20 @@ impl Inner {
         }
     }
 
-    fn head(&mut self, linked: Linked) -> &mut SliceList {
+    /// The head of the list `linked` names; `None` for [`Linked::None`].
+    fn head(&mut self, linked: Linked) -> Option<&mut SliceList> {
         match linked {
-            Linked::Partial { class, bucket } => &mut self.partial[class as usize][bucket as usize],
-            Linked::Full { class } => &mut self.full[class as usize],
-            Linked::Dirty { class, bucket } => &mut self.dirty[class as usize][bucket as usize],
-            Linked::None => unreachable!("no list for Linked::None"),
+            Linked::Partial { class, bucket } => {
+                Some(&mut self.partial[class_index(class as usize)][bucket_index(bucket)])
+            }
+            Linked::Full { class } => Some(&mut self.full[class_index(class as usize)]),
+            Linked::Dirty { class, bucket } => Some(&mut self.dirty[dirty_index(class)][bucket_index(bucket)]),
+            Linked::None => None,
         }
     }
 
     fn link(&mut self, slice: &SliceMeta, linked: Linked) {
-        let head = self.head(linked);
+        let Some(head) = self.head(linked) else { return };
         let first = *head;
         slice.prev.set(ptr::null_mut());
         slice.next.set(first);
@@ -217,7 +237,7 @@ impl Inner {
         *head = slice as *const _ as *mut _;
         slice.linked.set(linked);
         if let Linked::Dirty { class, bucket } = linked {
-            self.dirty_classes[bucket as usize] |= 1u128 << class;
+            self.dirty_classes[bucket_index(bucket)] |= 1u128 << dirty_index(class);
         }
     }
 
@@ -233,14 +253,16 @@ impl Inner {
                 (*next).prev.set(prev);
             }
             if prev.is_null() {
-                *self.head(linked) = next;
+                if let Some(head) = self.head(linked) {
+                    *head = next;
+                }
             } else {
                 (*prev).next.set(next);
             }
         }
         if let Linked::Dirty { class, bucket } = linked {
-            if self.dirty[class as usize][bucket as usize].is_null() {
-                self.dirty_classes[bucket as usize] &= !(1u128 << class);
+            if self.dirty[dirty_index(class)][bucket_index(bucket)].is_null() {
+                self.dirty_classes[bucket_index(bucket)] &= !(1u128 << dirty_index(class));
             }
         }
         slice.linked.set(Linked::None);
@@ -281,7 +303,7 @@ impl Inner {
     }
 
     fn fresh_link(&mut self, page: &PageHeader) {
-        let bucket = page.bucket.get() as usize;
+        let bucket = bucket_index(page.bucket.get());
         let first = self.fresh_pages[bucket];
         page.fresh_prev.set(ptr::null_mut());
         page.fresh_next.set(first);
@@ -300,7 +322,7 @@ impl Inner {
                 (*next).fresh_prev.set(prev);
             }
             if prev.is_null() {
-                self.fresh_pages[page.bucket.get() as usize] = next;
+                self.fresh_pages[bucket_index(page.bucket.get())] = next;
             } else {
                 (*prev).fresh_next.set(next);
             }
@@ -416,6 +438,7 @@ impl Inner {
     /// Picks the cheapest slice for class `class` (see the module docs), or
     /// `None` when every mapped page is exhausted.
     fn choose<'a>(&self, class: usize) -> Option<&'a SliceMeta> {
+        let class = class_index(class);
         for bucket in (0..BUCKETS).rev() {
             let slice = self.partial[class][bucket];
             if !slice.is_null() {
@@ -433,7 +456,7 @@ impl Inner {
         for bucket in (0..BUCKETS).rev() {
             let classes = self.dirty_classes[bucket];
             if classes != 0 {
-                let other = classes.trailing_zeros() as usize;
+                let other = dirty_index(classes.trailing_zeros() as u8);
                 // SAFETY: a set bit means the list is not empty.
                 return Some(unsafe { &*self.dirty[other][bucket] });
             }
@@ -444,7 +467,7 @@ impl Inner {
                 // SAFETY: pages on the fresh list are live and have a fresh slice.
                 let page = unsafe { &*page };
                 let index = page.fresh.get().trailing_zeros() as usize;
-                return Some(&page.slices[index]);
+                return Some(&page.slices[index & (SLICES_PER_PAGE - 1)]);
             }
         }
         let slice = self.full[class];
@@ -582,7 +605,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         slice.free.set(ptr::null_mut());
         slice.set_used(0);
         slice.object_size.set(class_size(class) as u32);
-        slice.reciprocal.set(RECIPROCALS[class]);
+        slice.reciprocal.set(reciprocal(class));
         slice.capacity.set(objects_per_slice(class) as u32);
         slice.carved.set(0);
         slice.class.set(class as u8);
@@ -764,7 +787,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Moves a heap's counters and pending frees into the domain. Lock held.
     fn flush_locked(&self, inner: &mut Inner, heap: &mut Heap, now: u64) {
         let (pending, count, counters) = heap.drain_pending();
-        for &object in &pending[..count] {
+        for &object in pending.iter().take(count) {
             self.free_pending(inner, object, now);
         }
         inner.remote_frees += counters.remote_frees;
@@ -1015,8 +1038,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             let available = (header.fresh.get() | header.dirty.get()) & USABLE_MASK;
             if let Some(first) = find_run(available, count, stride) {
                 let mut zero = S::ZEROED;
-                for i in first..first + count {
-                    let slice = &header.slices[i];
+                for (i, slice) in header.slices.iter().enumerate().skip(first).take(count) {
                     zero &= slice.state.get() == SliceState::Clean;
                     let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
                     slice.object_size.set(0);
@@ -1087,8 +1109,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     let page = unsafe { page_of_slice(slice) };
                     let first = page.index_of(slice);
                     let count = slice.span.get() as usize;
-                    for i in first..first + count {
-                        let member = &page.slices[i];
+                    for member in page.slices.iter().skip(first).take(count) {
                         member.set_used(0);
                         inner.transition(member, SliceState::Dirty, SliceFlags::empty(), now);
                     }
@@ -1158,7 +1179,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 }
                 count
             });
-            for &slice in &batch[..count] {
+            for &slice in batch.iter().take(count) {
                 // SAFETY: PURGING slices are on no list; nobody touches them.
                 let slice = unsafe { &*slice };
                 let page = unsafe { page_of_slice(slice) };
@@ -1171,7 +1192,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
             let released = self.locked(|inner| {
                 let mut released = 0;
-                for &slice in &batch[..count] {
+                for &slice in batch.iter().take(count) {
                     // SAFETY: as above.
                     let slice = unsafe { &*slice };
                     slice.object_size.set(0);
@@ -1180,21 +1201,26 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     inner.purges += 1;
                     // SAFETY: as above.
                     let page = unsafe { page_of_slice(slice) };
+                    let page_pointer = page as *const PageHeader as *mut PageHeader;
                     if page.occupancy.get() == 0
                         && page.fresh.get() == USABLE_MASK
-                        && !empty[..released].contains(&(page as *const _ as *mut _))
+                        && !empty.iter().take(released).any(|&p| p == page_pointer)
                     {
-                        self.remove_page(inner, page);
-                        empty[released] = page as *const _ as *mut _;
-                        released += 1;
+                        if let Some(entry) = empty.get_mut(released) {
+                            self.remove_page(inner, page);
+                            *entry = page_pointer;
+                            released += 1;
+                        }
                     }
                 }
                 if all {
-                    released += self.remove_empty_pages(inner, &mut empty[released..]);
+                    if let Some(rest) = empty.get_mut(released..) {
+                        released += self.remove_empty_pages(inner, rest);
+                    }
                 }
                 released
             });
-            for &page in &empty[..released] {
+            for &page in empty.iter().take(released) {
                 // SAFETY: removed from every list and the registry.
                 unsafe { self.source.unmap(NonNull::new_unchecked(page as *mut u8), PAGE_SIZE) };
             }
@@ -1273,7 +1299,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     } else if slice.in_use() && !flags.contains(SliceFlags::SPAN_TAIL) {
                         let class = slice.class.get() as usize;
                         let used = slice.used() as usize;
-                        let c = &mut stats.classes[class];
+                        let c = &mut stats.classes[class_index(class)];
                         c.slices += 1;
                         c.objects_live += used;
                         if flags.contains(SliceFlags::CACHED) {
@@ -1361,8 +1387,10 @@ fn find_run(mask: u64, count: usize, stride: usize) -> Option<usize> {
         have += step;
     }
     let mut starts = 0u64;
-    for start in (0..64).step_by(stride) {
+    let mut start = 0;
+    while start < 64 {
         starts |= 1 << start;
+        start += stride.max(1);
     }
     run &= starts;
     (run != 0).then(|| run.trailing_zeros() as usize)

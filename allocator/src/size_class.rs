@@ -88,24 +88,44 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
     // A zero-size request still gets an object aligned as asked.
     let rounded = ((size + align - 1) & !(align - 1)).max(align);
     if rounded <= TABLE_LIMIT {
-        Some(SMALL_TABLE[rounded.div_ceil(2)] as usize)
+        match SMALL_TABLE.get(rounded.div_ceil(2)) {
+            Some(&class) => Some(class_index(class as usize)),
+            None => Some(class_index(compute_class(rounded))),
+        }
     } else if rounded <= MAX_SMALL {
-        Some(compute_class(rounded))
+        Some(class_index(compute_class(rounded)))
     } else {
         None
     }
 }
 
+/// `class` as an index into per-class tables, in a form the compiler can
+/// see is in range, so indexing needs no bounds check (a panic site in the
+/// kernel). Class numbers come from [`class_of`] or from a descriptor and are
+/// always in range; a bad one is taken as the largest class, which holds any
+/// small object, so even a caller's mistake cannot make an object too small.
+#[inline(always)]
+pub fn class_index(class: usize) -> usize {
+    class.min(CLASS_COUNT - 1)
+}
+
 /// Object size of class `class`.
 #[inline(always)]
 pub fn class_size(class: usize) -> usize {
-    CLASS_SIZES[class] as usize
+    CLASS_SIZES[class_index(class)] as usize
 }
 
 /// How many objects of class `class` fit in one slice.
 #[inline]
 pub fn objects_per_slice(class: usize) -> usize {
-    SLICE_SIZE / class_size(class)
+    // Class sizes are never zero; `max` lets the compiler see it.
+    SLICE_SIZE / class_size(class).max(1)
+}
+
+/// `RECIPROCALS[class]`.
+#[inline(always)]
+pub(crate) fn reciprocal(class: usize) -> u32 {
+    RECIPROCALS[class_index(class)]
 }
 
 // The table must end exactly at MAX_SMALL, every class must be even (bit 0 of

@@ -261,7 +261,7 @@ impl SliceMeta {
         if first >= capacity {
             return false;
         }
-        let last = capacity.min(first + (CARVE_BYTES / size).max(1));
+        let last = capacity.min(first + (CARVE_BYTES / size.max(1)).max(1));
         // SAFETY: descriptors live in page headers.
         let page = unsafe { crate::page::page_of_slice(self) };
         let base = page.slice_address(page.index_of(self));
