@@ -446,6 +446,37 @@ void strata_debugfs_remove(void)
 
 /* ---- the comparison: kmalloc and kmem_cache, timed here ----------------- */
 
+/* Single calls, for the cross-CPU pattern, which runs in Rust. */
+void *strata_kmalloc(size_t size)
+{
+	return kmalloc(size, GFP_KERNEL);
+}
+
+void strata_kfree(void *block)
+{
+	kfree(block);
+}
+
+void *strata_cache_alloc(struct kmem_cache *cache)
+{
+	return kmem_cache_alloc(cache, GFP_KERNEL);
+}
+
+void strata_cache_free(struct kmem_cache *cache, void *block)
+{
+	kmem_cache_free(cache, block);
+}
+
+unsigned int strata_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+void strata_cpu_relax(void)
+{
+	cpu_relax();
+}
+
 /* Pairs: alloc then free, @count times. Returns TSC cycles. */
 u64 strata_bench_kmalloc_pairs(size_t size, unsigned int count)
 {

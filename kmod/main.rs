@@ -126,6 +126,12 @@ pub(crate) mod ffi {
         pub(crate) fn strata_timer_stop(timer: *mut c_void);
         pub(crate) fn strata_debugfs_create(text: extern "C" fn(*mut u8, usize) -> usize);
         pub(crate) fn strata_debugfs_remove();
+        pub(crate) fn strata_kmalloc(size: usize) -> *mut c_void;
+        pub(crate) fn strata_kfree(block: *mut c_void);
+        pub(crate) fn strata_cache_alloc(cache: *mut c_void) -> *mut c_void;
+        pub(crate) fn strata_cache_free(cache: *mut c_void, block: *mut c_void);
+        pub(crate) fn strata_online_cpus() -> c_uint;
+        pub(crate) fn strata_cpu_relax();
         pub(crate) fn strata_bench_kmalloc_pairs(size: usize, count: c_uint) -> u64;
         pub(crate) fn strata_bench_kmalloc_batches(size: usize, batch: c_uint, rounds: c_uint) -> u64;
         pub(crate) fn strata_bench_cache_create(size: usize) -> *mut c_void;

@@ -200,10 +200,12 @@ impl Heap {
         class: usize,
         context: S::Context,
     ) -> *mut u8 {
-        let class = class_index(class);
         if self.domain == domain.id() {
+            // An out-of-range class finds no slice here and is clamped on
+            // the slow path.
+            let slice = self.current.get(class).copied().unwrap_or(empty());
             // SAFETY: `current` holds the sentinel or a slice this heap owns.
-            let slice = unsafe { &*self.current[class] };
+            let slice = unsafe { &*slice };
             let object = slice.free.get();
             if !object.is_null() {
                 // SAFETY: objects on an owned free list carry valid links.
@@ -401,13 +403,15 @@ impl Heap {
             return self.free_slow(domain, address);
         }
         // An address exactly one page past a header gives index 64; the mask
-        // turns it into the header slice, whose size 0 sends it to the
-        // checked slow path.
+        // turns it into the header slice, whose carved count of 0 sends it
+        // to the checked slow path.
         let slice = &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)];
         let size = slice.object_size.get();
         let offset = (address & (SLICE_SIZE - 1)) as u32;
         let index = ((offset as u64 * slice.reciprocal.get() as u64) >> 32) as u32;
-        if size == 0 || index * size != offset || index >= slice.carved.get() {
+        // An unformatted slice (size 0) has `carved == 0`: the last test
+        // sends it to the checked slow path.
+        if index * size != offset || index >= slice.carved.get() {
             return self.free_slow(domain, address);
         }
         // SAFETY: the checks above proved an object boundary of a carved

@@ -1042,6 +1042,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     zero &= slice.state.get() == SliceState::Clean;
                     let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
                     slice.object_size.set(0);
+                    slice.carved.set(0);
                     slice.free.set(ptr::null_mut());
                     slice.class.set(SPAN_CLASS);
                     slice.capacity.set(1);
@@ -1196,6 +1197,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     // SAFETY: as above.
                     let slice = unsafe { &*slice };
                     slice.object_size.set(0);
+                    slice.carved.set(0);
                     slice.free.set(ptr::null_mut());
                     inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
                     inner.purges += 1;

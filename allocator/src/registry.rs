@@ -40,9 +40,10 @@ fn slot(page: usize) -> Option<(usize, u64)> {
 /// Whether `page` (a page-aligned address) is a Strata page.
 #[inline(always)]
 pub fn contains(page: usize) -> bool {
-    match slot(page) {
-        // SAFETY: `slot` bounds the word index by `WORDS`.
-        Some((word, bit)) => unsafe { MAP.get_unchecked(word) }.load(Ordering::Relaxed) & bit != 0,
+    // The word index is in range exactly when the address is: one
+    // comparison rejects tagged and out-of-range addresses.
+    match MAP.get(page >> (PAGE_SHIFT + 6)) {
+        Some(word) => word.load(Ordering::Relaxed) & (1u64 << ((page >> PAGE_SHIFT) % 64)) != 0,
         None => false,
     }
 }

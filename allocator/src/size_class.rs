@@ -88,12 +88,13 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
     // A zero-size request still gets an object aligned as asked.
     let rounded = ((size + align - 1) & !(align - 1)).max(align);
     if rounded <= TABLE_LIMIT {
+        // Always in the table: `rounded <= TABLE_LIMIT`.
         match SMALL_TABLE.get(rounded.div_ceil(2)) {
-            Some(&class) => Some(class_index(class as usize)),
-            None => Some(class_index(compute_class(rounded))),
+            Some(&class) => Some(class as usize),
+            None => Some(compute_class(rounded)),
         }
     } else if rounded <= MAX_SMALL {
-        Some(class_index(compute_class(rounded)))
+        Some(compute_class(rounded))
     } else {
         None
     }

@@ -166,7 +166,9 @@ pub(crate) struct SliceMeta {
     /// Objects carved so far: objects `0..carved` have carried a link and a
     /// marker at least once; the rest of the slice was never touched. Grows
     /// only, by the slice's holder (owner, or domain under the lock).
-    /// Invariant: `used + free objects == carved` (remote ones count as used).
+    /// Invariant: `used + free objects == carved` (remote ones count as used),
+    /// and `carved == 0` whenever `object_size == 0`, so that the free fast
+    /// path's `index < carved` test also refuses unformatted slices.
     pub(crate) carved: Cell<u32>,
     /// Address of the owning heap, 0 when the domain holds the slice.
     /// Written under the domain lock; read without it by frees.
