@@ -106,12 +106,16 @@ void strata_unlock(spinlock_t *lock, unsigned long flags)
 /* ---- the page source ----------------------------------------------------- */
 
 /*
- * Strata pages by page number (address >> page shift): the pointer lookup
- * that replaces the user-space registry. xa_load is lock-free (RCU), so any
- * context may look a pointer up; stores and erases take the array's lock
- * with interrupts saved, since allocation may happen in hardirq context.
+ * Which addresses are Strata pages: the pointer lookup that replaces the
+ * user-space registry. A page from the buddy allocator (in the direct map)
+ * is marked in its struct page: page->private holds its address mixed with
+ * a key drawn at load, so no lock or RCU section is needed to look a
+ * pointer up. A vmalloc'ed page is indexed by page number in an xarray,
+ * whose loads are lock-free (RCU); stores and erases take the array's lock
+ * with interrupts saved, since allocation may happen in interrupt context.
  */
 static DEFINE_XARRAY_FLAGS(strata_pages, XA_FLAGS_LOCK_IRQ);
+static unsigned long strata_page_key;
 
 /* 4 KiB pages the source holds now: must be 0 after unload. */
 static atomic_long_t strata_pages_held = ATOMIC_LONG_INIT(0);
@@ -129,6 +133,8 @@ void strata_source_configure(unsigned int fail_every, bool no_high_order)
 {
 	strata_fail_every = fail_every;
 	strata_no_high_order = no_high_order;
+	/* Never 0: a page with no private data must not look like ours. */
+	strata_page_key = get_random_long() | 1;
 }
 
 bool strata_gfp_can_sleep(gfp_t gfp)
@@ -232,6 +238,12 @@ bool strata_register(unsigned long page, unsigned int shift, gfp_t gfp)
 	unsigned long flags;
 	void *old;
 
+	if (!is_vmalloc_addr((void *)page)) {
+		if (!virt_addr_valid(page))
+			return false;
+		set_page_private(virt_to_page((void *)page), page ^ strata_page_key);
+		return true;
+	}
 	if (gfpflags_allow_blocking(gfp) && !irqs_disabled())
 		return !xa_is_err(xa_store_irq(&strata_pages, page >> shift, (void *)page, gfp));
 	xa_lock_irqsave(&strata_pages, flags);
@@ -244,14 +256,23 @@ void strata_unregister(unsigned long page, unsigned int shift)
 {
 	unsigned long flags;
 
+	if (!is_vmalloc_addr((void *)page)) {
+		set_page_private(virt_to_page((void *)page), 0);
+		return;
+	}
 	xa_lock_irqsave(&strata_pages, flags);
 	__xa_erase(&strata_pages, page >> shift);
 	xa_unlock_irqrestore(&strata_pages, flags);
 }
 
+/* Any address may be asked about; none is dereferenced. */
 bool strata_owns(unsigned long page, unsigned int shift)
 {
-	return xa_load(&strata_pages, page >> shift) == (void *)page;
+	if (virt_addr_valid(page))
+		return page_private(virt_to_page((void *)page)) == (page ^ strata_page_key);
+	if (is_vmalloc_addr((void *)page))
+		return xa_load(&strata_pages, page >> shift) == (void *)page;
+	return false;
 }
 
 struct strata_source_counts {

@@ -2,14 +2,19 @@
 # Builds (or reuses) a Rust-enabled Linux kernel for the Strata module and
 # its qemu guest, and prints the build directory on its last line.
 #
-#   bash kmod/scripts/kernel.sh            # prints e.g. ~/.cache/strata/kernel/7.2.12-1-<hash>/build
+#   bash kmod/scripts/kernel.sh            # release: kernel.config
+#   bash kmod/scripts/kernel.sh --debug    # debug: kernel.config + kernel-debug.config
+#                                          # (lockdep, sleep-in-atomic checks)
+#
+# It prints e.g. ~/.cache/strata/kernel/7.2.12-1-rustc1.96.0-debug-<hash>/build.
 #
 # Everything slow is cached under ~/.cache/strata/ (or $STRATA_CACHE):
 #   bindgen/                 bindgen-cli, built with cargo install
 #   apt/                     a private apt state that can see Debian forky
 #   src/linux-source-<v>/    the unpacked kernel source
 #   kernel/<key>/build       the kernel build, keyed by kernel version,
-#                            rustc version and the config fragment's hash
+#                            rustc version, variant and the hash of this
+#                            script and the config fragments
 #
 # The system's apt sources are left alone: the kernel source package is
 # downloaded (not installed) through a private apt configuration.
@@ -83,12 +88,18 @@ EOF
     mv "$source_dir.tmp" "$source_dir"
 }
 
+variant=release
+fragments=("$here/kernel.config")
+if [[ ${1:-} == --debug ]]; then
+    variant=debug
+    fragments+=("$here/kernel-debug.config")
+fi
+
 build_kernel() {
-    local fragment=$here/kernel.config
     local rustc_version hash
     rustc_version=$($rustc --version | awk '{print $2}')
-    hash=$(cat "$fragment" "$here/kernel.sh" | sha256sum | cut -c1-12)
-    local key=$kernel_version-rustc$rustc_version-$hash
+    hash=$(cat "${fragments[@]}" "$here/kernel.sh" | sha256sum | cut -c1-12)
+    local key=$kernel_version-rustc$rustc_version-$variant-$hash
     build=$cache/kernel/$key/build
     if [[ -f $build/arch/x86/boot/bzImage && -f $build/.strata-complete ]]; then
         return
@@ -98,7 +109,7 @@ build_kernel() {
     local make=(make -C "$source_dir" O="$build" LLVM="$llvm" RUSTC="$rustc" BINDGEN="$bindgen" -j"$jobs")
     "${make[@]}" tinyconfig >&2
     (cd "$build" && KCONFIG_CONFIG=.config "$source_dir/scripts/kconfig/merge_config.sh" -m -O "$build" \
-        .config "$fragment" >&2)
+        .config "${fragments[@]}" >&2)
     "${make[@]}" olddefconfig >&2
     # Every line of the fragment must have survived; a missing dependency
     # silently drops an option (RUST vanishes without 64BIT, for one).
@@ -115,9 +126,9 @@ build_kernel() {
             log "lost: $line"
             lost=1
         fi
-    done <"$fragment"
+    done < <(cat "${fragments[@]}")
     if ((lost)); then
-        log "the kernel config dropped lines of $fragment"
+        log "the kernel config dropped lines of ${fragments[*]}"
         exit 1
     fi
     "${make[@]}" rustavailable >&2

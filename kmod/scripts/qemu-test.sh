@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # Everything `make -C kmod qemu-test` does, from a fresh machine (as root):
-# the kernel (scripts/kernel.sh builds or reuses it), the vendored crates,
-# strata.ko, the panic-site report, the initramfs, the qemu boot and its
-# checks. Prints the time of each step; the last line is
+# two kernels (scripts/kernel.sh builds or reuses them), the vendored crates,
+# strata.ko for each, the panic-site report, the initramfs, the qemu boots
+# and their checks. Prints the time of each step; the last line is
 # "qemu-test: PASS" or "qemu-test: FAIL (<step>)".
 #
-# Environment (all optional): KDIR, OUT (default kmod/out), TEST (default
-# kmod/tests/smoke.sh; expectations in the same path with .expect),
-# QEMU_TIMEOUT (600), MAX_PANIC_SITES (fail when the module has more).
+#   debug kernel (lockdep, sleep-in-atomic checks): tests/smoke.sh, the
+#       self-test, fault injection, 20 load/unload cycles and a short
+#       benchmark, with every lock-order or context mistake reported;
+#   release kernel: tests/bench.sh, the self-test again and the benchmark
+#       against kmalloc, kmem_cache and kmem_cache_alloc_bulk, whose lines
+#       are copied to out/bench.txt.
+#
+# Environment (all optional): OUT (default kmod/out), TEST (one test file
+# run on the debug kernel only; expectations in the same path with
+# .expect), QEMU_TIMEOUT (600), MAX_PANIC_SITES (default 2: fail when the
+# module has more).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 kmod=$(dirname "$here")
 out=${OUT:-$kmod/out}
-test=${TEST:-$kmod/tests/smoke.sh}
-expect=${test%.sh}.expect
-kdir=${KDIR:-}
+max_panic_sites=${MAX_PANIC_SITES:-2}
 
 times=()
 current=
@@ -37,26 +43,39 @@ run() { # run NAME CMD...: a timed step
     echo "===== qemu-test: $current" >&2
     local t0=$SECONDS
     "$@"
-    times+=("$(printf '%-12s %4ds' "$current" $((SECONDS - t0)))")
+    times+=("$(printf '%-22s %4ds' "$current" $((SECONDS - t0)))")
 }
 
-kernel() { kdir=$(bash "$here/kernel.sh" | tail -n1); echo "kernel build: $kdir" >&2; }
-[[ -n $kdir ]] || run kernel kernel
-run deps bash "$here/deps.sh"
-run module make -C "$kmod" --no-print-directory module KDIR="$kdir"
-panic_sites() { # the list goes to $out/panic-sites.txt, the summary to the output
-    mkdir -p "$out"
+# boot_with VARIANT TEST: the module for that kernel, then one boot.
+boot_with() {
+    local variant=$1 test=$2 kdir
+    local flag=()
+    [[ $variant == debug ]] && flag=(--debug)
+    kdir=$(bash "$here/kernel.sh" "${flag[@]}" | tail -n1)
+    echo "kernel build ($variant): $kdir" >&2
+    make -C "$kmod" --no-print-directory module KDIR="$kdir"
+    mkdir -p "$out/$variant"
     local rc=0
-    bash "$here/panic-sites.sh" ${MAX_PANIC_SITES:+--max "$MAX_PANIC_SITES"} "$kmod/strata.ko" \
-        >"$out/panic-sites.txt" || rc=$?
-    sed -n '/^--- by panic function/,$p' "$out/panic-sites.txt"
-    echo "(sites listed in $out/panic-sites.txt)"
-    return $rc
+    bash "$here/panic-sites.sh" --max "$max_panic_sites" "$kmod/strata.ko" >"$out/$variant/panic-sites.txt" || rc=$?
+    sed -n '/^--- by panic function/,$p' "$out/$variant/panic-sites.txt"
+    echo "(sites listed in $out/$variant/panic-sites.txt)"
+    ((rc == 0)) || return $rc
+    bash "$here/initramfs.sh" --module "$kmod/strata.ko" --test "$test" -o "$out/$variant/initramfs.cpio.gz"
+    local expect=${test%.sh}.expect expect_args=()
+    [[ -f $expect ]] && expect_args=(--expect-file "$expect")
+    bash "$here/boot.sh" --kernel "$kdir/arch/x86/boot/bzImage" --initrd "$out/$variant/initramfs.cpio.gz" \
+        --log "$out/$variant/serial.log" --timeout "${QEMU_TIMEOUT:-600}" "${expect_args[@]}"
 }
-run panic-sites panic_sites
-run initramfs bash "$here/initramfs.sh" --module "$kmod/strata.ko" --test "$test" -o "$out/initramfs.cpio.gz"
-expect_args=()
-[[ -f $expect ]] && expect_args=(--expect-file "$expect")
-run boot bash "$here/boot.sh" --kernel "$kdir/arch/x86/boot/bzImage" --initrd "$out/initramfs.cpio.gz" \
-    --log "$out/serial.log" --timeout "${QEMU_TIMEOUT:-600}" "${expect_args[@]}"
+
+run "kernels" bash -c "bash '$here/kernel.sh' --debug >/dev/null && bash '$here/kernel.sh' >/dev/null"
+run "deps" bash "$here/deps.sh"
+if [[ -n ${TEST:-} ]]; then
+    run "debug kernel: $(basename "$TEST")" boot_with debug "$TEST"
+else
+    run "debug kernel: smoke" boot_with debug "$kmod/tests/smoke.sh"
+    run "release kernel: bench" boot_with release "$kmod/tests/bench.sh"
+    grep -E 'strata: (bench|selftest):' "$out/release/serial.log" | sed 's/^strata: //' >"$out/bench.txt"
+    echo "benchmark on the release kernel (also in $out/bench.txt):"
+    grep 'bench:' "$out/bench.txt"
+fi
 current=
