@@ -1,7 +1,7 @@
 /* fork() from a program whose threads allocate all the time: each child
  * allocates (including from a new thread) and exits normally. A child that
- * inherited a held allocator lock would hang; the watchdog turns a hang
- * into a reported failure instead of a stuck test. */
+ * inherited a held allocator lock would hang; the test harness's hang guard
+ * turns a hang into a reported failure instead of a stuck test. */
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>

@@ -6,17 +6,29 @@
 //! test binary itself lives in, so `CARGO_TARGET_DIR` and `--target-dir` are
 //! respected without looking at them. Missing tools are a test failure with
 //! the Debian package to install, never a skip.
+//!
+//! Every program runs under a hang guard ([`HANG_GUARD`]): one that has not
+//! finished by then is killed, with everything it forked, and the test fails
+//! saying so. The guard is far above any program's running time; it only
+//! keeps a deadlock (the bug some tests look for) from hanging the suite.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::unix::process::ExitStatusExt;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::Duration;
 
 /// Text of the start-up banner that `STRATA_VERBOSE=1` prints when the
 /// library serves the process's `malloc`.
 pub const INTERPOSED: &str = "malloc interposed: yes";
+
+/// How long a program may run before [`run`] kills it and fails the test: a
+/// guard against hangs (deadlocks), not a performance limit.
+pub const HANG_GUARD: Duration = Duration::from_secs(300);
 
 /// The built shim.
 #[derive(Debug)]
@@ -139,15 +151,6 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(command: String, output: Output) -> Self {
-        Self {
-            command,
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
     /// Everything about the run, for assertion messages.
     pub fn describe(&self) -> String {
         format!(
@@ -194,11 +197,64 @@ impl Run {
     }
 }
 
-/// Runs `command` and collects its outcome.
+/// Runs `command` (stdin empty, stdout and stderr captured) and collects
+/// its outcome. A program still running after [`HANG_GUARD`] is killed,
+/// with its process group, and the test fails.
 pub fn run(command: &mut Command) -> Run {
     let line = format!("{command:?}");
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
-    Run::from_output(line, output)
+    // Its own process group, so that the guard also kills what it forked.
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    let pid = child.id();
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    // The waiter only watches: it waits with WNOWAIT, leaving the program to
+    // be reaped below, so its process id stays its own until then.
+    let (done, finished) = mpsc::channel();
+    thread::spawn(move || {
+        loop {
+            // SAFETY: all-zero is a valid `siginfo_t`, and `info` a valid
+            // out-parameter; WNOWAIT reaps nothing.
+            let result = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+            };
+            if result == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        let _ = done.send(());
+    });
+    let hung = finished.recv_timeout(HANG_GUARD).is_err();
+    if hung {
+        // SAFETY: signals the process group the program leads; the program
+        // has not been reaped yet, so the group's id is still its own.
+        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    }
+    let status = child.wait().unwrap_or_else(|e| panic!("cannot wait for {line}: {e}"));
+    let run = Run {
+        command: line,
+        status,
+        stdout: String::from_utf8_lossy(&stdout.join().expect("the stdout reader")).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.join().expect("the stderr reader")).into_owned(),
+    };
+    assert!(
+        !hung,
+        "the program did not finish within {} s (hang guard, not a time limit: probably a deadlock); \
+         killed it and its children\n{}",
+        HANG_GUARD.as_secs(),
+        run.describe()
+    );
+    run
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
 }
 
 /// A command running `program` with `libstrata.so` preloaded and the

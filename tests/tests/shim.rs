@@ -42,6 +42,16 @@ fn fork_under_multithreaded_load_does_not_deadlock() {
     assert_eq!(run.field("forks"), 200, "{}", run.describe());
 }
 
+/// `fork` while other threads allocate holding stdio locks (`fflush(NULL)`,
+/// `getline`, `open_memstream`): the allocator's lock must be taken after
+/// glibc's stdio list lock, as glibc takes its own. A deadlock is caught by
+/// the harness's hang guard.
+#[test]
+fn fork_while_stdio_allocates_does_not_deadlock() {
+    let run = run_checked("fork_stdio.c", &[]);
+    assert_eq!(run.field("forks"), 200, "{}", run.describe());
+}
+
 #[test]
 fn thread_churn_keeps_rss_bounded() {
     let run = run_checked("churn.c", &[]);
@@ -52,6 +62,32 @@ fn thread_churn_keeps_rss_bounded() {
     // dead threads, they would pass 3 GiB. Returned, they are reused.
     assert!(end <= warm + 64 * 1024, "RSS grew from {warm} KiB to {end} KiB over 3600 threads\n{}", run.describe());
     assert!(peak <= 256 * 1024, "peak RSS {peak} KiB\n{}", run.describe());
+}
+
+/// Destructors of a pthread key created after the shim's allocate with the
+/// thread's cache, in every round glibc runs, and the cache still goes back
+/// (also for heaps made during the destructor rounds).
+#[test]
+fn thread_exit_destructors_allocate_from_the_thread_cache() {
+    let run = run_checked("thread_exit_cache.c", &[]);
+    let threads = run.field("threads_per_round");
+    for round in 1..=3 {
+        let refills = run.field(&format!("refills_round{round}"));
+        // 2000 objects of 256 bytes take 8 slices from a cache, so about 9
+        // refills per thread; served without a cache, only the thread's own
+        // allocation refills, once.
+        assert!(
+            refills >= 4 * threads,
+            "destructors in round {round}: {refills} refills for {threads} threads, so not from the cache\n{}",
+            run.describe()
+        );
+    }
+    let growth = run.field("live_growth");
+    // A heap kept for a round that never comes holds about 12 KiB (itself,
+    // and the objects of the slices it owns) per thread, 800 threads.
+    assert!(growth <= 256 * 1024, "live bytes grew by {growth} over 2000 threads\n{}", run.describe());
+    let rss = run.field("rss_growth_kib");
+    assert!(rss <= 64 * 1024, "RSS grew by {rss} KiB over 2000 threads\n{}", run.describe());
 }
 
 /// Runs one misuse case and checks the single abort line naming the

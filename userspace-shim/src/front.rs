@@ -22,10 +22,31 @@
 //! Any allocation made during steps 2 and 3 finds the slot `Registering` and
 //! is served by the domain directly, so set-up never recurses.
 //!
-//! When the thread exits, glibc calls `thread_exit` with the heap: the slot
-//! moves to [`SlotState::Gone`], the heap gives its slices back to the domain
-//! and its memory is freed. Destructors that run later on that thread still
-//! allocate and free, without a cache.
+//! # Thread exit
+//!
+//! When the thread exits, glibc calls `thread_exit` with the heap. glibc runs
+//! key destructors in rounds, each in key order, and starts another round
+//! (up to `PTHREAD_DESTRUCTOR_ITERATIONS`, 4) while some destructor set a
+//! value again. The shim's key is created early, so its destructor comes
+//! before those of keys created later (by libraries loaded later, or the
+//! program), which may well allocate. So, as jemalloc re-arms its key,
+//! `thread_exit` sets the key's value again in every round but the last:
+//! the heap stays in place and the other destructors allocate with it. In
+//! the last round the slot moves to [`SlotState::Gone`], the heap gives its
+//! slices back to the domain and its memory is freed. Destructors that run
+//! after that (later in the last round) still allocate and free, without a
+//! cache.
+//!
+//! Counting calls tells the round only for a heap that existed before the
+//! rounds began. A thread whose first allocation is made by a destructor
+//! gets its heap during the rounds, and nothing the shim can observe tells
+//! in which: its last call may be one glibc never makes. So a heap kept for
+//! another round is also entered, with its thread's id, in [`LIMBO`], and
+//! leaves it in its last call. A heap still there once its thread is gone
+//! (the kernel knows no such thread) was left behind, and is given back by
+//! the next thread that looks ([`reap_orphans`]: when [`LIMBO`] is full,
+//! and in [`trim`] and [`stats`]). When [`LIMBO`] is full even so, the heap
+//! goes back at once, as it would without re-arming.
 //!
 //! # Returning memory
 //!
@@ -38,15 +59,16 @@
 //! # Locks and `fork`
 //!
 //! The shim adds no lock of its own to the core's domain lock. The `fork`
-//! handlers take that lock in the parent before `fork` and release it on both
-//! sides after, so a child forked while other threads allocate finds it free.
+//! handlers take that lock in the parent before `fork` (after glibc's stdio
+//! list lock; see `process_init` for why) and release both on each side
+//! after, so a child forked while other threads allocate finds them free.
 //! Slices cached by the parent's other threads stay owned by heaps that do
 //! not exist in the child: the child can free into them (their objects go on
 //! remote lists) but they are not reused there.
 
 use core::alloc::Layout;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use strata_core::source::MmapSource;
 use strata_core::{Domain, FreeError, Heap, PageSource, SpinLock, Stats};
@@ -73,6 +95,30 @@ const FAILED: u8 = 3;
 /// The pthread key whose destructor returns a thread's heap. Valid once
 /// `PROCESS` is [`DONE`].
 static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
+
+/// How many times glibc calls the exit key's destructor if it sets the
+/// value again each time (`PTHREAD_DESTRUCTOR_ITERATIONS`): the heap goes
+/// back in the last call. Read once by `process_init`.
+static EXIT_ROUNDS: AtomicUsize = AtomicUsize::new(1);
+
+/// Whether `fork_prepare` took the locks, for the handlers after `fork`.
+/// Written only with the stdio list lock held, so concurrent forks see
+/// their own.
+static FORK_LOCKED: AtomicBool = AtomicBool::new(false);
+
+/// Entries of [`LIMBO`].
+const LIMBO_ENTRIES: usize = 64;
+
+/// Heaps kept for another round of thread-exit destructors (see the module
+/// docs): null, [`CLAIMED`] while a thread works on the entry, or a heap,
+/// whose thread's id is in [`LIMBO_TID`].
+static LIMBO: [AtomicPtr<Heap>; LIMBO_ENTRIES] = [const { AtomicPtr::new(ptr::null_mut()) }; LIMBO_ENTRIES];
+
+/// The thread of each heap in [`LIMBO`], written before the heap.
+static LIMBO_TID: [AtomicI32; LIMBO_ENTRIES] = [const { AtomicI32::new(0) }; LIMBO_ENTRIES];
+
+/// A [`LIMBO`] entry a thread is filling in or examining; never a heap.
+const CLAIMED: *mut Heap = ptr::dangling_mut();
 
 // Heaps are allocated as small objects from the domain.
 const _: () = assert!(core::mem::size_of::<Heap>() <= strata_core::size_class::MAX_SMALL);
@@ -336,15 +382,17 @@ pub fn release_thread_cache() {
 /// Returns every unused byte to the OS now. Returns whether the resident
 /// estimate went down.
 pub fn trim() -> bool {
+    reap_orphans();
     release_thread_cache();
     let before = DOMAIN.stats().bytes_resident;
     DOMAIN.purge_all();
     DOMAIN.stats().bytes_resident < before
 }
 
-/// A statistics snapshot, with the calling thread's cache given back first
-/// so that its frees count.
+/// A statistics snapshot, with the calling thread's cache (and those left
+/// behind by exited threads) given back first so that their frees count.
 pub fn stats() -> Stats {
+    reap_orphans();
     release_thread_cache();
     DOMAIN.stats()
 }
@@ -417,22 +465,157 @@ unsafe fn discard_heap(heap: *mut Heap) {
     }
 }
 
-/// The thread-exit key's destructor: gives the heap back.
+/// The thread-exit key's destructor: keeps the heap for the other keys'
+/// destructors until glibc's last round, then gives it back (see the module
+/// docs).
 extern "C" fn thread_exit(value: *mut libc::c_void) {
     let slot = tls::slot();
+    let heap = value as *mut Heap;
     // SAFETY: glibc runs key destructors on the exiting thread, with the
-    // value set by `new_heap` for this thread; clearing the slot first sends
-    // every later call on this thread to the domain.
+    // value set by `new_heap` (or an earlier call) for this thread. The slot
+    // is this thread's; clearing it first sends every later call on this
+    // thread to the domain.
     unsafe {
-        if (*slot).heap == value as *mut Heap {
+        if (*slot).heap == heap {
+            (*slot).exit_calls += 1;
+            if (*slot).exit_calls < EXIT_ROUNDS.load(Ordering::Relaxed) && keep_for_next_round(slot, heap) {
+                return;
+            }
             (*slot).set(SlotState::Gone, ptr::null_mut());
+            if (*slot).limbo != 0 {
+                limbo_leave((*slot).limbo - 1, heap);
+                (*slot).limbo = 0;
+            }
         }
-        discard_heap(value as *mut Heap);
+        discard_heap(heap);
+    }
+}
+
+/// Has glibc call `thread_exit` again in its next round, with the heap
+/// entered in [`LIMBO`] meanwhile. Returns false, with nothing armed, when
+/// the heap must go now.
+///
+/// # Safety
+/// `slot` is the calling thread's, in `thread_exit`, with `heap` its heap.
+unsafe fn keep_for_next_round(slot: *mut ThreadSlot, heap: *mut Heap) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if (*slot).limbo == 0 {
+            match limbo_enter(heap) {
+                Some(index) => (*slot).limbo = index + 1,
+                None => return false,
+            }
+        }
+        // A key below 32 takes no allocation; a higher one has its block
+        // already, holding the value glibc just cleared.
+        libc::pthread_setspecific(EXIT_KEY.load(Ordering::Relaxed), heap.cast()) == 0
+    }
+}
+
+/// Enters `heap`, of the calling thread, in [`LIMBO`]; `None` when it is
+/// full even after reaping.
+fn limbo_enter(heap: *mut Heap) -> Option<usize> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    for attempt in 0..2 {
+        for (index, entry) in LIMBO.iter().enumerate() {
+            if entry.compare_exchange(ptr::null_mut(), CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                LIMBO_TID[index].store(tid, Ordering::Relaxed);
+                entry.store(heap, Ordering::Release);
+                return Some(index);
+            }
+        }
+        if attempt == 0 {
+            reap_orphans();
+        }
+    }
+    None
+}
+
+/// Takes `heap`, of the calling thread, out of [`LIMBO`] entry `index`.
+fn limbo_leave(index: usize, heap: *mut Heap) {
+    loop {
+        match LIMBO[index].compare_exchange(heap, ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            // A thread is examining the entry, or filling it in after a fork
+            // cleared it; it is done in a few instructions.
+            Err(current) if current == CLAIMED => core::hint::spin_loop(),
+            // Cleared in a child process by `fork_child`: nothing to take out.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Gives back the heaps in [`LIMBO`] whose thread is gone: exited after a
+/// last round in which `thread_exit` expected another.
+fn reap_orphans() {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    for (index, entry) in LIMBO.iter().enumerate() {
+        let heap = entry.load(Ordering::Acquire);
+        if heap.is_null() || heap == CLAIMED {
+            continue;
+        }
+        if entry.compare_exchange(heap, CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            continue;
+        }
+        let tid = LIMBO_TID[index].load(Ordering::Relaxed);
+        // SAFETY: signal 0 only checks that the thread exists. A thread of
+        // this process keeps its id until it is gone, so ESRCH means the
+        // owner will never touch the heap again; an id reused since by
+        // another thread only keeps the heap longer.
+        let gone = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            // SAFETY: the heap's thread has exited; the claim keeps every
+            // other thread away from it.
+            unsafe { discard_heap(heap) };
+            entry.store(ptr::null_mut(), Ordering::Release);
+        } else {
+            entry.store(heap, Ordering::Release);
+        }
     }
 }
 
 /// Creates the thread-exit key and installs the `fork` handlers, once per
 /// process. Returns whether the thread caches can be used.
+///
+/// # The `fork` handlers and glibc's locks
+///
+/// glibc's `fork` (2.34 and later) runs the atfork prepare handlers, then
+/// takes the stdio list lock (`_IO_list_lock`), and only then its own malloc
+/// locks, last because "the libio list lock has an indirect malloc
+/// dependency" (posix/fork.c): `fflush(NULL)` and `exit` hold the list lock
+/// while they take each stream's lock, and `getline`, `open_memstream` or a
+/// `fopencookie` write allocate while holding a stream's lock. A prepare
+/// handler that takes the domain lock and returns would have `fork` wait for
+/// the list lock with the domain lock held: with one thread in
+/// `fflush(NULL)` waiting for a stream that another thread holds while it
+/// waits for the domain, nobody moves.
+///
+/// Holding no lock across `fork` and resetting the domain lock in the child
+/// is no way out: another thread may be halfway through a change to the
+/// domain's lists at that moment, and the child would inherit them half
+/// changed; glibc also holds its arena locks across `fork`. So
+/// `fork_prepare` takes the locks in glibc's order itself: the stdio list
+/// lock first (a recursive lock, which `fork` then takes again on the same
+/// thread), then the domain lock. No thread holds the domain lock while it
+/// waits for anything else (nothing calls into libc under it), so the order
+/// is list lock before domain lock everywhere. The other lock `fork` takes
+/// before the list lock, that of the NSS configuration, is only ever held
+/// for copies, never across an allocation. Like glibc, the handlers take no
+/// lock when the process has a single thread (`__libc_single_threaded`):
+/// nobody else can hold them, and a `fork` from a signal handler that
+/// interrupted an allocation must not wait for itself.
+///
+/// After `fork` the parent releases the domain lock and its hold on the list
+/// lock (glibc releases its own); the child, the only thread there,
+/// releases the domain lock and resets the list lock, as glibc does.
+///
+/// Prepare handlers run in the reverse order of registration, so the
+/// handlers of libraries that register after the shim (all of them, in
+/// practice: this runs at the process's first allocation) run before
+/// `fork_prepare` and may allocate.
 fn process_init() -> bool {
     loop {
         match PROCESS.compare_exchange(NOT_STARTED, RUNNING, Ordering::Acquire, Ordering::Acquire) {
@@ -443,6 +626,11 @@ fn process_init() -> bool {
             Err(_) => core::hint::spin_loop(),
         }
     }
+    // SAFETY: `sysconf` has no memory-safety preconditions. glibc answers
+    // PTHREAD_DESTRUCTOR_ITERATIONS; anything unexpected means no extra
+    // rounds, the behaviour of a single-round C library.
+    let rounds = unsafe { libc::sysconf(libc::_SC_THREAD_DESTRUCTOR_ITERATIONS) };
+    EXIT_ROUNDS.store(usize::try_from(rounds).map_or(1, |rounds| rounds.clamp(1, 16)), Ordering::Relaxed);
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is a valid out-pointer; `thread_exit` is a valid
     // destructor. Neither call holds a lock of ours, so allocations they make
@@ -456,17 +644,62 @@ fn process_init() -> bool {
     ok
 }
 
+extern "C" {
+    /// Nonzero while the process has had a single thread (glibc 2.32).
+    static __libc_single_threaded: core::ffi::c_char;
+    /// Takes glibc's stdio list lock (recursive).
+    fn _IO_list_lock();
+    /// Releases one hold on the stdio list lock.
+    fn _IO_list_unlock();
+    /// Resets the stdio list lock to unlocked.
+    fn _IO_list_resetlock();
+}
+
 extern "C" fn fork_prepare() {
+    // SAFETY: a byte glibc maintains; read as glibc's `fork` reads it.
+    if unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) } != 0 {
+        return;
+    }
+    // SAFETY: takes the stdio list lock; no lock of ours is held.
+    unsafe { _IO_list_lock() };
     DOMAIN.fork_prepare();
+    FORK_LOCKED.store(true, Ordering::Relaxed);
 }
 
 extern "C" fn fork_parent() {
-    // SAFETY: glibc runs this after `fork_prepare` on the forking thread.
-    unsafe { DOMAIN.fork_parent() };
+    if FORK_LOCKED.swap(false, Ordering::Relaxed) {
+        // SAFETY: glibc runs this on the forking thread, after `fork_prepare`
+        // took both locks there.
+        unsafe {
+            DOMAIN.fork_parent();
+            _IO_list_unlock();
+        }
+    }
 }
 
 extern "C" fn fork_child() {
-    // SAFETY: glibc runs this in the child after `fork_prepare` ran in the
-    // parent.
-    unsafe { DOMAIN.fork_child() };
+    if FORK_LOCKED.swap(false, Ordering::Relaxed) {
+        // SAFETY: glibc runs this in the child, the only thread, after
+        // `fork_prepare` took both locks in the parent.
+        unsafe {
+            DOMAIN.fork_child();
+            _IO_list_resetlock();
+        }
+    }
+    // The parent's other exiting threads do not exist here, and their ids
+    // mean nothing: their heaps stay with those of the parent's other
+    // threads. The forking thread, if it is exiting, keeps its entry under
+    // its new id.
+    for entry in &LIMBO {
+        entry.store(ptr::null_mut(), Ordering::Relaxed);
+    }
+    let slot = tls::slot();
+    // SAFETY: this thread's slot; gettid has no preconditions.
+    unsafe {
+        if (*slot).limbo != 0 && !(*slot).heap.is_null() {
+            let index = (*slot).limbo - 1;
+            LIMBO_TID[index].store(libc::gettid(), Ordering::Relaxed);
+            LIMBO[index].store((*slot).heap, Ordering::Release);
+        }
+    }
 }

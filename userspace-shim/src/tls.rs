@@ -14,7 +14,7 @@
 //! The *initial-exec* model has no such call: the slot lives at a fixed
 //! offset from the thread pointer, set when the library is loaded. Stable
 //! Rust cannot ask for that model, so on x86-64 the slot is a `.tbss` symbol
-//! defined and addressed with a few lines of assembly. The slot is 32 bytes,
+//! defined and addressed with a few lines of assembly. The slot is 48 bytes,
 //! well within the static TLS surplus glibc reserves for modules that are
 //! `dlopen`ed later, so loading with `dlopen` works too (the library is then
 //! marked `DF_STATIC_TLS`).
@@ -59,6 +59,12 @@ pub struct ThreadSlot {
     pub frees: usize,
     /// Coarse-clock time (ms) before which tidying is skipped.
     pub next_tidy_ms: u64,
+    /// Calls of the thread-exit key's destructor so far (see
+    /// [`crate::front`]).
+    pub exit_calls: usize,
+    /// One more than the index of the heap's entry among the heaps of
+    /// exiting threads, or 0 (see [`crate::front`]).
+    pub limbo: usize,
 }
 
 impl ThreadSlot {
@@ -115,8 +121,16 @@ pub fn slot() -> *mut ThreadSlot {
 
 #[cfg(not(target_arch = "x86_64"))]
 std::thread_local! {
-    static SLOT: core::cell::UnsafeCell<ThreadSlot> =
-        const { core::cell::UnsafeCell::new(ThreadSlot { heap: core::ptr::null_mut(), state: 0, frees: 0, next_tidy_ms: 0 }) };
+    static SLOT: core::cell::UnsafeCell<ThreadSlot> = const {
+        core::cell::UnsafeCell::new(ThreadSlot {
+            heap: core::ptr::null_mut(),
+            state: 0,
+            frees: 0,
+            next_tidy_ms: 0,
+            exit_calls: 0,
+            limbo: 0,
+        })
+    };
 }
 
 /// The calling thread's slot.
