@@ -433,6 +433,46 @@ void strata_timer_stop(struct strata_timer *t)
 	kfree(t);
 }
 
+/* ---- a periodic timer_list (softirq) pinned to the CPU that starts it ---- */
+
+struct strata_soft_timer {
+	struct timer_list timer;
+	void (*function)(void *data);
+	void *data;
+	bool stopping;
+};
+
+static void strata_soft_timer_fire(struct timer_list *timer)
+{
+	struct strata_soft_timer *t = timer_container_of(t, timer, timer);
+
+	t->function(t->data);
+	if (!READ_ONCE(t->stopping))
+		mod_timer(&t->timer, jiffies + 1);
+}
+
+struct strata_soft_timer *strata_soft_timer_start(void (*function)(void *), void *data)
+{
+	struct strata_soft_timer *t = kzalloc(sizeof(*t), GFP_KERNEL);
+
+	if (!t)
+		return NULL;
+	t->function = function;
+	t->data = data;
+	timer_setup(&t->timer, strata_soft_timer_fire, TIMER_PINNED);
+	mod_timer(&t->timer, jiffies + 1);
+	return t;
+}
+
+void strata_soft_timer_stop(struct strata_soft_timer *t)
+{
+	if (!t)
+		return;
+	WRITE_ONCE(t->stopping, true);
+	timer_delete_sync(&t->timer);
+	kfree(t);
+}
+
 /* ---- debugfs: strata/stats ----------------------------------------------- */
 
 static size_t (*strata_stats_text)(char *buffer, size_t size);

@@ -13,6 +13,7 @@
 struct kmem_cache;
 struct strata_source_counts;
 struct strata_timer;
+struct strata_soft_timer;
 
 unsigned long strata_irq_save(void);
 void strata_irq_restore(unsigned long flags);
@@ -39,6 +40,8 @@ void strata_on_each_cpu(void (*function)(void *, unsigned int), void *data);
 int strata_run_workers(int (*function)(void *, unsigned int), void *data, unsigned int count);
 struct strata_timer *strata_timer_start(void (*function)(void *), void *data, u64 period_ns);
 void strata_timer_stop(struct strata_timer *t);
+struct strata_soft_timer *strata_soft_timer_start(void (*function)(void *), void *data);
+void strata_soft_timer_stop(struct strata_soft_timer *t);
 void strata_debugfs_create(size_t (*text)(char *buffer, size_t size));
 void strata_debugfs_remove(void);
 u64 strata_bench_kmalloc_pairs(size_t size, unsigned int count);

@@ -124,6 +124,8 @@ pub(crate) mod ffi {
             period_ns: u64,
         ) -> *mut c_void;
         pub(crate) fn strata_timer_stop(timer: *mut c_void);
+        pub(crate) fn strata_soft_timer_start(function: extern "C" fn(*mut c_void), data: *mut c_void) -> *mut c_void;
+        pub(crate) fn strata_soft_timer_stop(timer: *mut c_void);
         pub(crate) fn strata_debugfs_create(text: extern "C" fn(*mut u8, usize) -> usize);
         pub(crate) fn strata_debugfs_remove();
         pub(crate) fn strata_kmalloc(size: usize) -> *mut c_void;
@@ -251,9 +253,9 @@ unsafe impl RawLock for KernelLock {
 
 /// Kernel pages: one buddy allocation per Strata page when a high order is
 /// available, else (for callers that may sleep) vmalloc'ed memory built from
-/// order-0 pages. Pointers are looked up in an xarray indexed by page number.
-/// Purging does nothing: a page goes back whole, once all its slices are
-/// unused.
+/// order-0 pages. Pointers are looked up through a mark in the `struct page`
+/// of buddy pages and an xarray of vmalloc'ed ones. Purging does nothing: a
+/// page goes back whole, once all its slices are unused.
 pub struct KernelSource;
 
 // SAFETY: `strata_map` returns exclusive, aligned, writable memory of the
@@ -278,18 +280,20 @@ unsafe impl PageSource for KernelSource {
     }
 
     fn register(&self, page: usize, context: Gfp) -> bool {
-        // SAFETY: stores a number in the module's xarray.
+        // SAFETY: `page` starts a live mapping of this source: its struct
+        // page is marked, or its number stored in the xarray.
         unsafe { ffi::strata_register(page as c_ulong, PAGE_SHIFT, context.0) }
     }
 
     fn unregister(&self, page: usize) {
-        // SAFETY: erases a number from the module's xarray.
+        // SAFETY: `page` was registered; the mark or entry is removed.
         unsafe { ffi::strata_unregister(page as c_ulong, PAGE_SHIFT) }
     }
 
     #[inline]
     fn owns(&self, page: usize) -> bool {
-        // SAFETY: a lock-free lookup; the page is not touched.
+        // SAFETY: a lock-free lookup of any address; the page itself is not
+        // touched.
         unsafe { ffi::strata_owns(page as c_ulong, PAGE_SHIFT) }
     }
 
@@ -541,7 +545,7 @@ unsafe impl Allocator for StrataAllocator {
         if layout.size() == 0 {
             if let Some(old) = old {
                 // SAFETY: the caller passes a live block of ours.
-                free_or_warn(strata, unsafe { strata.free(old.as_ptr()) });
+                free_or_warn(unsafe { strata.free(old.as_ptr()) });
             }
             let dangling = NonNull::new(layout.align() as *mut u8).ok_or(AllocError)?;
             return Ok(NonNull::slice_from_raw_parts(dangling, 0));
@@ -554,7 +558,7 @@ unsafe impl Allocator for StrataAllocator {
             // the old one is live and ours, and not used afterwards.
             unsafe {
                 ptr::copy_nonoverlapping(old.as_ptr(), new.as_ptr(), old_layout.size().min(layout.size()));
-                free_or_warn(strata, strata.free(old.as_ptr()));
+                free_or_warn(strata.free(old.as_ptr()));
             }
         }
         Ok(NonNull::slice_from_raw_parts(new, layout.size()))
@@ -562,7 +566,7 @@ unsafe impl Allocator for StrataAllocator {
 }
 
 /// A bad free through the allocator API: refused, with a warning.
-fn free_or_warn(_strata: &KernelStrata, result: Result<(), FreeError>) {
+fn free_or_warn(result: Result<(), FreeError>) {
     if let Err(error) = result {
         pr_warn!("refused a free: {}\n", format_args!("{error}"));
         kernel::warn_on!(true);

@@ -4,8 +4,9 @@
 //! random allocations, frees, bulk calls, cross-CPU frees and `KVec`/`KBox`
 //! work on Strata, checking every block's contents before it is freed, while
 //! an hrtimer on every CPU allocates and frees with `GFP_ATOMIC` in hardirq
-//! context. At the end every block is freed, and the statistics must show
-//! zero bytes live and agree with the test's own counts.
+//! context, and a timer_list on every CPU does the same in softirq context.
+//! At the end every block is freed, and the statistics must show zero bytes
+//! live and agree with the test's own counts.
 
 use core::alloc::Layout;
 use core::ffi::{c_int, c_uint, c_void};
@@ -52,6 +53,7 @@ struct Counts {
     collection_calls: AtomicU64,
     atomic_allocations: AtomicU64,
     atomic_failures: AtomicU64,
+    softirq_allocations: AtomicU64,
     failures: AtomicU64,
     corruptions: AtomicU64,
 }
@@ -60,8 +62,13 @@ struct Test<'a> {
     strata: &'a KernelStrata,
     iterations: u32,
     exchange: [AtomicUsize; EXCHANGE],
+    /// Blocks the hrtimer (hardirq) of each CPU holds, and its ticks.
     timer_slots: [[AtomicUsize; TIMER_SLOTS]; MAX_CPUS],
     timer_ticks: [AtomicU64; MAX_CPUS],
+    /// The same for the timer_list (softirq) of each CPU: separate slots,
+    /// since the hrtimer can interrupt the softirq on the same CPU.
+    soft_slots: [[AtomicUsize; TIMER_SLOTS]; MAX_CPUS],
+    soft_ticks: [AtomicU64; MAX_CPUS],
     counts: Counts,
 }
 
@@ -238,11 +245,13 @@ impl Test<'_> {
         let mut random = Random(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9));
         // SAFETY: kthreads below the online count are bound to their CPU.
         let cpu = unsafe { ffi::strata_cpu() } as usize;
-        let timer = if index < unsafe { ffi::strata_cpu_ids() } && cpu == index as usize && cpu < MAX_CPUS {
-            // SAFETY: the test outlives the timer, which is stopped below.
-            unsafe { ffi::strata_timer_start(timer_tick, self as *const Self as *mut c_void, TIMER_PERIOD_NS) }
+        let pinned = index < unsafe { ffi::strata_cpu_ids() } && cpu == index as usize && cpu < MAX_CPUS;
+        let me = self as *const Self as *mut c_void;
+        let (timer, soft_timer) = if pinned {
+            // SAFETY: the test outlives both timers, which are stopped below.
+            unsafe { (ffi::strata_timer_start(timer_tick, me, TIMER_PERIOD_NS), ffi::strata_soft_timer_start(soft_tick, me)) }
         } else {
-            ptr::null_mut()
+            (ptr::null_mut(), ptr::null_mut())
         };
         let mut held = [ptr::null_mut::<u8>(); HELD];
         let mut ok = true;
@@ -276,15 +285,21 @@ impl Test<'_> {
             }
         }
         // SAFETY: started above, or null.
-        unsafe { ffi::strata_timer_stop(timer) };
+        unsafe {
+            ffi::strata_timer_stop(timer);
+            ffi::strata_soft_timer_stop(soft_timer);
+        }
         ok
     }
 
-    /// One timer tick on this CPU, in hardirq context.
-    fn tick(&self) {
-        // SAFETY: interrupts are off in a timer callback.
+    /// One timer tick on this CPU, in hardirq (`hard`) or softirq context:
+    /// a `GFP_ATOMIC` allocation into an empty slot, or a checked free of a
+    /// full one.
+    fn tick(&self, hard: bool) {
+        // SAFETY: a timer callback does not migrate.
         let cpu = unsafe { ffi::strata_cpu() } as usize;
-        let (Some(slots), Some(ticks)) = (self.timer_slots.get(cpu), self.timer_ticks.get(cpu)) else { return };
+        let (slots, ticks) = if hard { (&self.timer_slots, &self.timer_ticks) } else { (&self.soft_slots, &self.soft_ticks) };
+        let (Some(slots), Some(ticks)) = (slots.get(cpu), ticks.get(cpu)) else { return };
         let tick = ticks.fetch_add(1, Ordering::Relaxed);
         let slot = &slots[tick as usize % TIMER_SLOTS];
         let block = slot.load(Ordering::Relaxed) as *mut u8;
@@ -295,6 +310,9 @@ impl Test<'_> {
                 self.counts.atomic_failures.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.counts.atomic_allocations.fetch_add(1, Ordering::Relaxed);
+                if !hard {
+                    self.counts.softirq_allocations.fetch_add(1, Ordering::Relaxed);
+                }
                 slot.store(fresh as usize, Ordering::Relaxed);
             }
         } else {
@@ -342,7 +360,13 @@ extern "C" fn worker(data: *mut c_void, index: c_uint) -> c_int {
 extern "C" fn timer_tick(data: *mut c_void) {
     // SAFETY: `data` is the test; timers are stopped before it ends.
     let test = unsafe { &*(data as *const Test<'_>) };
-    test.tick();
+    test.tick(true);
+}
+
+extern "C" fn soft_tick(data: *mut c_void) {
+    // SAFETY: as for `timer_tick`.
+    let test = unsafe { &*(data as *const Test<'_>) };
+    test.tick(false);
 }
 
 /// Runs the self-test and prints its summary line.
@@ -365,7 +389,8 @@ pub(crate) fn run(strata: &KernelStrata, iterations: u32, faults_expected: bool)
     // SAFETY: `test` outlives the workers, which are all waited for.
     let failed = unsafe { ffi::strata_run_workers(worker, &*test as *const Test<'_> as *mut c_void, threads) };
     // Timers are stopped; free what they and the exchange still hold.
-    for slot in Iterator::chain(test.timer_slots.iter().flatten(), test.exchange.iter()) {
+    let held = Iterator::chain(test.timer_slots.iter().flatten(), test.soft_slots.iter().flatten());
+    for slot in Iterator::chain(held, test.exchange.iter()) {
         let block = slot.swap(0, Ordering::Relaxed) as *mut u8;
         if !block.is_null() {
             test.release(block);
@@ -375,9 +400,11 @@ pub(crate) fn run(strata: &KernelStrata, iterations: u32, faults_expected: bool)
     let c = &test.counts;
     let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let ticks: u64 = test.timer_ticks.iter().map(|t| t.load(Ordering::Relaxed)).sum();
+    let soft_ticks: u64 = test.soft_ticks.iter().map(|t| t.load(Ordering::Relaxed)).sum();
     pr_info!(
         "strata: selftest: {} threads x {} steps: {} allocations, {} frees, {} bulk calls ({} objects), \
-         {} cross-CPU hand-offs, {} KVec/KBox rounds, {} timer ticks, {} GFP_ATOMIC allocations ({} failed), \
+         {} cross-CPU hand-offs, {} KVec/KBox rounds, {} hardirq and {} softirq timer ticks, \
+         {} GFP_ATOMIC allocations ({} in softirq, {} failed), \
          {} failures seen, {} corruptions; remote frees {}, refills {}, bytes live {}\n",
         threads,
         iterations,
@@ -388,7 +415,9 @@ pub(crate) fn run(strata: &KernelStrata, iterations: u32, faults_expected: bool)
         get(&c.exchanged),
         get(&c.collection_calls),
         ticks,
+        soft_ticks,
         get(&c.atomic_allocations),
+        get(&c.softirq_allocations),
         get(&c.atomic_failures),
         get(&c.failures),
         get(&c.corruptions),
@@ -416,6 +445,9 @@ pub(crate) fn run(strata: &KernelStrata, iterations: u32, faults_expected: bool)
     }
     if get(&c.atomic_allocations) == 0 || ticks == 0 {
         return Err(Failure("the timers allocated nothing", ticks));
+    }
+    if get(&c.softirq_allocations) == 0 || soft_ticks == 0 {
+        return Err(Failure("the softirq timers allocated nothing", soft_ticks));
     }
     pr_info!("selftest: passed\n");
     Ok(())

@@ -298,9 +298,10 @@ impl Heap {
         let mut filled = 0;
         while filled < out.len() {
             if self.domain == domain.id() {
+                let slice = self.current.get(class).copied().unwrap_or(empty());
                 // SAFETY: `current` holds the sentinel or a slice this heap
                 // owns; the sentinel's list is empty, so it is not written.
-                let slice = unsafe { &*self.current[class] };
+                let slice = unsafe { &*slice };
                 let mut object = slice.free.get();
                 let mut taken = 0;
                 for entry in out[filled..].iter_mut() {

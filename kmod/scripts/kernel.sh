@@ -32,7 +32,7 @@ jobs=$(nproc)
 log() { echo "kernel.sh: $*" >&2; }
 
 packages=(rustc-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev flex bison libelf-dev
-    libssl-dev bc cpio kmod qemu-system-x86 busybox-static make gcc python3 gzip xz-utils)
+    libssl-dev bc cpio kmod qemu-system-x86 busybox-static make gcc python3 gzip xz-utils util-linux)
 
 install_packages() {
     local missing=()
@@ -136,6 +136,10 @@ build_kernel() {
     touch "$build/.strata-complete"
 }
 
+# One run at a time: two runs would build into the same directory.
+mkdir -p "$cache"
+exec 9>"$cache/kernel.lock"
+flock 9
 install_packages
 install_bindgen
 fetch_source
