@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# Everything `make -C kmod qemu-test` does, from a fresh machine (as root):
-# two kernels (scripts/kernel.sh builds or reuses them), the vendored crates,
-# strata.ko for each, the panic-site report, the initramfs, the qemu boots
-# and their checks. Prints the time of each step; the last line is
-# "qemu-test: PASS" or "qemu-test: FAIL (<step>)".
+# Everything `make -C kmod qemu-test` (and `make -C kmod bench`) does, from
+# a fresh machine (as root): the kernel (scripts/kernel.sh builds or reuses
+# it), the vendored crates, strata.ko, the panic-site report, the initramfs,
+# the qemu boot and its checks. Prints the time of each step; the last line
+# is "qemu-test: PASS" or "qemu-test: FAIL (<step>)".
 #
-#   debug kernel (lockdep, sleep-in-atomic checks): tests/smoke.sh, the
-#       self-test, fault injection, 20 load/unload cycles and a short
-#       benchmark, with every lock-order or context mistake reported;
-#   release kernel: tests/bench.sh, the self-test again and the benchmark
-#       against kmalloc, kmem_cache and kmem_cache_alloc_bulk, whose lines
-#       are copied to out/bench.txt.
+#   test (default): the debug kernel (lockdep, sleep-in-atomic checks) with
+#       tests/smoke.sh: the self-test, fault injection, 20 load/unload
+#       cycles and a short benchmark, with every lock-order or context
+#       mistake reported;
+#   bench (MODE=bench): the release kernel with tests/bench.sh: the
+#       self-test again and the benchmark against kmalloc, kmem_cache and
+#       kmem_cache_alloc_bulk, whose lines are copied to out/bench.txt.
 #
-# Environment (all optional): OUT (default kmod/out), TEST (one test file
-# run on the debug kernel only; expectations in the same path with
-# .expect), QEMU_TIMEOUT (600), MAX_PANIC_SITES (default 2: fail when the
-# module has more).
+# Environment (all optional): MODE (test or bench), OUT (default kmod/out),
+# TEST (a test file to run on the debug kernel instead of tests/smoke.sh;
+# expectations in the same path with .expect), QEMU_TIMEOUT (600),
+# MAX_PANIC_SITES (default 2: fail when the module has more).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -67,18 +68,17 @@ boot_with() {
         --log "$out/$variant/serial.log" --timeout "${QEMU_TIMEOUT:-600}" "${expect_args[@]}"
 }
 
-run "debug kernel" bash "$here/kernel.sh" --debug
-if [[ -z ${TEST:-} ]]; then
+if [[ ${MODE:-test} == bench ]]; then
     run "release kernel" bash "$here/kernel.sh"
-fi
-run "deps" bash "$here/deps.sh"
-if [[ -n ${TEST:-} ]]; then
-    run "debug kernel: $(basename "$TEST")" boot_with debug "$TEST"
-else
-    run "debug kernel: smoke" boot_with debug "$kmod/tests/smoke.sh"
+    run "deps" bash "$here/deps.sh"
     run "release kernel: bench" boot_with release "$kmod/tests/bench.sh"
     grep -E 'strata: (bench|selftest):' "$out/release/serial.log" | sed 's/^strata: //' >"$out/bench.txt"
     echo "benchmark on the release kernel (also in $out/bench.txt):"
     grep 'bench:' "$out/bench.txt"
+else
+    test=${TEST:-$kmod/tests/smoke.sh}
+    run "debug kernel" bash "$here/kernel.sh" --debug
+    run "deps" bash "$here/deps.sh"
+    run "debug kernel: $(basename "$test")" boot_with debug "$test"
 fi
 current=
