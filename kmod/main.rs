@@ -651,7 +651,10 @@ impl kernel::Module for StrataModule {
         let module = StrataModule { strata };
         if *module_parameters::selftest.value() != 0 {
             let iterations = *module_parameters::selftest_iterations.value();
-            if let Err(error) = selftest::run(&module.strata, iterations, fail_every != 0) {
+            // Either injection makes failures legitimate: with no high
+            // orders, a GFP_ATOMIC request that needs a new page fails.
+            let faults_expected = fail_every != 0 || no_high_order;
+            if let Err(error) = selftest::run(&module.strata, iterations, faults_expected) {
                 pr_err!("selftest: FAILED: {}\n", format_args!("{error}"));
                 return Err(EINVAL);
             }

@@ -2,6 +2,7 @@
 # then the benchmark against kmalloc, kmem_cache and kmem_cache_alloc_bulk.
 step "load with the self-test" insmod "$MODULE"
 expect_dmesg 'strata: selftest: passed'
+reject_dmesg 'selftest: FAILED'
 step "unload" rmmod strata
 step "benchmark" insmod "$MODULE" selftest=0 bench=1 bench_iterations=50000
 step "unload" rmmod strata
