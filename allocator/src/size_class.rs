@@ -82,11 +82,13 @@ const fn compute_class(size: usize) -> usize {
 /// The class for a request of `size` bytes aligned to `align`, or `None` when
 /// it is not a small request.
 ///
-/// `align` must be a power of two.
+/// `align` must be a power of two. Any size is accepted: one that would
+/// overflow when rounded up to `align` is not small.
 #[inline(always)]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
-    // A zero-size request still gets an object aligned as asked.
-    let rounded = ((size + align - 1) & !(align - 1)).max(align);
+    // A zero-size request still gets an object aligned as asked. The
+    // saturating add keeps sizes near `usize::MAX` large.
+    let rounded = (size.saturating_add(align - 1) & !(align - 1)).max(align);
     if rounded <= TABLE_LIMIT {
         // Always in the table: `rounded <= TABLE_LIMIT`.
         match SMALL_TABLE.get(rounded.div_ceil(2)) {
@@ -184,6 +186,15 @@ mod tests {
                 }
             }
             align *= 2;
+        }
+    }
+
+    #[test]
+    fn sizes_near_the_top_of_the_address_space_are_not_small() {
+        for align in [1, 2, 16, 4096, 1 << 20] {
+            for size in [usize::MAX, usize::MAX - 1, usize::MAX - align, isize::MAX as usize + 1] {
+                assert_eq!(class_of(size, align), None, "size {size:#x} align {align}");
+            }
         }
     }
 
