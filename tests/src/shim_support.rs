@@ -120,6 +120,25 @@ pub fn elf_type(path: &Path) -> u16 {
     u16::from_le_bytes([bytes[16], bytes[17]])
 }
 
+/// The section names of the 64-bit little-endian ELF file at `path`.
+pub fn elf_section_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(bytes.len() > 64 && bytes.starts_with(b"\x7fELF") && bytes[4] == 2, "{} is not ELF64", path.display());
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let (table, entry_size, count, names_index) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |index: usize| table + index * entry_size;
+    let names = u64_at(header(names_index) + 0x18);
+    (0..count)
+        .map(|index| {
+            let start = names + u32_at(header(index));
+            let end = start + bytes[start..].iter().position(|&b| b == 0).expect("a terminated section name");
+            String::from_utf8_lossy(&bytes[start..end]).into_owned()
+        })
+        .collect()
+}
+
 /// `e_type` of a fixed-address (non-PIE) executable.
 pub const ET_EXEC: u16 = 2;
 /// `e_type` of a shared object or a position-independent executable.

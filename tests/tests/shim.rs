@@ -8,7 +8,7 @@
 use std::process::Command;
 
 use strata_tests::shim_support::{
-    clear_strata_env, elf_type, preloaded, program, program_with, run, run_checked, shared_library, shim, workspace_dir,
+    clear_strata_env, elf_section_names, elf_type, preloaded, program, program_with, run, run_checked, shared_library, shim, workspace_dir,
     ET_DYN, ET_EXEC, INTERPOSED,
 };
 
@@ -358,6 +358,22 @@ fn a_too_large_purge_delay_is_reported_with_the_maximum() {
     run.assert_on_strata().assert_ok();
     assert!(run.stderr_without_banner().is_empty(), "{}", run.describe());
     assert!(run.stderr.contains("purge delay 1000000000000 ms"), "{}", run.describe());
+}
+
+/// Release builds ship without debug info (4.7 MB of the library's 5), but
+/// keep the symbol table, which profilers and callgrind's
+/// `--toggle-collect` use.
+#[test]
+fn release_builds_ship_without_debug_info() {
+    let shim = shim();
+    for artifact in [&shim.library, &shim.launcher] {
+        let sections = elf_section_names(artifact);
+        let debug: Vec<_> = sections.iter().filter(|name| name.starts_with(".debug_")).collect();
+        assert!(debug.is_empty(), "{} has debug sections {debug:?}", artifact.display());
+        assert!(sections.iter().any(|name| name == ".symtab"), "{} has no symbol table", artifact.display());
+    }
+    let size = std::fs::metadata(&shim.library).unwrap().len();
+    assert!(size < 1 << 20, "{} is {size} bytes", shim.library.display());
 }
 
 #[test]
