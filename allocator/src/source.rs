@@ -199,6 +199,10 @@ unsafe impl PageSource for MmapSource {
 /// The region is managed by `linked_list_allocator`; pages go back to it when
 /// the domain releases them. Purging does nothing (there is no OS to return
 /// memory to) and reports the memory as not zeroed.
+///
+/// The region must hold at least one Strata page
+/// ([`PAGE_SIZE`](crate::page::PAGE_SIZE), 4 MiB) aligned to `PAGE_SIZE`:
+/// see [`ArenaSource::try_init`].
 #[cfg(feature = "arena")]
 pub struct ArenaSource {
     heap: spin::Mutex<linked_list_allocator::Heap>,
@@ -206,9 +210,56 @@ pub struct ArenaSource {
     region: spin::Mutex<Option<(usize, usize)>>,
 }
 
+/// Why [`ArenaSource::try_init`] refused a region.
+#[cfg(feature = "arena")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArenaError {
+    /// The arena already has a region.
+    AlreadyInitialised,
+    /// The region holds no [`PAGE_SIZE`](crate::page::PAGE_SIZE)-aligned
+    /// page, so every allocation would fail.
+    NoAlignedPage {
+        /// The region's start address.
+        start: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
+}
+
+#[cfg(feature = "arena")]
+impl core::fmt::Display for ArenaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use crate::page::PAGE_SIZE;
+        match *self {
+            Self::AlreadyInitialised => f.write_str("the arena already has a region"),
+            Self::NoAlignedPage { start, len } => write!(
+                f,
+                "the region of {len} bytes at {start:#x} holds no {mib} MiB page aligned to {mib} MiB; \
+                 an arena needs at least {PAGE_SIZE} bytes starting on a {PAGE_SIZE}-byte boundary, \
+                 or {any} bytes at any address",
+                mib = PAGE_SIZE >> 20,
+                any = ArenaSource::MIN_UNALIGNED_REGION,
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "arena")]
+impl core::error::Error for ArenaError {}
+
 #[cfg(feature = "arena")]
 impl ArenaSource {
-    /// An empty arena; give it memory with [`ArenaSource::init`].
+    /// Bytes of the region the arena's bookkeeping needs in front of a page
+    /// that does not start the region (`linked_list_allocator`'s hole
+    /// header).
+    const FRONT_HEADER: usize = 16;
+
+    /// The smallest region that holds an aligned page wherever it starts:
+    /// two pages and the bookkeeping's slack (`2 * PAGE_SIZE + 16`).
+    pub const MIN_UNALIGNED_REGION: usize = 2 * crate::page::PAGE_SIZE + 16;
+
+    /// An empty arena; give it memory with [`ArenaSource::try_init`] or
+    /// [`ArenaSource::init`].
     pub const fn empty() -> Self {
         Self {
             heap: spin::Mutex::new(linked_list_allocator::Heap::empty()),
@@ -217,18 +268,63 @@ impl ArenaSource {
         }
     }
 
-    /// Hands the arena its region. Returns `false` (and keeps nothing) if it
-    /// already has one.
+    /// Hands the arena its region, as [`ArenaSource::try_init`] does.
+    /// Returns `false` (and keeps nothing) if it already has one or if the
+    /// region holds no aligned page.
     pub fn init(&self, region: &'static mut [u8]) -> bool {
-        if self.initialised.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let start = region.as_mut_ptr();
+        self.try_init(region).is_ok()
+    }
+
+    /// Hands the arena its region.
+    ///
+    /// Pages are [`PAGE_SIZE`](crate::page::PAGE_SIZE) (4 MiB) and aligned
+    /// to `PAGE_SIZE`, so the region must hold at least one such aligned
+    /// page: `PAGE_SIZE` bytes starting on a `PAGE_SIZE` boundary, or
+    /// [`MIN_UNALIGNED_REGION`](Self::MIN_UNALIGNED_REGION)
+    /// (`2 * PAGE_SIZE + 16`) bytes at any address. (A page that does not
+    /// start the region needs 16 bytes of bookkeeping in front of it.)
+    /// Anything smaller would serve no allocation at all, and is refused
+    /// with [`ArenaError::NoAlignedPage`]; the arena keeps nothing and can
+    /// still take another region. A second region is refused with
+    /// [`ArenaError::AlreadyInitialised`].
+    ///
+    /// The arena serves as many pages as fit; bytes of the region outside
+    /// them stay unused.
+    pub fn try_init(&self, region: &'static mut [u8]) -> Result<(), ArenaError> {
+        let start = region.as_mut_ptr() as usize;
         let len = region.len();
-        // SAFETY: the region is 'static, exclusively ours, and handed over once.
-        unsafe { self.heap.lock().init(start, len) };
-        *self.region.lock() = Some((start as usize, len));
-        true
+        // The heap gets the region less the tail past a 16-byte boundary, so
+        // that what is left behind a page is 0 or a whole hole header (16
+        // bytes): `linked_list_allocator` refuses an allocation that would
+        // leave 8 bytes.
+        let end = start.saturating_add(len) & !15;
+        if Self::first_page(start, end).is_none() {
+            return Err(ArenaError::NoAlignedPage { start, len });
+        }
+        if self.initialised.swap(true, Ordering::AcqRel) {
+            return Err(ArenaError::AlreadyInitialised);
+        }
+        // SAFETY: the region is 'static, exclusively ours, handed over once,
+        // and holds more than a hole header (`first_page` checked).
+        unsafe { self.heap.lock().init(region.as_mut_ptr(), end - start) };
+        *self.region.lock() = Some((start, len));
+        Ok(())
+    }
+
+    /// Where `linked_list_allocator` would place the first
+    /// `PAGE_SIZE`-aligned page in a heap over `[start, end)`, if one fits.
+    fn first_page(start: usize, end: usize) -> Option<usize> {
+        use crate::page::PAGE_SIZE;
+        // The heap starts at the first 8-byte boundary (its hole alignment).
+        let hole = start.checked_next_multiple_of(8)?;
+        // A page that does not start the hole leaves a front hole, whose
+        // header needs `FRONT_HEADER` bytes.
+        let page = if hole % PAGE_SIZE == 0 {
+            hole
+        } else {
+            hole.checked_add(Self::FRONT_HEADER)?.checked_next_multiple_of(PAGE_SIZE)?
+        };
+        (page.checked_add(PAGE_SIZE)? <= end).then_some(page)
     }
 
     /// Bytes of the region not currently mapped out.

@@ -41,24 +41,26 @@ if [[ ! -f $vendor/.strata-complete ]]; then
     touch "$vendor/.strata-complete"
 fi
 
-# The core package: its lib source, edition and declared features.
+# The core package (published as strata-alloc; its lib is `strata`): its lib
+# source, edition and declared features.
+core_package=strata-alloc
 read -r core_src core_edition has_kernel < <(cd "$root" &&
-    cargo metadata --locked --offline --no-deps --format-version 1 | python3 -c '
-import json, sys
+    cargo metadata --locked --offline --no-deps --format-version 1 | CORE_PACKAGE=$core_package python3 -c '
+import json, os, sys
 for p in json.load(sys.stdin)["packages"]:
-    if p["name"] == "strata":
+    if p["name"] == os.environ["CORE_PACKAGE"]:
         lib = [t for t in p["targets"] if "lib" in t["kind"]][0]
         print(lib["src_path"], p["edition"], int("kernel" in p["features"]))
         break
 else:
-    sys.exit("no package strata in the workspace")
+    sys.exit("no package " + os.environ["CORE_PACKAGE"] + " in the workspace")
 ')
 features=(--no-default-features)
 if ((has_kernel)); then features+=(--features kernel); fi
 
 # The resolved dependency tree for that feature set, normal edges only:
 # lines "<depth>|<name> v<version>|<features>".
-mapfile -t tree < <(cd "$root" && cargo tree --locked --offline -p strata "${features[@]}" -e normal \
+mapfile -t tree < <(cd "$root" && cargo tree --locked --offline -p "$core_package" "${features[@]}" -e normal \
     --prefix depth -f '|{p}|{f}' | sed 's/ (\*)$//; s/ ([^)]*)|/|/')
 
 core_features=

@@ -90,21 +90,76 @@ pub fn shim() -> &'static Shim {
 /// Compiles `tests/c/<source>` (a `.c` or `.cpp` file) once and returns the
 /// executable.
 pub fn program(source: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
-    let cell = BUILT.get_or_init(Default::default).lock().unwrap().entry(source.to_string()).or_default().clone();
-    cell.get_or_init(|| compile(source)).clone()
+    program_with(source, &[])
 }
 
-fn compile(source: &str) -> PathBuf {
+/// Compiles `tests/c/<source>` once with extra compiler `flags` (for example
+/// `-no-pie`) and returns the executable, named after the source and the
+/// flags.
+pub fn program_with(source: &str, flags: &[&str]) -> PathBuf {
+    let stem = Path::new(source).file_stem().expect("a source file name").to_string_lossy().into_owned();
+    let name = std::iter::once(stem.as_str())
+        .chain(flags.iter().map(|flag| flag.trim_start_matches('-')))
+        .collect::<Vec<_>>()
+        .join("-");
+    built(source, flags, name)
+}
+
+/// Compiles `tests/c/<source>` once as a shared library (`-shared -fPIC`)
+/// and returns `lib<stem>.so`.
+pub fn shared_library(source: &str) -> PathBuf {
+    let stem = Path::new(source).file_stem().expect("a source file name").to_string_lossy().into_owned();
+    built(source, &["-shared", "-fPIC"], format!("lib{stem}.so"))
+}
+
+/// The ELF file type of `path` (`e_type`): 2 for a fixed-address
+/// executable (non-PIE), 3 for a shared object or a PIE.
+pub fn elf_type(path: &Path) -> u16 {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(bytes.len() > 18 && bytes.starts_with(b"\x7fELF"), "{} is not an ELF file", path.display());
+    u16::from_le_bytes([bytes[16], bytes[17]])
+}
+
+/// The section names of the 64-bit little-endian ELF file at `path`.
+pub fn elf_section_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(bytes.len() > 64 && bytes.starts_with(b"\x7fELF") && bytes[4] == 2, "{} is not ELF64", path.display());
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let (table, entry_size, count, names_index) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |index: usize| table + index * entry_size;
+    let names = u64_at(header(names_index) + 0x18);
+    (0..count)
+        .map(|index| {
+            let start = names + u32_at(header(index));
+            let end = start + bytes[start..].iter().position(|&b| b == 0).expect("a terminated section name");
+            String::from_utf8_lossy(&bytes[start..end]).into_owned()
+        })
+        .collect()
+}
+
+/// `e_type` of a fixed-address (non-PIE) executable.
+pub const ET_EXEC: u16 = 2;
+/// `e_type` of a shared object or a position-independent executable.
+pub const ET_DYN: u16 = 3;
+
+/// Builds `output` from `source` with `flags`, once per process.
+fn built(source: &str, flags: &[&str], output: String) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
+    let cell = BUILT.get_or_init(Default::default).lock().unwrap().entry(output.clone()).or_default().clone();
+    cell.get_or_init(|| compile(source, flags, &output)).clone()
+}
+
+fn compile(source: &str, flags: &[&str], name: &str) -> PathBuf {
     let path = workspace_dir().join("tests/c").join(source);
     assert!(path.is_file(), "no test program {}", path.display());
     let cxx = path.extension() == Some(OsStr::new("cpp"));
     let (compiler, package) = if cxx { ("g++", "g++") } else { ("cc", "gcc") };
     let dir = programs_dir();
     std::fs::create_dir_all(&dir).expect("create the programs directory");
-    let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-    let output = dir.join(&stem);
-    let partial = dir.join(format!("{stem}.{}.tmp", std::process::id()));
+    let output = dir.join(name);
+    let partial = dir.join(format!("{name}.{}.tmp", std::process::id()));
     let mut command = Command::new(compiler);
     if cxx {
         command.arg("-std=c++17");
@@ -117,6 +172,7 @@ fn compile(source: &str) -> PathBuf {
         .args(["-O1", "-g", "-fno-builtin", "-Wall", "-Wextra", "-pthread"])
         .args(["-Wno-alloc-size-larger-than", "-Wno-use-after-free", "-Wno-free-nonheap-object"])
         .arg("-Wno-deprecated-declarations")
+        .args(flags)
         // `strata.h`, the shim's extensions.
         .arg("-I")
         .arg(workspace_dir().join("userspace-shim/include"))
@@ -129,7 +185,8 @@ fn compile(source: &str) -> PathBuf {
     });
     assert!(
         result.status.success(),
-        "{compiler} failed on {}:\n{}",
+        "{compiler} {} failed on {}:\n{}",
+        flags.join(" "),
         path.display(),
         String::from_utf8_lossy(&result.stderr)
     );

@@ -7,7 +7,10 @@
 
 use std::process::Command;
 
-use strata_tests::shim_support::{clear_strata_env, preloaded, program, run, run_checked, shim, INTERPOSED};
+use strata_tests::shim_support::{
+    clear_strata_env, elf_section_names, elf_type, preloaded, program, program_with, run, run_checked, shared_library, shim, workspace_dir,
+    ET_DYN, ET_EXEC, INTERPOSED,
+};
 
 const SIGABRT: i32 = 6;
 
@@ -175,10 +178,61 @@ fn dlopen_loads_and_serves_from_strata() {
     let run = run(command.arg(&shim().library).env("STRATA_VERBOSE", "1"));
     run.assert_ok();
     assert!(
-        run.stderr.contains("malloc interposed: no"),
+        run.stderr.contains("malloc interposed: no (loaded with dlopen: "),
         "the banner should say the dlopen'ed library does not interpose\n{}",
         run.describe()
     );
+}
+
+/// A position-independent executable resolves `malloc` to the first
+/// definition in lookup order: the preloaded shim.
+#[test]
+fn interposition_is_detected_in_a_pie_program() {
+    let program = program_with("malloc_address.c", &["-fPIE", "-pie"]);
+    assert_eq!(elf_type(&program), ET_DYN, "{} is not a PIE", program.display());
+    let run = run(&mut preloaded(&program));
+    run.assert_on_strata().assert_ok();
+    assert_eq!(run.field("dlsym_in_program"), 0, "{}", run.describe());
+}
+
+/// A non-PIE executable that takes `malloc`'s address has an undefined
+/// `malloc` whose value is its own PLT stub, which
+/// `dlsym(RTLD_DEFAULT, "malloc")` returns: the banner must still see that
+/// the shim serves it.
+#[test]
+fn interposition_is_detected_in_a_non_pie_program() {
+    let program = program_with("malloc_address.c", &["-fno-pie", "-no-pie"]);
+    assert_eq!(elf_type(&program), ET_EXEC, "{} is not a fixed-address executable", program.display());
+    let run = run(&mut preloaded(&program));
+    run.assert_on_strata().assert_ok();
+    // The trap is set: the lookup the old banner relied on lands in the
+    // program.
+    assert_eq!(run.field("dlsym_in_program"), 1, "{}", run.describe());
+}
+
+/// Debian's `/usr/bin/python3`, the case the wrong banner was first seen
+/// on (a non-PIE executable).
+#[test]
+fn interposition_is_detected_in_debian_python3() {
+    let python = std::path::Path::new("/usr/bin/python3");
+    assert!(python.is_file(), "no /usr/bin/python3: install the Debian package `python3`");
+    let run = run(preloaded(python).args(["-c", "print('ok 1 checks')"]));
+    run.assert_on_strata().assert_ok();
+}
+
+/// Another `malloc` earlier in `LD_PRELOAD` wins, and the banner names it
+/// rather than blaming `dlopen`; listed after the shim, it loses.
+#[test]
+fn another_allocator_earlier_in_ld_preload_is_named() {
+    let other = shared_library("other_malloc.c");
+    let library = &shim().library;
+    let hello = program("hello.c");
+    let before = run(preloaded(&hello).env("LD_PRELOAD", format!("{}:{}", other.display(), library.display())));
+    before.assert_ok();
+    let expected = format!("malloc interposed: no (another allocator earlier in LD_PRELOAD: {});", other.display());
+    assert!(before.stderr.contains(&expected), "expected `{expected}`\n{}", before.describe());
+    let after = run(preloaded(&hello).env("LD_PRELOAD", format!("{}:{}", library.display(), other.display())));
+    after.assert_on_strata().assert_ok();
 }
 
 #[test]
@@ -246,6 +300,95 @@ fn a_bad_purge_delay_is_reported_and_ignored() {
         run.describe()
     );
     assert!(run.stderr.contains("purge delay 250 ms"), "{}", run.describe());
+}
+
+/// The warning a boolean variable with a value that is neither on nor off
+/// prints.
+fn flag_warning(name: &str, value: &str) -> String {
+    format!(
+        "strata: ignoring {name}={value}: expected 1, yes, true or on to turn it on, or 0, no, false or off; \
+         taken as off"
+    )
+}
+
+#[test]
+fn a_bad_strata_stats_value_is_reported_and_taken_as_off() {
+    for value in ["2", "maybe", " 1", "1 "] {
+        let run = run(preloaded(&program("hello.c")).env("STRATA_STATS", value));
+        run.assert_on_strata().assert_ok();
+        assert_eq!(run.stderr_without_banner(), [flag_warning("STRATA_STATS", value)], "{}", run.describe());
+        assert!(run.stderr.contains("stats at exit: off"), "{}", run.describe());
+        assert!(!run.stderr.contains("strata statistics"), "{}", run.describe());
+    }
+}
+
+#[test]
+fn a_bad_strata_verbose_value_is_reported_and_taken_as_off() {
+    for value in ["2", "maybe", " 1"] {
+        let run = run(preloaded(&program("hello.c")).env("STRATA_VERBOSE", value));
+        run.assert_ok();
+        assert_eq!(run.stderr.lines().collect::<Vec<_>>(), [flag_warning("STRATA_VERBOSE", value)], "{}", run.describe());
+    }
+}
+
+#[test]
+fn off_values_of_the_flags_are_accepted_silently() {
+    for value in ["0", "no", "FALSE", "off", ""] {
+        let stats = run(preloaded(&program("hello.c")).env("STRATA_STATS", value));
+        stats.assert_on_strata().assert_ok();
+        assert!(stats.stderr_without_banner().is_empty(), "STRATA_STATS={value:?}\n{}", stats.describe());
+        let verbose = run(preloaded(&program("hello.c")).env("STRATA_VERBOSE", value));
+        verbose.assert_ok();
+        assert_eq!(verbose.stderr, "", "STRATA_VERBOSE={value:?}\n{}", verbose.describe());
+    }
+}
+
+#[test]
+fn a_too_large_purge_delay_is_reported_with_the_maximum() {
+    for value in ["18446744073709551615", "99999999999999999999999", "1000000000001"] {
+        let run = run(preloaded(&program("hello.c")).env("STRATA_PURGE_DELAY_MS", value));
+        run.assert_on_strata().assert_ok();
+        let expected = format!(
+            "strata: ignoring STRATA_PURGE_DELAY_MS={value}: too large: the maximum is 1000000000000 ms (about 31 years)"
+        );
+        assert_eq!(run.stderr_without_banner(), [expected], "{}", run.describe());
+        assert!(run.stderr.contains("purge delay 250 ms"), "{}", run.describe());
+    }
+    let run = run(preloaded(&program("hello.c")).env("STRATA_PURGE_DELAY_MS", "1000000000000"));
+    run.assert_on_strata().assert_ok();
+    assert!(run.stderr_without_banner().is_empty(), "{}", run.describe());
+    assert!(run.stderr.contains("purge delay 1000000000000 ms"), "{}", run.describe());
+}
+
+/// Release builds ship without debug info (4.7 MB of the library's 5), but
+/// keep the symbol table, which profilers and callgrind's
+/// `--toggle-collect` use.
+#[test]
+fn release_builds_ship_without_debug_info() {
+    let shim = shim();
+    for artifact in [&shim.library, &shim.launcher] {
+        let sections = elf_section_names(artifact);
+        let debug: Vec<_> = sections.iter().filter(|name| name.starts_with(".debug_")).collect();
+        assert!(debug.is_empty(), "{} has debug sections {debug:?}", artifact.display());
+        assert!(sections.iter().any(|name| name == ".symtab"), "{} has no symbol table", artifact.display());
+    }
+    let size = std::fs::metadata(&shim.library).unwrap().len();
+    assert!(size < 1 << 20, "{} is {size} bytes", shim.library.display());
+}
+
+#[test]
+fn launcher_prints_its_version() {
+    let manifest = std::fs::read_to_string(workspace_dir().join("userspace-shim/Cargo.toml")).unwrap();
+    let version = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("a version line in userspace-shim/Cargo.toml");
+    for flag in ["--version", "-V"] {
+        let run = run(Command::new(&shim().launcher).arg(flag));
+        assert!(run.status.success(), "{}", run.describe());
+        assert_eq!(run.stdout, format!("strata {version}\n"), "{}", run.describe());
+    }
 }
 
 #[test]

@@ -117,6 +117,23 @@ pub unsafe extern "C" fn malloc(size: size_t) -> *mut c_void {
 /// `ptr` must not be used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
+    // SAFETY: forwarded.
+    unsafe { release(ptr) }
+}
+
+// The exported functions and their aliases call each other through these
+// private functions, never through the exported names: a call to an
+// exported name goes through the GOT to whichever object defines the name
+// first, which is not this library when another allocator comes earlier
+// in `LD_PRELOAD`. (An allocator that forwards to `__libc_malloc` would
+// then be called back by this library's `__libc_malloc`, forever.)
+
+/// [`free`]'s body.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+unsafe fn release(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
@@ -133,6 +150,12 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 /// As for [`malloc`].
 #[no_mangle]
 pub unsafe extern "C" fn calloc(count: size_t, size: size_t) -> *mut c_void {
+    zeroed(count, size)
+}
+
+/// [`calloc`]'s body.
+#[inline(always)]
+fn zeroed(count: size_t, size: size_t) -> *mut c_void {
     let Some(total) = count.checked_mul(size) else {
         return or_enomem(ptr::null_mut());
     };
@@ -151,12 +174,22 @@ pub unsafe extern "C" fn calloc(count: size_t, size: size_t) -> *mut c_void {
 /// pointer may be used.
 #[no_mangle]
 pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: size_t) -> *mut c_void {
+    // SAFETY: forwarded.
+    unsafe { reallocate(ptr, size) }
+}
+
+/// [`realloc`]'s body.
+///
+/// # Safety
+/// As for [`realloc`].
+#[inline(always)]
+unsafe fn reallocate(ptr: *mut c_void, size: size_t) -> *mut c_void {
     if ptr.is_null() {
         return allocate(size, MIN_ALIGN);
     }
     if size == 0 {
         // SAFETY: the caller's contract.
-        unsafe { free(ptr) };
+        unsafe { release(ptr) };
         return ptr::null_mut();
     }
     let Some(layout) = layout(size, MIN_ALIGN) else {
@@ -178,7 +211,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: size_t) -> *mut c_void 
 pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, count: size_t, size: size_t) -> *mut c_void {
     match count.checked_mul(size) {
         // SAFETY: forwarded.
-        Some(total) => unsafe { realloc(ptr, total) },
+        Some(total) => unsafe { reallocate(ptr, total) },
         None => or_enomem(ptr::null_mut()),
     }
 }
@@ -238,6 +271,15 @@ pub unsafe extern "C" fn valloc(size: size_t) -> *mut c_void {
     memalign_glibc(page_size(), size)
 }
 
+/// [`pvalloc`]'s body.
+fn page_rounded(size: size_t) -> *mut c_void {
+    let page = page_size();
+    match size.checked_next_multiple_of(page) {
+        Some(rounded) => memalign_glibc(page, rounded.max(page)),
+        None => or_enomem(ptr::null_mut()),
+    }
+}
+
 /// `pvalloc`: `size` rounded up to whole pages (at least one), page
 /// aligned; null with `ENOMEM` when the rounding overflows.
 ///
@@ -245,11 +287,7 @@ pub unsafe extern "C" fn valloc(size: size_t) -> *mut c_void {
 /// As for [`malloc`].
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(size: size_t) -> *mut c_void {
-    let page = page_size();
-    match size.checked_next_multiple_of(page) {
-        Some(rounded) => memalign_glibc(page, rounded.max(page)),
-        None => or_enomem(ptr::null_mut()),
-    }
+    page_rounded(size)
 }
 
 /// `malloc_usable_size`: the exact number of bytes usable at `ptr` (0 for
@@ -275,7 +313,7 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> size_t {
 #[no_mangle]
 pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
     // SAFETY: forwarded.
-    unsafe { free(ptr) }
+    unsafe { release(ptr) }
 }
 
 /// `malloc_trim`: gives the calling thread's cache back and returns every
@@ -370,8 +408,7 @@ pub unsafe extern "C" fn malloc_stats() {
 /// As for [`malloc`].
 #[no_mangle]
 pub unsafe extern "C" fn __libc_malloc(size: size_t) -> *mut c_void {
-    // SAFETY: forwarded.
-    unsafe { malloc(size) }
+    allocate(size, MIN_ALIGN)
 }
 
 /// `__libc_free`: [`free`].
@@ -381,7 +418,7 @@ pub unsafe extern "C" fn __libc_malloc(size: size_t) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn __libc_free(ptr: *mut c_void) {
     // SAFETY: forwarded.
-    unsafe { free(ptr) }
+    unsafe { release(ptr) }
 }
 
 /// `__libc_calloc`: [`calloc`].
@@ -390,8 +427,7 @@ pub unsafe extern "C" fn __libc_free(ptr: *mut c_void) {
 /// As for [`calloc`].
 #[no_mangle]
 pub unsafe extern "C" fn __libc_calloc(count: size_t, size: size_t) -> *mut c_void {
-    // SAFETY: forwarded.
-    unsafe { calloc(count, size) }
+    zeroed(count, size)
 }
 
 /// `__libc_realloc`: [`realloc`].
@@ -401,7 +437,7 @@ pub unsafe extern "C" fn __libc_calloc(count: size_t, size: size_t) -> *mut c_vo
 #[no_mangle]
 pub unsafe extern "C" fn __libc_realloc(ptr: *mut c_void, size: size_t) -> *mut c_void {
     // SAFETY: forwarded.
-    unsafe { realloc(ptr, size) }
+    unsafe { reallocate(ptr, size) }
 }
 
 /// `__libc_memalign`: [`memalign`].
@@ -419,8 +455,7 @@ pub unsafe extern "C" fn __libc_memalign(align: size_t, size: size_t) -> *mut c_
 /// As for [`valloc`].
 #[no_mangle]
 pub unsafe extern "C" fn __libc_valloc(size: size_t) -> *mut c_void {
-    // SAFETY: forwarded.
-    unsafe { valloc(size) }
+    memalign_glibc(page_size(), size)
 }
 
 /// `__libc_pvalloc`: [`pvalloc`].
@@ -429,8 +464,7 @@ pub unsafe extern "C" fn __libc_valloc(size: size_t) -> *mut c_void {
 /// As for [`pvalloc`].
 #[no_mangle]
 pub unsafe extern "C" fn __libc_pvalloc(size: size_t) -> *mut c_void {
-    // SAFETY: forwarded.
-    unsafe { pvalloc(size) }
+    page_rounded(size)
 }
 
 /// `strata_alloc_bulk`, a Strata extension: allocates `count` blocks of

@@ -17,6 +17,7 @@ use strata_core::page::{PAGE_SIZE, SLICE_SIZE};
 use strata_core::size_class::CLASS_COUNT;
 
 use crate::front::{self, DOMAIN};
+use crate::interpose;
 use crate::output::Output;
 
 /// Where to print the statistics at exit (`STRATA_STATS`), or -1.
@@ -108,9 +109,9 @@ unsafe fn read_config(envp: *const *const c_char) -> Config {
         // SAFETY: environment entries are C strings.
         let bytes = unsafe { CStr::from_ptr(pointer) }.to_bytes();
         if let Some(value) = bytes.strip_prefix(b"STRATA_STATS=") {
-            config.stats = flag(value);
+            config.stats = flag("STRATA_STATS", value);
         } else if let Some(value) = bytes.strip_prefix(b"STRATA_VERBOSE=") {
-            config.verbose = flag(value);
+            config.verbose = flag("STRATA_VERBOSE", value);
         } else if let Some(value) = bytes.strip_prefix(b"STRATA_PURGE_DELAY_MS=") {
             config.purge_delay_ms = milliseconds(value);
         }
@@ -120,37 +121,82 @@ unsafe fn read_config(envp: *const *const c_char) -> Config {
     config
 }
 
-/// A boolean variable: on for `1`, `yes`, `true` or `on` (any case).
-fn flag(value: &[u8]) -> bool {
-    [&b"1"[..], b"yes", b"true", b"on"].iter().any(|word| value.eq_ignore_ascii_case(word))
+/// The largest `STRATA_PURGE_DELAY_MS` accepted: 10^12 ms, about 31.7
+/// years, which is "never" in practice while leaving the clock arithmetic
+/// far from overflow.
+pub const MAX_PURGE_DELAY_MS: u64 = 1_000_000_000_000;
+
+/// A boolean variable: on for `1`, `yes`, `true` or `on`, off for `0`, `no`,
+/// `false`, `off` or an empty value (any case). Anything else is reported
+/// and taken as off.
+fn flag(name: &str, value: &[u8]) -> bool {
+    let is = |words: &[&[u8]]| words.iter().any(|word| value.eq_ignore_ascii_case(word));
+    if is(&[b"1", b"yes", b"true", b"on"]) {
+        true
+    } else if value.is_empty() || is(&[b"0", b"no", b"false", b"off"]) {
+        false
+    } else {
+        warn(name, value, "expected 1, yes, true or on to turn it on, or 0, no, false or off; taken as off");
+        false
+    }
 }
 
-/// A delay in milliseconds; anything else is reported and ignored.
+/// A delay in milliseconds, at most [`MAX_PURGE_DELAY_MS`]; anything else
+/// is reported and ignored.
 fn milliseconds(value: &[u8]) -> Option<u64> {
-    let parsed = (!value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit))
-        .then(|| value.iter().fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0')));
-    if parsed.is_none() {
-        let mut out = Output::stderr();
-        let _ = out.write_str("strata: ignoring STRATA_PURGE_DELAY_MS=");
-        let _ = out.write_str(core::str::from_utf8(value).unwrap_or("(not UTF-8)"));
-        let _ = out.write_str(": expected a whole number of milliseconds\n");
+    const NAME: &str = "STRATA_PURGE_DELAY_MS";
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        warn(NAME, value, "expected a whole number of milliseconds");
+        return None;
     }
-    parsed
+    let parsed = value.iter().try_fold(0u64, |n, &digit| n.checked_mul(10)?.checked_add(u64::from(digit - b'0')));
+    match parsed {
+        Some(delay) if delay <= MAX_PURGE_DELAY_MS => Some(delay),
+        _ => {
+            warn_with(NAME, value, |out| {
+                write!(out, "too large: the maximum is {MAX_PURGE_DELAY_MS} ms (about 31 years)")
+            });
+            None
+        }
+    }
+}
+
+/// Prints `strata: ignoring NAME=VALUE: REASON` as one line on stderr.
+fn warn(name: &str, value: &[u8], reason: &str) {
+    warn_with(name, value, |out| out.write_str(reason));
+}
+
+fn warn_with(name: &str, value: &[u8], reason: impl FnOnce(&mut Output) -> core::fmt::Result) {
+    let mut out = Output::stderr();
+    let _ = write!(out, "strata: ignoring {name}=");
+    match core::str::from_utf8(value) {
+        // Control characters would break the one line.
+        Ok(text) => text.chars().for_each(|c| {
+            let _ = out.write_char(if c.is_control() { '?' } else { c });
+        }),
+        Err(_) => {
+            let _ = out.write_str("(not UTF-8)");
+        }
+    }
+    let _ = out.write_str(": ");
+    let _ = reason(&mut out);
+    let _ = out.write_str("\n");
 }
 
 /// The start-up line printed with `STRATA_VERBOSE=1`.
 fn banner(config: &Config) {
-    let (path, interposed) = whereabouts();
+    let here = banner as *const () as usize;
+    let interposition = interpose::interposition(here);
     let mut out = Output::stderr();
     let _ = writeln!(
         out,
         "strata: {} {} loaded in pid {}; malloc interposed: {}; purge delay {} ms; stats at exit: {}; \
          pages {} KiB, slices {} KiB, {} size classes; thread slots in {} TLS",
-        path,
+        path(here),
         env!("CARGO_PKG_VERSION"),
         // SAFETY: getpid has no preconditions.
         unsafe { libc::getpid() },
-        if interposed { "yes" } else { "no (loaded with dlopen: only callers that look symbols up here use Strata)" },
+        interposition,
         DOMAIN.purge_delay_ms(),
         if config.stats { "on" } else { "off" },
         PAGE_SIZE / 1024,
@@ -160,25 +206,16 @@ fn banner(config: &Config) {
     );
 }
 
-/// The path of this library, and whether the process's `malloc` is ours.
-fn whereabouts() -> (&'static str, bool) {
-    // SAFETY: `dladdr` and `dlsym` only read the loader's tables; `info` is a
-    // valid out-parameter and the names are C strings.
+/// The path this library was loaded by; `here` is an address inside it.
+fn path(here: usize) -> &'static str {
+    // SAFETY: `dladdr` only reads the loader's tables; `info` is a valid
+    // out-parameter, and the name it returns is a C string that lives as
+    // long as the library, which is never unloaded (NODELETE).
     unsafe {
-        let mut ours: libc::Dl_info = core::mem::zeroed();
-        let mut theirs: libc::Dl_info = core::mem::zeroed();
-        let here = whereabouts as *const libc::c_void;
-        if libc::dladdr(here, &mut ours) == 0 {
-            return ("libstrata.so", false);
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(here as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return "libstrata.so";
         }
-        let malloc = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
-        let interposed =
-            !malloc.is_null() && libc::dladdr(malloc, &mut theirs) != 0 && theirs.dli_fbase == ours.dli_fbase;
-        let path = if ours.dli_fname.is_null() {
-            "libstrata.so"
-        } else {
-            CStr::from_ptr(ours.dli_fname).to_str().unwrap_or("libstrata.so")
-        };
-        (path, interposed)
+        CStr::from_ptr(info.dli_fname).to_str().unwrap_or("libstrata.so")
     }
 }

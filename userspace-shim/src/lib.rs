@@ -21,6 +21,7 @@
 //!   call back into `malloc`.
 //! - [`init`]: the constructor (environment, banner) and the destructor
 //!   (statistics at exit).
+//! - [`interpose`]: whose `malloc` the program uses, for the banner.
 //! - [`output`]: writing to stderr without allocating.
 //!
 //! # Rules for code in this crate
@@ -36,5 +37,6 @@
 pub mod exports;
 pub mod front;
 pub mod init;
+pub mod interpose;
 pub mod output;
 pub mod tls;

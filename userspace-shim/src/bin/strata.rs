@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! strata run -- CMD [ARGS...]
+//! strata --version
 //! ```
 //!
 //! The library is looked up next to this executable (cargo builds both into
@@ -20,6 +21,7 @@ const LIBRARY: &str = "libstrata.so";
 const USAGE: &str = "\
 usage: strata run [--] CMD [ARGS...]
        strata help
+       strata --version
 
 Runs CMD with the Strata allocator preloaded (libstrata.so, found next to
 this executable). Settings come from the environment:
@@ -33,6 +35,7 @@ this executable). Settings come from the environment:
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
     Help,
+    Version,
     Run { program: OsString, args: Vec<OsString> },
 }
 
@@ -49,6 +52,10 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
+        Request::Version => {
+            println!("strata {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
         Request::Run { program, args } => run(&program, &args),
     }
 }
@@ -60,6 +67,7 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Request, String> {
     };
     match subcommand.to_str() {
         Some("help" | "--help" | "-h") => Ok(Request::Help),
+        Some("version" | "--version" | "-V") => Ok(Request::Version),
         Some("run") => {
             let mut rest: Vec<OsString> = args.collect();
             if rest.first().is_some_and(|arg| arg == "--") {
@@ -137,6 +145,13 @@ mod tests {
         assert_eq!(request, Request::Run { program: "ls".into(), args: vec!["-l".into()] });
         let request = parse(args(&["run", "ls"])).unwrap();
         assert_eq!(request, Request::Run { program: "ls".into(), args: vec![] });
+    }
+
+    #[test]
+    fn version_is_a_request() {
+        for flag in ["--version", "-V", "version"] {
+            assert_eq!(parse(args(&[flag])).unwrap(), Request::Version);
+        }
     }
 
     #[test]
