@@ -46,15 +46,15 @@ fi
 step "build (release)" cargo build --release --workspace
 step "workspace tests (release)" cargo test --workspace --release --all-features
 step "core without std: arena source" \
-    cargo test -p strata --release --no-default-features --features arena --test arena
-step "core builds with no features" cargo build -p strata --no-default-features
+    cargo test -p strata-alloc --release --no-default-features --features arena --test arena
+step "core builds with no features" cargo build -p strata-alloc --no-default-features
 step "clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
-step "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc -p strata --no-deps --all-features
+step "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc -p strata-alloc --no-deps --all-features
 # AddressSanitizer over the core's unsafe code. Doc-tests are left out: they
 # do not take the sanitizer runtime.
 step "core under AddressSanitizer (nightly)" \
     env RUSTFLAGS=-Zsanitizer=address \
-    cargo +nightly test -p strata --all-features --target x86_64-unknown-linux-gnu --lib --tests
+    cargo +nightly test -p strata-alloc --all-features --target x86_64-unknown-linux-gnu --lib --tests
 # The kernel module: builds (or reuses, from ~/.cache/strata) a Rust-enabled
 # kernel, builds strata.ko, and boots it in qemu: self-test, fault
 # injection, load/unload cycles, benchmark.
