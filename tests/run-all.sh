@@ -55,6 +55,8 @@ step "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc -p strata-alloc --no-dep
 step "core under AddressSanitizer (nightly)" \
     env RUSTFLAGS=-Zsanitizer=address \
     cargo +nightly test -p strata-alloc --all-features --target x86_64-unknown-linux-gnu --lib --tests
+# Fuzzing smoke run: each cargo-fuzz target over its committed corpus.
+step "fuzz smoke (nightly)" env FUZZ_SECONDS=30 bash tests/fuzz-smoke.sh
 # The kernel module: builds (or reuses, from ~/.cache/strata) a Rust-enabled
 # kernel, builds strata.ko, and boots it in qemu: self-test, fault
 # injection, load/unload cycles, benchmark.
