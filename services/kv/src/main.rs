@@ -92,7 +92,7 @@ usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N]
   --help              this text
 
 Commands: PING SET GET DEL MSET MGET INCR LPUSH LPOP LRANGE DBSIZE FLUSHALL
-INFO [memory] CONFIG GET (empty) COMMAND (empty) COMPACT SHUTDOWN QUIT
+INFO [memory] CONFIG GET (empty) COMMAND (empty) ECHO COMPACT SHUTDOWN QUIT
 ";
 
 fn fail(msg: String) -> ! {

@@ -15,8 +15,7 @@ pub const MAX_LINE: usize = 64;
 pub enum Parse {
     /// A whole request, and the bytes it used.
     Request(Vec<Vec<u8>>, usize),
-    /// More bytes are needed; `hint` is how many the frame needs at least
-    /// (buffer length included), so the reader can bound what it keeps.
+    /// More bytes are needed.
     Incomplete,
     /// The input is not valid RESP; reply with this error and close.
     Error(&'static str),
@@ -70,6 +69,14 @@ pub fn parse(buf: &[u8]) -> Parse {
 
 fn parse_inner(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>, &'static str> {
     if buf.is_empty() {
+        return Ok(None);
+    }
+    // An empty line (redis-cli --pipe sends one before its closing ECHO) is
+    // an empty inline request, as in Redis.
+    if buf.starts_with(b"\r\n") {
+        return Ok(Some((Vec::new(), 2)));
+    }
+    if buf == b"\r" {
         return Ok(None);
     }
     if buf[0] != b'*' {

@@ -147,6 +147,12 @@ impl Db {
                 2 => reply::bulk(out, &args[1]),
                 _ => return wrong_args(out, &name),
             },
+            b"ECHO" => {
+                if n != 2 {
+                    return wrong_args(out, &name);
+                }
+                reply::bulk(out, &args[1]);
+            }
             b"SET" => {
                 if n != 3 {
                     return wrong_args(out, &name);

@@ -14,6 +14,7 @@ fn commands_round_trip() {
     let mut c = server.client();
     assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
     assert_eq!(c.cmd(&["ping", "hi"]), Reply::bulk("hi"));
+    assert_eq!(c.cmd(&["ECHO", "hello"]), Reply::bulk("hello"));
     assert_eq!(c.cmd(&["SET", "a", "1"]), Reply::ok());
     assert_eq!(c.cmd(&["GET", "a"]), Reply::bulk("1"));
     assert_eq!(c.cmd(&["GET", "missing"]), Reply::Bulk(None));
@@ -72,6 +73,9 @@ fn commands_round_trip() {
         assert_eq!(c.read().unwrap(), Reply::ok());
         assert_eq!(c.read().unwrap(), Reply::bulk(&i.to_string()));
     }
+    // Empty lines between requests are skipped (redis-cli --pipe sends one).
+    c.send_raw(b"\r\n\r\n*1\r\n$4\r\nPING\r\n").unwrap();
+    assert_eq!(c.read().unwrap(), Reply::Simple("PONG".into()));
     assert_eq!(c.cmd(&["FLUSHALL"]), Reply::ok());
     assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(0));
     assert_eq!(c.cmd(&["SET", "after", "flush"]), Reply::ok());
