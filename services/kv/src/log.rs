@@ -87,6 +87,7 @@ pub struct Log {
     work: Condvar,
     done: Condvar,
     pub compact_bytes: u64,
+    pub defrag: bool,
     pub active_bytes: AtomicU64,
     pub snap_bytes: AtomicU64,
     pub compacting: AtomicBool,
@@ -320,7 +321,7 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
 }
 
 /// Builds the log from what recovery found, and returns the shards.
-pub fn new_log(rec: &Recovered, compact_bytes: u64) -> Log {
+pub fn new_log(rec: &Recovered, compact_bytes: u64, defrag: bool) -> Log {
     Log {
         state: Mutex::new(LogState {
             pending: Vec::new(),
@@ -331,6 +332,7 @@ pub fn new_log(rec: &Recovered, compact_bytes: u64) -> Log {
         work: Condvar::new(),
         done: Condvar::new(),
         compact_bytes,
+        defrag,
         active_bytes: AtomicU64::new(rec.active_bytes),
         snap_bytes: AtomicU64::new(rec.snap_bytes),
         compacting: AtomicBool::new(false),
@@ -470,10 +472,24 @@ fn compact(db: &Db, dir: &Path, id: u64, after_compact: fn()) -> io::Result<()> 
             fs::remove_file(snap_path(dir, old))?;
         }
     }
-    // Give back index memory left over from deleted keys.
+    // Give back index memory left over from deleted keys: rebuild each
+    // shard's table at its live size, and (unless disabled) move every key
+    // and value into a fresh allocation, so that the survivors of mass
+    // deletes pack into fewer slabs/pages instead of pinning sparse ones.
     for shard in &db.shards {
         let mut sh = shard.lock().unwrap();
-        if sh.capacity() > 2 * sh.len() + 64 {
+        if db.log.defrag {
+            let old = std::mem::take(&mut *sh);
+            let mut new = Shard::with_capacity(old.len());
+            for (k, v) in old {
+                let v = match v {
+                    Value::Str(s) => Value::Str(s.as_slice().to_vec()),
+                    Value::List(l) => Value::List(l.iter().map(|x| x.as_slice().to_vec()).collect()),
+                };
+                new.insert(k.as_slice().to_vec(), v);
+            }
+            *sh = new;
+        } else if sh.capacity() > 2 * sh.len() + 64 {
             sh.shrink_to_fit();
         }
     }

@@ -33,6 +33,11 @@ mod alloc_front {
         let _ = write!(s, "strata_pages_mapped:{}\r\n", st.pages_mapped);
         let _ = write!(s, "strata_pages_released:{}\r\n", st.pages_released);
         let _ = write!(s, "strata_huge_allocations:{}\r\n", st.huge_allocations);
+        let _ = write!(
+            s,
+            "strata_slices:clean={},partial={},full={},dirty={},purged={}\r\n",
+            st.slices_clean, st.slices_partial, st.slices_full, st.slices_dirty, st.slices_purged
+        );
         let _ = write!(s, "strata_purges:{}\r\n", st.purges);
         let _ = write!(s, "strata_remote_frees:{}\r\n", st.remote_frees);
     }
@@ -83,12 +88,14 @@ const OUT_FLUSH: usize = 1 << 20;
 const HELP: &str = "\
 strata-kv: a RESP2 key-value server with an append-only log, on 127.0.0.1
 
-usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N]
+usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag]
 
   --port PORT         TCP port on 127.0.0.1 (default 6379; 0 picks one)
   --dir DIR           data directory for the log and snapshots (default ./kv-data)
   --compact-bytes N   compact once the log since the last snapshot exceeds
                       max(N, snapshot size) bytes (default 67108864)
+  --no-defrag         compaction does not move live keys and values into
+                      fresh allocations (it still resizes the index)
   --help              this text
 
 Commands: PING SET GET DEL MSET MGET INCR LPUSH LPOP LRANGE DBSIZE FLUSHALL
@@ -104,6 +111,7 @@ fn main() {
     let mut port: u16 = 6379;
     let mut dir = PathBuf::from("kv-data");
     let mut compact_bytes: u64 = 64 << 20;
+    let mut defrag = true;
     let mut argv = std::env::args().skip(1);
     while let Some(a) = argv.next() {
         let mut val = |what: &str| argv.next().unwrap_or_else(|| fail(format!("{what} needs a value (see --help)")));
@@ -113,6 +121,7 @@ fn main() {
                 return;
             }
             "--port" => port = val("--port").parse().unwrap_or_else(|_| fail("bad --port".into())),
+            "--no-defrag" => defrag = false,
             "--dir" => dir = PathBuf::from(val("--dir")),
             "--compact-bytes" => {
                 compact_bytes = val("--compact-bytes").parse().unwrap_or_else(|_| fail("bad --compact-bytes".into()))
@@ -126,7 +135,7 @@ fn main() {
     let rec = log::recover(&dir).unwrap_or_else(|e| fail(format!("cannot recover from {}: {e}", dir.display())));
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| fail(format!("cannot bind 127.0.0.1:{port}: {e}")));
     let seg_id = rec.seg_id();
-    let log = log::new_log(&rec, compact_bytes);
+    let log = log::new_log(&rec, compact_bytes, defrag);
     let shards = rec.shards;
     assert_eq!(shards.len(), SHARDS);
     let db = Arc::new(Db {
