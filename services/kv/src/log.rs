@@ -364,7 +364,7 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn()) ->
         loop {
             let (last, rotate) = {
                 let mut st = log.state.lock().unwrap();
-                while st.pending.is_empty() && !(st.compact_requested && !log.compacting.load(Ordering::Acquire)) {
+                while st.pending.is_empty() && (!st.compact_requested || log.compacting.load(Ordering::Acquire)) {
                     st = if st.compact_requested {
                         log.work.wait_timeout(st, std::time::Duration::from_millis(10)).unwrap().0
                     } else {
@@ -385,7 +385,7 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn()) ->
                 log.active_bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 log.batches.fetch_add(1, Ordering::Relaxed);
                 batch.clear();
-                if batch.capacity() > 8 << 20 {
+                if batch.capacity() > 1 << 20 {
                     batch = Vec::new();
                 }
             }

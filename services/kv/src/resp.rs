@@ -67,7 +67,9 @@ pub fn parse(buf: &[u8]) -> Parse {
     }
 }
 
-fn parse_inner(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>, &'static str> {
+type Parsed = Option<(Vec<Vec<u8>>, usize)>;
+
+fn parse_inner(buf: &[u8]) -> Result<Parsed, &'static str> {
     if buf.is_empty() {
         return Ok(None);
     }

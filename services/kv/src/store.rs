@@ -197,7 +197,7 @@ impl Db {
                 return Next::Wait(seq);
             }
             b"MSET" => {
-                if n < 3 || n % 2 == 0 {
+                if n < 3 || n.is_multiple_of(2) {
                     return wrong_args(out, &name);
                 }
                 let refs: Vec<&[u8]> = args[1..].iter().map(|a| a.as_slice()).collect();

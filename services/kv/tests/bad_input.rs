@@ -39,7 +39,7 @@ fn bad_input_is_refused() {
     // A header line that never ends.
     let mut c = server.client();
     let mut long = b"*".to_vec();
-    long.extend(std::iter::repeat(b'1').take(10_000));
+    long.extend([b'1'; 10_000]);
     c.send_raw(&long).unwrap();
     assert!(c.read_to_close().starts_with(b"-ERR"));
 
@@ -64,7 +64,7 @@ fn bad_input_is_refused() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let rss_during = info_field(&mut keeper, "used_memory_rss");
     assert!(rss_during < rss_before + (64 << 20), "{rss_before} -> {rss_during}");
-    for mut c in hogs {
+    for c in hogs {
         let _ = c.stream().shutdown(Shutdown::Both);
         let _ = c.stream().flush();
     }
