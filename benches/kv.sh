@@ -29,6 +29,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 for a in $ALLOCATORS; do
     echo "building strata-kv with alloc-$a" >&2
@@ -56,18 +57,22 @@ for d in $SIZES; do
     for a in $ALLOCATORS; do
         dir=$WORK/data-$a-$d
         rm -rf "$dir"
-        "$WORK/strata-kv-$a" --port 0 --dir "$dir" >"$WORK/server.out" 2>"$WORK/server.err" &
+        # One file per run: a shared one could still hold the previous
+        # server's port when the new server's redirection has not yet
+        # truncated it.
+        out=$WORK/server-$a-$d.out
+        "$WORK/strata-kv-$a" --port 0 --dir "$dir" >"$out" 2>"$WORK/server.err" &
         SERVER_PID=$!
         port=
         for _ in $(seq 1 200); do
-            port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/server.out")
+            port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" 2>/dev/null || true)
             [ -n "$port" ] && break
             sleep 0.05
         done
         [ -n "$port" ] || { echo "server did not start" >&2; cat "$WORK/server.err" >&2; exit 1; }
         echo "$a d=$d on port $port" >&2
-        # A guard against a redis-benchmark that stalls (seen once here:
-        # spinning with no connection open); the run is then tried again.
+        # A guard against a redis-benchmark that stalls (it spins when it
+        # cannot connect); the run is then tried again.
         for try in 1 2; do
             if timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$N" -d "$d" \
                 -t $TESTS --csv >"$WORK/bench.csv" 2>/dev/null; then
