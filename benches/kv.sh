@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# strata-kv under redis-benchmark, one build per allocator (Strata, mimalloc,
+# the system allocator), runs interleaved.
+#
+# For each value size and each allocator: a server on a fresh directory;
+# redis-benchmark SET, GET, LPUSH, LPOP and MSET with -P 16, -r 100000 random
+# keys and -d SIZE; then 90% of the keys are deleted and a compaction is
+# forced (COMPACT), and the peak RSS (VmHWM) and the RSS after that (VmRSS)
+# are read from /proc/PID/status.
+#
+# Environment: N (requests per test, default 100000), SIZES (default
+# "16 256 4096"), CLIENTS (default 50), ALLOCATORS (default
+# "strata mimalloc system"), CARGO_TARGET_DIR.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+N=${N:-100000}
+SIZES=${SIZES:-"16 256 4096"}
+CLIENTS=${CLIENTS:-50}
+ALLOCATORS=${ALLOCATORS:-"strata mimalloc system"}
+KEYSPACE=100000
+TESTS=set,get,lpush,lpop,mset
+
+WORK=$(mktemp -d /tmp/strata-kv-bench.XXXXXX)
+SERVER_PID=
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+for a in $ALLOCATORS; do
+    echo "building strata-kv with alloc-$a" >&2
+    cargo build --release -q -p strata-kv --no-default-features --features "alloc-$a" --manifest-path "$ROOT/Cargo.toml"
+    cp "$CARGO_TARGET_DIR/release/strata-kv" "$WORK/strata-kv-$a"
+done
+
+status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+
+# RESP for DEL of 9 keys in every 10 (key:000000000001 .. 9, 11 .. 19, ...),
+# the names redis-benchmark -r uses.
+awk -v n=$KEYSPACE 'BEGIN {
+    for (i = 0; i < n; i += 10) {
+        printf "*10\r\n$3\r\nDEL\r\n";
+        for (j = 1; j < 10; j++) printf "$16\r\nkey:%012d\r\n", i + j;
+    }
+}' >"$WORK/del.resp"
+
+RESULTS=$WORK/results.csv
+MEMORY=$WORK/memory.csv
+: >"$RESULTS"
+: >"$MEMORY"
+
+for d in $SIZES; do
+    for a in $ALLOCATORS; do
+        dir=$WORK/data-$a-$d
+        rm -rf "$dir"
+        # One file per run: a shared one could still hold the previous
+        # server's port when the new server's redirection has not yet
+        # truncated it.
+        out=$WORK/server-$a-$d.out
+        "$WORK/strata-kv-$a" --port 0 --dir "$dir" >"$out" 2>"$WORK/server.err" &
+        SERVER_PID=$!
+        port=
+        for _ in $(seq 1 200); do
+            port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" 2>/dev/null || true)
+            [ -n "$port" ] && break
+            sleep 0.05
+        done
+        [ -n "$port" ] || { echo "server did not start" >&2; cat "$WORK/server.err" >&2; exit 1; }
+        echo "$a d=$d on port $port" >&2
+        # A guard against a redis-benchmark that stalls (it spins when it
+        # cannot connect); the run is then tried again.
+        for try in 1 2; do
+            if timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$N" -d "$d" \
+                -t $TESTS --csv >"$WORK/bench.csv" 2>/dev/null; then
+                break
+            fi
+            echo "redis-benchmark failed or stalled (try $try)" >&2
+        done
+        awk -F, -v a="$a" -v d="$d" 'NR > 1 { gsub(/"/, ""); print a "," d "," $1 "," $2 "," $5 "," $7 }' "$WORK/bench.csv" >>"$RESULTS"
+        keys_before=$(redis-cli -p "$port" DBSIZE)
+        peak=$(status_kb "$SERVER_PID" VmHWM)
+        redis-cli -p "$port" --pipe <"$WORK/del.resp" >/dev/null
+        redis-cli -p "$port" COMPACT >/dev/null
+        sleep 2
+        rss=$(status_kb "$SERVER_PID" VmRSS)
+        keys=$(redis-cli -p "$port" DBSIZE)
+        live=$(redis-cli -p "$port" INFO memory | tr -d '\r' | awk -F: '$1 == "strata_bytes_live" { print $2 }')
+        disk=$(du -sk "$dir" | cut -f1)
+        echo "$a,$d,$keys_before,$keys,$peak,$rss,${live:--},$disk" >>"$MEMORY"
+        redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+        rm -rf "$dir"
+    done
+done
+
+echo
+echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N (MSET: 10 keys per request); latency in ms"
+printf '%-9s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
+sort -t, -k2,2n -k3,3 -k1,1 "$RESULTS" | while IFS=, read -r a d cmd rps p50 p99; do
+    printf '%-9s %6s %-15s %12s %8s %8s\n' "$a" "$d" "$cmd" "$rps" "$p50" "$p99"
+done
+
+echo
+echo "memory: peak RSS (VmHWM) during the run; RSS after deleting 90% of the keys and COMPACT (+2 s);"
+echo "estimate = keys x (16-byte key + value + 64 bytes of index per entry); ratio = RSS after / estimate"
+printf '%-9s %6s %8s %8s %10s %10s %10s %7s %12s %9s\n' allocator size keys0 keys1 peak_MiB after_MiB est_MiB ratio strata_live disk_KiB
+sort -t, -k2,2n -k1,1 "$MEMORY" | while IFS=, read -r a d k0 k1 peak rss live disk; do
+    est=$((k1 * (16 + d + 64)))
+    awk -v a="$a" -v d="$d" -v k0="$k0" -v k1="$k1" -v peak="$peak" -v rss="$rss" -v est="$est" -v live="$live" -v disk="$disk" 'BEGIN {
+        printf "%-9s %6s %8s %8s %10.1f %10.1f %10.1f %7.2f %12s %9s\n", a, d, k0, k1, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, live, disk
+    }'
+done

@@ -1,0 +1,233 @@
+//! strata-kv: a small RESP2 key-value server with an append-only log.
+
+mod log;
+mod resp;
+mod store;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use resp::{parse, reply, Parse};
+use store::{Db, Next, SHARDS};
+
+#[cfg(feature = "alloc-strata")]
+#[global_allocator]
+static GLOBAL: strata::Strata = strata::Strata::new();
+
+#[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-strata")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "alloc-strata")]
+mod alloc_front {
+    pub const NAME: &str = "strata";
+    pub fn info(s: &mut String) {
+        use std::fmt::Write;
+        let st = super::GLOBAL.stats();
+        let _ = write!(s, "used_memory:{}\r\n", st.bytes_live);
+        let _ = write!(s, "strata_bytes_live:{}\r\n", st.bytes_live);
+        let _ = write!(s, "strata_bytes_resident:{}\r\n", st.bytes_resident);
+        let _ = write!(s, "strata_bytes_mapped:{}\r\n", st.bytes_mapped);
+        let _ = write!(s, "strata_pages_mapped:{}\r\n", st.pages_mapped);
+        let _ = write!(s, "strata_pages_released:{}\r\n", st.pages_released);
+        let _ = write!(s, "strata_huge_allocations:{}\r\n", st.huge_allocations);
+        let _ = write!(
+            s,
+            "strata_slices:clean={},partial={},full={},dirty={},purged={}\r\n",
+            st.slices_clean, st.slices_partial, st.slices_full, st.slices_dirty, st.slices_purged
+        );
+        let _ = write!(s, "strata_purges:{}\r\n", st.purges);
+        let _ = write!(s, "strata_remote_frees:{}\r\n", st.remote_frees);
+    }
+    pub fn after_compact() {
+        super::GLOBAL.purge();
+    }
+}
+
+#[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-strata")))]
+mod alloc_front {
+    pub const NAME: &str = "mimalloc";
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+    pub fn info(s: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(s, "used_memory:{}\r\n", crate::store::proc_status("VmRSS"));
+    }
+    pub fn after_compact() {
+        // SAFETY: mi_collect has no preconditions.
+        unsafe { mi_collect(true) }
+    }
+}
+
+#[cfg(not(any(feature = "alloc-strata", feature = "alloc-mimalloc")))]
+mod alloc_front {
+    pub const NAME: &str = "system";
+    extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    pub fn info(s: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(s, "used_memory:{}\r\n", crate::store::proc_status("VmRSS"));
+    }
+    pub fn after_compact() {
+        // SAFETY: glibc's malloc_trim has no preconditions.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// Largest request (all its frames' bytes) a connection may buffer.
+const MAX_REQUEST: usize = resp::MAX_BULK + (1 << 20);
+/// Replies are flushed once this much is pending.
+const OUT_FLUSH: usize = 1 << 20;
+
+const HELP: &str = "\
+strata-kv: a RESP2 key-value server with an append-only log, on 127.0.0.1
+
+usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag]
+
+  --port PORT         TCP port on 127.0.0.1 (default 6379; 0 picks one)
+  --dir DIR           data directory for the log and snapshots (default ./kv-data)
+  --compact-bytes N   compact once the log since the last snapshot exceeds
+                      max(N, snapshot size) bytes (default 67108864)
+  --no-defrag         compaction does not move live keys and values into
+                      fresh allocations (it still resizes the index)
+  --help              this text
+
+Commands: PING SET GET DEL MSET MGET INCR LPUSH LPOP LRANGE DBSIZE FLUSHALL
+INFO [memory] CONFIG GET (empty) COMMAND (empty) ECHO COMPACT SHUTDOWN QUIT
+";
+
+fn fail(msg: String) -> ! {
+    eprintln!("strata-kv: {msg}");
+    std::process::exit(1)
+}
+
+fn main() {
+    let mut port: u16 = 6379;
+    let mut dir = PathBuf::from("kv-data");
+    let mut compact_bytes: u64 = 64 << 20;
+    let mut defrag = true;
+    let mut argv = std::env::args().skip(1);
+    while let Some(a) = argv.next() {
+        let mut val = |what: &str| argv.next().unwrap_or_else(|| fail(format!("{what} needs a value (see --help)")));
+        match a.as_str() {
+            "--help" | "-h" => {
+                print!("{HELP}");
+                return;
+            }
+            "--port" => port = val("--port").parse().unwrap_or_else(|_| fail("bad --port".into())),
+            "--no-defrag" => defrag = false,
+            "--dir" => dir = PathBuf::from(val("--dir")),
+            "--compact-bytes" => {
+                compact_bytes = val("--compact-bytes").parse().unwrap_or_else(|_| fail("bad --compact-bytes".into()))
+            }
+            _ => fail(format!("unknown option {a} (see --help)")),
+        }
+    }
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        fail(format!("cannot open directory {}: {e}", dir.display()));
+    }
+    let rec = log::recover(&dir).unwrap_or_else(|e| fail(format!("cannot recover from {}: {e}", dir.display())));
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| fail(format!("cannot bind 127.0.0.1:{port}: {e}")));
+    let seg_id = rec.seg_id();
+    let log = log::new_log(&rec, compact_bytes, defrag);
+    let shards = rec.shards;
+    assert_eq!(shards.len(), SHARDS);
+    let db = Arc::new(Db {
+        shards: shards.into_iter().map(Mutex::new).collect(),
+        log,
+        allocator: alloc_front::NAME,
+        alloc_info: alloc_front::info,
+    });
+    if let Err(e) = log::start(db.clone(), dir.clone(), seg_id, alloc_front::after_compact) {
+        fail(format!("cannot open the log in {}: {e}", dir.display()));
+    }
+    let addr = listener.local_addr().unwrap();
+    println!("strata-kv: listening on {addr} (allocator {}, {} keys recovered)", alloc_front::NAME, db.dbsize());
+    let _ = std::io::stdout().flush();
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let db = db.clone();
+        let _ = std::thread::Builder::new().name("kv-conn".into()).stack_size(256 << 10).spawn(move || serve(&db, stream));
+    }
+}
+
+fn serve(db: &Db, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    loop {
+        let mut start = 0;
+        let mut wait = 0;
+        let mut close = false;
+        let mut shutdown = false;
+        loop {
+            match parse(&buf[start..]) {
+                Parse::Request(args, used) => {
+                    start += used;
+                    match db.execute(args, &mut out) {
+                        Next::Wait(seq) => wait = wait.max(seq),
+                        Next::Close => close = true,
+                        Next::Shutdown => shutdown = true,
+                    }
+                    if close || shutdown {
+                        break;
+                    }
+                    if out.len() >= OUT_FLUSH {
+                        db.log.wait(wait);
+                        if stream.write_all(&out).is_err() {
+                            return;
+                        }
+                        out.clear();
+                    }
+                }
+                Parse::Incomplete => break,
+                Parse::Error(e) => {
+                    reply::error(&mut out, &format!("ERR {e}"));
+                    close = true;
+                    break;
+                }
+            }
+        }
+        // Group commit: acknowledge only once the writes are durable.
+        db.log.wait(wait);
+        if shutdown {
+            db.log.sync_all();
+            eprintln!("strata-kv: shutdown");
+            std::process::exit(0);
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+            out.clear();
+            if out.capacity() > 4 << 20 {
+                out = Vec::with_capacity(16 << 10);
+            }
+        }
+        if close {
+            return;
+        }
+        buf.drain(..start);
+        if buf.is_empty() && buf.capacity() > 4 << 20 {
+            buf = Vec::with_capacity(16 << 10);
+        }
+        if buf.len() >= MAX_REQUEST {
+            reply::error(&mut out, "ERR Protocol error: request too large");
+            let _ = stream.write_all(&out);
+            return;
+        }
+        let len = buf.len();
+        let room = (64 << 10).min(MAX_REQUEST - len);
+        buf.resize(len + room, 0);
+        match stream.read(&mut buf[len..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.truncate(len + n),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Round trips for every command, over a tiny RESP client.
+
+mod common;
+use common::*;
+
+fn arr(items: &[&str]) -> Reply {
+    Reply::Array(Some(items.iter().map(|s| Reply::bulk(s)).collect()))
+}
+
+#[test]
+fn commands_round_trip() {
+    let dir = temp_dir("protocol");
+    let server = Server::start(&dir, &[]);
+    let mut c = server.client();
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    assert_eq!(c.cmd(&["ping", "hi"]), Reply::bulk("hi"));
+    assert_eq!(c.cmd(&["ECHO", "hello"]), Reply::bulk("hello"));
+    assert_eq!(c.cmd(&["SET", "a", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "a"]), Reply::bulk("1"));
+    assert_eq!(c.cmd(&["GET", "missing"]), Reply::Bulk(None));
+    assert_eq!(c.cmd(&["SET", "empty", ""]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "empty"]), Reply::bulk(""));
+    assert_eq!(c.cmd(&["INCR", "a"]), Reply::Int(2));
+    assert_eq!(c.cmd(&["INCR", "counter"]), Reply::Int(1));
+    assert!(c.cmd(&["INCR", "empty"]).is_error());
+    assert_eq!(c.cmd(&["SET", "big", "9223372036854775807"]), Reply::ok());
+    assert!(c.cmd(&["INCR", "big"]).is_error());
+    assert_eq!(c.cmd(&["MSET", "k1", "v1", "k2", "v2", "k3", "v3"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["MGET", "k1", "nope", "k3"]),
+        Reply::Array(Some(vec![Reply::bulk("v1"), Reply::Bulk(None), Reply::bulk("v3")]))
+    );
+    assert!(c.cmd(&["MSET", "k1"]).is_error());
+    assert!(c.cmd(&["MSET", "k1", "v", "k2"]).is_error());
+    assert_eq!(c.cmd(&["DEL", "k1", "k2", "nope"]), Reply::Int(2));
+    assert_eq!(c.cmd(&["GET", "k1"]), Reply::Bulk(None));
+    assert_eq!(c.cmd(&["LPUSH", "l", "a", "b", "c"]), Reply::Int(3));
+    assert_eq!(c.cmd(&["LPUSH", "l", "d"]), Reply::Int(4));
+    assert_eq!(c.cmd(&["LRANGE", "l", "0", "-1"]), arr(&["d", "c", "b", "a"]));
+    assert_eq!(c.cmd(&["LRANGE", "l", "1", "2"]), arr(&["c", "b"]));
+    assert_eq!(c.cmd(&["LRANGE", "l", "-2", "100"]), arr(&["b", "a"]));
+    assert_eq!(c.cmd(&["LRANGE", "l", "3", "1"]), arr(&[]));
+    assert_eq!(c.cmd(&["LRANGE", "nope", "0", "-1"]), arr(&[]));
+    assert_eq!(c.cmd(&["LPOP", "l"]), Reply::bulk("d"));
+    assert_eq!(c.cmd(&["LPOP", "l", "2"]), arr(&["c", "b"]));
+    assert_eq!(c.cmd(&["LPOP", "l"]), Reply::bulk("a"));
+    assert_eq!(c.cmd(&["LPOP", "l"]), Reply::Bulk(None));
+    assert_eq!(c.cmd(&["LPOP", "l", "3"]), Reply::Array(None));
+    assert!(c.cmd(&["LPUSH", "a", "x"]).is_error(), "WRONGTYPE");
+    assert!(c.cmd(&["LRANGE", "a", "0", "1"]).is_error());
+    assert_eq!(c.cmd(&["LPUSH", "lst", "x"]), Reply::Int(1));
+    assert!(c.cmd(&["GET", "lst"]).is_error());
+    assert!(c.cmd(&["INCR", "lst"]).is_error());
+    assert!(c.cmd(&["GET"]).is_error());
+    assert!(c.cmd(&["SET", "x"]).is_error());
+    assert!(c.cmd(&["NOSUCHCOMMAND"]).is_error());
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(6));
+    assert_eq!(c.cmd(&["CONFIG", "GET", "save"]), Reply::Array(Some(vec![])));
+    assert_eq!(c.cmd(&["COMMAND"]), Reply::Array(Some(vec![])));
+    let Reply::Bulk(Some(info)) = c.cmd(&["INFO", "memory"]) else { panic!() };
+    let info = String::from_utf8(info).unwrap();
+    assert!(info.contains("mem_allocator:strata"), "{info}");
+    assert!(info.contains("strata_bytes_live:"), "{info}");
+    assert!(info_field(&mut c, "used_memory_rss") > 0);
+    // Pipelined requests come back in order.
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        batch.extend(encode(&[b"SET", format!("p{i}").as_bytes(), format!("{i}").as_bytes()]));
+        batch.extend(encode(&[b"GET", format!("p{i}").as_bytes()]));
+    }
+    c.send_raw(&batch).unwrap();
+    for i in 0..100 {
+        assert_eq!(c.read().unwrap(), Reply::ok());
+        assert_eq!(c.read().unwrap(), Reply::bulk(&i.to_string()));
+    }
+    // Empty lines between requests are skipped (redis-cli --pipe sends one).
+    c.send_raw(b"\r\n\r\n*1\r\n$4\r\nPING\r\n").unwrap();
+    assert_eq!(c.read().unwrap(), Reply::Simple("PONG".into()));
+    assert_eq!(c.cmd(&["FLUSHALL"]), Reply::ok());
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(0));
+    assert_eq!(c.cmd(&["SET", "after", "flush"]), Reply::ok());
+    assert_eq!(c.cmd(&["COMPACT"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "after"]), Reply::bulk("flush"));
+    assert_eq!(c.cmd(&["QUIT"]), Reply::ok());
+    // SHUTDOWN exits cleanly, and what was written is there after a restart.
+    let mut server = server;
+    let mut c = server.client();
+    c.send(&["SHUTDOWN"]).unwrap();
+    assert!(c.read_to_close().is_empty());
+    assert!(server.child.wait().unwrap().success());
+    let server = Server::start(&dir, &[]);
+    let mut c = server.client();
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(1));
+    assert_eq!(c.cmd(&["GET", "after"]), Reply::bulk("flush"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn command_line() {
+    let out = std::process::Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("--port") && text.contains("--dir") && text.contains("--compact-bytes"));
+
+    // A directory that cannot be opened.
+    let dir = temp_dir("cmdline");
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = std::process::Command::new(BIN).args(["--port", "0", "--dir"]).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot"), "{out:?}");
+
+    // A port already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = std::process::Command::new(BIN).args(["--port", &port, "--dir"]).arg(dir.join("d")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"), "{out:?}");
+
+    let out = std::process::Command::new(BIN).arg("--bogus").output().unwrap();
+    assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
