@@ -24,7 +24,7 @@ use core::sync::atomic::Ordering;
 
 use crate::domain::{append, Domain, FreeError, FreeErrorKind, Lookup};
 use crate::lock::RawLock;
-use crate::page::{page_of, PageHeader, PageKind, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
+use crate::page::{page_of, PageHeader, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
 use crate::remote::{Link, Push};
 use crate::size_class::{class_index, class_of, CLASS_COUNT, MAX_SMALL};
 use crate::slice::{FreeObject, SliceMeta};
@@ -400,7 +400,7 @@ impl Heap {
         }
         // SAFETY: registered pages are live and start with a header.
         let header = unsafe { &*(page as *const PageHeader) };
-        if header.common.kind != PageKind::Slab || header.common.domain != domain.id() || self.domain != domain.id() {
+        if !header.common.is_slab_of(domain.id()) || self.domain != domain.id() {
             return self.free_slow(domain, address);
         }
         // An address exactly one page past a header gives index 64; the mask
@@ -526,7 +526,7 @@ impl Heap {
             }
             Lookup::Huge { common } => {
                 // The object runs to the end of its mapping.
-                let usable = common.object_size.get();
+                let usable = common.object_size();
                 (usable, aligned && size <= usable && size >= usable / 2)
             }
         };

@@ -940,17 +940,15 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
         // SAFETY: registered pages are live and start with a header.
         let common = unsafe { &*(page as *const PageCommon) };
-        if common.domain != self.id() {
-            return Err(not_ours);
-        }
-        match common.kind {
-            PageKind::Huge => {
-                if address != common.object || common.object_size.get() == 0 {
+        match common.kind_in(self.id()) {
+            None => Err(not_ours),
+            Some(PageKind::Huge) => {
+                if address != common.object() || common.object_size() == 0 {
                     return Err(not_ours);
                 }
                 Ok(Lookup::Huge { common })
             }
-            PageKind::Slab => {
+            Some(PageKind::Slab) => {
                 // SAFETY: as above; slab pages carry a full header.
                 let header = unsafe { &*(page as *const PageHeader) };
                 let index = (address - page) >> SLICE_SHIFT;
@@ -985,7 +983,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         Ok(match self.lookup(address)? {
             Lookup::Small { slice } => slice.object_size.get() as usize,
             Lookup::Span { slice } => slice.span.get() as usize * SLICE_SIZE,
-            Lookup::Huge { common } => common.object_size.get(),
+            Lookup::Huge { common } => common.object_size(),
         })
     }
 
@@ -1069,14 +1067,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let base = memory.as_ptr() as usize;
         let object = base + offset;
         let header = page_of(object);
-        let common = PageCommon {
-            kind: PageKind::Huge,
-            domain: self.id(),
-            map_base: base,
-            map_len: len,
-            object,
-            object_size: core::cell::Cell::new(len - offset),
-        };
+        let common = PageCommon::new(PageKind::Huge, self.id(), base, len, object, len - offset);
         // SAFETY: the header lies inside the new mapping, before the object.
         unsafe { (header as *mut PageCommon).write(common) };
         if !self.source.register(header, context) {
@@ -1117,8 +1108,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     Ok(None)
                 }
                 Lookup::Huge { common } => {
-                    let live = common.object_size.get();
-                    common.object_size.set(0);
+                    let live = common.object_size();
+                    common.object_size.store(0, Ordering::Relaxed);
                     self.source.unregister(page_of(address));
                     inner.huge_allocations -= 1;
                     inner.huge_bytes_live -= live;

@@ -14,6 +14,7 @@
 use core::cell::Cell;
 use core::mem::size_of;
 use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use static_assertions::const_assert;
 
@@ -43,29 +44,103 @@ pub(crate) const BUCKETS: usize = 4;
 
 /// What a page holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
 pub(crate) enum PageKind {
     /// Slices of small objects and spans.
-    Slab = 0x5354_5241,
+    Slab,
     /// One huge object.
-    Huge = 0x4855_4745,
+    Huge,
 }
 
+/// Bit 0 of [`PageCommon::tag`]: the page holds one huge object. Domain
+/// addresses are word-aligned, so the bit is free.
+const HUGE_TAG: usize = 1;
+
 /// Fields common to slab and huge pages.
+///
+/// Every free, on any thread, reads `tag` (and look-ups read `object` and
+/// `object_size`) without the domain lock, so the fields read that way are
+/// atomics, loaded and stored `Relaxed`: plain moves on x86. `tag`,
+/// `map_base`, `map_len` and `object` are written before the page is
+/// registered and never changed while it is; a free of a live object is
+/// ordered after that by the chain that handed the object out (domain lock,
+/// allocation, the caller's own hand-over), so Relaxed reads see the written
+/// values. Only a pointer that was never live can race with a header being
+/// written; atomics keep that a refused pointer rather than a data race on
+/// these words.
 #[repr(C)]
 pub(crate) struct PageCommon {
+    /// The owning domain's address, with [`HUGE_TAG`] set for a huge page:
+    /// one word, so that the free fast path tests "a slab page of this
+    /// domain" with one comparison. Frees check it before trusting anything
+    /// else in the header.
     /// Invariant: set before the page is entered in the registry, never
     /// changed while it is there.
-    pub(crate) kind: PageKind,
-    /// Address of the owning domain: frees check it before trusting anything
-    /// else in the header.
-    pub(crate) domain: usize,
-    /// The mapping the page came from, to give back to the source.
+    pub(crate) tag: AtomicUsize,
+    /// The mapping the page came from, to give back to the source. Read only
+    /// under the domain lock once the page is published.
     pub(crate) map_base: usize,
     pub(crate) map_len: usize,
-    /// Huge pages: the object address and its usable size.
-    pub(crate) object: usize,
-    pub(crate) object_size: Cell<usize>,
+    /// Huge pages: the object address (same rule as `tag`) and its usable
+    /// size. `object_size` is set to 0 under the domain lock when the object
+    /// is freed, while look-ups on other threads may read it without the
+    /// lock (a racing double free or size query): Relaxed, as `tag`.
+    pub(crate) object: AtomicUsize,
+    pub(crate) object_size: AtomicUsize,
+}
+
+impl PageCommon {
+    /// Fields for a page of `kind` owned by the domain at `domain`.
+    pub(crate) const fn new(
+        kind: PageKind,
+        domain: usize,
+        map_base: usize,
+        map_len: usize,
+        object: usize,
+        object_size: usize,
+    ) -> Self {
+        let tag = match kind {
+            PageKind::Slab => domain,
+            PageKind::Huge => domain | HUGE_TAG,
+        };
+        Self {
+            tag: AtomicUsize::new(tag),
+            map_base,
+            map_len,
+            object: AtomicUsize::new(object),
+            object_size: AtomicUsize::new(object_size),
+        }
+    }
+
+    /// Whether this is the header of a slab page of the domain at `domain`.
+    #[inline(always)]
+    pub(crate) fn is_slab_of(&self, domain: usize) -> bool {
+        self.tag.load(Ordering::Relaxed) == domain
+    }
+
+    /// What the page holds, if it belongs to the domain at `domain`.
+    #[inline(always)]
+    pub(crate) fn kind_in(&self, domain: usize) -> Option<PageKind> {
+        let tag = self.tag.load(Ordering::Relaxed);
+        if tag == domain {
+            Some(PageKind::Slab)
+        } else if tag == domain | HUGE_TAG {
+            Some(PageKind::Huge)
+        } else {
+            None
+        }
+    }
+
+    /// Huge pages: the object's address.
+    #[inline(always)]
+    pub(crate) fn object(&self) -> usize {
+        self.object.load(Ordering::Relaxed)
+    }
+
+    /// Huge pages: the object's usable size, 0 once freed.
+    #[inline(always)]
+    pub(crate) fn object_size(&self) -> usize {
+        self.object_size.load(Ordering::Relaxed)
+    }
 }
 
 /// Header of a slab page.
@@ -118,14 +193,7 @@ impl PageHeader {
     /// `page` must be valid for writes of a `PageHeader`, aligned to
     /// [`PAGE_SIZE`], and not yet visible to any other thread.
     pub(crate) unsafe fn init(page: *mut PageHeader, domain: usize, map_base: usize, map_len: usize) {
-        let common = PageCommon {
-            kind: PageKind::Slab,
-            domain,
-            map_base,
-            map_len,
-            object: 0,
-            object_size: Cell::new(0),
-        };
+        let common = PageCommon::new(PageKind::Slab, domain, map_base, map_len, 0, 0);
         // SAFETY: the caller guarantees exclusive access to writable memory.
         unsafe {
             ptr::addr_of_mut!((*page).common).write(common);

@@ -8,7 +8,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::{FreeError, FreeErrorKind};
 use crate::remote::{Link, RemoteList, ORPHAN};
@@ -132,6 +132,77 @@ impl FreeObject {
     }
 }
 
+/// A descriptor field that one side writes (the slice's holder, or the
+/// domain under its lock) while other threads may read it without that lock
+/// (frees and pointer look-ups on any thread).
+///
+/// Loads and stores are `Relaxed`: plain moves on x86 and most other targets,
+/// no read-modify-write. Relaxed is enough because nothing is published
+/// through these fields: whoever acts on a value they read (frees an object
+/// of the slice, resizes it) was handed that object after it was formatted
+/// and carved, through a chain of happens-before edges (the domain lock, the
+/// owner's allocation, the caller's own hand-over of the pointer), so it
+/// reads the value of that time or a later one. Reads made for a pointer
+/// that is not a live allocation may see any value; they only decide whether
+/// the pointer is refused. Each field's comment names the edge it relies on.
+macro_rules! relaxed_field {
+    ($(#[$doc:meta])* $name:ident, $atomic:ty, $value:ty, |$raw:ident| $from:expr, |$v:ident| $to:expr) => {
+        $(#[$doc])*
+        #[repr(transparent)]
+        pub(crate) struct $name($atomic);
+
+        impl $name {
+            pub(crate) const fn new($v: $value) -> Self {
+                Self(<$atomic>::new($to))
+            }
+
+            /// Relaxed load.
+            #[inline(always)]
+            pub(crate) fn get(&self) -> $value {
+                let $raw = self.0.load(Ordering::Relaxed);
+                $from
+            }
+
+            /// Relaxed store.
+            #[inline(always)]
+            pub(crate) fn set(&self, $v: $value) {
+                self.0.store($to, Ordering::Relaxed)
+            }
+        }
+    };
+}
+
+relaxed_field!(
+    /// A `u32` descriptor field read across threads (see `relaxed_field!`).
+    RelaxedU32, AtomicU32, u32, |raw| raw, |value| value
+);
+relaxed_field!(
+    /// A `u8` descriptor field read across threads (see `relaxed_field!`).
+    RelaxedU8, AtomicU8, u8, |raw| raw, |value| value
+);
+relaxed_field!(
+    /// A [`SliceState`] read across threads (see `relaxed_field!`).
+    RelaxedState, AtomicU8, SliceState, |raw| SliceState::from_u8(raw), |state| state as u8
+);
+relaxed_field!(
+    /// [`SliceFlags`] read across threads (see `relaxed_field!`).
+    RelaxedFlags, AtomicU8, SliceFlags, |raw| SliceFlags::from_bits_retain(raw), |flags| flags.bits()
+);
+
+impl SliceState {
+    /// The state stored as `raw` by [`RelaxedState`]. Total (no panic
+    /// path): only the four discriminants are ever stored.
+    #[inline(always)]
+    const fn from_u8(raw: u8) -> Self {
+        match raw {
+            0 => SliceState::Clean,
+            1 => SliceState::Partial,
+            2 => SliceState::Full,
+            _ => SliceState::Dirty,
+        }
+    }
+}
+
 /// A zero-sized field that starts a new cache line in a `repr(C)` struct.
 #[derive(Default)]
 #[repr(C, align(64))]
@@ -143,6 +214,13 @@ pub(crate) struct CacheLine;
 /// over lines they do not need: the owner writes the first group on every
 /// allocation and free; every free reads the second; remote frees write the
 /// third.
+///
+/// Every field that some thread reads or writes while another may write it
+/// without a lock in common is atomic (`used`, `owner`, the `Relaxed*`
+/// fields, the remote list); each says which ordering it relies on. The
+/// `Cell` fields are touched only by the slice's holder: the owning heap
+/// while `CACHED` is set, else the domain-lock holder; the lock orders the
+/// hand-overs between them.
 #[repr(C, align(64))]
 pub(crate) struct SliceMeta {
     /// Free objects ready to hand out.
@@ -158,32 +236,54 @@ pub(crate) struct SliceMeta {
     /// Object size in bytes while formatted for a small class, else 0.
     /// Invariant: non-zero only for small slices whose objects carry valid
     /// links and markers (so frees can be checked against it).
-    pub(crate) object_size: Cell<u32>,
-    /// `RECIPROCALS[class]` while `object_size` is non-zero.
-    pub(crate) reciprocal: Cell<u32>,
-    /// Objects per slice in the current format.
+    /// Written under the domain lock while no heap owns the slice (format,
+    /// purge, span set-up); read without it by frees and look-ups on any
+    /// thread. Relaxed: a free of a live object is ordered after the format
+    /// by the lock (hand-over to the owner) and the object's allocation.
+    pub(crate) object_size: RelaxedU32,
+    /// `RECIPROCALS[class]` while `object_size` is non-zero. Written and
+    /// read as `object_size`, with the same ordering argument.
+    pub(crate) reciprocal: RelaxedU32,
+    /// Objects per slice in the current format. Written under the domain
+    /// lock while no heap owns the slice; read by the holder only (the owner,
+    /// which received the slice through the lock, or the lock holder).
     pub(crate) capacity: Cell<u32>,
     /// Objects carved so far: objects `0..carved` have carried a link and a
     /// marker at least once; the rest of the slice was never touched. Grows
-    /// only, by the slice's holder (owner, or domain under the lock).
+    /// only, by the slice's holder (owner, or domain under the lock); reset
+    /// to 0 under the lock while no heap owns the slice.
     /// Invariant: `used + free objects == carved` (remote ones count as used),
     /// and `carved == 0` whenever `object_size == 0`, so that the free fast
     /// path's `index < carved` test also refuses unformatted slices.
-    pub(crate) carved: Cell<u32>,
+    /// Read without a lock by frees on any thread while the owner carves:
+    /// atomic for that. Relaxed: the carve that covered an object comes
+    /// before its allocation, which comes before any free of it, so the
+    /// freeing thread reads that carve's value or a later, larger one.
+    pub(crate) carved: RelaxedU32,
     /// Address of the owning heap, 0 when the domain holds the slice.
-    /// Written under the domain lock; read without it by frees.
+    /// Written under the domain lock; read without it by frees. Relaxed: a
+    /// heap only ever compares it with its own address, and only its own
+    /// thread (or heap-lock holder) stores that address or takes it away,
+    /// so the comparison is exact; other readers only learn "not mine".
     pub(crate) owner: AtomicUsize,
-    /// Current state. Domain lock.
-    pub(crate) state: Cell<SliceState>,
-    /// Flags. Domain lock.
-    pub(crate) flags: Cell<SliceFlags>,
-    /// Class currently formatted for, or last held when dirty. Domain lock.
-    /// `SPAN_CLASS` for span slices.
-    pub(crate) class: Cell<u8>,
+    /// Current state. Written under the domain lock; read without it by
+    /// look-ups of pointers that are not live small objects (span double
+    /// frees). Relaxed: a look-up of a live span is ordered after its
+    /// allocation by the lock; other look-ups only refuse the pointer.
+    pub(crate) state: RelaxedState,
+    /// Flags. Written under the domain lock; read without it by look-ups
+    /// (`SPAN_HEAD`). Relaxed, as `state`.
+    pub(crate) flags: RelaxedFlags,
+    /// Class currently formatted for, or last held when dirty, `SPAN_CLASS`
+    /// for span slices. Written under the domain lock while no heap owns the
+    /// slice; read without it by look-ups and resizes. Relaxed, as `state`.
+    pub(crate) class: RelaxedU8,
     /// Where the slice is linked. Domain lock.
     pub(crate) linked: Cell<Linked>,
-    /// For a span head: its length in slices; 0 otherwise. Domain lock.
-    pub(crate) span: Cell<u32>,
+    /// For a span head: its length in slices; 0 otherwise. Written under the
+    /// domain lock; read without it by look-ups and resizes of the span.
+    /// Relaxed, as `state`.
+    pub(crate) span: RelaxedU32,
     /// State-list links. Domain lock; while the slice is `CACHED`, `next`
     /// belongs to the owning heap, which links its parked slices with it.
     pub(crate) next: Cell<*mut SliceMeta>,
@@ -212,16 +312,16 @@ impl SliceMeta {
             free: Cell::new(ptr::null_mut()),
             used: AtomicU32::new(0),
             _read_mostly: CacheLine,
-            object_size: Cell::new(0),
-            reciprocal: Cell::new(0),
+            object_size: RelaxedU32::new(0),
+            reciprocal: RelaxedU32::new(0),
             capacity: Cell::new(0),
-            carved: Cell::new(0),
+            carved: RelaxedU32::new(0),
             owner: AtomicUsize::new(0),
-            state: Cell::new(SliceState::Clean),
-            flags: Cell::new(SliceFlags::empty()),
-            class: Cell::new(0),
+            state: RelaxedState::new(SliceState::Clean),
+            flags: RelaxedFlags::new(SliceFlags::empty()),
+            class: RelaxedU8::new(0),
             linked: Cell::new(Linked::None),
-            span: Cell::new(0),
+            span: RelaxedU32::new(0),
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
             age_next: Cell::new(ptr::null_mut()),
