@@ -57,6 +57,9 @@ step "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc -p strata-alloc --no-dep
 step "core under AddressSanitizer (nightly)" \
     env RUSTFLAGS=-Zsanitizer=address ASAN_OPTIONS=detect_leaks=0 \
     cargo +nightly test -p strata-alloc --all-features --target x86_64-unknown-linux-gnu --lib --tests
+# ThreadSanitizer over the core's tests, the 8-thread stress test among them
+# (nightly, with an instrumented standard library; see the script).
+step "core under ThreadSanitizer (nightly)" bash tests/tsan.sh
 # Fuzzing smoke run: each cargo-fuzz target over its committed corpus.
 step "fuzz smoke (nightly)" env FUZZ_SECONDS=30 bash tests/fuzz-smoke.sh
 # The kernel module: builds (or reuses, from ~/.cache/strata) a Rust-enabled

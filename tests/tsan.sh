@@ -57,6 +57,6 @@ for file in allocator/tests/*.rs; do
 done
 
 cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu \
-    -p strata --all-features --lib "${tests[@]}" "$@"
+    -p strata-alloc --all-features --lib "${tests[@]}" "$@"
 
 echo "tsan: passed, no report ($((SECONDS - start)) s)"
