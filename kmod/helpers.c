@@ -538,48 +538,60 @@ void strata_cpu_relax(void)
 	cpu_relax();
 }
 
-/* Pairs: alloc then free, @count times. Returns TSC cycles. */
-u64 strata_bench_kmalloc_pairs(size_t size, unsigned int count)
-{
-	u64 start = get_cycles();
-	unsigned int i;
-
-	for (i = 0; i < count; i++) {
-		void *p = kmalloc(size, GFP_KERNEL);
-
-		if (!p)
-			return 0;
-		*(volatile char *)p = 1;
-		kfree(p);
-	}
-	return get_cycles() - start;
+/*
+ * The timed loops, written once for both peers: ALLOC and FREE are the
+ * peer's calls, inlined into each loop as they would be in a caller.
+ *
+ * Pairs: alloc then free, @count times. Batches: @batch allocations, then
+ * @batch frees, @rounds times. Both return TSC cycles, or 0 on failure.
+ */
+#define STRATA_BENCH_LOOPS(name, params, ALLOC, FREE)				\
+u64 strata_bench_##name##_pairs(params, unsigned int count)			\
+{										\
+	u64 start = get_cycles();						\
+	unsigned int i;								\
+										\
+	for (i = 0; i < count; i++) {						\
+		void *p = ALLOC;						\
+										\
+		if (!p)								\
+			return 0;						\
+		*(volatile char *)p = 1;					\
+		FREE(p);							\
+	}									\
+	return get_cycles() - start;						\
+}										\
+										\
+u64 strata_bench_##name##_batches(params, unsigned int batch, unsigned int rounds) \
+{										\
+	void **blocks = kmalloc_array(batch, sizeof(void *), GFP_KERNEL);	\
+	u64 start, elapsed;							\
+	unsigned int r, i;							\
+										\
+	if (!blocks)								\
+		return 0;							\
+	start = get_cycles();							\
+	for (r = 0; r < rounds; r++) {						\
+		for (i = 0; i < batch; i++) {					\
+			blocks[i] = ALLOC;					\
+			if (!blocks[i])						\
+				goto out;					\
+			*(volatile char *)blocks[i] = 1;			\
+		}								\
+		for (i = 0; i < batch; i++)					\
+			FREE(blocks[i]);					\
+	}									\
+out:										\
+	elapsed = get_cycles() - start;						\
+	kfree(blocks);								\
+	return r == rounds ? elapsed : 0;					\
 }
 
-/* Batches: @batch allocations, then @batch frees, @rounds times. */
-u64 strata_bench_kmalloc_batches(size_t size, unsigned int batch, unsigned int rounds)
-{
-	void **blocks = kmalloc_array(batch, sizeof(void *), GFP_KERNEL);
-	u64 start, elapsed;
-	unsigned int r, i;
+#define STRATA_KFREE(p) kfree(p)
+#define STRATA_CACHE_FREE(p) kmem_cache_free(cache, p)
 
-	if (!blocks)
-		return 0;
-	start = get_cycles();
-	for (r = 0; r < rounds; r++) {
-		for (i = 0; i < batch; i++) {
-			blocks[i] = kmalloc(size, GFP_KERNEL);
-			if (!blocks[i])
-				goto out;
-			*(volatile char *)blocks[i] = 1;
-		}
-		for (i = 0; i < batch; i++)
-			kfree(blocks[i]);
-	}
-out:
-	elapsed = get_cycles() - start;
-	kfree(blocks);
-	return r == rounds ? elapsed : 0;
-}
+STRATA_BENCH_LOOPS(kmalloc, size_t size, kmalloc(size, GFP_KERNEL), STRATA_KFREE)
+STRATA_BENCH_LOOPS(cache, struct kmem_cache *cache, kmem_cache_alloc(cache, GFP_KERNEL), STRATA_CACHE_FREE)
 
 struct kmem_cache *strata_bench_cache_create(size_t size)
 {
@@ -589,47 +601,6 @@ struct kmem_cache *strata_bench_cache_create(size_t size)
 void strata_bench_cache_destroy(struct kmem_cache *cache)
 {
 	kmem_cache_destroy(cache);
-}
-
-u64 strata_bench_cache_pairs(struct kmem_cache *cache, unsigned int count)
-{
-	u64 start = get_cycles();
-	unsigned int i;
-
-	for (i = 0; i < count; i++) {
-		void *p = kmem_cache_alloc(cache, GFP_KERNEL);
-
-		if (!p)
-			return 0;
-		*(volatile char *)p = 1;
-		kmem_cache_free(cache, p);
-	}
-	return get_cycles() - start;
-}
-
-u64 strata_bench_cache_batches(struct kmem_cache *cache, unsigned int batch, unsigned int rounds)
-{
-	void **blocks = kmalloc_array(batch, sizeof(void *), GFP_KERNEL);
-	u64 start, elapsed;
-	unsigned int r, i;
-
-	if (!blocks)
-		return 0;
-	start = get_cycles();
-	for (r = 0; r < rounds; r++) {
-		for (i = 0; i < batch; i++) {
-			blocks[i] = kmem_cache_alloc(cache, GFP_KERNEL);
-			if (!blocks[i])
-				goto out;
-			*(volatile char *)blocks[i] = 1;
-		}
-		for (i = 0; i < batch; i++)
-			kmem_cache_free(cache, blocks[i]);
-	}
-out:
-	elapsed = get_cycles() - start;
-	kfree(blocks);
-	return r == rounds ? elapsed : 0;
 }
 
 /* kmem_cache_alloc_bulk/kmem_cache_free_bulk of @batch, @rounds times. */

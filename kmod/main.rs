@@ -421,10 +421,11 @@ impl KernelStrata {
     pub fn alloc_bulk(&self, layout: Layout, out: &mut [*mut u8], gfp: Gfp) -> usize {
         let inside = gfp.without_sleeping();
         for _ in 0..GROW_RETRIES {
+            // Each path takes the slice out of the cell; only one of them runs.
             let slots = Cell::new(Some(&mut *out));
             let count = self.with_heap(
                 |heap, domain| heap.alloc_bulk_in(domain, layout, slots.take().unwrap_or_default(), inside),
-                || 0,
+                || self.domain.allocate_bulk_uncached(layout, slots.take().unwrap_or_default(), inside),
             );
             if count != 0 || out.is_empty() {
                 return count;
@@ -445,16 +446,8 @@ impl KernelStrata {
         self.with_heap(
             // SAFETY: the caller's contract.
             |heap, domain| unsafe { heap.free_bulk(domain, blocks) },
-            || {
-                let mut first = Ok(());
-                for &block in blocks {
-                    // SAFETY: the caller's contract.
-                    if let Err(error) = unsafe { self.domain.free_uncached(block as usize) } {
-                        first = first.and(Err(error));
-                    }
-                }
-                first
-            },
+            // SAFETY: the caller's contract.
+            || unsafe { self.domain.free_bulk_uncached(blocks) },
         )
     }
 

@@ -879,6 +879,46 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
     }
 
+    /// Allocates `out.len()` blocks of `layout` with no cache, one at a time,
+    /// all or nothing like [`Heap::alloc_bulk_in`]: returns `out.len()`, or
+    /// 0 with every block taken on the way freed again and `out` holding
+    /// nulls.
+    pub fn allocate_bulk_uncached(&self, layout: Layout, out: &mut [*mut u8], context: S::Context) -> usize {
+        for filled in 0..out.len() {
+            let block = self.allocate_uncached_in(layout, false, context);
+            if block.is_null() {
+                for taken in out.iter_mut().take(filled) {
+                    // SAFETY: a block allocated just above and never handed
+                    // out; a failure would be an allocator bug, and the
+                    // block is then left allocated rather than freed twice.
+                    let _ = unsafe { self.free_uncached(*taken as usize) };
+                    *taken = ptr::null_mut();
+                }
+                return 0;
+            }
+            if let Some(slot) = out.get_mut(filled) {
+                *slot = block;
+            }
+        }
+        out.len()
+    }
+
+    /// Frees every block of `blocks` with no cache. A bad pointer is
+    /// refused and the others are still freed; the first error is returned.
+    ///
+    /// # Safety
+    /// As for [`Domain::free_uncached`], for each block.
+    pub unsafe fn free_bulk_uncached(&self, blocks: &[*mut u8]) -> Result<(), FreeError> {
+        let mut first = Ok(());
+        for &block in blocks {
+            // SAFETY: the caller's contract.
+            if let Err(error) = unsafe { self.free_uncached(block as usize) } {
+                first = first.and(Err(error));
+            }
+        }
+        first
+    }
+
     /// Resizes the allocation at `address` to `layout` with no cache, by
     /// moving it. Returns `Ok(null)` when out of memory, leaving the old
     /// allocation untouched.

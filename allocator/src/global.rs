@@ -173,23 +173,8 @@ impl Strata {
         let out = Cell::new(Some(out));
         self.with_heap(
             |heap| heap.alloc_bulk(&self.domain, layout, out.take().unwrap_or_default()),
-            || self.alloc_bulk_uncached(layout, out.take().unwrap_or_default()),
+            || self.domain.allocate_bulk_uncached(layout, out.take().unwrap_or_default(), ()),
         )
-    }
-
-    fn alloc_bulk_uncached(&self, layout: Layout, out: &mut [*mut u8]) -> usize {
-        for filled in 0..out.len() {
-            out[filled] = self.domain.allocate_uncached(layout, false);
-            if out[filled].is_null() {
-                for block in &mut out[..filled] {
-                    // SAFETY: blocks just allocated here, never handed out.
-                    let _ = unsafe { self.domain.free_uncached(*block as usize) };
-                    *block = ptr::null_mut();
-                }
-                return 0;
-            }
-        }
-        out.len()
     }
 
     /// Frees every block of `blocks`; a bad pointer is reported (the first
@@ -201,16 +186,8 @@ impl Strata {
         self.with_heap(
             // SAFETY: the caller's contract.
             |heap| unsafe { heap.free_bulk(&self.domain, blocks) },
-            || {
-                let mut first = Ok(());
-                for &block in blocks {
-                    // SAFETY: the caller's contract.
-                    if let Err(error) = unsafe { self.domain.free_uncached(block as usize) } {
-                        first = first.and(Err(error));
-                    }
-                }
-                first
-            },
+            // SAFETY: the caller's contract.
+            || unsafe { self.domain.free_bulk_uncached(blocks) },
         )
     }
 

@@ -245,28 +245,8 @@ fn alloc_bulk_slow(layout: Layout, out: &mut [*mut u8]) -> usize {
     match thread_heap() {
         // SAFETY: a live heap of this thread, not otherwise borrowed.
         Some(heap) => unsafe { (*heap).alloc_bulk(&DOMAIN, layout, out) },
-        None => alloc_bulk_uncached(layout, out),
+        None => DOMAIN.allocate_bulk_uncached(layout, out, ()),
     }
-}
-
-/// [`alloc_bulk`] without a cache: one block at a time from the domain,
-/// with the same all-or-nothing result.
-fn alloc_bulk_uncached(layout: Layout, out: &mut [*mut u8]) -> usize {
-    for filled in 0..out.len() {
-        let block = DOMAIN.allocate_uncached(layout, false);
-        if block.is_null() {
-            for taken in &mut out[..filled] {
-                // SAFETY: a block allocated just above and never handed out;
-                // a failure would be an allocator bug, and the block is then
-                // left allocated rather than freed twice.
-                let _ = unsafe { DOMAIN.free_uncached(*taken as usize) };
-                *taken = ptr::null_mut();
-            }
-            return 0;
-        }
-        out[filled] = block;
-    }
-    out.len()
 }
 
 /// Frees every non-null block of `blocks` (null entries are skipped). A
@@ -311,16 +291,8 @@ unsafe fn free_bulk_slow(blocks: &[*mut u8]) -> Result<(), FreeError> {
     match thread_heap() {
         // SAFETY: the caller's contract; a live heap of this thread.
         Some(heap) => each_run(blocks, |run| unsafe { (*heap).free_bulk(&DOMAIN, run) }),
-        None => each_run(blocks, |run| {
-            let mut first = Ok(());
-            for &block in run {
-                // SAFETY: the caller's contract.
-                if let Err(error) = unsafe { DOMAIN.free_uncached(block as usize) } {
-                    first = first.and(Err(error));
-                }
-            }
-            first
-        }),
+        // SAFETY: the caller's contract.
+        None => each_run(blocks, |run| unsafe { DOMAIN.free_bulk_uncached(run) }),
     }
 }
 
