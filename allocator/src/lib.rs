@@ -76,8 +76,9 @@
 //! Lock-free: each slice's remote list (one CAS per push, one swap per drain;
 //! see the loom model in `tests/loom.rs`), the slice owner word, and the
 //! page source's page map that vets pointers before they are dereferenced
-//! ([`PageSource::owns`]: the [`registry`] in user space, an xarray in the
-//! kernel).
+//! ([`PageSource::owns`]: the [`registry`] in user space; in the kernel, a
+//! mark in the `struct page` of buddy pages and an xarray of vmalloc'ed
+//! ones).
 //!
 //! ## Allocation context
 //!

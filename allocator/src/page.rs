@@ -73,7 +73,7 @@ pub(crate) struct PageCommon {
     /// one word, so that the free fast path tests "a slab page of this
     /// domain" with one comparison. Frees check it before trusting anything
     /// else in the header.
-    /// Invariant: set before the page is entered in the registry, never
+    /// Invariant: set before the page is registered with its source, never
     /// changed while it is there.
     pub(crate) tag: AtomicUsize,
     /// The mapping the page came from, to give back to the source. Read only
