@@ -1254,8 +1254,16 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 released
             });
             for &page in empty.iter().take(released) {
-                // SAFETY: removed from every list and the registry.
-                unsafe { self.source.unmap(NonNull::new_unchecked(page as *mut u8), PAGE_SIZE) };
+                // The pointer that gives the page back is made from its
+                // address, with the provenance exposed when the page was
+                // mapped and registered: the list pointers in `empty` come
+                // from `&PageHeader` references, which grant no writes to
+                // the header's plain fields, and the source may write there
+                // (the arena links a free block over it) or unmap it.
+                let memory = ptr::with_exposed_provenance_mut::<u8>(page as usize);
+                // SAFETY: removed from every list and the registry; the
+                // address is a mapping of PAGE_SIZE bytes from `map_page`.
+                unsafe { self.source.unmap(NonNull::new_unchecked(memory), PAGE_SIZE) };
             }
             if count < PURGE_BATCH && (!all || released == 0) {
                 break;

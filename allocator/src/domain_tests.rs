@@ -4,18 +4,40 @@
 use super::*;
 use crate::lock::SpinLock;
 use crate::page::{SLICES_PER_PAGE, USABLE_SLICES};
-use crate::source::MmapSource;
-
-type TestDomain = Domain<MmapSource, SpinLock>;
 
 extern crate std;
+
+/// The page source of the tests: mmap, or under Miri an arena (Miri runs
+/// no partial `munmap`, which the mmap source uses to trim its mappings to
+/// their alignment, and no `madvise`).
+#[cfg(not(miri))]
+type TestSource = crate::source::MmapSource;
+#[cfg(miri)]
+type TestSource = crate::source::ArenaSource;
+
+type TestDomain = Domain<TestSource, SpinLock>;
+
+#[cfg(not(miri))]
+fn source() -> TestSource {
+    TestSource::new()
+}
+
+/// An arena with room for the largest test, a huge allocation of five pages
+/// aligned to four, at any alignment of the region.
+#[cfg(miri)]
+fn source() -> TestSource {
+    let source = TestSource::empty();
+    let region: &'static mut [u8] = std::boxed::Box::leak(std::vec![0u8; 14 * PAGE_SIZE].into_boxed_slice());
+    assert!(source.init(region));
+    source
+}
 
 /// Domains built by the tests, kept reachable for the life of the process so
 /// that descriptors can be borrowed for `'static` (and leak checkers agree).
 static DOMAINS: std::sync::Mutex<std::vec::Vec<usize>> = std::sync::Mutex::new(std::vec::Vec::new());
 
 fn domain() -> &'static TestDomain {
-    let domain: &'static TestDomain = std::boxed::Box::leak(std::boxed::Box::new(Domain::new(MmapSource::new())));
+    let domain: &'static TestDomain = std::boxed::Box::leak(std::boxed::Box::new(Domain::new(source())));
     DOMAINS.lock().unwrap().push(domain as *const TestDomain as usize);
     domain
 }
@@ -362,8 +384,8 @@ fn a_zeroed_inner_is_empty() {
 
 #[test]
 fn a_domain_built_in_place_serves() {
-    let mut place = std::boxed::Box::new(core::mem::MaybeUninit::<Domain<MmapSource, SpinLock>>::uninit());
-    let domain = Domain::init_at(&mut place, MmapSource::new(), SpinLock::UNLOCKED);
+    let mut place = std::boxed::Box::new(core::mem::MaybeUninit::<TestDomain>::uninit());
+    let domain = Domain::init_at(&mut place, source(), SpinLock::UNLOCKED);
     let object = domain.alloc_uncached(3, ());
     assert!(!object.is_null());
     unsafe { domain.free_uncached(object as usize) }.unwrap();
