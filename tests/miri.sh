@@ -67,7 +67,7 @@ common="-Zmiri-permissive-provenance"
 no_sb="-Zmiri-disable-stacked-borrows"
 
 echo "==> miri, Stacked Borrows: state-machine unit tests"
-MIRIFLAGS="$common -Zmiri-ignore-leaks" cargo +nightly miri test -p strata --lib -- --test-threads=1 \
+MIRIFLAGS="$common -Zmiri-ignore-leaks" cargo +nightly miri test -p strata-alloc --lib -- --test-threads=1 \
     domain::tests::a_domain_built_in_place_serves \
     domain::tests::a_zeroed_inner_is_empty \
     domain::tests::bad_pointers_are_rejected \
@@ -81,13 +81,13 @@ MIRIFLAGS="$common -Zmiri-ignore-leaks" cargo +nightly miri test -p strata --lib
     domain::tests::transitions_keep_masks_and_occupancy
 
 echo "==> miri, Stacked Borrows: two threads swap objects"
-MIRIFLAGS="$common" cargo +nightly miri test -p strata --test ring -- --test-threads=1 two_threads_swap_objects
+MIRIFLAGS="$common" cargo +nightly miri test -p strata-alloc --test ring -- --test-threads=1 two_threads_swap_objects
 
 echo "==> miri, Stacked Borrows off: every domain unit test"
-MIRIFLAGS="$common $no_sb -Zmiri-ignore-leaks" cargo +nightly miri test -p strata --lib -- --test-threads=1 domain::tests::
+MIRIFLAGS="$common $no_sb -Zmiri-ignore-leaks" cargo +nightly miri test -p strata-alloc --lib -- --test-threads=1 domain::tests::
 
 echo "==> miri, Stacked Borrows off: arena, ring of threads, model on the arena"
-MIRIFLAGS="$common $no_sb" cargo +nightly miri test -p strata --test arena --test ring --test model -- --test-threads=1 \
+MIRIFLAGS="$common $no_sb" cargo +nightly miri test -p strata-alloc --test arena --test ring --test model -- --test-threads=1 \
     static_arena_serves_until_full_and_recovers \
     objects_freed_round_a_ring_of_threads_come_back \
     model_shared_front_on_arena
