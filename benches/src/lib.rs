@@ -14,3 +14,5 @@ pub mod report;
 pub mod rng;
 
 pub use contenders::Contender;
+pub mod compare;
+pub mod soak;
