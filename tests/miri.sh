@@ -33,11 +33,10 @@
 #    into their slices: on the code before the fix it reports the race on
 #    `SliceMeta::carved` (carve's write, the free fast path's read).
 # Why two: under Stacked Borrows (and Tree Borrows, as slow) each pointer
-# look-up costs seconds and grows with the run: `registry::contains` takes
-# `MAP.get(..)`, a reference to the whole 8 MiB page map, whose retag
-# visits its million atomics, and every free and look-up retags the 16 KiB
-# page header (`&PageHeader`, and `header.slices.get(..)`). 40 look-ups
-# took 250 s; the first pass alone would otherwise take an hour.
+# look-up costs seconds and grows with the run: every free and look-up
+# retags the 16 KiB page header (`&PageHeader`, and
+# `header.slices.get(..)`). Before `registry::contains` stopped taking a
+# reference to its whole 8 MiB map, 40 look-ups took 250 s.
 #
 # Not run under Miri, and why:
 # - size_class unit tests: safe code only (no unsafe, no memory access

@@ -2,46 +2,43 @@
 # Runs every test of the project: the core's unit, model, loom and stress
 # tests, the GlobalAlloc program, the no_std arena build, the shim's C and C++
 # tests, real programs under the shim, clippy, rustdoc, the core under
-# AddressSanitizer, and the kernel module booted in qemu. Installs what it
-# needs on Debian (as root).
+# AddressSanitizer, ThreadSanitizer and Miri, the fuzzing smoke run, and the
+# kernel module booted in qemu. Installs what it needs on Debian (as root).
+#
+#   bash tests/run-all.sh            # everything
+#   bash tests/run-all.sh --quick    # workspace tests and clippy only
 #
 # Every step runs even when an earlier one failed (except that nothing runs
 # without the dependencies); the last line counts the steps that passed and
-# failed, and the exit status is non-zero if any failed.
+# failed, and the exit status is non-zero if any failed (tests/steps.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-passed=0
-failed=0
-failures=()
-step() {
-    local name=$1
-    shift
-    echo
-    echo "==> $name"
-    local start=$SECONDS
-    if "$@"; then
-        passed=$((passed + 1))
-        echo "==> $name: ok ($((SECONDS - start)) s)"
-    else
-        failed=$((failed + 1))
-        failures+=("$name")
-        echo "==> $name: FAILED ($((SECONDS - start)) s)"
-    fi
-}
+# shellcheck source=tests/steps.sh
+source tests/steps.sh
 
-summary() {
-    echo
-    if ((failed)); then
-        printf 'failed step: %s\n' "${failures[@]}"
-    fi
-    echo "run-all: $passed passed, $failed failed"
-}
+quick=0
+case "${1:-}" in
+    --quick) quick=1 ;;
+    "") ;;
+    *)
+        echo "usage: bash tests/run-all.sh [--quick]" >&2
+        exit 2
+        ;;
+esac
 
 step "install dependencies" bash tests/install-deps.sh
 if ((failed)); then
     summary
     exit 1
+fi
+if ((quick)); then
+    # The quick subset for local iteration: the release build, every
+    # workspace test (core, shim, real programs) and clippy.
+    step "workspace tests (release)" cargo test --workspace --release --all-features
+    step "clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
+    finish
+    exit
 fi
 step "build (release)" cargo build --release --workspace
 step "workspace tests (release)" cargo test --workspace --release --all-features
@@ -60,6 +57,9 @@ step "core under AddressSanitizer (nightly)" \
 # ThreadSanitizer over the core's tests, the 8-thread stress test among them
 # (nightly, with an instrumented standard library; see the script).
 step "core under ThreadSanitizer (nightly)" bash tests/tsan.sh
+# Miri over the core's unit tests and its arena-based tests (nightly; see
+# the script for what runs with which checks, and what cannot run).
+step "core under Miri (nightly)" bash tests/miri.sh
 # Fuzzing smoke run: each cargo-fuzz target over its committed corpus.
 step "fuzz smoke (nightly)" env FUZZ_SECONDS=30 bash tests/fuzz-smoke.sh
 # The kernel module: builds (or reuses, from ~/.cache/strata) a Rust-enabled
@@ -67,5 +67,4 @@ step "fuzz smoke (nightly)" env FUZZ_SECONDS=30 bash tests/fuzz-smoke.sh
 # injection, load/unload cycles, benchmark.
 step "kernel module in qemu" make -C kmod --no-print-directory qemu-test
 
-summary
-((failed == 0))
+finish

@@ -204,15 +204,23 @@ impl Strata {
         self.domain.stats()
     }
 
-    /// Returns memory to the OS now: flushes this thread's cache and purges
-    /// every dirty slice, unmapping every page left empty.
+    /// Returns memory to the OS now: gives the calling thread's cached
+    /// slices back to the domain (as [`Strata::release_thread_cache`] does),
+    /// then purges every dirty slice and unmaps every page left empty.
+    ///
+    /// Only the calling thread's cache can be given back from here: slices
+    /// cached by other threads stay with them until those threads allocate
+    /// again, exit, or call `purge` or `release_thread_cache` themselves. The
+    /// thread's next allocation of each class takes a slice again.
     pub fn purge(&self) {
-        self.with_heap(|heap| heap.flush(&self.domain), || ());
+        self.with_heap(|heap| heap.release(&self.domain, false), || ());
         self.domain.purge_all();
     }
 
     /// Gives this thread's cached slices back to the domain (they are taken
-    /// again on the next allocation).
+    /// again on the next allocation), without purging. Their objects then
+    /// count as free for every thread, and an emptied slice can serve any
+    /// class; [`Strata::purge`] does this and then returns memory to the OS.
     pub fn release_thread_cache(&self) {
         self.with_heap(|heap| heap.release(&self.domain, false), || ());
     }

@@ -13,9 +13,11 @@
 //! The kernel module does not use this map: its page source finds pages
 //! through its own index.
 //!
-//! Bits are set before a page is published and cleared before it is unmapped;
-//! readers use relaxed loads because a valid pointer's page cannot be unmapped
-//! while the pointer is live.
+//! Bits are set (with release ordering) once a page's header is written, and
+//! cleared before the page is unmapped. Readers load with acquire ordering, so
+//! a reader that sees the bit also sees the header, even for a pointer that
+//! reached it without any other synchronisation (a guessed or stale pointer).
+//! On x86 the acquire load is an ordinary load.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -41,11 +43,14 @@ fn slot(page: usize) -> Option<(usize, u64)> {
 #[inline(always)]
 pub fn contains(page: usize) -> bool {
     // The word index is in range exactly when the address is: one
-    // comparison rejects tagged and out-of-range addresses.
-    match MAP.get(page >> (PAGE_SHIFT + 6)) {
-        Some(word) => word.load(Ordering::Relaxed) & (1u64 << ((page >> PAGE_SHIFT) % 64)) != 0,
-        None => false,
+    // comparison rejects tagged and out-of-range addresses. Indexing the
+    // array after that explicit check (rather than `MAP.get`, which takes a
+    // reference to the whole 8 MiB map) touches only the one word.
+    let word = page >> (PAGE_SHIFT + 6);
+    if word >= WORDS {
+        return false;
     }
+    MAP[word].load(Ordering::Acquire) & (1u64 << ((page >> PAGE_SHIFT) % 64)) != 0
 }
 
 /// Records `page` as a Strata page; `false` if it lies outside the map.

@@ -8,38 +8,49 @@ memfree() { awk '/^MemFree:/ { print $2 }' /proc/meminfo; }
 # self-test can be followed by a passing one: each load is also checked for
 # a FAILED line.
 
+# self_test_run LABEL [PARAM...]: loads the module with the self-test and
+# the given parameters, checks that the self-test passed, shows the
+# statistics, and runs the checks named in $CHECKS (commands, one per line,
+# run while the module is loaded) before unloading it with nothing left.
+self_test_run() {
+    label=$1
+    shift
+    dmesg -c >/dev/null
+    step "load, $label" insmod "$MODULE" "$@"
+    expect_dmesg 'strata: selftest: passed'
+    reject_dmesg 'selftest: FAILED'
+    show /sys/kernel/debug/strata/stats
+    # A redirected loop (not a pipeline) runs in this shell, so a failed
+    # step's exit ends the test.
+    while read -r check; do
+        if [ -n "$check" ]; then
+            step "$label: $check" sh -c "$check"
+        fi
+    done <<EOF_CHECKS
+$CHECKS
+EOF_CHECKS
+    step "unload, $label" rmmod strata
+    expect_dmesg 'strata: unloaded: 0 bytes live, 0 slab pages mapped, 0 pages outstanding'
+}
+
 # The self-test (on by default): kthreads on every CPU, GFP_ATOMIC
 # allocations from hrtimers, cross-CPU frees, bulk calls, KVec/KBox on
 # Strata. The load fails if the self-test fails.
-step "load with the self-test" insmod "$MODULE"
-expect_dmesg 'strata: selftest: passed'
-reject_dmesg 'selftest: FAILED'
-step "listed" grep '^strata ' /proc/modules
-show /sys/kernel/debug/strata/stats
-step "stats: no bytes live" grep -qE '^  bytes live +0$' /sys/kernel/debug/strata/stats
-step "unload" rmmod strata
-expect_dmesg 'strata: unloaded: 0 bytes live, 0 slab pages mapped, 0 pages outstanding'
+CHECKS="grep -q '^strata ' /proc/modules
+grep -qE '^  bytes live +0\$' /sys/kernel/debug/strata/stats"
+self_test_run "self-test"
 
 # Fault injection: every 5th page-source request fails. Failures must be
 # seen, counted and survived.
-dmesg -c >/dev/null
-step "load, fail_every=5" insmod "$MODULE" fail_every=5
-expect_dmesg 'strata: selftest: passed'
-reject_dmesg 'selftest: FAILED'
-step "failures were seen" sh -c 'dmesg | grep -E "strata: selftest: .* [1-9][0-9]* failures seen"'
-step "unload" rmmod strata
-expect_dmesg 'strata: unloaded: 0 bytes live, 0 slab pages mapped, 0 pages outstanding'
+CHECKS="dmesg | grep -qE 'strata: selftest: .* [1-9][0-9]* failures seen'"
+self_test_run "fail_every=5" fail_every=5
 
 # Every buddy request above the costly order fails: pages come from
 # vmalloc (order-0 pages), and GFP_ATOMIC requests that need a new page fail
 # cleanly.
-dmesg -c >/dev/null
-step "load, no_high_order=1" insmod "$MODULE" no_high_order=1
-expect_dmesg 'strata: selftest: passed'
-reject_dmesg 'selftest: FAILED'
-step "pages came from vmalloc" sh -c 'grep -E "^  from vmalloc +[1-9]" /sys/kernel/debug/strata/stats && grep -E "^  from buddy +0$" /sys/kernel/debug/strata/stats'
-step "unload" rmmod strata
-expect_dmesg 'strata: unloaded: 0 bytes live, 0 slab pages mapped, 0 pages outstanding'
+CHECKS="grep -qE '^  from vmalloc +[1-9]' /sys/kernel/debug/strata/stats
+grep -qE '^  from buddy +0\$' /sys/kernel/debug/strata/stats"
+self_test_run "no_high_order=1" no_high_order=1
 
 # 20 load/unload cycles: no page outstanding, and MemFree comes back.
 dmesg -c >/dev/null

@@ -64,4 +64,25 @@ static inline int filled_with(const void *block, int byte, size_t size)
     return 1;
 }
 
+/* Forks `count` children in turn; each runs child(round), which must not
+ * return (it ends with exit or _exit). Checks that each child exits with
+ * status 0 before the next fork. Needs <sys/wait.h> and <unistd.h>. */
+#ifdef WEXITSTATUS
+static inline void fork_rounds(int count, void (*child)(int round))
+{
+    for (int round = 0; round < count; round++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork failed");
+        if (pid == 0) {
+            child(round);
+            _exit(127); /* child() must not return */
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid, "waitpid failed");
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d ended with status %#x", round, status);
+    }
+}
+#endif
+
 #endif

@@ -75,16 +75,7 @@ int main(void)
     pthread_t workers[WORKERS];
     for (int i = 0; i < WORKERS; i++)
         CHECK(pthread_create(&workers[i], NULL, worker, (void *)(size_t)(i + 1)) == 0, "pthread_create failed");
-    for (int round = 0; round < FORKS; round++) {
-        fflush(stdout);
-        pid_t pid = fork();
-        CHECK(pid >= 0, "fork failed");
-        if (pid == 0)
-            child(round);
-        int status = 0;
-        CHECK(waitpid(pid, &status, 0) == pid, "waitpid failed");
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d ended with status %#x", round, status);
-    }
+    fork_rounds(FORKS, child);
     atomic_store(&stop, 1);
     for (int i = 0; i < WORKERS; i++)
         pthread_join(workers[i], NULL);

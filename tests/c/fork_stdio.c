@@ -163,16 +163,7 @@ int main(void)
     /* Let every thread get going. */
     while (atomic_load(&flushes) == 0 || atomic_load(&lines_read) == 0 || atomic_load(&streams_printed) == 0)
         sched_yield();
-    for (int round = 0; round < FORKS; round++) {
-        fflush(stdout);
-        pid_t pid = fork();
-        CHECK(pid >= 0, "fork failed");
-        if (pid == 0)
-            child(round);
-        int status = 0;
-        CHECK(waitpid(pid, &status, 0) == pid, "waitpid failed");
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d ended with status %#x", round, status);
-    }
+    fork_rounds(FORKS, child);
     atomic_store(&stop, 1);
     for (int i = 0; i < THREADS; i++)
         pthread_join(threads[i], NULL);
