@@ -186,6 +186,13 @@ struct Inner {
     refills: u64,
     flushes: u64,
     remote_frees: u64,
+    /// Times the domain lock was taken (counted while it is held).
+    lock_acquisitions: u64,
+    /// Of those, times it was already held when asked for.
+    lock_contended: u64,
+    /// Remote-free objects walked under the lock when a slice was taken back
+    /// (`take_back`): list lengths that depend on the workload.
+    remote_walked: u64,
     last_purge_check: u64,
 }
 
@@ -209,6 +216,9 @@ impl Inner {
             refills: 0,
             flushes: 0,
             remote_frees: 0,
+            lock_acquisitions: 0,
+            lock_contended: 0,
+            remote_walked: 0,
             last_purge_check: 0,
         }
     }
@@ -565,11 +575,19 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         self.purge_delay_ms.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` with the lock held.
+    /// Runs `f` with the lock held, counting the acquisition and whether
+    /// it had to wait.
     fn locked<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let _guard = Guard::new(&self.lock);
+        let contended = !self.lock.try_lock();
+        if contended {
+            self.lock.lock();
+        }
+        let _guard = Guard::adopt(&self.lock);
         // SAFETY: the lock gives exclusive access to `inner`.
-        f(unsafe { &mut *self.inner.get() })
+        let inner = unsafe { &mut *self.inner.get() };
+        inner.lock_acquisitions += 1;
+        inner.lock_contended += u64::from(contended);
+        f(inner)
     }
 
     /// Takes the domain lock before `fork`, so the child never inherits it
@@ -719,6 +737,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let pending = slice.remote.orphan();
         // SAFETY: the objects on the remote list are free objects of `slice`.
         let count = unsafe { append(slice, pending) };
+        inner.remote_walked += count as u64;
         slice.set_used(slice.used() - count);
         let state = state_for(slice.used(), slice.capacity.get());
         inner.transition(slice, state, slice.flags.get() - SliceFlags::CACHED, now);
@@ -1360,6 +1379,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             stats.refills = inner.refills;
             stats.flushes = inner.flushes;
             stats.remote_frees = inner.remote_frees;
+            stats.lock_acquisitions = inner.lock_acquisitions;
+            stats.lock_contended = inner.lock_contended;
+            stats.remote_walked = inner.remote_walked;
         });
         stats
     }

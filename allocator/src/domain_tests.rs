@@ -393,3 +393,53 @@ fn a_domain_built_in_place_serves() {
     domain.purge_all();
     assert_eq!(domain.stats().pages_mapped, 0);
 }
+
+/// A spinlock whose first `busy` `try_lock` calls fail, as if another thread
+/// held it: contention made deterministic.
+struct BusyAtFirst {
+    inner: SpinLock,
+    busy: core::sync::atomic::AtomicU32,
+}
+
+// SAFETY: locking is the inner spinlock's; the failed `try_lock` calls take
+// nothing.
+unsafe impl RawLock for BusyAtFirst {
+    fn lock(&self) {
+        self.inner.lock()
+    }
+
+    fn try_lock(&self) -> bool {
+        let busy = self.busy.load(Ordering::Relaxed);
+        if busy > 0 {
+            self.busy.store(busy - 1, Ordering::Relaxed);
+            return false;
+        }
+        self.inner.try_lock()
+    }
+
+    unsafe fn unlock(&self) {
+        // SAFETY: forwarded.
+        unsafe { self.inner.unlock() }
+    }
+}
+
+#[test]
+fn lock_acquisitions_and_contention_are_counted() {
+    let lock = BusyAtFirst { inner: SpinLock::UNLOCKED, busy: core::sync::atomic::AtomicU32::new(2) };
+    let domain = std::boxed::Box::leak(std::boxed::Box::new(Domain::with_lock(source(), lock)));
+    // SAFETY: leaked, so it never moves; nothing else uses it yet.
+    unsafe { domain.init() };
+    // Two acquisitions that find the lock "held", then one that does not.
+    let object = domain.alloc_uncached(3, ());
+    assert!(!object.is_null());
+    unsafe { domain.free_uncached(object as usize) }.unwrap();
+    let stats = domain.stats();
+    // At least the allocation, the free and the snapshot itself; each wait
+    // counted once.
+    assert!(stats.lock_acquisitions >= 3, "{stats}");
+    assert_eq!(stats.lock_contended, 2, "{stats}");
+    // A snapshot takes the lock exactly once, uncontended.
+    let later = domain.stats();
+    assert_eq!(later.lock_acquisitions, stats.lock_acquisitions + 1);
+    assert_eq!(later.lock_contended, 2);
+}

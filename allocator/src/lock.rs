@@ -109,8 +109,8 @@ unsafe impl RawLock for SpinLock {
 pub(crate) struct Guard<'a, L: RawLock>(&'a L);
 
 impl<'a, L: RawLock> Guard<'a, L> {
-    pub(crate) fn new(lock: &'a L) -> Self {
-        lock.lock();
+    /// Guards `lock`, which the caller has just taken.
+    pub(crate) fn adopt(lock: &'a L) -> Self {
         Guard(lock)
     }
 }

@@ -54,6 +54,14 @@ pub struct Stats {
     pub flushes: u64,
     /// Objects freed by a thread other than the owner of their slice.
     pub remote_frees: u64,
+    /// Times the domain lock was taken (taking a snapshot counts too).
+    pub lock_acquisitions: u64,
+    /// Of `lock_acquisitions`, the times the lock was held by another thread
+    /// when asked for, so that the caller waited.
+    pub lock_contended: u64,
+    /// Remote-free objects walked with the domain lock held, when a slice
+    /// went back to the domain with frees still pending on it.
+    pub remote_walked: u64,
     /// Figures per size class.
     pub classes: [ClassStats; CLASS_COUNT],
 }
@@ -76,6 +84,9 @@ impl Stats {
             refills: 0,
             flushes: 0,
             remote_frees: 0,
+            lock_acquisitions: 0,
+            lock_contended: 0,
+            remote_walked: 0,
             classes: [ClassStats { slices: 0, cached_slices: 0, objects_live: 0 }; CLASS_COUNT],
         }
     }
@@ -100,6 +111,11 @@ impl fmt::Display for Stats {
         writeln!(f, "  cache refills    {:>14}", self.refills)?;
         writeln!(f, "  cache flushes    {:>14}", self.flushes)?;
         writeln!(f, "  remote frees     {:>14}", self.remote_frees)?;
+        writeln!(
+            f,
+            "  domain lock      {:>14} taken, {} contended, {} remote frees walked",
+            self.lock_acquisitions, self.lock_contended, self.remote_walked
+        )?;
         writeln!(f, "  {:>8} {:>8} {:>8} {:>12}", "class", "slices", "cached", "objects")?;
         for (class, c) in self.classes.iter().enumerate() {
             if c.slices != 0 || c.objects_live != 0 {

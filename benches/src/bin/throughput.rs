@@ -20,10 +20,22 @@
 //!   frees them: every free is a cross-thread free.
 //! - `xthread-sym`: two threads each allocate batches and send them to the
 //!   other, and free what they receive: both allocate, both free remotely.
+//! - `xthread-N` (default `xthread-8`): `N` producer → consumer pairs at
+//!   once, `2N` threads.
 //! - `churn-1`: one thread keeps 1024 live objects (16 B–1 KiB) and replaces
 //!   a random one at each step.
-//! - `churn-2`, `churn-4`: the same in 2 or 4 threads at once, each with its
-//!   own objects (no sharing; measures contention on the allocator itself).
+//! - `churn-N` (default 2, 4, 8 and 16): the same in `N` threads at once,
+//!   each with its own objects (no sharing; measures contention on the
+//!   allocator itself).
+//!
+//! Any `churn-N` or `xthread-N` can be named with `--workloads`.
+//!
+//! For Strata (the `strata` contender) a second table gives the domain
+//! lock's counts per million pairs, summed over the recorded rounds:
+//! acquisitions, contended acquisitions (the lock was held when asked for),
+//! and remote-free objects walked with the lock held. Unlike times, these
+//! counts barely move from run to run, so they show contention even on a
+//! machine with fewer cores than threads.
 //!
 //! The allocators are the statics of `strata_benches::contenders`, called
 //! through `GlobalAlloc` directly; threads, channels and vectors use the
@@ -63,22 +75,52 @@ enum Workload {
     CrossThreadSymmetric,
     /// `n` threads, each churning its own objects.
     Churn(usize),
+    /// `n` producer → consumer pairs.
+    Pairs(usize),
 }
 
 impl Workload {
-    const ALL: [Workload; 5] = [
+    const ALL: [Workload; 8] = [
         Workload::CrossThread,
         Workload::CrossThreadSymmetric,
+        Workload::Pairs(8),
         Workload::Churn(1),
         Workload::Churn(2),
         Workload::Churn(4),
+        Workload::Churn(8),
+        Workload::Churn(16),
     ];
+
+    /// The workload called `name`: one of [`Workload::ALL`], or any
+    /// `churn-N` or `xthread-N` with `N` from 1 to 64.
+    fn parse(name: &str) -> Option<Workload> {
+        if let Some(known) = Workload::ALL.into_iter().find(|w| w.name() == name) {
+            return Some(known);
+        }
+        let (kind, count) = name.rsplit_once('-')?;
+        let count: usize = count.parse().ok().filter(|n| (1..=64).contains(n))?;
+        match kind {
+            "churn" => Some(Workload::Churn(count)),
+            "xthread" => Some(Workload::Pairs(count)),
+            _ => None,
+        }
+    }
+
+    /// Threads the workload runs.
+    fn threads(self) -> usize {
+        match self {
+            Workload::CrossThread | Workload::CrossThreadSymmetric => 2,
+            Workload::Churn(n) => n,
+            Workload::Pairs(n) => 2 * n,
+        }
+    }
 
     fn name(self) -> String {
         match self {
             Workload::CrossThread => "xthread".into(),
             Workload::CrossThreadSymmetric => "xthread-sym".into(),
             Workload::Churn(n) => format!("churn-{n}"),
+            Workload::Pairs(n) => format!("xthread-{n}"),
         }
     }
 }
@@ -155,11 +197,23 @@ fn drain<A: GlobalAlloc>(allocator: &A, batch: &mut Batch) -> u64 {
 /// A worker thread's body: given the stop flag, returns the pairs it did.
 type Worker = Box<dyn FnOnce(&AtomicBool) -> u64 + Send>;
 
-/// Runs `workers` threads made by `make` (each given the stop flag and
-/// returning its pair count) for `duration`, and returns pairs per second.
-/// The clock starts when every worker is ready and stops when the last one
-/// has finished (cleaning up included).
-fn timed(workers: Vec<Worker>, duration: Duration) -> f64 {
+/// What one timed run did: pairs, and the seconds they took.
+#[derive(Clone, Copy)]
+struct Run {
+    pairs: u64,
+    seconds: f64,
+}
+
+impl Run {
+    fn rate(self) -> f64 {
+        self.pairs as f64 / self.seconds
+    }
+}
+
+/// Runs `workers` threads (each given the stop flag and returning its pair
+/// count) for `duration`. The clock starts when every worker is ready and
+/// stops when the last one has finished (cleaning up included).
+fn timed(workers: Vec<Worker>, duration: Duration) -> Run {
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(workers.len() + 1);
     let (pairs, elapsed) = thread::scope(|scope| {
@@ -183,11 +237,19 @@ fn timed(workers: Vec<Worker>, duration: Duration) -> f64 {
             .sum();
         (pairs, start.elapsed())
     });
-    pairs as f64 / elapsed.as_secs_f64()
+    Run { pairs, seconds: elapsed.as_secs_f64() }
 }
 
-/// Producer → consumer: every free is remote.
-fn cross_thread<A: GlobalAlloc + Sync>(allocator: &'static A, duration: Duration) -> f64 {
+/// Producer → consumer pairs: every free is remote.
+fn cross_thread<A: GlobalAlloc + Sync>(allocator: &'static A, pairs: usize, duration: Duration) -> Run {
+    let workers = (0..pairs)
+        .flat_map(|pair| producer_and_consumer(allocator, pair as u64 + 1))
+        .collect();
+    timed(workers, duration)
+}
+
+/// A producer that allocates batches and a consumer that frees them.
+fn producer_and_consumer<A: GlobalAlloc + Sync>(allocator: &'static A, seed: u64) -> [Worker; 2] {
     let (to_consumer, from_producer) = sync_channel::<Batch>(DEPTH);
     let (to_producer, empties) = sync_channel::<Batch>(DEPTH);
     for _ in 0..DEPTH {
@@ -196,7 +258,7 @@ fn cross_thread<A: GlobalAlloc + Sync>(allocator: &'static A, duration: Duration
             .expect("receiver alive");
     }
     let producer = move |stop: &AtomicBool| {
-        let mut rng = Rng::new(1);
+        let mut rng = Rng::new(seed);
         while !stop.load(Ordering::Relaxed) {
             let Ok(mut batch) = empties.recv() else { break };
             fill(allocator, &mut rng, &mut batch);
@@ -216,7 +278,7 @@ fn cross_thread<A: GlobalAlloc + Sync>(allocator: &'static A, duration: Duration
         }
         pairs
     };
-    timed(vec![Box::new(producer), Box::new(consumer)], duration)
+    [Box::new(producer), Box::new(consumer)]
 }
 
 /// One side of the symmetric exchange: send own batches to the peer, free
@@ -258,7 +320,7 @@ fn exchange<A: GlobalAlloc>(
 }
 
 /// Two threads, each allocating for and freeing for the other.
-fn cross_thread_symmetric<A: GlobalAlloc + Sync>(allocator: &'static A, duration: Duration) -> f64 {
+fn cross_thread_symmetric<A: GlobalAlloc + Sync>(allocator: &'static A, duration: Duration) -> Run {
     // Each side is at most DEPTH batches ahead of what it has received, so a
     // queue of 2 * DEPTH never blocks a sender.
     let (to_b, from_a) = sync_channel::<Batch>(2 * DEPTH);
@@ -270,7 +332,7 @@ fn cross_thread_symmetric<A: GlobalAlloc + Sync>(allocator: &'static A, duration
 
 /// `threads` threads, each replacing random objects among its own
 /// [`SLOTS`] live ones.
-fn churn<A: GlobalAlloc + Sync>(allocator: &'static A, threads: usize, duration: Duration) -> f64 {
+fn churn<A: GlobalAlloc + Sync>(allocator: &'static A, threads: usize, duration: Duration) -> Run {
     let workers = (0..threads)
         .map(|t| -> Worker {
             Box::new(move |stop: &AtomicBool| {
@@ -300,13 +362,57 @@ fn churn<A: GlobalAlloc + Sync>(allocator: &'static A, threads: usize, duration:
     timed(workers, duration)
 }
 
-/// One round of `workload` on `contender`: pairs per second.
-fn run(workload: Workload, contender: Contender, duration: Duration) -> f64 {
+/// One round of `workload` on `contender`.
+fn run(workload: Workload, contender: Contender, duration: Duration) -> Run {
     with_contender!(contender, |a| match workload {
-        Workload::CrossThread => cross_thread(a, duration),
+        Workload::CrossThread => cross_thread(a, 1, duration),
+        Workload::Pairs(pairs) => cross_thread(a, pairs, duration),
         Workload::CrossThreadSymmetric => cross_thread_symmetric(a, duration),
         Workload::Churn(threads) => churn(a, threads, duration),
     })
+}
+
+/// Counts of Strata's domain lock (the `strata` contender), from its
+/// statistics.
+#[derive(Clone, Copy, Default)]
+struct LockCounts {
+    acquisitions: u64,
+    contended: u64,
+    walked: u64,
+    /// Pairs done while the counts were taken (in sums of runs).
+    pairs: u64,
+}
+
+impl LockCounts {
+    /// The counts so far. Taking them costs one acquisition, which
+    /// [`LockCounts::since`] leaves out.
+    fn now() -> Self {
+        let stats = contenders::STRATA.stats();
+        LockCounts {
+            acquisitions: stats.lock_acquisitions,
+            contended: stats.lock_contended,
+            walked: stats.remote_walked,
+            pairs: 0,
+        }
+    }
+
+    /// The counts between `before` and `self`, less the snapshot's own
+    /// acquisition.
+    fn since(self, before: LockCounts) -> Self {
+        LockCounts {
+            acquisitions: self.acquisitions - before.acquisitions - 1,
+            contended: self.contended - before.contended,
+            walked: self.walked - before.walked,
+            pairs: 0,
+        }
+    }
+
+    fn add(&mut self, run: LockCounts, pairs: u64) {
+        self.acquisitions += run.acquisitions;
+        self.contended += run.contended;
+        self.walked += run.walked;
+        self.pairs += pairs;
+    }
 }
 
 /// Command-line options.
@@ -338,12 +444,7 @@ fn parse_options() -> Result<Options, String> {
             "--workloads" => {
                 options.workloads = value()?
                     .split(',')
-                    .map(|name| {
-                        Workload::ALL
-                            .into_iter()
-                            .find(|w| w.name() == name)
-                            .ok_or_else(|| format!("unknown workload `{name}`"))
-                    })
+                    .map(|name| Workload::parse(name).ok_or_else(|| format!("unknown workload `{name}`")))
                     .collect::<Result<_, _>>()?
             }
             "--allocators" => {
@@ -397,17 +498,44 @@ fn main() -> ExitCode {
     summary_header.extend(options.contenders.iter().map(|c| c.name().to_owned()));
     let mut summary = Table::new(&summary_header);
 
+    let mut locks = Table::new(&[
+        "workload",
+        "threads",
+        "Mpairs",
+        "lock / Mpair",
+        "contended / Mpair",
+        "contended %",
+        "walked / Mpair",
+    ]);
+
     for &workload in &options.workloads {
         let mut samples = vec![Vec::with_capacity(options.rounds); options.contenders.len()];
+        let mut counted = LockCounts::default();
         for round in 0..=options.rounds {
             for (i, &contender) in options.contenders.iter().enumerate() {
-                let rate = run(workload, contender, options.duration);
+                let before = (contender == Contender::Strata).then(LockCounts::now);
+                let outcome = run(workload, contender, options.duration);
                 // Round 0 warms every allocator up (first-touch faults,
                 // thread caches) and is not recorded.
                 if round > 0 {
-                    samples[i].push(rate / 1e6);
+                    samples[i].push(outcome.rate() / 1e6);
+                    if let Some(before) = before {
+                        counted.add(LockCounts::now().since(before), outcome.pairs);
+                    }
                 }
             }
+        }
+        if options.contenders.contains(&Contender::Strata) {
+            let per_million = |count: u64| format!("{:.0}", count as f64 * 1e6 / counted.pairs as f64);
+            locks.row(&[
+                workload.name(),
+                workload.threads().to_string(),
+                format!("{:.1}", counted.pairs as f64 / 1e6),
+                per_million(counted.acquisitions),
+                per_million(counted.contended),
+                format!("{:.1}", 100.0 * counted.contended as f64 / counted.acquisitions.max(1) as f64),
+                per_million(counted.walked),
+            ]);
         }
         let medians: Vec<f64> = samples.iter().map(|s| median(s)).collect();
         let strata = options
@@ -446,5 +574,9 @@ fn main() -> ExitCode {
     println!(
         "\n÷ strata: this allocator's median over Strata's; strata ×: Strata's over this one's."
     );
+    if options.contenders.contains(&Contender::Strata) {
+        println!("\nstrata's domain lock, per million pairs (all recorded rounds):\n");
+        print!("{}", locks.render());
+    }
     ExitCode::SUCCESS
 }
