@@ -193,6 +193,10 @@ struct Inner {
     /// Remote-free objects walked under the lock when a slice was taken back
     /// (`take_back`): list lengths that depend on the workload.
     remote_walked: u64,
+    /// Slices taken back with a non-empty remote list (walks counted in
+    /// `remote_walked`). With the three counters above, keeps `Inner` free
+    /// of padding, which `a_zeroed_inner_is_empty` needs.
+    remote_lists_walked: u64,
     last_purge_check: u64,
 }
 
@@ -219,6 +223,7 @@ impl Inner {
             lock_acquisitions: 0,
             lock_contended: 0,
             remote_walked: 0,
+            remote_lists_walked: 0,
             last_purge_check: 0,
         }
     }
@@ -738,6 +743,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         // SAFETY: the objects on the remote list are free objects of `slice`.
         let count = unsafe { append(slice, pending) };
         inner.remote_walked += count as u64;
+        inner.remote_lists_walked += u64::from(count != 0);
         slice.set_used(slice.used() - count);
         let state = state_for(slice.used(), slice.capacity.get());
         inner.transition(slice, state, slice.flags.get() - SliceFlags::CACHED, now);
@@ -1382,6 +1388,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             stats.lock_acquisitions = inner.lock_acquisitions;
             stats.lock_contended = inner.lock_contended;
             stats.remote_walked = inner.remote_walked;
+            stats.remote_lists_walked = inner.remote_lists_walked;
         });
         stats
     }

@@ -17,11 +17,11 @@ use std::io::Write as _;
 
 use crate::cache::Heap;
 use crate::domain::{Domain, FreeError};
-use crate::lock::SpinLock;
+use crate::lock::FutexLock;
 use crate::source::MmapSource;
 use crate::stats::Stats;
 
-type StdDomain = Domain<MmapSource, SpinLock>;
+type StdDomain = Domain<MmapSource, FutexLock>;
 
 /// Per-thread set-up state.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl Strata {
     }
 
     /// The underlying domain.
-    pub fn domain(&self) -> &Domain<MmapSource, SpinLock> {
+    pub fn domain(&self) -> &Domain<MmapSource, FutexLock> {
         &self.domain
     }
 

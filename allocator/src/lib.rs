@@ -133,6 +133,8 @@ pub use global::Strata;
 pub use lock::{ConstLock, RawLock};
 #[cfg(feature = "spin")]
 pub use lock::SpinLock;
+#[cfg(all(feature = "std", target_os = "linux"))]
+pub use lock::FutexLock;
 #[cfg(feature = "spin")]
 pub use shared::SharedStrata;
 pub use source::PageSource;

@@ -1,8 +1,8 @@
 //! The lock the domain uses, as a small trait the environment implements.
 //!
-//! Userspace and `no_std` use [`SpinLock`], a `spin` mutex that yields the CPU
-//! while it waits when `std` is available. The kernel module implements
-//! [`RawLock`] with the kernel's own spinlock.
+//! Linux user space uses [`FutexLock`], which spins briefly and then sleeps
+//! on a futex; `no_std` uses [`SpinLock`], a `spin` mutex. The kernel module
+//! implements [`RawLock`] with the kernel's own spinlock.
 
 /// A mutual-exclusion lock with no data.
 ///
@@ -102,6 +102,39 @@ unsafe impl RawLock for SpinLock {
     unsafe fn unlock(&self) {
         // SAFETY: the caller holds the lock.
         unsafe { self.0.force_unlock() }
+    }
+}
+
+/// A mutex that spins briefly, then sleeps on a futex until it is released:
+/// the domain lock of the std front and the shim (see `futex.rs`).
+#[cfg(all(feature = "std", target_os = "linux"))]
+pub struct FutexLock(core::sync::atomic::AtomicU32);
+
+#[cfg(all(feature = "std", target_os = "linux"))]
+// SAFETY: a zero word is an unlocked lock and needs no set-up.
+unsafe impl ConstLock for FutexLock {
+    const UNLOCKED: Self = FutexLock(core::sync::atomic::AtomicU32::new(crate::futex::UNLOCKED));
+}
+
+#[cfg(all(feature = "std", target_os = "linux"))]
+// SAFETY: `futex::lock` and `futex::try_lock` take the word from UNLOCKED
+// with acquire ordering, only one thread can do so until `futex::unlock`
+// stores UNLOCKED with release ordering (the loom model checks it).
+unsafe impl RawLock for FutexLock {
+    #[inline]
+    fn lock(&self) {
+        crate::futex::lock(&self.0)
+    }
+
+    #[inline]
+    fn try_lock(&self) -> bool {
+        crate::futex::try_lock(&self.0)
+    }
+
+    #[inline]
+    unsafe fn unlock(&self) {
+        // SAFETY: forwarded.
+        unsafe { crate::futex::unlock(&self.0) }
     }
 }
 

@@ -3,6 +3,8 @@
 
 pub mod cache;
 pub mod domain;
+#[cfg(all(feature = "std", target_os = "linux"))]
+mod futex;
 pub mod lock;
 pub mod page;
 #[cfg(feature = "registry")]

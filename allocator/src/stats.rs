@@ -62,6 +62,9 @@ pub struct Stats {
     /// Remote-free objects walked with the domain lock held, when a slice
     /// went back to the domain with frees still pending on it.
     pub remote_walked: u64,
+    /// The walks counted in `remote_walked`: slices that went back to the
+    /// domain with remote frees pending.
+    pub remote_lists_walked: u64,
     /// Figures per size class.
     pub classes: [ClassStats; CLASS_COUNT],
 }
@@ -87,6 +90,7 @@ impl Stats {
             lock_acquisitions: 0,
             lock_contended: 0,
             remote_walked: 0,
+            remote_lists_walked: 0,
             classes: [ClassStats { slices: 0, cached_slices: 0, objects_live: 0 }; CLASS_COUNT],
         }
     }
@@ -113,8 +117,8 @@ impl fmt::Display for Stats {
         writeln!(f, "  remote frees     {:>14}", self.remote_frees)?;
         writeln!(
             f,
-            "  domain lock      {:>14} taken, {} contended, {} remote frees walked",
-            self.lock_acquisitions, self.lock_contended, self.remote_walked
+            "  domain lock      {:>14} taken, {} contended, {} remote frees walked in {} lists",
+            self.lock_acquisitions, self.lock_contended, self.remote_walked, self.remote_lists_walked
         )?;
         writeln!(f, "  {:>8} {:>8} {:>8} {:>12}", "class", "slices", "cached", "objects")?;
         for (class, c) in self.classes.iter().enumerate() {

@@ -1,15 +1,49 @@
-//! Loom models of the remote-free list, the core's lock-free part.
+//! Loom models of the core's lock-free parts: the remote-free list and the
+//! futex lock of user space.
 //!
 //! `src/remote.rs` is compiled here against loom's atomics. Each model checks
 //! that every object handed to the list is accounted for exactly once: taken
 //! by the owner, or refused (orphaned) and then freed through the domain lock.
+//!
+//! `src/futex.rs` is compiled against loom's atomics and a futex built of a
+//! loom mutex and condition variable (a wait sleeps only if the word still
+//! holds the expected value, checked under the mutex that a wake takes, as
+//! the kernel does). The models check mutual exclusion (a loom `UnsafeCell`
+//! reports any overlapping access) and that no waiter sleeps forever (loom
+//! reports a deadlock if every thread is blocked).
 
 #[path = "../src/remote.rs"]
 #[allow(dead_code)]
 mod remote;
 
+#[path = "../src/futex.rs"]
+#[allow(dead_code)]
+mod futex;
+
 mod sync {
-    pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+    pub(crate) use loom::hint::spin_loop;
+    pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+    use loom::sync::{Condvar, Mutex};
+
+    /// One poll before sleeping keeps the models small.
+    pub(crate) const LOCK_SPINS: u32 = 1;
+
+    loom::lazy_static! {
+        /// The futex table of the model: one queue serves every word.
+        static ref FUTEX: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+    }
+
+    pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
+        let queue = FUTEX.0.lock().unwrap();
+        if word.load(Ordering::SeqCst) == expected {
+            drop(FUTEX.1.wait(queue).unwrap());
+        }
+    }
+
+    pub(crate) fn futex_wake_one(_word: &AtomicU32) {
+        let _queue = FUTEX.0.lock().unwrap();
+        FUTEX.1.notify_one();
+    }
 }
 
 use loom::sync::{Arc, Mutex};
@@ -148,5 +182,75 @@ fn refused_frees_follow_the_slice_to_its_next_owner() {
         assert_eq!(seen, vec![object]);
         assert_ne!(list.head.load(sync::Ordering::Relaxed), ORPHAN);
         release(&[object]);
+    });
+}
+
+/// A counter that only the futex lock protects.
+struct Guarded {
+    word: sync::AtomicU32,
+    count: loom::cell::UnsafeCell<u32>,
+}
+
+impl Guarded {
+    fn new() -> Self {
+        Guarded { word: sync::AtomicU32::new(futex::UNLOCKED), count: loom::cell::UnsafeCell::new(0) }
+    }
+
+    /// Adds one under the lock, with a read and a write loom can see overlap.
+    fn increment(&self) {
+        futex::lock(&self.word);
+        let value = self.count.with(|count| unsafe { *count });
+        self.count.with_mut(|count| unsafe { *count = value + 1 });
+        // SAFETY: taken above.
+        unsafe { futex::unlock(&self.word) };
+    }
+}
+
+#[test]
+fn futex_lock_excludes_and_wakes_two_threads() {
+    loom::model(|| {
+        let guarded = Arc::new(Guarded::new());
+        let other = guarded.clone();
+        let handle = thread::spawn(move || other.increment());
+        guarded.increment();
+        handle.join().unwrap();
+        assert_eq!(guarded.count.with(|count| unsafe { *count }), 2);
+        assert_eq!(guarded.word.load(sync::Ordering::Relaxed), futex::UNLOCKED);
+    });
+}
+
+#[test]
+fn futex_lock_wakes_every_sleeper_of_three_threads() {
+    let mut model = loom::model::Builder::new();
+    // Three threads that may each sleep: bound the preemptions so the model
+    // finishes; every interleaving with up to 3 is explored.
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let guarded = Arc::new(Guarded::new());
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let other = guarded.clone();
+                thread::spawn(move || other.increment())
+            })
+            .collect();
+        guarded.increment();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        assert_eq!(guarded.count.with(|count| unsafe { *count }), 3);
+    });
+}
+
+#[test]
+fn futex_try_lock_fails_while_held() {
+    loom::model(|| {
+        let guarded = Arc::new(Guarded::new());
+        assert!(futex::try_lock(&guarded.word));
+        let other = guarded.clone();
+        let handle = thread::spawn(move || futex::try_lock(&other.word));
+        assert!(!handle.join().unwrap());
+        // SAFETY: taken above.
+        unsafe { futex::unlock(&guarded.word) };
+        assert!(futex::try_lock(&guarded.word));
     });
 }

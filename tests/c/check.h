@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 __attribute__((unused)) static long checks_passed;
 
@@ -66,9 +69,8 @@ static inline int filled_with(const void *block, int byte, size_t size)
 
 /* Forks `count` children in turn; each runs child(round), which must not
  * return (it ends with exit or _exit). Checks that each child exits with
- * status 0 before the next fork. Needs <sys/wait.h> and <unistd.h>. */
-#ifdef WEXITSTATUS
-static inline void fork_rounds(int count, void (*child)(int round))
+ * status 0 before the next fork. */
+__attribute__((unused)) static inline void fork_rounds(int count, void (*child)(int round))
 {
     for (int round = 0; round < count; round++) {
         fflush(stdout);
@@ -83,6 +85,5 @@ static inline void fork_rounds(int count, void (*child)(int round))
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d ended with status %#x", round, status);
     }
 }
-#endif
 
 #endif

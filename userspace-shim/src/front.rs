@@ -71,12 +71,12 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use strata_core::source::MmapSource;
-use strata_core::{Domain, FreeError, Heap, PageSource, SpinLock, Stats};
+use strata_core::{Domain, FreeError, FutexLock, Heap, PageSource, Stats};
 
 use crate::tls::{self, SlotState, ThreadSlot};
 
 /// The domain type of the shim.
-pub type ShimDomain = Domain<MmapSource, SpinLock>;
+pub type ShimDomain = Domain<MmapSource, FutexLock>;
 
 /// The process's single domain.
 pub static DOMAIN: ShimDomain = Domain::new(MmapSource::new());
