@@ -21,8 +21,8 @@
 //! # The load
 //!
 //! - `--threads` worker slots. Each runs a worker thread that lives for a
-//!   random number of operations and ends; the main thread then starts
-//!   another in its slot (thread churn).
+//!   random number of operations (at most 1.5 s) and ends; the main thread
+//!   then starts another in its slot (thread churn).
 //! - Workers allocate with `malloc`, `calloc`, `posix_memalign` and
 //!   `aligned_alloc`, resize with `realloc` and free with `free`, at random
 //!   sizes: small classes (most), spans (up to 2 MiB) and huge mappings (up
@@ -701,7 +701,10 @@ fn resize(shared: &Shared, rng: &mut Rng, object: &mut Object) {
 /// handed to its slot, then it frees or hands over what it holds and ends.
 fn worker(shared: &Shared, slot: usize, seed: u64) {
     let mut rng = Rng::new(seed);
+    // A worker ends after a number of operations or a time, whichever
+    // comes first, so threads come and go however fast the machine is.
     let lifetime = 500 + rng.below(8_000);
+    let deadline = Instant::now() + Duration::from_millis(100 + rng.below(1_400) as u64);
     let keep = 50 + rng.below(1500);
     let mut objects: Vec<Object> = Vec::with_capacity(keep + 64);
     let slots = shared.mailboxes.len();
@@ -710,6 +713,9 @@ fn worker(shared: &Shared, slot: usize, seed: u64) {
             break;
         }
         if step % 32 == 0 {
+            if Instant::now() >= deadline {
+                break;
+            }
             let arrived = std::mem::take(&mut *shared.mailboxes[slot].lock().unwrap());
             for object in arrived {
                 if objects.len() < keep + 64 && rng.below(2) == 0 {
