@@ -648,51 +648,53 @@ fn allocate(shared: &Shared, rng: &mut Rng) -> Option<Object> {
 }
 
 /// Resizes `object` to a random size, checking the kept part; on failure
-/// the object is unchanged.
-fn resize(shared: &Shared, rng: &mut Rng, object: &mut Object) {
+/// the object is unchanged. Returns `false` if the object was found
+/// corrupted: the caller then drops it without freeing it (it may be owned
+/// twice), so that it is counted once.
+fn resize(shared: &Shared, rng: &mut Rng, object: &mut Object) -> bool {
     let new_size = random_size(rng);
-    if new_size > object.size && !shared.reserve(new_size - object.size) {
-        return;
+    let growth = new_size.saturating_sub(object.size);
+    if growth > 0 && !shared.reserve(growth) {
+        return true;
     }
     if !verify(shared, object, "before realloc") {
-        if new_size > object.size {
-            shared.unreserve(new_size - object.size);
-        }
-        return;
+        shared.unreserve(growth);
+        return false;
     }
     // SAFETY: a live block from malloc; on success only the result is used.
     let moved: *mut u8 = unsafe { libc::realloc(object.ptr.cast(), new_size).cast() };
     if moved.is_null() {
-        if new_size > object.size {
-            shared.unreserve(new_size - object.size);
-        }
+        shared.unreserve(growth);
         shared.failed(format!(
             "realloc of object {} from {} to {new_size} bytes returned NULL",
             object.id, object.size
         ));
-        return;
+        return true;
     }
     shared.counters.reallocs.fetch_add(1, Ordering::Relaxed);
-    let kept = object.size.min(new_size);
+    let (old, old_size) = (object.ptr, object.size);
+    object.ptr = moved;
+    object.size = new_size;
+    let kept = old_size.min(new_size);
     // SAFETY: `new_size >= kept` bytes at `moved`.
     if let Some(offset) = unsafe { first_mismatch(moved, object.id, 0, kept) } {
         shared.corruption(format!(
-            "realloc of object {} from {} to {new_size} bytes ({:p} to {moved:p}): byte {offset} of the kept {kept} changed",
-            object.id, object.size, object.ptr
+            "realloc of object {} from {old_size} to {new_size} bytes ({old:p} to {moved:p}): byte {offset} of the kept {kept} changed",
+            object.id
         ));
+        return false;
     }
-    if new_size > object.size {
+    if growth > 0 {
         shared
             .counters
             .bytes_allocated
-            .fetch_add((new_size - object.size) as u64, Ordering::Relaxed);
+            .fetch_add(growth as u64, Ordering::Relaxed);
         // SAFETY: `new_size` bytes at `moved`.
-        unsafe { fill(moved, object.id, object.size, new_size) };
+        unsafe { fill(moved, object.id, old_size, new_size) };
     } else {
-        shared.unreserve(object.size - new_size);
+        shared.unreserve(old_size - new_size);
     }
-    object.ptr = moved;
-    object.size = new_size;
+    true
 }
 
 // ----- the threads -------------------------------------------------------------------
@@ -739,7 +741,10 @@ fn worker(shared: &Shared, slot: usize, seed: u64) {
             release(shared, object, false);
         } else if choice < 87 {
             let index = rng.below(objects.len());
-            resize(shared, &mut rng, &mut objects[index]);
+            if !resize(shared, &mut rng, &mut objects[index]) {
+                // Corrupted: out of circulation, never freed.
+                let _corrupted = objects.swap_remove(index);
+            }
         } else if choice < 99 {
             let object = take_random(&mut objects, &mut rng).expect("not empty");
             hand_over(shared, &mut rng, slot, slots, object);
