@@ -438,3 +438,142 @@ fn launcher_explains_bad_usage() {
     let help = run(Command::new(launcher).arg("help"));
     assert!(help.status.success() && help.stdout.starts_with("usage: strata run"), "{}", help.describe());
 }
+
+// ----- the page source failing, under the shim ---------------------------------
+
+/// Runs `fault_points.c` in `mode` with the fault-injection library
+/// (`tests/c/fault_inject.c`) preloaded before the shim, and `env` set;
+/// checks that it ran on Strata and passed its own checks.
+fn with_faults(mode: &str, env: &[(&str, &str)]) -> strata_tests::shim_support::Run {
+    let faults = shared_library("fault_inject.c");
+    let mut command = preloaded(&program("fault_points.c"));
+    command
+        .env(
+            "LD_PRELOAD",
+            format!("{}:{}", faults.display(), shim().library.display()),
+        )
+        .arg(mode);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let run = run(&mut command);
+    run.assert_on_strata().assert_ok();
+    run
+}
+
+/// The fault library can only fail the maps Strata makes through the
+/// dynamic `mmap`, `madvise` and `munmap` symbols: libstrata.so must import
+/// them (and no `mremap`, which it does not use).
+#[test]
+fn libstrata_maps_through_the_dynamic_libc_symbols() {
+    let output = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(&shim().library)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nm ({e}); install the Debian package `binutils`"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let imports: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .map(|symbol| symbol.split('@').next().unwrap_or(symbol).to_string())
+        .collect();
+    for symbol in ["mmap", "madvise", "munmap"] {
+        assert!(
+            imports.iter().any(|name| name == symbol),
+            "libstrata.so does not import {symbol}: {imports:?}"
+        );
+    }
+    assert!(
+        !imports.iter().any(|name| name == "mremap"),
+        "libstrata.so imports mremap: cover it in fault_inject.c"
+    );
+}
+
+/// Every map fails from the process's start, Strata's own first page at load
+/// included: every allocation function gives NULL and ENOMEM, nothing
+/// crashes, and once maps work everything allocates, and the thread that
+/// met the failure gets its cache (regression: it stayed uncached for good).
+#[test]
+fn maps_failing_from_the_start_give_enomem_then_recover() {
+    let run = with_faults("first-map", &[("FAULT_MMAP", "0,-1")]);
+    assert!(run.field("map_failures") >= 10, "{}", run.describe());
+    assert!(
+        run.field("refills_after_recovery") > 0,
+        "{}",
+        run.describe()
+    );
+}
+
+/// Maps fail once pages exist: the mapped pages fill up, then every kind of
+/// request fails with ENOMEM, freed memory is reused, every object keeps
+/// its contents, and allocation recovers.
+#[test]
+fn maps_failing_during_growth_give_enomem_and_keep_every_object() {
+    let run = with_faults("growth", &[]);
+    assert!(run.field("map_failures") >= 10, "{}", run.describe());
+}
+
+/// One huge allocation's map fails, by size or by alignment, and a huge
+/// `realloc`; the next map works.
+#[test]
+fn a_failed_huge_map_gives_enomem_and_the_next_works() {
+    let run = with_faults("huge", &[]);
+    assert_eq!(run.field("map_failures"), 5, "{}", run.describe());
+}
+
+/// `realloc` that would need a map fails with ENOMEM and leaves the block as
+/// it was, from every kind of block; it keeps the prefix once maps work.
+#[test]
+fn realloc_growth_that_cannot_map_leaves_the_block_intact() {
+    let run = with_faults("realloc", &[]);
+    assert!(run.field("map_failures") >= 8, "{}", run.describe());
+}
+
+/// `madvise` fails when dirty slices are purged (`malloc_trim` and the
+/// purge delay): no live object changes, the unpurged memory is reused and
+/// `calloc` still zeroes it, and purging works again after.
+#[test]
+fn failed_purges_lose_no_object_and_calloc_still_zeroes() {
+    let run = with_faults("purge", &[]);
+    assert!(run.field("purge_failures") >= 1, "{}", run.describe());
+}
+
+/// `munmap` fails (freed huge blocks, empty pages, the trimmed ends of new
+/// mappings): nothing crashes or changes, allocation goes on.
+#[test]
+fn failed_unmaps_are_survived() {
+    let run = with_faults("unmap", &[]);
+    assert!(run.field("unmap_failures") >= 3, "{}", run.describe());
+}
+
+/// Four threads exhaust the mapped pages at once while maps fail, get
+/// ENOMEM, keep their objects, and free each other's after recovery.
+#[test]
+fn threads_meeting_failing_maps_get_enomem_and_recover() {
+    let run = with_faults("threads", &[]);
+    assert!(run.field("map_failures") >= 8, "{}", run.describe());
+}
+
+/// `RLIMIT_AS` lowered under a running program: real map failures, ENOMEM,
+/// reuse of freed spans, recovery when the limit is raised.
+#[test]
+fn rlimit_as_makes_maps_fail_for_real() {
+    run_checked("fault_points.c", &["rlimit"]);
+}
+
+/// `RLIMIT_AS` leaves no room for Strata's first page when the library
+/// loads: the process starts, allocation fails with ENOMEM, and works once
+/// the limit is raised.
+#[test]
+fn rlimit_as_below_the_first_page_fails_cleanly() {
+    let run = run_checked("fault_points.c", &["rlimit-start"]);
+    assert!(
+        run.stdout.contains("mode=rlimit-start-child\n"),
+        "the child did not run\n{}",
+        run.describe()
+    );
+}

@@ -17,7 +17,9 @@
 //! 3. the heap is allocated, and registered as the value of the thread-exit
 //!    key with `pthread_setspecific`, which may call `calloc` for keys past
 //!    the first 32;
-//! 4. the slot moves to [`SlotState::Ready`].
+//! 4. the slot moves to [`SlotState::Ready`] (or back to
+//!    [`SlotState::Fresh`] when memory ran out, so that a later call tries
+//!    again).
 //!
 //! Any allocation made during steps 2 and 3 finds the slot `Registering` and
 //! is served by the domain directly, so set-up never recurses.
@@ -375,7 +377,8 @@ pub fn ensure_thread_heap() {
 }
 
 /// The calling thread's heap, set up on first use; `None` when the thread
-/// cannot cache (set-up in progress, exited, or set-up failed).
+/// cannot cache (set-up in progress or out of memory, exited, or the
+/// process-wide set-up failed).
 #[cold]
 fn thread_heap() -> Option<*mut Heap> {
     let slot = tls::slot();
@@ -388,25 +391,48 @@ fn thread_heap() -> Option<*mut Heap> {
             SlotState::Fresh => {}
         }
         (*slot).set(SlotState::Registering, ptr::null_mut());
-        let heap = new_heap();
-        match heap {
-            Some(heap) => (*slot).set(SlotState::Ready, heap),
-            None => (*slot).set(SlotState::Gone, ptr::null_mut()),
+        match new_heap() {
+            HeapSetup::Ready(heap) => {
+                (*slot).set(SlotState::Ready, heap);
+                Some(heap)
+            }
+            // Out of memory for now: this call goes without a cache, and a
+            // later one tries again. (Gone here would leave the thread
+            // uncached, taking the domain lock on every call, for the rest
+            // of its life, after a failure that may last a moment.)
+            HeapSetup::Later => {
+                (*slot).set(SlotState::Fresh, ptr::null_mut());
+                None
+            }
+            HeapSetup::Never => {
+                (*slot).set(SlotState::Gone, ptr::null_mut());
+                None
+            }
         }
-        heap
     }
+}
+
+/// The outcome of [`new_heap`].
+enum HeapSetup {
+    /// The thread's heap, registered.
+    Ready(*mut Heap),
+    /// Out of memory (for the heap itself, or for glibc's key storage): the
+    /// thread may try again later.
+    Later,
+    /// The process-wide set-up failed: no thread will ever cache.
+    Never,
 }
 
 /// Allocates and registers a heap for the calling thread, whose slot is
 /// `Registering`.
-fn new_heap() -> Option<*mut Heap> {
+fn new_heap() -> HeapSetup {
     if !process_init() {
-        return None;
+        return HeapSetup::Never;
     }
     let layout = Layout::new::<Heap>();
     let heap = DOMAIN.allocate_uncached(layout, false) as *mut Heap;
     if heap.is_null() {
-        return None;
+        return HeapSetup::Later;
     }
     // SAFETY: fresh memory sized and aligned for a heap.
     unsafe {
@@ -414,13 +440,14 @@ fn new_heap() -> Option<*mut Heap> {
         (*heap).bind(&DOMAIN);
     }
     let key = EXIT_KEY.load(Ordering::Acquire);
-    // SAFETY: a key created by `process_init`.
+    // SAFETY: a key created by `process_init`. It fails only with ENOMEM,
+    // for the block holding keys past the first 32.
     if unsafe { libc::pthread_setspecific(key, heap.cast()) } != 0 {
         // SAFETY: the heap never served an allocation; give its memory back.
         unsafe { discard_heap(heap) };
-        return None;
+        return HeapSetup::Later;
     }
-    Some(heap)
+    HeapSetup::Ready(heap)
 }
 
 /// Retires `heap` and frees its memory.

@@ -33,15 +33,17 @@ use strata_core::Heap;
 #[repr(usize)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SlotState {
-    /// No heap yet. Must be zero: new threads start here.
+    /// No heap yet. Must be zero: new threads start here, and a thread
+    /// whose heap could not be set up for want of memory comes back here to
+    /// try again on a later call.
     Fresh = 0,
     /// The heap is being set up; allocations made meanwhile (by libc, on our
     /// behalf) go to the domain without a cache.
     Registering = 1,
     /// [`ThreadSlot::heap`] is valid.
     Ready = 2,
-    /// The heap was given back (thread exit) or could not be made; the thread
-    /// allocates without a cache from now on.
+    /// The heap was given back (thread exit), or the process-wide set-up
+    /// failed; the thread allocates without a cache from now on.
     Gone = 3,
 }
 
