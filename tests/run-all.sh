@@ -60,6 +60,10 @@ step "core under ThreadSanitizer (nightly)" bash tests/tsan.sh
 # Miri over the core's unit tests and its arena-based tests (nightly; see
 # the script for what runs with which checks, and what cannot run).
 step "core under Miri (nightly)" bash tests/miri.sh
+# The soak: threads, random sizes, cross-thread frees, thread churn, fork
+# under load and malloc_trim through the C API under the shim, every object
+# checked before its free; zero live bytes and bounded RSS at the end.
+step "soak (short)" cargo run --release -p strata-benches --bin strata-bench -- soak --seconds 60
 # Fuzzing smoke run: each cargo-fuzz target over its committed corpus.
 step "fuzz smoke (nightly)" env FUZZ_SECONDS=30 bash tests/fuzz-smoke.sh
 # The kernel module: builds (or reuses, from ~/.cache/strata) a Rust-enabled
