@@ -21,7 +21,8 @@ pub fn stride(size: usize) -> usize {
 
 /// The pattern word at byte offset `offset` of a block tagged `tag`.
 fn word(tag: u64, offset: usize) -> u64 {
-    (tag ^ (offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17) ^ 0xA5A5_5A5A_0F0F_F0F0
+    (tag ^ (offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17)
+        ^ 0xA5A5_5A5A_0F0F_F0F0
 }
 
 /// The marker in the last byte of a block of `size` bytes tagged `tag`.
@@ -96,11 +97,20 @@ impl Block {
         while offset + 8 < self.size {
             // SAFETY: `offset + 8 <= size`, and malloc's 8-byte alignment
             // with offsets in multiples of 8 keeps the write aligned.
-            unsafe { self.ptr.add(offset).cast::<u64>().write(word(self.tag, offset)) };
+            unsafe {
+                self.ptr
+                    .add(offset)
+                    .cast::<u64>()
+                    .write(word(self.tag, offset))
+            };
             offset += step;
         }
         // SAFETY: `size > 0`, so the last byte is inside the block.
-        unsafe { self.ptr.add(self.size - 1).write(marker(self.tag, self.size)) };
+        unsafe {
+            self.ptr
+                .add(self.size - 1)
+                .write(marker(self.tag, self.size))
+        };
     }
 
     /// Checks the pattern words that lie wholly in the first `len` bytes; a
