@@ -473,8 +473,8 @@ fn large(size: Size, report: &mut Report) {
 }
 
 /// Fragmentation phase change, on one thread: allocate blocks of 16-128
-/// bytes until `target` bytes are live, free a random 90% of them (an exact
-/// shuffle), then allocate blocks of 160-1024 bytes until `target` bytes are
+/// bytes until `target` bytes are live, free a random 90% of them (exactly
+/// 90%, chosen by selection sampling), then allocate blocks of 160-1024 bytes until `target` bytes are
 /// live again. The peak live bytes (payload only, deterministic) are printed
 /// for the report's peak RSS ÷ peak live bytes.
 fn fragmentation(size: Size, report: &mut Report) {
@@ -487,7 +487,9 @@ fn fragmentation(size: Size, report: &mut Report) {
     let first_size = |n: u64| FIRST_MIX[(seed(7, n, 1) >> 40) as usize % FIRST_MIX.len()];
     let second_size = |n: u64| SECOND_MIX[(seed(8, n, 1) >> 40) as usize % SECOND_MIX.len()];
     let (mut live, mut peak) = (0usize, 0usize);
-    let mut first: Vec<*mut u8> = Vec::new();
+    // Room for the most blocks a phase can need, reserved once: only the
+    // entries written become resident, and no doubling copies them.
+    let mut first: Vec<*mut u8> = Vec::with_capacity(target / FIRST_MIX[0] + 1);
     while live < target {
         let n = first.len() as u64;
         let block = Block::new(first_size(n), tag(7, n));
@@ -497,28 +499,29 @@ fn fragmentation(size: Size, report: &mut Report) {
     peak = peak.max(live);
     let first_count = first.len();
 
-    // Free exactly 90%, chosen by a Fisher-Yates shuffle of the indices.
+    // Free exactly 90%, a uniformly random subset chosen by selection
+    // sampling (Knuth's algorithm S), which needs no memory of its own.
     let mut rng = Rng::new(seed(7, 0, 0));
-    let mut order: Vec<u32> = (0..first.len() as u32).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
     let (mut blocks, mut checksum) = (0u64, 0u64);
-    let to_free = first.len() - first.len() / 10;
-    for &index in &order[..to_free] {
-        let n = u64::from(index);
-        let ptr = std::mem::replace(&mut first[index as usize], std::ptr::null_mut());
+    let mut to_free = first.len() - first.len() / 10;
+    for (index, slot) in first.iter_mut().enumerate() {
+        let remaining = first_count - index;
+        if rng.below(remaining) >= to_free {
+            continue;
+        }
+        to_free -= 1;
+        let n = index as u64;
+        let ptr = std::mem::replace(slot, std::ptr::null_mut());
         // SAFETY: `ptr` came from `into_raw` of block `n`, which had this
-        // size and tag, and the shuffle visits each index once.
+        // size and tag, and each slot is visited once.
         let block = unsafe { Block::from_raw(ptr, first_size(n), tag(7, n)) };
         live -= block.size();
         blocks += 1;
         checksum = checksum.wrapping_add(block.free());
     }
-    drop(order);
     let after_free = live;
 
-    let mut second: Vec<*mut u8> = Vec::new();
+    let mut second: Vec<*mut u8> = Vec::with_capacity(target / SECOND_MIX[0] + 1);
     while live < target {
         let n = second.len() as u64;
         let block = Block::new(second_size(n), tag(8, n));
