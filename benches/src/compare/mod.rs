@@ -76,6 +76,8 @@ struct Options {
     allocators: Vec<String>,
     out: PathBuf,
     stats: bool,
+    /// The `strata-workloads` binary and its workloads.
+    own: OwnWorkloads,
 }
 
 fn usage() -> String {
@@ -211,6 +213,7 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
         allocators,
         out,
         stats,
+        own,
     }))
 }
 
@@ -287,7 +290,7 @@ fn measure(
 }
 
 fn run(options: &Options, command: &str) -> Result<bool, String> {
-    let own = OwnWorkloads::locate()?;
+    let own = &options.own;
     for subject in &options.subjects {
         subject.ensure_tools()?;
     }
@@ -323,7 +326,7 @@ fn run(options: &Options, command: &str) -> Result<bool, String> {
     let mut references = BTreeMap::new();
     for subject in &options.subjects {
         progress.start(&format!("warm-up: {} under glibc", subject.name()));
-        match subject.run(&glibc, &own, options.size, false) {
+        match subject.run(&glibc, own, options.size, false) {
             Ok(outcome) => {
                 if let Some(live) = peak_live_bytes(&outcome.output) {
                     results.peak_live.insert(subject.name().to_string(), live);
@@ -366,7 +369,7 @@ fn run(options: &Options, command: &str) -> Result<bool, String> {
                     peak_rss_kib: None,
                     status: "ok".into(),
                 };
-                match measure(subject, allocator, &own, options.size, reference) {
+                match measure(subject, allocator, own, options.size, reference) {
                     Ok(outcome) => {
                         cell.times.push(outcome.wall.as_secs_f64());
                         cell.rss_kib.push(outcome.peak_rss_kib);
@@ -400,7 +403,7 @@ fn run(options: &Options, command: &str) -> Result<bool, String> {
         command: command.to_string(),
         size: options.size.name(),
     };
-    output::write_all(&options.out, &results, &context, &descriptions(&own))?;
+    output::write_all(&options.out, &results, &context, &descriptions(own))?;
 
     println!(
         "\n{} interleaved round(s); medians; ratios are allocator ÷ reference (lower is better)\n",
@@ -422,7 +425,7 @@ fn run(options: &Options, command: &str) -> Result<bool, String> {
     if options.stats {
         let strata = allocators::resolve("strata")?;
         for subject in &options.subjects {
-            let outcome = subject.run(&strata, &own, options.size, true)?;
+            let outcome = subject.run(&strata, own, options.size, true)?;
             println!(
                 "\nStrata statistics for {} (STRATA_STATS=1):",
                 subject.name()

@@ -113,34 +113,42 @@ impl Block {
         };
     }
 
-    /// Checks the pattern words that lie wholly in the first `len` bytes; a
-    /// mismatch ends the process.
-    fn check_words(&self, len: usize, step: usize, what: &str) {
+    /// Checks the pattern words that lie wholly in the first `len` bytes.
+    fn verify_words(&self, len: usize, step: usize) -> Result<(), String> {
         let mut offset = 0;
         while offset + 8 <= len {
             // SAFETY: as in `fill`.
             let found = unsafe { self.ptr.add(offset).cast::<u64>().read() };
             if found != word(self.tag, offset) {
-                fail(&format!(
-                    "{what}: block of {} bytes (tag {}) holds {found:#018x} at offset {offset}, \
+                return Err(format!(
+                    "block of {} bytes (tag {}) holds {found:#018x} at offset {offset}, \
                      not what was written",
                     self.size, self.tag
                 ));
             }
             offset += step;
         }
+        Ok(())
+    }
+
+    /// Checks the whole pattern and the marker.
+    pub fn verify(&self) -> Result<(), String> {
+        self.verify_words(self.size - 1, stride(self.size))?;
+        // SAFETY: the last byte is inside the block.
+        let last = unsafe { self.ptr.add(self.size - 1).read() };
+        if last != marker(self.tag, self.size) {
+            return Err(format!(
+                "block of {} bytes (tag {}) lost its end marker",
+                self.size, self.tag
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the whole pattern and the marker; a mismatch ends the process.
     pub fn check(&self) {
-        self.check_words(self.size - 1, stride(self.size), "check");
-        // SAFETY: the last byte is inside the block.
-        let last = unsafe { self.ptr.add(self.size - 1).read() };
-        if last != marker(self.tag, self.size) {
-            fail(&format!(
-                "check: block of {} bytes (tag {}) lost its end marker",
-                self.size, self.tag
-            ));
+        if let Err(message) = self.verify() {
+            fail(&format!("check: {message}"));
         }
     }
 
@@ -160,7 +168,9 @@ impl Block {
         let step = stride(self.size).max(stride(new_size));
         self.ptr = ptr;
         self.size = new_size;
-        self.check_words(kept, step, "realloc");
+        if let Err(message) = self.verify_words(kept, step) {
+            fail(&format!("realloc: {message}"));
+        }
         self.fill();
     }
 
@@ -180,4 +190,51 @@ pub fn digest(tag: u64, size: usize) -> u64 {
     let mut x = tag.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ (size as u64);
     x ^= x >> 32;
     x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_byte_is_found() {
+        for size in [1, 7, 8, 9, 64, 4096, 4097, 300_000] {
+            let block = Block::new(size, 42);
+            assert_eq!(block.verify(), Ok(()), "size {size}");
+            // Overwrite one byte of a pattern word (or the marker of a
+            // block too small for a word), then put it back.
+            let offset = if size > 8 { 0 } else { size - 1 };
+            // SAFETY: `offset` is inside the block.
+            let byte = unsafe { block.ptr.add(offset) };
+            // SAFETY: as above.
+            let old = unsafe { byte.read() };
+            // SAFETY: as above.
+            unsafe { byte.write(!old) };
+            assert!(block.verify().is_err(), "size {size}");
+            // SAFETY: as above.
+            unsafe { byte.write(old) };
+            assert_eq!(block.verify(), Ok(()), "size {size}");
+            block.free();
+        }
+    }
+
+    #[test]
+    fn realloc_keeps_the_prefix_and_refills() {
+        let mut block = Block::new(1000, 7);
+        for size in [5000, 300_000, 40, 1] {
+            block.realloc(size);
+            assert_eq!(block.size(), size);
+            assert_eq!(block.verify(), Ok(()), "size {size}");
+        }
+        block.free();
+    }
+
+    #[test]
+    fn raw_round_trip_keeps_the_block() {
+        let block = Block::new(100, 9);
+        let ptr = block.into_raw();
+        // SAFETY: `ptr` came from `into_raw` of a 100-byte block tagged 9.
+        let block = unsafe { Block::from_raw(ptr, 100, 9) };
+        assert_eq!(block.free(), digest(9, 100));
+    }
 }
