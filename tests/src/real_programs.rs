@@ -2,7 +2,7 @@
 //!
 //! This module holds everything the real-program integration tests
 //! (`tests/tests/real_programs.rs`) and the peer benchmark
-//! (`strata-benches`' `compare_programs` binary) share:
+//! (`strata-bench compare` in `strata-benches`) share:
 //!
 //! - **Locating things**: the workspace, the cargo target directory (honouring
 //!   `CARGO_TARGET_DIR`), the bundled workload files in `benches/workloads/`,
@@ -421,6 +421,28 @@ impl Workload {
         };
         Ok(session.finish(output))
     }
+}
+
+/// Runs `program` with `args` once under `allocator`, as a measured process
+/// in a fresh scratch directory, and returns its [`Outcome`]: its stdout as
+/// the output, its stderr as diagnostics, its wall time and its peak RSS
+/// (`ru_maxrss` from `wait4`).
+///
+/// `label` names the scratch directory and the process in messages. With
+/// `stats`, the process gets `STRATA_STATS=1`. A non-zero exit is an error.
+pub fn run_program(
+    allocator: &Allocator,
+    program: &Path,
+    args: &[String],
+    label: &str,
+    stats: bool,
+) -> Result<Outcome, String> {
+    let mut session = Session::new(allocator, stats, label)?;
+    let step = session
+        .command_at(Role::Measured, program, label)
+        .args(args);
+    let output = session.run(step)?;
+    Ok(session.finish(output))
 }
 
 /// A temporary directory, removed on drop.

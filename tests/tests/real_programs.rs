@@ -15,7 +15,7 @@
 //! package. Nothing is skipped, and nothing is timed.
 //!
 //! The workloads themselves live in `strata_tests::real_programs`, shared
-//! with the `compare_programs` benchmark.
+//! with `strata-bench compare`.
 
 use strata_tests::real_programs::{assert_same_output, tail, Allocator, Workload};
 
