@@ -9,6 +9,11 @@
 #                        1000 objects then frees them, over and over
 #        OUT=dir         where callgrind output files go (default: a temp dir)
 #        CARGO_TARGET_DIR  honoured; defaults to the workspace's target/
+#        FEATURES=unhardened  cargo features for the harness build; with
+#                        `unhardened`, the core is built without its default
+#                        hardening, to measure what that costs (measurement
+#                        only; the build goes to target/unhardened/ so the
+#                        hardened one is kept)
 #
 # Builds the `fastpath` harness in release mode, runs it once per allocator
 # and size under `valgrind --tool=callgrind --toggle-collect='*measured_loop*'`
@@ -37,7 +42,12 @@ if ! command -v valgrind >/dev/null; then
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 fi
 
-(cd "$workspace" && CARGO_TARGET_DIR="$target" cargo build --release --quiet -p strata-benches --bin fastpath)
+features=${FEATURES:-}
+if [ -n "$features" ]; then
+    target=$target/$(echo "$features" | tr ' ,' '__')
+fi
+(cd "$workspace" && CARGO_TARGET_DIR="$target" cargo build --release --quiet -p strata-benches --bin fastpath \
+    ${features:+--features "$features"})
 bin=$target/release/fastpath
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
@@ -69,7 +79,7 @@ measure() {
         }' "$file"
 }
 
-printf 'callgrind: %s pairs per run, batch %s; output files in %s\n\n' "$pairs" "$batch" "$out"
+printf 'callgrind: %s pairs per run, batch %s, features: %s; output files in %s\n\n' "$pairs" "$batch" "${features:-default}" "$out"
 header=$(printf '%-5s %-14s %14s %9s %9s %9s %9s %12s' size allocator "Ir total" Ir/pair alloc free net/pair "net÷mimalloc")
 echo "$header"
 printf '%s\n' "$(printf '%*s' ${#header} '' | tr ' ' -)"
