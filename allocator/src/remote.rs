@@ -34,9 +34,10 @@ pub(crate) const LINK_REGION: usize = 64 * 1024;
 ///
 /// With the `unhardened` feature off (the default), the word holds
 /// `next ^ key`, where `key` is the domain's random link key
-/// ([`Domain::link_key`](crate::domain::Domain)), so a use-after-free write
-/// of a plain pointer decodes to an address that is, but for a chance of
-/// about 2^-32, outside the object's slice, and [`Link::next_checked`]
+/// (`Domain::link_key`), so a use-after-free write
+/// of a plain pointer decodes to an address that is outside the object's
+/// slice (but for a chance of 2^-48 for a value chosen without the key),
+/// and [`Link::next_checked`]
 /// refuses it. The list ends are not null inside a slice's free list but the
 /// slice's own address with bit 0 set ([`Link::end_of`]), which lies in the
 /// slice, so one range test checks every link, the last included. With

@@ -84,7 +84,12 @@ fn decide() -> bool {
             None => (false, Some(len)),
         },
     };
-    match STATE.compare_exchange(UNKNOWN, if on { ON } else { OFF }, Ordering::Relaxed, Ordering::Relaxed) {
+    match STATE.compare_exchange(
+        UNKNOWN,
+        if on { ON } else { OFF },
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    ) {
         Ok(_) => {
             if let Some(len) = bad {
                 crate::init::warn_flag("STRATA_DEBUG", &value[..len]);
@@ -126,7 +131,12 @@ fn read_variable(prefix: &[u8], value: &mut [u8]) -> Option<usize> {
 /// bytes), read in pieces on the stack.
 fn read_proc_environ(prefix: &[u8], value: &mut [u8]) -> Option<usize> {
     // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe { libc::open(c"/proc/self/environ".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/environ".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return None;
     }
@@ -183,10 +193,18 @@ struct Frame {
 /// The frame of the block at `address`, whose usable size is `usable`.
 fn frame(address: usize, usable: usize) -> Frame {
     if usable <= MAX_SMALL {
-        Frame { trailer: address + usable - TRAILER, guard: None, usable }
+        Frame {
+            trailer: address + usable - TRAILER,
+            guard: None,
+            usable,
+        }
     } else {
         let guard = ((address + usable) & !(OS_PAGE - 1)) - OS_PAGE;
-        Frame { trailer: guard - TRAILER, guard: Some(guard), usable }
+        Frame {
+            trailer: guard - TRAILER,
+            guard: Some(guard),
+            usable,
+        }
     }
 }
 
@@ -194,9 +212,18 @@ fn frame(address: usize, usable: usize) -> Frame {
 /// memory.
 pub fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     let size = layout.size();
-    let small = size.checked_add(PADDING).and_then(|padded| class_of(padded, layout.align())).is_some();
-    let extra = if small { PADDING } else { PADDING + 2 * OS_PAGE };
-    let Some(inner) = size.checked_add(extra).and_then(|padded| Layout::from_size_align(padded, layout.align()).ok())
+    let small = size
+        .checked_add(PADDING)
+        .and_then(|padded| class_of(padded, layout.align()))
+        .is_some();
+    let extra = if small {
+        PADDING
+    } else {
+        PADDING + 2 * OS_PAGE
+    };
+    let Some(inner) = size
+        .checked_add(extra)
+        .and_then(|padded| Layout::from_size_align(padded, layout.align()).ok())
     else {
         return ptr::null_mut();
     };
@@ -232,8 +259,15 @@ unsafe fn seal(address: usize, size: usize, frame: &Frame) {
     // SAFETY: the caller's contract: `[address + size, trailer + 16)` lies
     // inside the block.
     unsafe {
-        ptr::write_bytes((address + size) as *mut u8, CANARY, frame.trailer - (address + size));
-        ptr::write_unaligned(frame.trailer as *mut [usize; 2], [size, size ^ address ^ TRAILER_KEY]);
+        ptr::write_bytes(
+            (address + size) as *mut u8,
+            CANARY,
+            frame.trailer - (address + size),
+        );
+        ptr::write_unaligned(
+            frame.trailer as *mut [usize; 2],
+            [size, size ^ address ^ TRAILER_KEY],
+        );
     }
 }
 
@@ -272,13 +306,24 @@ fn overrun(
     found: impl FnOnce(&mut Output) -> core::fmt::Result,
 ) -> ! {
     let mut out = Output::stderr();
-    let _ = write!(out, "strata: {operation}: heap overrun past the end of {address:#x} (");
+    let _ = write!(
+        out,
+        "strata: {operation}: heap overrun past the end of {address:#x} ("
+    );
     match class_of(frame.usable, 1) {
         Some(class) if frame.guard.is_none() => {
-            let _ = write!(out, "size class {class}, {}-byte objects", class_size(class));
+            let _ = write!(
+                out,
+                "size class {class}, {}-byte objects",
+                class_size(class)
+            );
         }
         _ => {
-            let _ = write!(out, "large object of {} bytes with a guard page", frame.usable);
+            let _ = write!(
+                out,
+                "large object of {} bytes with a guard page",
+                frame.usable
+            );
         }
     }
     if let Some(size) = size {
@@ -295,10 +340,15 @@ fn overrun(
 /// The usable size of `address` from the core, with a freed block given to
 /// `free` reported as a double free.
 fn usable_in_free(address: usize) -> Result<usize, FreeError> {
-    DOMAIN.usable_size(address).map_err(|error| match error.kind {
-        FreeErrorKind::Freed => FreeError { kind: FreeErrorKind::DoubleFree, ..error },
-        _ => error,
-    })
+    DOMAIN
+        .usable_size(address)
+        .map_err(|error| match error.kind {
+            FreeErrorKind::Freed => FreeError {
+                kind: FreeErrorKind::DoubleFree,
+                ..error
+            },
+            _ => error,
+        })
 }
 
 /// Frees `block` in debug mode after checking it.
@@ -312,7 +362,13 @@ pub unsafe fn free(block: *mut u8) -> Result<(), FreeError> {
     if let Some(guard) = frame(address, usable).guard {
         // SAFETY: the guard page lies inside the block; it goes back to the
         // core writable, as the core handed it out.
-        unsafe { libc::mprotect(guard as *mut libc::c_void, OS_PAGE, libc::PROT_READ | libc::PROT_WRITE) };
+        unsafe {
+            libc::mprotect(
+                guard as *mut libc::c_void,
+                OS_PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
     }
     // SAFETY: the caller's contract; the block is live.
     unsafe { DOMAIN.free_uncached(address) }
@@ -349,5 +405,9 @@ pub unsafe fn realloc(block: *mut u8, layout: Layout) -> Result<*mut u8, FreeErr
 /// mode), after checking the block.
 pub fn usable_size(block: *const u8) -> Result<usize, FreeError> {
     let address = block as usize;
-    Ok(check("malloc_usable_size", address, DOMAIN.usable_size(address)?))
+    Ok(check(
+        "malloc_usable_size",
+        address,
+        DOMAIN.usable_size(address)?,
+    ))
 }
