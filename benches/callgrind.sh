@@ -9,11 +9,10 @@
 #                        1000 objects then frees them, over and over
 #        OUT=dir         where callgrind output files go (default: a temp dir)
 #        CARGO_TARGET_DIR  honoured; defaults to the workspace's target/
-#        FEATURES=unhardened  cargo features for the harness build; with
-#                        `unhardened`, the core is built without its default
-#                        hardening, to measure what that costs (measurement
-#                        only; the build goes to target/unhardened/ so the
-#                        hardened one is kept)
+#        UNHARDENED=1    builds the core without its default hardening
+#                        (RUSTFLAGS="--cfg strata_unhardened"), to measure
+#                        what that costs; measurement only. The build goes to
+#                        <target>/unhardened/, so the hardened one is kept.
 #
 # Builds the `fastpath` harness in release mode, runs it once per allocator
 # and size under `valgrind --tool=callgrind --toggle-collect='*measured_loop*'`
@@ -42,12 +41,13 @@ if ! command -v valgrind >/dev/null; then
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 fi
 
-features=${FEATURES:-}
-if [ -n "$features" ]; then
-    target=$target/$(echo "$features" | tr ' ,' '__')
+hardening=on
+if [ "${UNHARDENED:-0}" = 1 ]; then
+    hardening=off
+    target=$target/unhardened
+    export RUSTFLAGS="${RUSTFLAGS:-} --cfg strata_unhardened"
 fi
-(cd "$workspace" && CARGO_TARGET_DIR="$target" cargo build --release --quiet -p strata-benches --bin fastpath \
-    ${features:+--features "$features"})
+(cd "$workspace" && CARGO_TARGET_DIR="$target" cargo build --release --quiet -p strata-benches --bin fastpath)
 bin=$target/release/fastpath
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
@@ -79,7 +79,7 @@ measure() {
         }' "$file"
 }
 
-printf 'callgrind: %s pairs per run, batch %s, features: %s; output files in %s\n\n' "$pairs" "$batch" "${features:-default}" "$out"
+printf 'callgrind: %s pairs per run, batch %s, hardening %s; output files in %s\n\n' "$pairs" "$batch" "$hardening" "$out"
 header=$(printf '%-5s %-14s %14s %9s %9s %9s %9s %12s' size allocator "Ir total" Ir/pair alloc free net/pair "net÷mimalloc")
 echo "$header"
 printf '%s\n' "$(printf '%*s' ${#header} '' | tr ' ' -)"

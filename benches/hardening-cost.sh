@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the default hardening costs in time: the throughput benchmark's
 # workloads, for Strata built with its default hardening and without it
-# (the core's `unhardened` feature, for measurement only).
+# (RUSTFLAGS="--cfg strata_unhardened", for measurement only).
 #
 # Usage: benches/hardening-cost.sh
 #   env: RUNS=10   runs of each build, alternated (H U, U H, H U, ...)
@@ -16,7 +16,7 @@
 # unhardened, above 1 = hardening costs time), then the geometric mean of
 # those ratios. The instruction cost per pair comes from
 #   SIZES="16 32 256 1024" bash benches/callgrind.sh strata strata-shared
-#   FEATURES=unhardened SIZES="16 32 256 1024" bash benches/callgrind.sh strata strata-shared
+#   UNHARDENED=1 SIZES="16 32 256 1024" bash benches/callgrind.sh strata strata-shared
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,8 +26,8 @@ runs=${RUNS:-10}
 ms=${MS:-200}
 
 (cd "$workspace" && CARGO_TARGET_DIR="$target" cargo build --release --quiet -p strata-benches --bin throughput)
-(cd "$workspace" && CARGO_TARGET_DIR="$target/unhardened" cargo build --release --quiet -p strata-benches \
-    --bin throughput --features unhardened)
+(cd "$workspace" && CARGO_TARGET_DIR="$target/unhardened" RUSTFLAGS="${RUSTFLAGS:-} --cfg strata_unhardened" \
+    cargo build --release --quiet -p strata-benches --bin throughput)
 hardened=$target/release/throughput
 unhardened=$target/unhardened/release/throughput
 

@@ -1469,7 +1469,7 @@ pub(crate) unsafe fn append<S: PageSource, L: RawLock>(domain: &Domain<S, L>, sl
             if next == 0 {
                 break;
             }
-            if !cfg!(feature = "unhardened") && (!Link::same_region(last as usize, next) || Link::is_end(next)) {
+            if !cfg!(strata_unhardened) && (!Link::same_region(last as usize, next) || Link::is_end(next)) {
                 domain.corrupted(last as usize);
             }
             last = next as *mut Link;

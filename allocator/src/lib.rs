@@ -96,8 +96,8 @@
 //! that every free object has. Failures come back as [`FreeError`]; the std
 //! front prints one line and aborts.
 //!
-//! On by default (the `unhardened` feature turns it off, for measuring its
-//! cost only):
+//! On by default (building with `RUSTFLAGS="--cfg strata_unhardened"` turns
+//! it off, for measuring its cost only; see `benches/hardening-cost.sh`):
 //!
 //! - **Encoded free-list links.** The first word of a free object holds its
 //!   link as `next ^ link_key`, with a per-domain random key drawn apart

@@ -32,7 +32,7 @@ pub(crate) const LINK_REGION: usize = 64 * 1024;
 /// free-list encoding: the local free lists of slices and the remote lists
 /// both store their links through it.
 ///
-/// With the `unhardened` feature off (the default), the word holds
+/// Unless built with `--cfg strata_unhardened` (for measurement only), the word holds
 /// `next ^ key`, where `key` is the domain's random link key
 /// (`Domain::link_key`), so a use-after-free write
 /// of a plain pointer decodes to an address that is outside the object's
@@ -41,7 +41,7 @@ pub(crate) const LINK_REGION: usize = 64 * 1024;
 /// refuses it. The list ends are not null inside a slice's free list but the
 /// slice's own address with bit 0 set ([`Link::end_of`]), which lies in the
 /// slice, so one range test checks every link, the last included. With
-/// `unhardened` on (for measurement only), the word holds `next` as is and
+/// `strata_unhardened`, the word holds `next` as is and
 /// nothing is checked.
 ///
 /// Callers guarantee that every object is at least 16 bytes, 2-byte aligned
@@ -76,7 +76,7 @@ impl Link {
 
     #[inline(always)]
     fn encode(next: usize, key: usize) -> usize {
-        if cfg!(feature = "unhardened") {
+        if cfg!(strata_unhardened) {
             next
         } else {
             next ^ key
@@ -105,7 +105,7 @@ impl Link {
     pub(crate) unsafe fn next_checked(this: *mut Link, key: usize) -> Option<usize> {
         // SAFETY: forwarded.
         let next = unsafe { Self::next(this, key) };
-        if cfg!(feature = "unhardened") || Self::same_region(this as usize, next) {
+        if cfg!(strata_unhardened) || Self::same_region(this as usize, next) {
             Some(next)
         } else {
             None

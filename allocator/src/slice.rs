@@ -308,7 +308,7 @@ pub(crate) const CARVE_BYTES: usize = 4096;
 
 /// Fewest objects carved at a time when the run is shuffled, so that even
 /// the large classes (a few objects per OS page) get a shuffled order.
-pub(crate) const MIN_CARVE: usize = if cfg!(feature = "unhardened") { 1 } else { 8 };
+pub(crate) const MIN_CARVE: usize = if cfg!(strata_unhardened) { 1 } else { 8 };
 
 /// The free list of a slice that holds no free object and has no format:
 /// any odd value ends a list (see [`Link::is_end`]). A formatted slice's
@@ -320,7 +320,7 @@ pub(crate) const NO_FREE: *mut FreeObject = ptr::without_provenance_mut(1);
 /// run. The stride is coprime to `count`, so every object comes exactly once;
 /// it is 1 (address order) only when `count <= 2` or hardening is off.
 pub(crate) fn shuffle(count: usize, random: u64) -> (usize, usize) {
-    if cfg!(feature = "unhardened") || count <= 2 {
+    if cfg!(strata_unhardened) || count <= 2 {
         return (0, 1);
     }
     let start = (random % count as u64) as usize;
@@ -404,7 +404,7 @@ impl SliceMeta {
     /// Carving lazily keeps a slice's untouched memory untouched: a class
     /// that holds a few objects costs a few pages of memory, not 64 KiB.
     ///
-    /// Unless the `unhardened` feature is on, the run is linked in a
+    /// Unless built with `--cfg strata_unhardened`, the run is linked in a
     /// shuffled order: from a random start, with a random stride coprime to
     /// the run's length (never 1 when the run has more than two objects), so
     /// that consecutive allocations from a fresh slice are not neighbours in

@@ -76,7 +76,7 @@ fn a_thread_that_exits_returns_its_slices() {
 /// all of its objects (each once, each an object boundary inside the one
 /// slice), but not their address order, and with next to no pair of
 /// consecutive allocations being neighbours in memory.
-#[cfg(not(feature = "unhardened"))]
+#[cfg(not(strata_unhardened))]
 #[test]
 fn a_fresh_slice_hands_out_its_objects_in_a_shuffled_order() {
     use strata::size_class::{class_size, objects_per_slice};

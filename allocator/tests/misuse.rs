@@ -91,7 +91,7 @@ fn child() {
     panic!("misuse {case} was not caught");
 }
 
-#[cfg(not(feature = "unhardened"))]
+#[cfg(not(strata_unhardened))]
 #[test]
 fn a_forged_free_list_link_is_reported_not_followed() {
     for case in ["forged_link", "forged_remote_link"] {
