@@ -229,17 +229,18 @@ impl Heap {
             let object = slice.free.get();
             if !Link::is_end(object as usize) {
                 // SAFETY: objects on an owned free list are at least 16
-                // bytes of the slice; a link that leaves the slice was
-                // overwritten and is reported, never followed.
-                unsafe {
-                    let Some(next) = FreeObject::next(object, self.link_key) else {
-                        domain.corrupted(object as usize)
-                    };
-                    slice.free.set(next);
-                    FreeObject::set_marker(object, 0);
+                // bytes of the slice. A link that leaves the slice was
+                // overwritten: it is not followed, and the slow path
+                // reports it (keeping the report out of the inlined code).
+                if let Some(next) = unsafe { FreeObject::next(object, self.link_key) } {
+                    // SAFETY: as above.
+                    unsafe {
+                        slice.free.set(next);
+                        FreeObject::set_marker(object, 0);
+                    }
+                    slice.set_used(slice.used() + 1);
+                    return object as *mut u8;
                 }
-                slice.set_used(slice.used() + 1);
-                return object as *mut u8;
             }
         }
         self.alloc_slow(domain, class, context)
@@ -259,6 +260,16 @@ impl Heap {
             return domain.alloc_uncached(class, context);
         }
         let current = self.current[class];
+        // SAFETY: `current` holds the sentinel or a slice this heap owns.
+        let head = unsafe { (*current).free.get() };
+        if !Link::is_end(head as usize) {
+            // The fast path found an object but refused its link: report
+            // it. (A clamped class also comes here with a good link.)
+            // SAFETY: an object on an owned free list.
+            if unsafe { FreeObject::next(head, self.link_key) }.is_none() {
+                domain.corrupted(head as usize);
+            }
+        }
         if current != empty() {
             // First the slice's untouched end, then what other threads gave
             // back. Carving first lets remote frees pile up, so one swap
