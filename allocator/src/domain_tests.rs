@@ -412,3 +412,33 @@ fn a_domain_built_in_place_serves() {
     domain.purge_all();
     assert_eq!(domain.stats().pages_mapped, 0);
 }
+
+/// The carving order: for every run length and many random words, each
+/// object of the run comes exactly once, and (hardened, more than two
+/// objects) never in address order.
+#[test]
+fn shuffled_carving_visits_every_object_once_out_of_address_order() {
+    let mut random = 0x9e37_79b9_7f4a_7c15u64;
+    for count in 1..=300usize {
+        for _ in 0..20 {
+            random = mix(random);
+            let (start, stride) = crate::slice::shuffle(count, random);
+            assert!(start < count && stride >= 1 && stride < count.max(2), "{count}: {start} {stride}");
+            let mut seen = std::vec![false; count];
+            let mut position = start;
+            let mut order = std::vec::Vec::with_capacity(count);
+            for _ in 0..count {
+                assert!(!seen[position], "{count}: object {position} twice (stride {stride})");
+                seen[position] = true;
+                order.push(position);
+                position = (position + stride) % count;
+            }
+            let sequential = order.windows(2).all(|pair| pair[1] == pair[0] + 1);
+            if cfg!(strata_unhardened) || count <= 2 {
+                assert_eq!((start, stride), (0, 1));
+            } else {
+                assert!(!sequential, "{count}: address order (start {start}, stride {stride})");
+            }
+        }
+    }
+}
