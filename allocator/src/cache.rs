@@ -264,11 +264,13 @@ impl Heap {
         let head = unsafe { (*current).free.get() };
         if !Link::is_end(head as usize) {
             // The fast path found an object but refused its link: report
-            // it. (A clamped class also comes here with a good link.)
+            // it. A class out of range, now clamped, also comes here with a
+            // good link: serve it from the fast path.
             // SAFETY: an object on an owned free list.
             if unsafe { FreeObject::next(head, self.link_key) }.is_none() {
                 domain.corrupted(head as usize);
             }
+            return self.alloc_small_in(domain, class, context);
         }
         if current != empty() {
             // First the slice's untouched end, then what other threads gave
