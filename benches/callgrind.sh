@@ -9,6 +9,10 @@
 #                        1000 objects then frees them, over and over
 #        OUT=dir         where callgrind output files go (default: a temp dir)
 #        CARGO_TARGET_DIR  honoured; defaults to the workspace's target/
+#        UNHARDENED=1    builds the core without its default hardening
+#                        (RUSTFLAGS="--cfg strata_unhardened"), to measure
+#                        what that costs; measurement only. The build goes to
+#                        <target>/unhardened/, so the hardened one is kept.
 #
 # Builds the `fastpath` harness in release mode, runs it once per allocator
 # and size under `valgrind --tool=callgrind --toggle-collect='*measured_loop*'`
@@ -37,6 +41,12 @@ if ! command -v valgrind >/dev/null; then
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 fi
 
+hardening=on
+if [ "${UNHARDENED:-0}" = 1 ]; then
+    hardening=off
+    target=$target/unhardened
+    export RUSTFLAGS="${RUSTFLAGS:-} --cfg strata_unhardened"
+fi
 (cd "$workspace" && CARGO_TARGET_DIR="$target" cargo build --release --quiet -p strata-benches --bin fastpath)
 bin=$target/release/fastpath
 out=${OUT:-$(mktemp -d)}
@@ -69,7 +79,7 @@ measure() {
         }' "$file"
 }
 
-printf 'callgrind: %s pairs per run, batch %s; output files in %s\n\n' "$pairs" "$batch" "$out"
+printf 'callgrind: %s pairs per run, batch %s, hardening %s; output files in %s\n\n' "$pairs" "$batch" "$hardening" "$out"
 header=$(printf '%-5s %-14s %14s %9s %9s %9s %9s %12s' size allocator "Ir total" Ir/pair alloc free net/pair "net÷mimalloc")
 echo "$header"
 printf '%s\n' "$(printf '%*s' ${#header} '' | tr ' ' -)"

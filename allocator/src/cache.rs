@@ -79,6 +79,12 @@ pub struct Heap {
     domain: usize,
     /// The domain's free-marker key, copied here for the free fast path.
     key: usize,
+    /// The domain's free-list link key ([`Domain::link_key`]), copied here
+    /// for the fast paths.
+    link_key: usize,
+    /// State of the generator that shuffles carved runs (xorshift64; never
+    /// 0 once bound).
+    random: u64,
     /// Objects freed into orphaned slices, waiting for the domain lock.
     pending: [*mut FreeObject; PENDING],
     pending_len: usize,
@@ -103,6 +109,8 @@ impl Heap {
             parked_count: [0; CLASS_COUNT],
             domain: 0,
             key: 0,
+            link_key: 0,
+            random: 0,
             pending: [ptr::null_mut(); PENDING],
             pending_len: 0,
             counters: Counters { remote_frees: 0, flushes: 0 },
@@ -127,12 +135,24 @@ impl Heap {
         if self.domain == 0 {
             self.domain = domain.id();
             self.key = domain.key();
+            self.link_key = domain.link_key();
+            self.random = domain.random() | 1;
         }
     }
 
     /// Whether the heap has been released for good.
     pub fn is_retired(&self) -> bool {
         self.domain == RETIRED
+    }
+
+    /// The next word of the heap's shuffle generator (xorshift64).
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.random;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random = x;
+        x
     }
 
     #[inline(always)]
@@ -207,14 +227,20 @@ impl Heap {
             // SAFETY: `current` holds the sentinel or a slice this heap owns.
             let slice = unsafe { &*slice };
             let object = slice.free.get();
-            if !object.is_null() {
-                // SAFETY: objects on an owned free list carry valid links.
-                unsafe {
-                    slice.free.set(FreeObject::next(object));
-                    FreeObject::set_marker(object, 0);
+            if !Link::is_end(object as usize) {
+                // SAFETY: objects on an owned free list are at least 16
+                // bytes of the slice. A link that leaves the slice was
+                // overwritten: it is not followed, and the slow path
+                // reports it (keeping the report out of the inlined code).
+                if let Some(next) = unsafe { FreeObject::next(object, self.link_key) } {
+                    // SAFETY: as above.
+                    unsafe {
+                        slice.free.set(next);
+                        FreeObject::set_marker(object, 0);
+                    }
+                    slice.set_used(slice.used() + 1);
+                    return object as *mut u8;
                 }
-                slice.set_used(slice.used() + 1);
-                return object as *mut u8;
             }
         }
         self.alloc_slow(domain, class, context)
@@ -234,18 +260,32 @@ impl Heap {
             return domain.alloc_uncached(class, context);
         }
         let current = self.current[class];
+        // SAFETY: `current` holds the sentinel or a slice this heap owns.
+        let head = unsafe { (*current).free.get() };
+        if !Link::is_end(head as usize) {
+            // The fast path found an object but refused its link: report
+            // it. A class out of range, now clamped, also comes here with a
+            // good link: serve it from the fast path.
+            // SAFETY: an object on an owned free list.
+            if unsafe { FreeObject::next(head, self.link_key) }.is_none() {
+                domain.corrupted(head as usize);
+            }
+            return self.alloc_small_in(domain, class, context);
+        }
         if current != empty() {
             // First the slice's untouched end, then what other threads gave
             // back. Carving first lets remote frees pile up, so one swap
             // takes many of them: draining a short list at every dry spell
             // makes the owner and the freeing threads fight over the list.
             // SAFETY: an owned slice with an empty free list.
-            if unsafe { (*current).carve(self.key) || collect_remote(&*current) != 0 } {
+            let random = self.next_random();
+            // SAFETY: as above.
+            if unsafe { (*current).carve(self.key, self.link_key, random) || collect_remote(domain, &*current) != 0 } {
                 return self.alloc_small_in(domain, class, context);
             }
         }
         // Then a parked slice with objects freed since it was parked.
-        if let Some(slice) = self.unpark_one_with_free(class) {
+        if let Some(slice) = self.unpark_one_with_free(domain, class) {
             if current != empty() {
                 self.park(class, current);
             }
@@ -305,12 +345,14 @@ impl Heap {
                 let mut object = slice.free.get();
                 let mut taken = 0;
                 for entry in out[filled..].iter_mut() {
-                    if object.is_null() {
+                    if Link::is_end(object as usize) {
                         break;
                     }
-                    // SAFETY: objects on an owned free list carry valid links.
+                    // SAFETY: as in `alloc_small_in`.
                     unsafe {
-                        let next = FreeObject::next(object);
+                        let Some(next) = FreeObject::next(object, self.link_key) else {
+                            domain.corrupted(object as usize)
+                        };
                         FreeObject::set_marker(object, 0);
                         *entry = object as *mut u8;
                         object = next;
@@ -438,7 +480,7 @@ impl Heap {
         let object = unsafe { FreeObject::mark_freed(address, self.key)? };
         if slice.owner.load(Ordering::Relaxed) == self.id() {
             // SAFETY: this heap owns the slice.
-            unsafe { FreeObject::set_next(object, slice.free.get()) };
+            unsafe { FreeObject::set_next(object, slice.free.get(), self.link_key) };
             slice.free.set(object);
             slice.set_used(slice.used() - 1);
             return Ok(());
@@ -451,7 +493,7 @@ impl Heap {
     #[inline(never)]
     fn free_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
         // SAFETY: the object is the caller's, freed and marked.
-        match unsafe { slice.remote.push(object as *mut Link) } {
+        match unsafe { slice.remote.push(object as *mut Link, self.link_key) } {
             Push::Pushed => self.counters.remote_frees += 1,
             Push::Orphaned => {
                 // Invariant: `pending_len < PENDING` between calls.
@@ -567,13 +609,13 @@ impl Heap {
             let current = self.current[class];
             if current != empty() {
                 // SAFETY: an owned slice.
-                unsafe { collect_remote(&*current) };
+                unsafe { collect_remote(domain, &*current) };
             }
             let mut parked = self.parked[class];
             while !parked.is_null() {
                 // SAFETY: parked entries are owned slices.
                 unsafe {
-                    collect_remote(&*parked);
+                    collect_remote(domain, &*parked);
                     parked = (*parked).next.get();
                 }
             }
@@ -632,15 +674,15 @@ impl Heap {
 
     /// Removes and returns a parked slice of `class` that has free objects,
     /// collecting remote frees on the way.
-    fn unpark_one_with_free(&mut self, class: usize) -> Option<*mut SliceMeta> {
+    fn unpark_one_with_free<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, class: usize) -> Option<*mut SliceMeta> {
         let class = class_index(class);
         let mut link: *mut *mut SliceMeta = &mut self.parked[class];
         // SAFETY: as in `unpark_oldest`.
         unsafe {
             while !(*link).is_null() {
                 let slice = &**link;
-                collect_remote(slice);
-                if !slice.free.get().is_null() || slice.carved.get() < slice.capacity.get() {
+                collect_remote(domain, slice);
+                if !slice.free_is_empty() || slice.carved.get() < slice.capacity.get() {
                     let found = *link;
                     *link = slice.next.get();
                     slice.next.set(ptr::null_mut());
@@ -655,13 +697,14 @@ impl Heap {
 }
 
 /// Moves the remote frees of an owned slice onto its free list; returns how
-/// many there were.
+/// many there were. A corrupted link on the way is reported through
+/// `domain`.
 ///
 /// # Safety
 /// The calling heap must own `slice`.
-unsafe fn collect_remote(slice: &SliceMeta) -> u32 {
+unsafe fn collect_remote<S: PageSource, L: RawLock>(domain: &Domain<S, L>, slice: &SliceMeta) -> u32 {
     // SAFETY: the remote list holds free objects of this slice.
-    let count = unsafe { append(slice, slice.remote.take()) };
+    let count = unsafe { append(domain, slice, slice.remote.take()) };
     slice.set_used(slice.used() - count);
     count
 }

@@ -41,7 +41,7 @@ use crate::page::{
 };
 use crate::remote::{Link, Push};
 use crate::size_class::{class_index, class_of, class_size, objects_per_slice, reciprocal, CLASS_COUNT};
-use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SPAN_CLASS};
+use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, NO_FREE, SPAN_CLASS};
 use crate::source::PageSource;
 use crate::stats::Stats;
 
@@ -68,6 +68,10 @@ pub enum FreeErrorKind {
     /// The pointer was never handed out by this allocator: outside its pages,
     /// not at the start of an object, or in memory that holds no allocation.
     NotAllocated,
+    /// Heap corruption: the free-list link of the free object at `address`
+    /// was overwritten (a use-after-free write) and leads out of its slice.
+    /// Found by an allocation, not by a free; the link is not followed.
+    Corrupted,
 }
 
 /// A rejected free, with the offending address.
@@ -94,6 +98,14 @@ impl FreeError {
     }
 }
 
+/// The splitmix64 finaliser: spreads weak entropy over all bits.
+fn mix(mut x: u64) -> u64 {
+    x ^= 0x9e37_79b9_7f4a_7c15;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 impl core::fmt::Display for FreeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self.kind {
@@ -102,6 +114,11 @@ impl core::fmt::Display for FreeError {
             FreeErrorKind::NotAllocated => write!(
                 f,
                 "free of {:#x}, which is not an allocation of this allocator (foreign, interior or already freed pointer)",
+                self.address
+            ),
+            FreeErrorKind::Corrupted => write!(
+                f,
+                "heap corruption: the free-list link of freed object {:#x} was overwritten (use after free)",
                 self.address
             ),
         }
@@ -149,6 +166,13 @@ pub struct Domain<S: PageSource, L: RawLock> {
     source: S,
     /// Key of the free marker; non-zero once initialised.
     key: AtomicUsize,
+    /// Key the free-list links are encoded with (see `remote::Link`);
+    /// non-zero once initialised. Drawn apart from `key`: the marker of a
+    /// freed object shows `key` to whoever can read it, and the link key
+    /// must not follow from it.
+    link_key: AtomicUsize,
+    /// Counter behind [`Domain::random`].
+    random: AtomicU64,
     purge_delay_ms: AtomicU64,
 }
 
@@ -507,6 +531,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             inner: UnsafeCell::new(Inner::new()),
             source,
             key: AtomicUsize::new(0),
+            link_key: AtomicUsize::new(0),
+            random: AtomicU64::new(0),
             purge_delay_ms: AtomicU64::new(DEFAULT_PURGE_DELAY_MS),
         }
     }
@@ -525,6 +551,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             ptr::addr_of_mut!((*domain).inner).write_bytes(0, 1);
             ptr::addr_of_mut!((*domain).source).write(source);
             ptr::addr_of_mut!((*domain).key).write(AtomicUsize::new(0));
+            ptr::addr_of_mut!((*domain).link_key).write(AtomicUsize::new(0));
+            ptr::addr_of_mut!((*domain).random).write(AtomicU64::new(0));
             ptr::addr_of_mut!((*domain).purge_delay_ms).write(AtomicU64::new(DEFAULT_PURGE_DELAY_MS));
             &mut *domain
         }
@@ -554,20 +582,42 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// The free-marker key, initialised on first use.
     pub(crate) fn key(&self) -> usize {
-        let key = self.key.load(Ordering::Relaxed);
+        self.lazy_key(&self.key, 0)
+    }
+
+    /// The key free-list links are encoded with (see `remote::Link`),
+    /// initialised on first use from its own draw of the source's entropy.
+    pub(crate) fn link_key(&self) -> usize {
+        self.lazy_key(&self.link_key, 0x6a09_e667_f3bc_c909)
+    }
+
+    fn lazy_key(&self, slot: &AtomicUsize, salt: u64) -> usize {
+        let key = slot.load(Ordering::Relaxed);
         if key != 0 {
             return key;
         }
-        // Mix the entropy so that weak sources still spread over all bits.
-        let mut x = self.source.entropy() ^ 0x9e37_79b9_7f4a_7c15;
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 31;
-        let fresh = (x as usize) | 1 << (usize::BITS - 1);
-        match self.key.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+        let fresh = (mix(self.source.entropy() ^ salt) as usize) | 1 << (usize::BITS - 1);
+        match slot.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => fresh,
             Err(existing) => existing,
         }
+    }
+
+    /// A fresh pseudo-random word, for the shuffled order of carved runs:
+    /// a counter mixed with the link key, so it cannot be foreseen without
+    /// the key.
+    pub(crate) fn random(&self) -> u64 {
+        let count = self.random.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        mix(count ^ self.link_key() as u64)
+    }
+
+    /// Reports a free-list link found overwritten in the free object at
+    /// `object`, through the page source ([`PageSource::corrupted`]); the
+    /// link is never followed.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn corrupted(&self, object: usize) -> ! {
+        self.source.corrupted(FreeError::new(FreeErrorKind::Corrupted, object))
     }
 
     /// Delay before an unused dirty slice is purged.
@@ -625,7 +675,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// free list, in address order, each with its free marker. The rest is
     /// carved as it is needed.
     fn format(&self, slice: &SliceMeta, class: usize) {
-        slice.free.set(ptr::null_mut());
+        slice.free.set(slice.end());
         slice.set_used(0);
         slice.object_size.set(class_size(class) as u32);
         slice.reciprocal.set(reciprocal(class));
@@ -634,7 +684,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         slice.class.set(class as u8);
         // SAFETY: the slice was just chosen under the lock; it is formatted
         // and its free list is empty.
-        unsafe { slice.carve(self.key()) };
+        unsafe { slice.carve(self.key(), self.link_key(), self.random()) };
     }
 
     /// Makes `slice` (just chosen) ready to serve `class`: formats it unless
@@ -741,7 +791,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         slice.owner.store(0, Ordering::Relaxed);
         let pending = slice.remote.orphan();
         // SAFETY: the objects on the remote list are free objects of `slice`.
-        let count = unsafe { append(slice, pending) };
+        let count = unsafe { append(self, slice, pending) };
         inner.remote_walked += count as u64;
         inner.remote_lists_walked += u64::from(count != 0);
         slice.set_used(slice.used() - count);
@@ -753,7 +803,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// object's marker is already set.
     fn free_locked(&self, inner: &mut Inner, slice: &SliceMeta, object: *mut FreeObject, now: u64) {
         // SAFETY: the caller validated `object` as a live object of `slice`.
-        unsafe { FreeObject::set_next(object, slice.free.get()) };
+        unsafe { FreeObject::set_next(object, slice.free.get(), self.link_key()) };
         slice.free.set(object);
         let used = slice.used() - 1;
         slice.set_used(used);
@@ -827,7 +877,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             self.free_locked(inner, slice, object, now);
         } else {
             // SAFETY: a live object of `slice`, owned by the caller.
-            let pushed = unsafe { slice.remote.push(object as *mut Link) };
+            let pushed = unsafe { slice.remote.push(object as *mut Link, self.link_key()) };
             debug_assert_eq!(pushed, Push::Pushed);
             inner.remote_frees += 1;
         }
@@ -860,18 +910,22 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// cache is gone (exiting) or serves another domain.
     pub fn alloc_uncached(&self, class: usize, context: S::Context) -> *mut u8 {
         let object = self.with_slice(class, context, |domain, inner, slice, now| {
-            if slice.free.get().is_null() {
+            if slice.free_is_empty() {
                 // SAFETY: an unowned slice, held under the lock.
-                unsafe { slice.carve(domain.key()) };
+                unsafe { slice.carve(domain.key(), domain.link_key(), domain.random()) };
             }
             let object = slice.free.get();
-            if object.is_null() {
+            if Link::is_end(object as usize) {
                 // The chosen slice was owned or exhausted (never, by `choose`).
                 return ptr::null_mut();
             }
-            // SAFETY: free objects carry valid links.
+            // SAFETY: free objects are at least 16 bytes of the slice; an
+            // overwritten link is reported, never followed.
             unsafe {
-                slice.free.set(FreeObject::next(object));
+                let Some(next) = FreeObject::next(object, domain.link_key()) else {
+                    domain.corrupted(object as usize)
+                };
+                slice.free.set(next);
                 FreeObject::set_marker(object, 0);
             }
             let used = slice.used() + 1;
@@ -978,7 +1032,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 let object = unsafe { FreeObject::mark_freed(address, self.key())? };
                 // SAFETY: the object is ours to give back.
                 unsafe {
-                    if slice.remote.push(object as *mut Link) == Push::Pushed {
+                    if slice.remote.push(object as *mut Link, self.link_key()) == Push::Pushed {
                         self.locked(|inner| inner.remote_frees += 1);
                         return Ok(());
                     }
@@ -1106,7 +1160,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
                     slice.object_size.set(0);
                     slice.carved.set(0);
-                    slice.free.set(ptr::null_mut());
+                    slice.free.set(NO_FREE);
                     slice.class.set(SPAN_CLASS);
                     slice.capacity.set(1);
                     slice.set_used(1);
@@ -1254,7 +1308,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     let slice = unsafe { &*slice };
                     slice.object_size.set(0);
                     slice.carved.set(0);
-                    slice.free.set(ptr::null_mut());
+                    slice.free.set(NO_FREE);
                     inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
                     inner.purges += 1;
                     // SAFETY: as above.
@@ -1422,23 +1476,35 @@ pub(crate) fn slice_of(address: usize) -> &'static SliceMeta {
     &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)]
 }
 
-/// Appends the list `first` to `slice.free`; returns how many objects it had.
+/// Appends the remote list `first` (links ending in 0) to `slice.free`;
+/// returns how many objects it had. A link that leads out of the slice was
+/// overwritten: it is reported through `domain`, not followed.
 ///
 /// # Safety
-/// Every object on the list must be a free object of `slice`.
-pub(crate) unsafe fn append(slice: &SliceMeta, first: *mut Link) -> u32 {
+/// Every object on the list must be a free object of `slice`, and the
+/// caller must hold the slice.
+pub(crate) unsafe fn append<S: PageSource, L: RawLock>(domain: &Domain<S, L>, slice: &SliceMeta, first: *mut Link) -> u32 {
     if first.is_null() {
         return 0;
     }
+    let key = domain.link_key();
     let mut count = 1;
     let mut last = first;
-    // SAFETY: the caller guarantees valid links.
+    // SAFETY: the caller guarantees free objects of the slice; each link is
+    // checked before it is followed.
     unsafe {
-        while !Link::next(last).is_null() {
-            last = Link::next(last);
+        loop {
+            let next = Link::next(last, key);
+            if next == 0 {
+                break;
+            }
+            if !cfg!(strata_unhardened) && (!Link::same_region(last as usize, next) || Link::is_end(next)) {
+                domain.corrupted(last as usize);
+            }
+            last = next as *mut Link;
             count += 1;
         }
-        Link::set_next(last, slice.free.get() as *mut Link);
+        Link::set_next(last, slice.free.get() as usize, key);
     }
     slice.free.set(first as *mut FreeObject);
     count

@@ -53,26 +53,43 @@ fn page(domain: &TestDomain) -> &'static PageHeader {
 /// Formats slice `index` of `page` for `class` and puts it in `state` with
 /// `used` objects handed out.
 fn put(domain: &TestDomain, page: &PageHeader, index: usize, class: usize, state: SliceState, used: u32) -> usize {
+    put_with_first(domain, page, index, class, state, used).0
+}
+
+/// As [`put`], and also returns the first object handed out (0 if none):
+/// carving shuffles, so it need not be the slice's first object.
+fn put_with_first(
+    domain: &TestDomain,
+    page: &PageHeader,
+    index: usize,
+    class: usize,
+    state: SliceState,
+    used: u32,
+) -> (usize, usize) {
     let slice = &page.slices[index];
+    let mut first = 0;
     domain.locked(|inner| {
         domain.format(slice, class);
         // Hand out `used` objects from the front of the free list.
         for _ in 0..used {
-            if slice.free.get().is_null() {
+            if slice.free_is_empty() {
                 // SAFETY: held under the lock, formatted, free list empty.
-                unsafe { slice.carve(domain.key()) };
+                unsafe { slice.carve(domain.key(), domain.link_key(), domain.random()) };
             }
             let object = slice.free.get();
+            if first == 0 {
+                first = object as usize;
+            }
             // SAFETY: formatted objects carry valid links.
             unsafe {
-                slice.free.set(FreeObject::next(object));
+                slice.free.set(FreeObject::next(object, domain.link_key()).unwrap());
                 FreeObject::set_marker(object, 0);
             }
         }
         slice.set_used(used);
         inner.transition(slice, state, SliceFlags::empty(), 0);
     });
-    page.slice_address(index)
+    (page.slice_address(index), first)
 }
 
 /// The address of the slice the domain would give a cache of `class`.
@@ -213,9 +230,10 @@ fn dirty_same_class_keeps_its_free_list() {
         let first = slice.free.get();
         // SAFETY: formatted objects carry valid links.
         unsafe {
-            let second = FreeObject::next(first);
-            FreeObject::set_next(first, FreeObject::next(second));
-            FreeObject::set_next(second, first);
+            let key = d.link_key();
+            let second = FreeObject::next(first, key).unwrap();
+            FreeObject::set_next(first, FreeObject::next(second, key).unwrap(), key);
+            FreeObject::set_next(second, first, key);
             slice.free.set(second);
         }
     });
@@ -224,11 +242,13 @@ fn dirty_same_class_keeps_its_free_list() {
     d.locked(|_| d.prepare(slice, CLASS));
     assert_eq!(slice.free.get() as usize, expected, "no re-format for the same class");
     d.locked(|_| d.prepare(slice, OTHER));
-    assert_eq!(slice.free.get() as usize, address, "re-formatted for another class");
     assert_eq!(slice.object_size.get() as usize, class_size(OTHER));
     // Only the first few objects are carved; the rest of the slice is untouched.
     let carved = slice.carved.get() as usize;
-    assert_eq!(carved, crate::slice::CARVE_BYTES / class_size(OTHER));
+    assert_eq!(carved, (crate::slice::CARVE_BYTES / class_size(OTHER)).max(crate::slice::MIN_CARVE));
+    // The new list starts at one of them (in a shuffled order).
+    let head = slice.free.get() as usize - address;
+    assert!(head % class_size(OTHER) == 0 && head / class_size(OTHER) < carved, "re-formatted for another class");
     assert!(carved < objects_per_slice(OTHER));
     assert_eq!(d.usable_size(address + carved * class_size(OTHER)).unwrap_err().kind, FreeErrorKind::NotAllocated);
 }
@@ -262,13 +282,12 @@ fn transitions_keep_masks_and_occupancy() {
 fn objects_come_from_the_chosen_slice() {
     let d = domain();
     let p = page(d);
-    let partial = put(d, p, 12, CLASS, SliceState::Partial, 1);
+    let (partial, first) = put_with_first(d, p, 12, CLASS, SliceState::Partial, 1);
     let object = d.alloc_uncached(CLASS, ()) as usize;
     assert!(object >= partial && object < partial + SLICE_SIZE);
     assert_eq!(d.slice_info(object).unwrap().0, SliceState::Partial);
     assert_eq!(p.slices[12].used(), 2);
     // Freeing both objects of this slice leaves it dirty, keeping its class.
-    let first = partial; // handed out by `put`
     // SAFETY: both are live objects of this domain.
     unsafe {
         d.free_uncached(object).unwrap();
@@ -295,7 +314,7 @@ fn bad_pointers_are_rejected() {
     // Another domain's object is foreign here.
     let other = domain();
     let q = page(other);
-    let theirs = put(other, q, 4, CLASS, SliceState::Partial, 1);
+    let (_, theirs) = put_with_first(other, q, 4, CLASS, SliceState::Partial, 1);
     assert_eq!(d.usable_size(theirs).unwrap_err().kind, not_ours);
     assert_eq!(other.usable_size(theirs), Ok(class_size(CLASS)));
 }
@@ -442,4 +461,34 @@ fn lock_acquisitions_and_contention_are_counted() {
     let later = domain.stats();
     assert_eq!(later.lock_acquisitions, stats.lock_acquisitions + 1);
     assert_eq!(later.lock_contended, 2);
+}
+
+/// The carving order: for every run length and many random words, each
+/// object of the run comes exactly once, and (hardened, more than two
+/// objects) never in address order.
+#[test]
+fn shuffled_carving_visits_every_object_once_out_of_address_order() {
+    let mut random = 0x9e37_79b9_7f4a_7c15u64;
+    for count in 1..=300usize {
+        for _ in 0..20 {
+            random = mix(random);
+            let (start, stride) = crate::slice::shuffle(count, random);
+            assert!(start < count && stride >= 1 && stride < count.max(2), "{count}: {start} {stride}");
+            let mut seen = std::vec![false; count];
+            let mut position = start;
+            let mut order = std::vec::Vec::with_capacity(count);
+            for _ in 0..count {
+                assert!(!seen[position], "{count}: object {position} twice (stride {stride})");
+                seen[position] = true;
+                order.push(position);
+                position = (position + stride) % count;
+            }
+            let sequential = order.windows(2).all(|pair| pair[1] == pair[0] + 1);
+            if cfg!(strata_unhardened) || count <= 2 {
+                assert_eq!((start, stride), (0, 1));
+            } else {
+                assert!(!sequential, "{count}: address order (start {start}, stride {stride})");
+            }
+        }
+    }
 }

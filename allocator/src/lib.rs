@@ -96,6 +96,39 @@
 //! that every free object has. Failures come back as [`FreeError`]; the std
 //! front prints one line and aborts.
 //!
+//! On by default (building with `RUSTFLAGS="--cfg strata_unhardened"` turns
+//! it off, for measuring its cost only; see `benches/hardening-cost.sh`):
+//!
+//! - **Encoded free-list links.** The first word of a free object holds its
+//!   link as `next ^ link_key`, with a per-domain random key drawn apart
+//!   from the marker key (from [`PageSource::entropy`]: `getrandom` in user
+//!   space; the kernel source gives its own). One type, `remote::Link`, owns
+//!   the encoding for both the slices' free lists and the remote lists. A
+//!   slice's free list ends not at null but at the slice's own address with
+//!   bit 0 set, inside the slice, so that one test checks every link an
+//!   allocation follows: the decoded target must lie in the same 64 KiB
+//!   slice as the object it was read from (`(object ^ next) < SLICE_SIZE`);
+//!   the remote lists, which end at 0, are checked link by link when the
+//!   owner takes them back. A use-after-free write of a plain pointer
+//!   decodes to an address outside the slice (but for a chance of 2^-48 for
+//!   a value chosen without the key), and is reported through
+//!   [`PageSource::corrupted`] ([`FreeErrorKind::Corrupted`]; the mmap
+//!   source prints one line and aborts, the default panics, a kernel source
+//!   may override it) instead of being followed. What it does not stop: a
+//!   write that keeps the link inside its slice (it needs the key), or
+//!   reads that leak the key (a freed object shows `next ^ link_key`, and
+//!   `next` is a neighbour). Cost on the fast path: one `xor` on free, an
+//!   `xor` and a range test on allocation (figures in `benches/RESULTS.md`).
+//! - **Shuffled carving.** Each run of a fresh slice that is carved (about
+//!   an OS page, at least 8 objects) is linked from a random start with a
+//!   random stride coprime to the run's length, never 1, so consecutive
+//!   allocations from a fresh slice are not neighbours in memory. The
+//!   heap's own xorshift generator, seeded from the domain, picks them; it
+//!   costs nothing on the fast path (carving is the slow path).
+//!
+//! The shim adds an opt-in debug mode (`STRATA_DEBUG=1`: canaries after
+//! small objects, guard pages after large ones); see its `ENVIRONMENT.md`.
+//!
 //! # Use
 //!
 //! ```

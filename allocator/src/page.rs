@@ -28,6 +28,7 @@ pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 pub const SLICE_SHIFT: u32 = 16;
 /// Size and alignment of a slice: 64 KiB.
 pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
+static_assertions::const_assert_eq!(SLICE_SIZE, crate::remote::LINK_REGION);
 /// Slices per page, including the header slice.
 pub const SLICES_PER_PAGE: usize = PAGE_SIZE / SLICE_SIZE;
 /// The first slice that holds objects; slice 0 holds the header.

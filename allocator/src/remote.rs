@@ -22,36 +22,104 @@ use crate::sync::{AtomicUsize, Ordering};
 /// Tag in the list word: the slice has no owning heap; pushes are refused.
 pub(crate) const ORPHAN: usize = 1;
 
-/// The link word stored in the first word of a free object.
+/// Bytes of the slice that holds every object of one free list; a link whose
+/// decoded target lies outside its own object's slice is corrupt.
+/// Must equal `page::SLICE_SIZE` (checked there); spelled out here because
+/// the loom model compiles this file alone.
+pub(crate) const LINK_REGION: usize = 64 * 1024;
+
+/// The link word at the start of every free object, the one home of the
+/// free-list encoding: the local free lists of slices and the remote lists
+/// both store their links through it.
 ///
-/// Callers guarantee that every object pushed is at least 16 bytes, 2-byte
-/// aligned and writable, and that they own it (it is not on any other list).
-/// Objects may be only 2-byte aligned, so the word is accessed unaligned.
+/// Unless built with `--cfg strata_unhardened` (for measurement only), the word holds
+/// `next ^ key`, where `key` is the domain's random link key
+/// (`Domain::link_key`), so a use-after-free write
+/// of a plain pointer decodes to an address that is outside the object's
+/// slice (but for a chance of 2^-48 for a value chosen without the key),
+/// and [`Link::next_checked`]
+/// refuses it. The list ends are not null inside a slice's free list but the
+/// slice's own address with bit 0 set ([`Link::end_of`]), which lies in the
+/// slice, so one range test checks every link, the last included. With
+/// `strata_unhardened`, the word holds `next` as is and
+/// nothing is checked.
+///
+/// Callers guarantee that every object is at least 16 bytes, 2-byte aligned
+/// and writable, and that they own it (it is on no other list). Objects may
+/// be only 2-byte aligned, so the word is accessed unaligned.
 #[repr(C)]
 pub(crate) struct Link {
-    /// Next object in the list, or null.
-    pub(crate) next: *mut Link,
+    /// The encoded next object.
+    pub(crate) word: usize,
 }
 
 impl Link {
-    /// The next object.
+    /// The end marker of the free list of the slice holding `object`: the
+    /// slice's address with bit 0 set. Never an object (objects are 2-byte
+    /// aligned), and inside the slice, so it passes [`Link::same_region`].
+    #[inline(always)]
+    pub(crate) fn end_of(object: usize) -> usize {
+        (object & !(LINK_REGION - 1)) | 1
+    }
+
+    /// Whether `next` is a list end rather than an object.
+    #[inline(always)]
+    pub(crate) fn is_end(next: usize) -> bool {
+        next & 1 != 0
+    }
+
+    /// Whether `next` lies in the slice of `object`.
+    #[inline(always)]
+    pub(crate) fn same_region(object: usize, next: usize) -> bool {
+        (object ^ next) < LINK_REGION
+    }
+
+    #[inline(always)]
+    fn encode(next: usize, key: usize) -> usize {
+        if cfg!(strata_unhardened) {
+            next
+        } else {
+            next ^ key
+        }
+    }
+
+    /// The decoded next link, unchecked: the raw value for remote lists,
+    /// whose end is 0.
     ///
     /// # Safety
     /// `this` must point to a readable link word (any alignment).
     #[inline(always)]
-    pub(crate) unsafe fn next(this: *mut Link) -> *mut Link {
+    pub(crate) unsafe fn next(this: *mut Link, key: usize) -> usize {
         // SAFETY: the caller guarantees a readable word.
-        unsafe { core::ptr::read_unaligned(this.cast::<*mut Link>()) }
+        Self::encode(unsafe { core::ptr::read_unaligned(this.cast::<usize>()) }, key)
     }
 
-    /// Sets the next object.
+    /// The decoded next object of a slice's free list, or `None` when the
+    /// link does not lead into the object's own slice: the word was
+    /// overwritten (a use-after-free write). Always `Some` when hardening is
+    /// off.
+    ///
+    /// # Safety
+    /// As for [`Link::next`].
+    #[inline(always)]
+    pub(crate) unsafe fn next_checked(this: *mut Link, key: usize) -> Option<usize> {
+        // SAFETY: forwarded.
+        let next = unsafe { Self::next(this, key) };
+        if cfg!(strata_unhardened) || Self::same_region(this as usize, next) {
+            Some(next)
+        } else {
+            None
+        }
+    }
+
+    /// Sets the next link, encoded.
     ///
     /// # Safety
     /// `this` must point to a writable link word (any alignment).
     #[inline(always)]
-    pub(crate) unsafe fn set_next(this: *mut Link, next: *mut Link) {
+    pub(crate) unsafe fn set_next(this: *mut Link, next: usize, key: usize) {
         // SAFETY: the caller guarantees a writable word.
-        unsafe { core::ptr::write_unaligned(this.cast::<*mut Link>(), next) }
+        unsafe { core::ptr::write_unaligned(this.cast::<usize>(), Self::encode(next, key)) }
     }
 }
 
@@ -75,19 +143,20 @@ pub(crate) struct RemoteList {
 }
 
 impl RemoteList {
-    /// Pushes `object` unless the slice is orphaned.
+    /// Pushes `object` unless the slice is orphaned. Its link is encoded
+    /// with `key` (see [`Link`]); the list's last link decodes to 0.
     ///
     /// # Safety
     /// `object` must be valid for writes of one [`Link`], owned by the caller,
     /// and belong to the slice of this list.
-    pub(crate) unsafe fn push(&self, object: *mut Link) -> Push {
+    pub(crate) unsafe fn push(&self, object: *mut Link, key: usize) -> Push {
         let mut old = self.head.load(Ordering::Relaxed);
         loop {
             if old & ORPHAN != 0 {
                 return Push::Orphaned;
             }
             // SAFETY: the caller owns `object` until the CAS publishes it.
-            unsafe { Link::set_next(object, old as *mut Link) };
+            unsafe { Link::set_next(object, old, key) };
             match self.head.compare_exchange_weak(
                 old,
                 object as usize,

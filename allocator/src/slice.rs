@@ -59,8 +59,8 @@ pub(crate) enum Linked {
     Dirty { class: u8, bucket: u8 },
 }
 
-/// The free-list node at the start of a free object, followed by the free
-/// marker (`key ^ address`) that makes double frees detectable.
+/// A free object: its [`Link`] (the encoded next free object), followed by
+/// the free marker (`key ^ address`) that makes double frees detectable.
 ///
 /// Objects of the small classes (18, 20, 22 … bytes) are only 2- or 4-byte
 /// aligned, so both words are always read and written unaligned, through the
@@ -72,24 +72,26 @@ pub(crate) struct FreeObject {
 }
 
 impl FreeObject {
-    /// The next free object.
+    /// The next free object of a slice's free list (an object of the same
+    /// slice, or the slice's end marker), or `None` if the link was
+    /// overwritten (see [`Link::next_checked`]).
     ///
     /// # Safety
     /// `this` must point to a readable object of at least 16 bytes.
     #[inline(always)]
-    pub(crate) unsafe fn next(this: *mut Self) -> *mut Self {
+    pub(crate) unsafe fn next(this: *mut Self, key: usize) -> Option<*mut Self> {
         // SAFETY: the caller guarantees 16 readable bytes; no alignment needed.
-        unsafe { ptr::read_unaligned(this.cast::<*mut Self>()) }
+        unsafe { Link::next_checked(this.cast::<Link>(), key).map(|next| next as *mut Self) }
     }
 
-    /// Sets the next free object.
+    /// Sets the next free object (or the end marker), encoded with `key`.
     ///
     /// # Safety
     /// `this` must point to a writable object of at least 16 bytes.
     #[inline(always)]
-    pub(crate) unsafe fn set_next(this: *mut Self, next: *mut Self) {
+    pub(crate) unsafe fn set_next(this: *mut Self, next: *mut Self, key: usize) {
         // SAFETY: as above.
-        unsafe { ptr::write_unaligned(this.cast::<*mut Self>(), next) }
+        unsafe { Link::set_next(this.cast::<Link>(), next as usize, key) }
     }
 
     /// The free marker word.
@@ -223,8 +225,10 @@ pub(crate) struct CacheLine;
 /// hand-overs between them.
 #[repr(C, align(64))]
 pub(crate) struct SliceMeta {
-    /// Free objects ready to hand out.
-    /// Invariant: accessed only by the owning heap while `CACHED` is set, and
+    /// Free objects ready to hand out, linked through [`Link`]s; the list
+    /// ends at an odd value (the slice's end marker, or [`NO_FREE`]).
+    /// Invariant: on a formatted slice, every link and the head lead into
+    /// the slice: objects, or the end marker. The list is accessed only by the owning heap while `CACHED` is set, and
     /// only under the domain lock otherwise.
     pub(crate) free: Cell<*mut FreeObject>,
     /// Objects handed out and not yet back on `free` (objects on the remote
@@ -302,6 +306,39 @@ pub(crate) struct SliceMeta {
 /// Bytes of objects carved at a time (see [`SliceMeta::carve`]).
 pub(crate) const CARVE_BYTES: usize = 4096;
 
+/// Fewest objects carved at a time when the run is shuffled, so that even
+/// the large classes (a few objects per OS page) get a shuffled order.
+pub(crate) const MIN_CARVE: usize = if cfg!(strata_unhardened) { 1 } else { 8 };
+
+/// The free list of a slice that holds no free object and has no format:
+/// any odd value ends a list (see [`Link::is_end`]). A formatted slice's
+/// empty list holds its own end marker instead ([`SliceMeta::end`]).
+pub(crate) const NO_FREE: *mut FreeObject = ptr::without_provenance_mut(1);
+
+/// The start position and stride of a shuffled carve of `count` objects:
+/// position `i` of the list is object `(start + i * stride) % count` of the
+/// run. The stride is coprime to `count`, so every object comes exactly once;
+/// it is 1 (address order) only when `count <= 2` or hardening is off.
+pub(crate) fn shuffle(count: usize, random: u64) -> (usize, usize) {
+    if cfg!(strata_unhardened) || count <= 2 {
+        return (0, 1);
+    }
+    let start = (random % count as u64) as usize;
+    // 2..count; `count - 1` is always coprime to `count`, so the search ends.
+    let mut stride = 2 + ((random >> 32) % (count as u64 - 2)) as usize;
+    while gcd(stride, count) != 1 {
+        stride += 1;
+    }
+    (start, stride)
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// Pseudo-class recorded by slices of multi-slice spans.
 pub(crate) const SPAN_CLASS: u8 = crate::size_class::CLASS_COUNT as u8;
 
@@ -309,7 +346,7 @@ impl SliceMeta {
     /// A clean, orphaned descriptor.
     pub(crate) const fn new() -> Self {
         Self {
-            free: Cell::new(ptr::null_mut()),
+            free: Cell::new(NO_FREE),
             used: AtomicU32::new(0),
             _read_mostly: CacheLine,
             object_size: RelaxedU32::new(0),
@@ -346,38 +383,72 @@ impl SliceMeta {
         self.flags.get().contains(flag)
     }
 
-    /// Carves the next run of never-used objects (about one OS page of them)
-    /// onto the free list, writing each one's link and free marker. Returns
-    /// whether there was anything left to carve.
+    /// The end marker of this slice's free list (see [`Link::end_of`]).
+    pub(crate) fn end(&self) -> *mut FreeObject {
+        // SAFETY: descriptors live in page headers.
+        let page = unsafe { crate::page::page_of_slice(self) };
+        Link::end_of(page.slice_address(page.index_of(self))) as *mut FreeObject
+    }
+
+    /// Whether the free list is empty.
+    #[inline(always)]
+    pub(crate) fn free_is_empty(&self) -> bool {
+        Link::is_end(self.free.get() as usize)
+    }
+
+    /// Carves the next run of never-used objects (about one OS page of them,
+    /// at least [`MIN_CARVE`]) onto the free list, writing each one's link
+    /// (encoded with `link_key`) and free marker (`marker_key ^ address`).
+    /// Returns whether there was anything left to carve.
     ///
     /// Carving lazily keeps a slice's untouched memory untouched: a class
     /// that holds a few objects costs a few pages of memory, not 64 KiB.
     ///
+    /// Unless built with `--cfg strata_unhardened`, the run is linked in a
+    /// shuffled order: from a random start, with a random stride coprime to
+    /// the run's length (never 1 when the run has more than two objects), so
+    /// that consecutive allocations from a fresh slice are not neighbours in
+    /// memory. `random` supplies the choice.
+    ///
     /// # Safety
     /// The caller must hold the slice (own it, or hold the domain lock for an
     /// unowned one), its free list must be empty, and it must be formatted.
-    pub(crate) unsafe fn carve(&self, key: usize) -> bool {
+    pub(crate) unsafe fn carve(&self, marker_key: usize, link_key: usize, random: u64) -> bool {
         let size = self.object_size.get() as usize;
         let first = self.carved.get() as usize;
         let capacity = self.capacity.get() as usize;
-        if first >= capacity {
+        if first >= capacity || size == 0 {
             return false;
         }
-        let last = capacity.min(first + (CARVE_BYTES / size.max(1)).max(1));
+        let last = capacity.min(first + (CARVE_BYTES / size).max(MIN_CARVE));
+        let count = last - first;
+        let (mut position, stride) = shuffle(count, random);
         // SAFETY: descriptors live in page headers.
         let page = unsafe { crate::page::page_of_slice(self) };
-        let base = page.slice_address(page.index_of(self));
-        for i in first..last {
-            let object = (base + i * size) as *mut FreeObject;
-            let next = if i + 1 < last { (base + (i + 1) * size) as *mut FreeObject } else { ptr::null_mut() };
+        let base = page.slice_address(page.index_of(self)) + first * size;
+        let mut head: *mut FreeObject = ptr::null_mut();
+        let mut previous: *mut FreeObject = ptr::null_mut();
+        for _ in 0..count {
+            let object = (base + position * size) as *mut FreeObject;
+            position += stride;
+            if position >= count {
+                position -= count;
+            }
             // SAFETY: the object lies inside the slice, past every object
             // handed out so far; the caller holds the slice.
             unsafe {
-                FreeObject::set_next(object, next);
-                FreeObject::set_marker(object, key ^ object as usize);
+                FreeObject::set_marker(object, marker_key ^ object as usize);
+                if previous.is_null() {
+                    head = object;
+                } else {
+                    FreeObject::set_next(previous, object, link_key);
+                }
             }
+            previous = object;
         }
-        self.free.set((base + first * size) as *mut FreeObject);
+        // SAFETY: as above; `count >= 1`, so `previous` is the last object.
+        unsafe { FreeObject::set_next(previous, Link::end_of(base) as *mut FreeObject, link_key) };
+        self.free.set(head);
         self.carved.set(last as u32);
         true
     }

@@ -85,6 +85,43 @@ pub unsafe trait PageSource {
         let local = 0u8;
         (&local as *const u8 as u64).rotate_left(17) ^ (self as *const Self as *const u8 as u64)
     }
+
+    /// Reports heap corruption found by the core (an overwritten free-list
+    /// link, [`FreeErrorKind::Corrupted`](crate::FreeErrorKind)) and never
+    /// returns: the heap cannot be trusted any more. The default panics with
+    /// the error's message; [`MmapSource`] prints one line to stderr and
+    /// aborts without allocating. A kernel source can override it to `BUG()`
+    /// with its own message.
+    fn corrupted(&self, error: crate::FreeError) -> ! {
+        panic!("strata: {error}")
+    }
+}
+
+/// Prints `strata: <error>; aborting` to stderr as one line, formatted on
+/// the stack (nothing is allocated: the heap is not to be trusted), and
+/// aborts the process.
+#[cfg(feature = "mmap")]
+pub fn abort_with(error: crate::FreeError) -> ! {
+    struct Line {
+        bytes: [u8; 256],
+        len: usize,
+    }
+    impl core::fmt::Write for Line {
+        fn write_str(&mut self, text: &str) -> core::fmt::Result {
+            let room = self.bytes.len() - self.len;
+            let take = text.len().min(room);
+            self.bytes[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
+            self.len += take;
+            Ok(())
+        }
+    }
+    let mut line = Line { bytes: [0; 256], len: 0 };
+    let _ = core::fmt::Write::write_fmt(&mut line, format_args!("strata: {error}; aborting\n"));
+    // SAFETY: writes initialised bytes of `line`; abort has no preconditions.
+    unsafe {
+        libc::write(2, line.bytes.as_ptr().cast(), line.len);
+        libc::abort()
+    }
 }
 
 /// Implements the registry methods of [`PageSource`] with the process-wide
@@ -178,6 +215,10 @@ unsafe impl PageSource for MmapSource {
         // SAFETY: `now` is a valid timespec to write.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
         now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+    }
+
+    fn corrupted(&self, error: crate::FreeError) -> ! {
+        abort_with(error)
     }
 
     fn entropy(&self) -> u64 {
@@ -434,5 +475,9 @@ unsafe impl<S: PageSource> PageSource for FailingSource<S> {
 
     fn entropy(&self) -> u64 {
         self.inner.entropy()
+    }
+
+    fn corrupted(&self, error: crate::FreeError) -> ! {
+        self.inner.corrupted(error)
     }
 }

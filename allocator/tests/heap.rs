@@ -71,3 +71,40 @@ fn a_thread_that_exits_returns_its_slices() {
     let stats = STRATA.stats();
     assert_eq!(stats.bytes_live, 0, "{stats}");
 }
+
+/// A fresh slice hands its objects out in a shuffled order: a permutation of
+/// all of its objects (each once, each an object boundary inside the one
+/// slice), but not their address order, and with next to no pair of
+/// consecutive allocations being neighbours in memory.
+#[cfg(not(strata_unhardened))]
+#[test]
+fn a_fresh_slice_hands_out_its_objects_in_a_shuffled_order() {
+    use strata::size_class::{class_size, objects_per_slice};
+    use strata::source::MmapSource;
+    use strata::{Domain, Heap, SpinLock};
+
+    let domain: Domain<MmapSource, SpinLock> = Domain::new(MmapSource::new());
+    let mut heap = Heap::new();
+    for size in [16, 64, 1024, 4096] {
+        let class = class_of(size, 8).unwrap();
+        let (size, capacity) = (class_size(class), objects_per_slice(class));
+        let order: Vec<usize> = (0..capacity).map(|_| heap.alloc_small(&domain, class) as usize).collect();
+        let slice = order[0] & !(SLICE_SIZE - 1);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), capacity, "{size} B: every object once");
+        for &object in &order {
+            assert_eq!(object & !(SLICE_SIZE - 1), slice, "{size} B: {object:#x} is outside the slice");
+            assert_eq!((object - slice) % size, 0, "{size} B: {object:#x} is not an object boundary");
+        }
+        assert_ne!(order, sorted, "{size} B: handed out in address order");
+        let neighbours = order.windows(2).filter(|pair| pair[1] == pair[0] + size).count();
+        assert!(neighbours < capacity / 4, "{size} B: {neighbours} of {capacity} allocations follow their predecessor");
+        for object in order {
+            // SAFETY: live objects of this heap, freed once.
+            unsafe { heap.free(&domain, object as *mut u8) }.unwrap();
+        }
+    }
+    heap.release(&domain, true);
+}

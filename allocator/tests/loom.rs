@@ -52,7 +52,7 @@ use remote::{Link, Push, RemoteList, ORPHAN};
 
 /// Objects for a model run, leaked as raw pointers (loom runs many times).
 fn objects(count: usize) -> Vec<usize> {
-    (0..count).map(|_| Box::into_raw(Box::new(Link { next: std::ptr::null_mut() })) as usize).collect()
+    (0..count).map(|_| Box::into_raw(Box::new(Link { word: 0 })) as usize).collect()
 }
 
 /// Frees the objects of a model run.
@@ -67,9 +67,12 @@ fn collect(mut link: *mut Link, into: &mut Vec<usize>) {
     while !link.is_null() {
         into.push(link as usize);
         // SAFETY: every link on a list is a live object of the model.
-        link = unsafe { Link::next(link) };
+        link = unsafe { Link::next(link, KEY) } as *mut Link;
     }
 }
+
+/// The link key of the model: links are stored encoded, as in the core.
+const KEY: usize = 0x5a5a_0000_1234_0000;
 
 fn owned_list() -> RemoteList {
     RemoteList { head: sync::AtomicUsize::new(0) }
@@ -91,7 +94,7 @@ fn concurrent_pushes_are_all_taken_once() {
                 let list = list.clone();
                 thread::spawn(move || {
                     // SAFETY: each thread pushes its own object.
-                    assert_eq!(unsafe { list.push(object as *mut Link) }, Push::Pushed);
+                    assert_eq!(unsafe { list.push(object as *mut Link, KEY) }, Push::Pushed);
                 })
             })
             .collect();
@@ -100,7 +103,7 @@ fn concurrent_pushes_are_all_taken_once() {
         let mut taken = Vec::new();
         collect(list.take(), &mut taken);
         // SAFETY: the owner's own object.
-        assert_eq!(unsafe { list.push(objs[2] as *mut Link) }, Push::Pushed);
+        assert_eq!(unsafe { list.push(objs[2] as *mut Link, KEY) }, Push::Pushed);
         for handle in handles {
             handle.join().unwrap();
         }
@@ -122,7 +125,7 @@ fn push_racing_orphan_is_either_collected_or_refused() {
                 objs.iter()
                     .filter(|&&object| {
                         // SAFETY: the pusher owns its objects.
-                        let outcome = unsafe { list.push(object as *mut Link) };
+                        let outcome = unsafe { list.push(object as *mut Link, KEY) };
                         outcome == Push::Orphaned
                     })
                     .copied()
@@ -156,13 +159,13 @@ fn refused_frees_follow_the_slice_to_its_next_owner() {
             let lock = lock.clone();
             thread::spawn(move || {
                 // SAFETY: the freer owns the object.
-                if unsafe { list.push(object as *mut Link) } == Push::Orphaned {
+                if unsafe { list.push(object as *mut Link, KEY) } == Push::Orphaned {
                     let mut domain = lock.lock().unwrap();
                     if list.is_orphaned() {
                         domain.push(object);
                     } else {
                         // SAFETY: as above.
-                        assert_eq!(unsafe { list.push(object as *mut Link) }, Push::Pushed);
+                        assert_eq!(unsafe { list.push(object as *mut Link, KEY) }, Push::Pushed);
                     }
                 }
             })

@@ -54,10 +54,55 @@ fn child() {
                 STRATA.dealloc(p, layout);
                 STRATA.realloc(p, layout, 100);
             }
+            "forged_link" => {
+                // A use-after-free write puts the address of a live object
+                // in a freed object's link: the next allocations would hand
+                // `live` out twice if the link were followed.
+                let live = STRATA.alloc(layout);
+                let freed = STRATA.alloc(layout);
+                STRATA.dealloc(freed, layout);
+                freed.cast::<usize>().write_unaligned(live as usize);
+                let first = STRATA.alloc(layout);
+                let second = STRATA.alloc(layout);
+                eprintln!("followed: {first:p} {second:p} (live {live:p})");
+            }
+            "forged_remote_link" => {
+                // The same through another thread's free: the object waits
+                // on its slice's remote list, and the owner finds the forged
+                // link when it takes the list back.
+                let mut local = [0u64; 8];
+                let freed = STRATA.alloc(layout) as usize;
+                let forged = local.as_mut_ptr() as usize;
+                std::thread::spawn(move || {
+                    STRATA.dealloc(freed as *mut u8, layout);
+                    (freed as *mut usize).write_unaligned(forged);
+                })
+                .join()
+                .unwrap();
+                // Run the slice dry, so the owner collects its remote frees.
+                for _ in 0..2 * strata::page::SLICE_SIZE / 48 {
+                    let _ = STRATA.alloc(layout);
+                }
+                eprintln!("followed: {:?}", local);
+            }
             other => panic!("unknown case {other}"),
         }
     }
     panic!("misuse {case} was not caught");
+}
+
+#[cfg(not(strata_unhardened))]
+#[test]
+fn a_forged_free_list_link_is_reported_not_followed() {
+    for case in ["forged_link", "forged_remote_link"] {
+        let stderr = aborts(case);
+        assert!(
+            stderr.contains("strata: heap corruption: the free-list link of freed object 0x")
+                && stderr.contains("was overwritten (use after free); aborting"),
+            "{case}: {stderr}"
+        );
+        assert!(!stderr.contains("followed"), "{case}: {stderr}");
+    }
 }
 
 #[test]

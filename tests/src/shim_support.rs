@@ -328,7 +328,7 @@ pub fn preloaded(program: &Path) -> Command {
 /// Removes the shim's variables (and `LD_PRELOAD`) from `command`'s
 /// environment.
 pub fn clear_strata_env(command: &mut Command) {
-    for name in ["LD_PRELOAD", "STRATA_STATS", "STRATA_VERBOSE", "STRATA_PURGE_DELAY_MS"] {
+    for name in ["LD_PRELOAD", "STRATA_STATS", "STRATA_VERBOSE", "STRATA_PURGE_DELAY_MS", "STRATA_DEBUG"] {
         command.env_remove(name);
     }
 }

@@ -158,6 +158,12 @@ pub fn alloc_zeroed(layout: Layout) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_slow(layout: Layout, zeroed: bool) -> *mut u8 {
+    // Decided here, before the first heap exists: in debug mode no thread
+    // gets one, so every call comes this way.
+    if crate::debug::enabled() {
+        let _ = thread_heap();
+        return crate::debug::alloc(layout, zeroed);
+    }
     match thread_heap() {
         // SAFETY: a live heap of this thread, not otherwise borrowed.
         Some(heap) if zeroed => unsafe { (*heap).alloc_zeroed(&DOMAIN, layout) },
@@ -198,6 +204,10 @@ pub unsafe fn free(ptr: *mut u8) -> Result<(), FreeError> {
 #[cold]
 #[inline(never)]
 unsafe fn free_slow(ptr: *mut u8) -> Result<(), FreeError> {
+    if crate::debug::enabled() {
+        // SAFETY: the caller's contract.
+        return unsafe { crate::debug::free(ptr) };
+    }
     match thread_heap() {
         // SAFETY: the caller's contract; a live heap of this thread.
         Some(heap) => unsafe { (*heap).free(&DOMAIN, ptr) },
@@ -244,6 +254,21 @@ pub fn alloc_bulk(layout: Layout, out: &mut [*mut u8]) -> usize {
 #[cold]
 #[inline(never)]
 fn alloc_bulk_slow(layout: Layout, out: &mut [*mut u8]) -> usize {
+    if crate::debug::enabled() {
+        for filled in 0..out.len() {
+            let block = alloc_slow(layout, false);
+            if block.is_null() {
+                for taken in out[..filled].iter_mut() {
+                    // SAFETY: blocks just allocated here and never handed out.
+                    let _ = unsafe { crate::debug::free(*taken) };
+                    *taken = ptr::null_mut();
+                }
+                return 0;
+            }
+            out[filled] = block;
+        }
+        return out.len();
+    }
     match thread_heap() {
         // SAFETY: a live heap of this thread, not otherwise borrowed.
         Some(heap) => unsafe { (*heap).alloc_bulk(&DOMAIN, layout, out) },
@@ -290,6 +315,12 @@ pub unsafe fn free_bulk(blocks: &[*mut u8]) -> Result<(), FreeError> {
 #[cold]
 #[inline(never)]
 unsafe fn free_bulk_slow(blocks: &[*mut u8]) -> Result<(), FreeError> {
+    if crate::debug::enabled() {
+        // SAFETY: the caller's contract, block by block.
+        return each_run(blocks, |run| {
+            run.iter().map(|&block| unsafe { crate::debug::free(block) }).fold(Ok(()), Result::and)
+        });
+    }
     match thread_heap() {
         // SAFETY: the caller's contract; a live heap of this thread.
         Some(heap) => each_run(blocks, |run| unsafe { (*heap).free_bulk(&DOMAIN, run) }),
@@ -316,6 +347,10 @@ fn each_run(blocks: &[*mut u8], mut free: impl FnMut(&[*mut u8]) -> Result<(), F
 /// As for [`free`]; on success the old pointer must not be used unless it is
 /// the one returned.
 pub unsafe fn realloc(ptr: *mut u8, layout: Layout) -> Result<*mut u8, FreeError> {
+    if crate::debug::enabled() {
+        // SAFETY: the caller's contract.
+        return unsafe { crate::debug::realloc(ptr, layout) };
+    }
     let heap = {
         let slot = tls::slot();
         // SAFETY: this thread's slot.
@@ -337,6 +372,9 @@ pub unsafe fn realloc(ptr: *mut u8, layout: Layout) -> Result<*mut u8, FreeError
 /// The usable size of the allocation at `ptr`: every byte up to it may be
 /// written, and a `realloc` to it keeps the block in place.
 pub fn usable_size(ptr: *const u8) -> Result<usize, FreeError> {
+    if crate::debug::enabled() {
+        return crate::debug::usable_size(ptr);
+    }
     DOMAIN.usable_size(ptr as usize)
 }
 
@@ -391,6 +429,13 @@ fn thread_heap() -> Option<*mut Heap> {
             SlotState::Fresh => {}
         }
         (*slot).set(SlotState::Registering, ptr::null_mut());
+        if crate::debug::enabled() {
+            // Debug mode keeps no caches: set up the process (the `fork`
+            // handlers) and serve this thread from the domain.
+            process_init();
+            (*slot).set(SlotState::Gone, ptr::null_mut());
+            return None;
+        }
         match new_heap() {
             HeapSetup::Ready(heap) => {
                 (*slot).set(SlotState::Ready, heap);

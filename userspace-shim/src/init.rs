@@ -130,15 +130,28 @@ pub const MAX_PURGE_DELAY_MS: u64 = 1_000_000_000_000;
 /// `false`, `off` or an empty value (any case). Anything else is reported
 /// and taken as off.
 fn flag(name: &str, value: &[u8]) -> bool {
+    parse_flag(value).unwrap_or_else(|| {
+        warn_flag(name, value);
+        false
+    })
+}
+
+/// The value of a boolean variable (see [`flag`]), or `None` if it is none
+/// of the accepted words.
+pub(crate) fn parse_flag(value: &[u8]) -> Option<bool> {
     let is = |words: &[&[u8]]| words.iter().any(|word| value.eq_ignore_ascii_case(word));
     if is(&[b"1", b"yes", b"true", b"on"]) {
-        true
+        Some(true)
     } else if value.is_empty() || is(&[b"0", b"no", b"false", b"off"]) {
-        false
+        Some(false)
     } else {
-        warn(name, value, "expected 1, yes, true or on to turn it on, or 0, no, false or off; taken as off");
-        false
+        None
     }
+}
+
+/// Reports a boolean variable with a value [`parse_flag`] does not accept.
+pub(crate) fn warn_flag(name: &str, value: &[u8]) {
+    warn(name, value, "expected 1, yes, true or on to turn it on, or 0, no, false or off; taken as off");
 }
 
 /// A delay in milliseconds, at most [`MAX_PURGE_DELAY_MS`]; anything else
@@ -190,7 +203,7 @@ fn banner(config: &Config) {
     let mut out = Output::stderr();
     let _ = writeln!(
         out,
-        "strata: {} {} loaded in pid {}; malloc interposed: {}; purge delay {} ms; stats at exit: {}; \
+        "strata: {} {} loaded in pid {}; malloc interposed: {}; purge delay {} ms; stats at exit: {}; debug: {}; \
          pages {} KiB, slices {} KiB, {} size classes; thread slots in {} TLS",
         path(here),
         env!("CARGO_PKG_VERSION"),
@@ -199,6 +212,7 @@ fn banner(config: &Config) {
         interposition,
         DOMAIN.purge_delay_ms(),
         if config.stats { "on" } else { "off" },
+        if crate::debug::enabled() { "on" } else { "off" },
         PAGE_SIZE / 1024,
         SLICE_SIZE / 1024,
         CLASS_COUNT,

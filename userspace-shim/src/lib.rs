@@ -23,6 +23,7 @@
 //!   (statistics at exit).
 //! - [`interpose`]: whose `malloc` the program uses, for the banner.
 //! - [`output`]: writing to stderr without allocating.
+//! - [`debug`]: `STRATA_DEBUG=1`, canaries and guard pages checked at free.
 //!
 //! # Rules for code in this crate
 //!
@@ -34,6 +35,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod debug;
 pub mod exports;
 pub mod front;
 pub mod init;
