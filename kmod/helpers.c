@@ -73,6 +73,12 @@ u64 strata_random(void)
 	return get_random_u64();
 }
 
+/* Heap corruption found by the core: Rust has printed the details. */
+void __noreturn strata_bug(void)
+{
+	BUG();
+}
+
 void strata_cond_resched(void)
 {
 	cond_resched();

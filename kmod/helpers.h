@@ -22,6 +22,7 @@ unsigned int strata_cpu_ids(void);
 u64 strata_now_ms(void);
 u64 strata_cycles(void);
 u64 strata_random(void);
+void __noreturn strata_bug(void);
 void strata_cond_resched(void);
 void strata_lock_init(spinlock_t *lock);
 unsigned long strata_lock(spinlock_t *lock);

@@ -98,6 +98,7 @@ pub(crate) mod ffi {
         pub(crate) fn strata_now_ms() -> u64;
         pub(crate) fn strata_cycles() -> u64;
         pub(crate) fn strata_random() -> u64;
+        pub(crate) fn strata_bug() -> !;
         pub(crate) fn strata_cond_resched();
         pub(crate) fn strata_lock_init(lock: *mut bindings::spinlock_t);
         pub(crate) fn strata_lock(lock: *mut bindings::spinlock_t) -> c_ulong;
@@ -305,6 +306,16 @@ unsafe impl PageSource for KernelSource {
     fn entropy(&self) -> u64 {
         // SAFETY: the kernel's random pool.
         unsafe { ffi::strata_random() }
+    }
+
+    /// An overwritten free-list link: the slab cannot be trusted. One
+    /// `pr_emerg` line with the error, then `BUG()` (which kills the task,
+    /// or panics with `panic_on_oops`), as the kernel treats a corrupted
+    /// slab it cannot repair.
+    fn corrupted(&self, error: FreeError) -> ! {
+        pr_emerg!("strata: heap corruption: {}\n", format_args!("{error}"));
+        // SAFETY: reports the bug; does not return.
+        unsafe { ffi::strata_bug() }
     }
 }
 
