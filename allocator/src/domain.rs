@@ -176,6 +176,8 @@ struct Inner {
     fresh_pages: [*mut PageHeader; BUCKETS],
     /// Every slab page.
     all_pages: *mut PageHeader,
+    /// Freed huge mappings kept for reuse.
+    huge_cache: large::HugeCache,
 
     pages_mapped: usize,
     pages_released: u64,
@@ -200,6 +202,7 @@ impl Inner {
             age_tail: ptr::null_mut(),
             fresh_pages: [ptr::null_mut(); BUCKETS],
             all_pages: ptr::null_mut(),
+            huge_cache: large::HugeCache::new(),
             pages_mapped: 0,
             pages_released: 0,
             huge_allocations: 0,
@@ -653,7 +656,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// with interrupts enabled), then retries there. Returns `false` when the
     /// source is out of memory.
     pub fn grow(&self, context: S::Context) -> bool {
-        let Some(page) = self.map_page(context) else { return false };
+        let Some(page) = self.map_page_or_reclaim(context) else { return false };
         self.locked(|inner| self.add_page(inner, page));
         true
     }
@@ -689,7 +692,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         if result.is_some() {
             return result;
         }
-        let page = self.map_page(context)?;
+        let page = self.map_page_or_reclaim(context)?;
         self.locked(|inner| {
             self.add_page(inner, page);
             let slice = inner.choose(class)?;
@@ -773,7 +776,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             give(inner)
         });
         if taken.is_none() {
-            if let Some(page) = self.map_page(context) {
+            if let Some(page) = self.map_page_or_reclaim(context) {
                 taken = self.locked(|inner| {
                     self.add_page(inner, page);
                     give(inner)
@@ -928,6 +931,12 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// not be used.
     pub unsafe fn reallocate_uncached(&self, address: usize, layout: Layout) -> Result<*mut u8, FreeError> {
         let usable = self.usable_size(address)?;
+        if usable > crate::size_class::MAX_SMALL {
+            // SAFETY: a live allocation of the caller's.
+            if let Some(resized) = unsafe { self.resize_large(address, layout.size(), layout.align(), S::Context::default()) } {
+                return Ok(resized);
+            }
+        }
         let moved = self.allocate_uncached(layout, false);
         if !moved.is_null() {
             // SAFETY: both blocks hold the copied length and are distinct;
@@ -1027,169 +1036,58 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         })
     }
 
-    // ----- spans and huge allocations -------------------------------------
-
-    /// Allocates a request too large for a size class: a span of whole
-    /// slices, or a mapping of its own.
-    ///
-    /// Spans serve alignments up to half a page: a span aligned to
-    /// `2^k` slices starts at a slice index that is a multiple of `2^k`, and
-    /// index 0 is the header. Page alignment and beyond take a mapping.
-    pub fn alloc_large(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
-        // A zero-size request still gets a unique, live block.
-        let size = size.max(1);
-        if size <= MAX_SPAN && align <= PAGE_SIZE / 2 {
-            self.alloc_span(size, align, zeroed, context)
-        } else {
-            self.alloc_huge(size, align, zeroed, context)
-        }
-    }
-
-    fn alloc_span(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
-        let count = size.div_ceil(SLICE_SIZE).max(1);
-        let stride = (align / SLICE_SIZE).max(1);
-        let now = self.source.now_ms();
-        let mut found = self.locked(|inner| self.take_span(inner, count, stride, now));
-        if found.is_none() {
-            let Some(page) = self.map_page(context) else { return ptr::null_mut() };
-            found = self.locked(|inner| {
-                self.add_page(inner, page);
-                self.take_span(inner, count, stride, now)
-            });
-        }
-        let Some((address, is_zero)) = found else { return ptr::null_mut() };
-        if zeroed && !is_zero {
-            // SAFETY: the span is ours and `count` slices long.
-            unsafe { ptr::write_bytes(address as *mut u8, 0, count * SLICE_SIZE) };
-        }
-        address as *mut u8
-    }
-
-    /// Finds `count` consecutive fresh or dirty slices, starting at a
-    /// multiple of `stride`, and makes them a span. Returns its address and
-    /// whether its memory is known to be zero.
-    fn take_span(&self, inner: &mut Inner, count: usize, stride: usize, now: u64) -> Option<(usize, bool)> {
-        let mut page = inner.all_pages;
-        while !page.is_null() {
-            // SAFETY: live page header on the page list.
-            let header = unsafe { &*page };
-            let available = (header.fresh.get() | header.dirty.get()) & USABLE_MASK;
-            if let Some(first) = find_run(available, count, stride) {
-                let mut zero = S::ZEROED;
-                for (i, slice) in header.slices.iter().enumerate().skip(first).take(count) {
-                    zero &= slice.state.get() == SliceState::Clean;
-                    let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
-                    slice.object_size.set(0);
-                    slice.carved.set(0);
-                    slice.free.set(ptr::null_mut());
-                    slice.class.set(SPAN_CLASS);
-                    slice.capacity.set(1);
-                    slice.set_used(1);
-                    slice.span.set(if i == first { count as u32 } else { 0 });
-                    inner.transition(slice, SliceState::Full, flag, now);
-                }
-                return Some((header.slice_address(first), zero));
-            }
-            page = header.all_next.get();
-        }
-        None
-    }
-
-    fn alloc_huge(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
-        let offset = align.max(HUGE_HEADER);
-        let Some(len) = size.checked_add(offset).and_then(|n| n.checked_add(4095)).map(|n| n & !4095) else {
-            return ptr::null_mut();
-        };
-        if len > isize::MAX as usize {
-            return ptr::null_mut();
-        }
-        let Some(memory) = self.source.map(len, align.max(PAGE_SIZE), context) else { return ptr::null_mut() };
-        let base = memory.as_ptr() as usize;
-        let object = base + offset;
-        let header = page_of(object);
-        let common = PageCommon::new(PageKind::Huge, self.id(), base, len, object, len - offset);
-        // SAFETY: the header lies inside the new mapping, before the object.
-        unsafe { (header as *mut PageCommon).write(common) };
-        if !self.source.register(header, context) {
-            // SAFETY: the mapping was never published.
-            unsafe { self.source.unmap(memory, len) };
-            return ptr::null_mut();
-        }
-        if zeroed && !S::ZEROED {
-            // SAFETY: the object is inside the mapping.
-            unsafe { ptr::write_bytes(object as *mut u8, 0, size) };
-        }
-        self.locked(|inner| {
-            inner.huge_allocations += 1;
-            inner.huge_bytes_live += len - offset;
-            inner.huge_bytes_mapped += len;
-        });
-        object as *mut u8
-    }
-
-    /// Frees a span or huge allocation.
-    ///
-    /// # Safety
-    /// `address` must not be used after a successful free.
-    pub unsafe fn free_large(&self, address: usize) -> Result<(), FreeError> {
-        let now = self.source.now_ms();
-        // Validate under the lock: it serialises racing frees of one span.
-        let huge = self.locked(|inner| -> Result<Option<(usize, usize)>, FreeError> {
-            match self.lookup(address).map_err(FreeError::in_free)? {
-                Lookup::Span { slice } => {
-                    // SAFETY: descriptors live in page headers.
-                    let page = unsafe { page_of_slice(slice) };
-                    let first = page.index_of(slice);
-                    let count = slice.span.get() as usize;
-                    for member in page.slices.iter().skip(first).take(count) {
-                        member.set_used(0);
-                        inner.transition(member, SliceState::Dirty, SliceFlags::empty(), now);
-                    }
-                    Ok(None)
-                }
-                Lookup::Huge { common } => {
-                    let live = common.object_size();
-                    common.object_size.store(0, Ordering::Relaxed);
-                    self.source.unregister(page_of(address));
-                    inner.huge_allocations -= 1;
-                    inner.huge_bytes_live -= live;
-                    inner.huge_bytes_mapped -= common.map_len;
-                    Ok(Some((common.map_base, common.map_len)))
-                }
-                Lookup::Small { .. } => Err(FreeError::new(FreeErrorKind::NotAllocated, address)),
-            }
-        })?;
-        if let Some((base, len)) = huge {
-            // SAFETY: the mapping is unregistered and no longer reachable.
-            unsafe { self.source.unmap(NonNull::new_unchecked(base as *mut u8), len) };
-        } else {
-            self.maybe_purge();
-        }
-        Ok(())
-    }
-
     // ----- purging ----------------------------------------------------------
 
-    /// Purges dirty slices older than the purge delay, if a check is due.
+    /// Purges dirty slices and gives back cached huge mappings older than
+    /// the purge delay, if a check is due.
     pub(crate) fn maybe_purge(&self) {
         let now = self.source.now_ms();
         let delay = self.purge_delay_ms();
         let due = self.locked(|inner| {
-            if inner.age_head.is_null() || now < inner.last_purge_check + delay / 4 {
+            let oldest_slice = if inner.age_head.is_null() {
+                None
+            } else {
+                // SAFETY: live descriptor at the head of the age list.
+                Some(unsafe { (*inner.age_head).dirty_since.get() })
+            };
+            let oldest = match (oldest_slice, inner.huge_cache.oldest()) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => return false,
+            };
+            if now < inner.last_purge_check + delay / 4 {
                 return false;
             }
             inner.last_purge_check = now;
-            // SAFETY: live descriptor at the head of the age list.
-            now >= unsafe { (*inner.age_head).dirty_since.get() } + delay
+            now >= oldest + delay
         });
         if due {
-            self.purge_older_than(now.saturating_sub(delay), false);
+            let cutoff = now.saturating_sub(delay);
+            self.release_cached_mappings(cutoff);
+            self.purge_older_than(cutoff, false);
         }
     }
 
-    /// Purges every dirty slice now and returns every empty page to the
-    /// source.
+    /// Runs the delayed purge if it is due, as a cache refill does: for
+    /// fronts whose threads may go on working without refilling. Returns
+    /// whether memory is still waiting for its delay to pass (dirty slices
+    /// or cached huge mappings).
+    pub fn purge_if_due(&self) -> bool {
+        self.maybe_purge();
+        self.locked(|inner| !inner.age_head.is_null() || inner.huge_cache.oldest().is_some())
+    }
+
+    /// Gives back the cached huge mappings freed at or before `cutoff`.
+    fn release_cached_mappings(&self, cutoff: u64) -> usize {
+        let mut unmaps = large::Unmaps::new();
+        self.locked(|inner| inner.huge_cache.expire(cutoff, &mut unmaps));
+        unmaps.release(&self.source)
+    }
+
+    /// Purges every dirty slice now and returns every empty page and cached
+    /// huge mapping to the source.
     pub fn purge_all(&self) {
+        self.release_cached_mappings(u64::MAX);
         self.purge_older_than(u64::MAX, true);
     }
 
@@ -1351,9 +1249,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 }
                 page = header.all_next.get();
             }
-            stats.bytes_mapped = inner.pages_mapped * PAGE_SIZE + inner.huge_bytes_mapped;
+            let cached = inner.huge_cache.bytes();
+            stats.bytes_mapped = inner.pages_mapped * PAGE_SIZE + inner.huge_bytes_mapped + cached;
             stats.bytes_live += inner.huge_bytes_live;
-            stats.bytes_resident += inner.huge_bytes_mapped;
+            stats.bytes_resident += inner.huge_bytes_mapped + cached;
+            stats.huge_cached_bytes = cached;
             stats.huge_allocations = inner.huge_allocations;
             stats.pages_released = inner.pages_released;
             stats.purges = inner.purges;
@@ -1415,27 +1315,11 @@ pub(crate) unsafe fn append(slice: &SliceMeta, first: *mut Link) -> u32 {
     count
 }
 
-/// Index of the lowest run of `count` set bits in `mask`.
-/// Index of the lowest run of `count` set bits in `mask` that starts at a
-/// multiple of `stride` (a power of two).
-fn find_run(mask: u64, count: usize, stride: usize) -> Option<usize> {
-    // After the loop, bit i of `run` is set iff bits i..i+count are all set.
-    let mut run = mask;
-    let mut have = 1;
-    while have < count {
-        let step = have.min(count - have);
-        run &= run >> step;
-        have += step;
-    }
-    let mut starts = 0u64;
-    let mut start = 0;
-    while start < 64 {
-        starts |= 1 << start;
-        start += stride.max(1);
-    }
-    run &= starts;
-    (run != 0).then(|| run.trailing_zeros() as usize)
-}
+#[path = "large.rs"]
+mod large;
+#[cfg(test)]
+use large::find_run;
+pub use large::{HUGE_CACHE_BYTES, HUGE_CACHE_ENTRIES};
 
 #[cfg(test)]
 #[path = "domain_tests.rs"]
