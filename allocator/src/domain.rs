@@ -1088,7 +1088,59 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// huge mapping to the source.
     pub fn purge_all(&self) {
         self.release_cached_mappings(u64::MAX);
+        self.release_unused_pages();
         self.purge_older_than(u64::MAX, true);
+    }
+
+    /// Gives back every page with no slice in use, dirty slices and all:
+    /// its memory goes back whole, so purging its slices one by one first
+    /// would be wasted work.
+    fn release_unused_pages(&self) {
+        loop {
+            let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
+            let now = self.source.now_ms();
+            let released = self.locked(|inner| self.remove_unused_pages(inner, &mut empty, now));
+            for &page in empty.iter().take(released) {
+                // As in `purge_older_than`: the pointer comes from the
+                // address, with the provenance exposed when it was mapped.
+                let memory = ptr::with_exposed_provenance_mut::<u8>(page as usize);
+                // SAFETY: removed from every list and the registry; a
+                // mapping of PAGE_SIZE bytes from `map_page`.
+                unsafe { self.source.unmap(NonNull::new_unchecked(memory), PAGE_SIZE) };
+            }
+            if released < PURGE_BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Takes up to `out.len()` pages with no slice in use (and none being
+    /// purged) out of the domain, their dirty slices counted as purged;
+    /// returns how many. Lock held.
+    fn remove_unused_pages(&self, inner: &mut Inner, out: &mut [*mut PageHeader], now: u64) -> usize {
+        let mut count = 0;
+        let mut page = inner.all_pages;
+        while !page.is_null() && count < out.len() {
+            // SAFETY: live page header.
+            let header = unsafe { &*page };
+            let next = header.all_next.get();
+            let unused = header.occupancy.get() == 0
+                && header.slices[FIRST_SLICE..].iter().all(|slice| !slice.has(SliceFlags::PURGING));
+            if unused {
+                for slice in &header.slices[FIRST_SLICE..] {
+                    if slice.state.get() == SliceState::Dirty && !slice.has(SliceFlags::PURGED) {
+                        inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
+                        inner.purges += 1;
+                    }
+                }
+                debug_assert_eq!(header.fresh.get(), USABLE_MASK);
+                self.remove_page(inner, header);
+                out[count] = page;
+                count += 1;
+            }
+            page = next;
+        }
+        count
     }
 
     fn purge_older_than(&self, cutoff: u64, all: bool) {
