@@ -37,7 +37,7 @@ use crate::cache::Heap;
 use crate::lock::{ConstLock, Guard, RawLock};
 use crate::page::{
     bucket_of, page_of, page_of_slice, PageCommon, PageHeader, PageKind, BUCKETS, FIRST_SLICE,
-    MAX_SPAN, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
+    MAX_SPAN, MAX_SPAN_SLICES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::remote::{Link, Push};
 use crate::size_class::{class_index, class_of, class_size, objects_per_slice, reciprocal, CLASS_COUNT};
@@ -178,6 +178,12 @@ struct Inner {
     all_pages: *mut PageHeader,
     /// Freed huge mappings kept for reuse.
     huge_cache: large::HugeCache,
+    /// Pages by the longest run of slices free for a span
+    /// (`PageHeader::runs`): `[kind][length]`, kind 0 fresh or dirty, kind 1
+    /// dirty only.
+    run_pages: [[*mut PageHeader; MAX_SPAN_SLICES + 1]; 2],
+    /// Bit `n` of `run_lengths[kind]`: `run_pages[kind][n]` is not empty.
+    run_lengths: [u64; 2],
 
     pages_mapped: usize,
     pages_released: u64,
@@ -203,6 +209,8 @@ impl Inner {
             fresh_pages: [ptr::null_mut(); BUCKETS],
             all_pages: ptr::null_mut(),
             huge_cache: large::HugeCache::new(),
+            run_pages: [[ptr::null_mut(); MAX_SPAN_SLICES + 1]; 2],
+            run_lengths: [0; 2],
             pages_mapped: 0,
             pages_released: 0,
             huge_allocations: 0,
@@ -412,6 +420,7 @@ impl Inner {
         if has_fresh && !had_fresh {
             self.fresh_link(page);
         }
+        self.refile_runs(page);
     }
 
     /// Re-files a page and its listed slices after its bucket changed.
@@ -672,6 +681,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
         inner.all_pages = page as *const _ as *mut _;
         inner.fresh_link(page);
+        inner.refile_runs(page);
         inner.pages_mapped += 1;
     }
 
@@ -1224,6 +1234,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Takes a page with no slice in use and nothing dirty out of the domain.
     fn remove_page(&self, inner: &mut Inner, page: &PageHeader) {
         inner.fresh_unlink(page);
+        inner.unfile_runs(page);
         let (prev, next) = (page.all_prev.get(), page.all_next.get());
         // SAFETY: live page headers on the page list.
         unsafe {

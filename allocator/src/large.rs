@@ -162,6 +162,87 @@ impl HugeCache {
     }
 }
 
+/// Span lists of pages by their longest run of fresh or dirty slices.
+const RUN_FREE: usize = 0;
+/// Span lists of pages by their longest run of dirty slices.
+const RUN_DIRTY: usize = 1;
+
+/// The length of the longest run of set bits in `mask`, capped at
+/// [`MAX_SPAN_SLICES`].
+pub(super) fn longest_run(mask: u64) -> u8 {
+    let mut rest = mask;
+    let mut length = 0;
+    // Each step shortens every run by one.
+    while rest != 0 && length < MAX_SPAN_SLICES {
+        rest &= rest >> 1;
+        length += 1;
+    }
+    length as u8
+}
+
+impl Inner {
+    /// Files `page` in the span lists by its current masks. Lock held.
+    pub(super) fn refile_runs(&mut self, page: &PageHeader) {
+        let free = longest_run((page.fresh.get() | page.dirty.get()) & USABLE_MASK);
+        let dirty = longest_run(page.dirty.get() & USABLE_MASK);
+        for (kind, length) in [(RUN_FREE, free), (RUN_DIRTY, dirty)] {
+            if page.runs[kind].get() != length {
+                self.run_unlink(kind, page);
+                self.run_link(kind, page, length);
+            }
+        }
+    }
+
+    /// Takes `page` off the span lists, before it leaves the domain.
+    pub(super) fn unfile_runs(&mut self, page: &PageHeader) {
+        self.run_unlink(RUN_FREE, page);
+        self.run_unlink(RUN_DIRTY, page);
+    }
+
+    fn run_link(&mut self, kind: usize, page: &PageHeader, length: u8) {
+        page.runs[kind].set(length);
+        if length == 0 {
+            return;
+        }
+        let length = (length as usize).min(MAX_SPAN_SLICES);
+        let me = page as *const PageHeader as *mut PageHeader;
+        let first = self.run_pages[kind][length];
+        page.run_prev[kind].set(ptr::null_mut());
+        page.run_next[kind].set(first);
+        if !first.is_null() {
+            // SAFETY: list members are live page headers.
+            unsafe { (*first).run_prev[kind].set(me) };
+        }
+        self.run_pages[kind][length] = me;
+        self.run_lengths[kind] |= 1 << length;
+    }
+
+    fn run_unlink(&mut self, kind: usize, page: &PageHeader) {
+        let length = (page.runs[kind].get() as usize).min(MAX_SPAN_SLICES);
+        if length == 0 {
+            return;
+        }
+        let (prev, next) = (page.run_prev[kind].get(), page.run_next[kind].get());
+        // SAFETY: list members are live page headers.
+        unsafe {
+            if !next.is_null() {
+                (*next).run_prev[kind].set(prev);
+            }
+            if prev.is_null() {
+                self.run_pages[kind][length] = next;
+            } else {
+                (*prev).run_next[kind].set(next);
+            }
+        }
+        if self.run_pages[kind][length].is_null() {
+            self.run_lengths[kind] &= !(1 << length);
+        }
+        page.runs[kind].set(0);
+        page.run_next[kind].set(ptr::null_mut());
+        page.run_prev[kind].set(ptr::null_mut());
+    }
+}
+
 /// `size` rounded up to 4096, if that fits in an `isize`.
 fn round_to_4k(size: usize) -> Option<usize> {
     let rounded = size.checked_add(4095)? & !4095;
@@ -208,22 +289,38 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Finds `count` consecutive fresh or dirty slices, starting at a
     /// multiple of `stride`, and makes them a span. Returns its address and
     /// whether its memory is known to be zero.
+    ///
+    /// Dirty runs come first (resident already), then runs of any free
+    /// slices; among pages, the shortest longest-run that fits, through the
+    /// span lists: O(1) in the number of pages when `stride` is 1, since
+    /// every page filed at a length of at least `count` has a fitting run.
+    /// An aligned span may have to look at more pages of those lists.
     fn take_span(&self, inner: &mut Inner, count: usize, stride: usize, now: u64) -> Option<(usize, bool)> {
-        let mut page = inner.all_pages;
-        while !page.is_null() {
-            // SAFETY: live page header on the page list.
-            let header = unsafe { &*page };
-            let available = (header.fresh.get() | header.dirty.get()) & USABLE_MASK;
-            if let Some(first) = find_run(available, count, stride) {
-                let mut zero = S::ZEROED;
-                for (i, slice) in header.slices.iter().enumerate().skip(first).take(count) {
-                    zero &= slice.state.get() == SliceState::Clean;
-                    let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
-                    Self::make_span_member(inner, slice, flag, if i == first { count } else { 0 }, now);
+        for kind in [RUN_DIRTY, RUN_FREE] {
+            let mut lengths = inner.run_lengths[kind] & (!0u64 << count.min(63));
+            while lengths != 0 {
+                let length = lengths.trailing_zeros() as usize;
+                let mut page = inner.run_pages[kind][length.min(MAX_SPAN_SLICES)];
+                while !page.is_null() {
+                    // SAFETY: live page header on a span list.
+                    let header = unsafe { &*page };
+                    let available = match kind {
+                        RUN_DIRTY => header.dirty.get(),
+                        _ => header.fresh.get() | header.dirty.get(),
+                    } & USABLE_MASK;
+                    if let Some(first) = find_run(available, count, stride) {
+                        let mut zero = S::ZEROED;
+                        for (i, slice) in header.slices.iter().enumerate().skip(first).take(count) {
+                            zero &= slice.state.get() == SliceState::Clean;
+                            let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
+                            Self::make_span_member(inner, slice, flag, if i == first { count } else { 0 }, now);
+                        }
+                        return Some((header.slice_address(first), zero));
+                    }
+                    page = header.run_next[kind].get();
                 }
-                return Some((header.slice_address(first), zero));
+                lengths &= lengths - 1;
             }
-            page = header.all_next.get();
         }
         None
     }
