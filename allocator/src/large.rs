@@ -344,7 +344,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let map_align = align.max(PAGE_SIZE);
         if let Some(cached) = self.locked(|inner| inner.huge_cache.take(len, map_align)) {
             // Reused memory holds what its last owner wrote.
-            return self.publish_huge(cached.base, cached.len, offset, if zeroed { size } else { 0 });
+            return self.publish_huge(cached.base, cached.len, offset, if zeroed { size } else { 0 }, context);
         }
         let memory = match self.source.map(len, map_align, context) {
             Some(memory) => memory,
@@ -357,21 +357,21 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             }
         };
         let clear = if zeroed && !S::ZEROED { size } else { 0 };
-        self.publish_huge(memory.as_ptr() as usize, len, offset, clear)
+        self.publish_huge(memory.as_ptr() as usize, len, offset, clear, context)
     }
 
     /// Writes the header of a huge mapping of `len` bytes at `base` whose
     /// object starts `offset` bytes in, registers it, zeroes the first
     /// `clear` bytes of the object and counts it. Null if the source refuses
     /// the registration (the mapping then goes back).
-    fn publish_huge(&self, base: usize, len: usize, offset: usize, clear: usize) -> *mut u8 {
+    fn publish_huge(&self, base: usize, len: usize, offset: usize, clear: usize, context: S::Context) -> *mut u8 {
         let object = base + offset;
         let header = page_of(object);
         let common = PageCommon::new(PageKind::Huge, self.id(), base, len, object, len - offset);
         // SAFETY: the header lies inside the mapping, before the object, and
         // nobody else sees the mapping.
         unsafe { (header as *mut PageCommon).write(common) };
-        if !self.source.register(header, S::Context::default()) {
+        if !self.source.register(header, context) {
             // SAFETY: the mapping was never published.
             unsafe { self.source.unmap(NonNull::new_unchecked(base as *mut u8), len) };
             return ptr::null_mut();
@@ -457,7 +457,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 done.then_some(address as *mut u8)
             }
             Lookup::Huge { .. } => {
-                if size <= MAX_SPAN {
+                if size <= MAX_SPAN || !S::REMAPS {
                     return None;
                 }
                 // SAFETY: the caller's contract.

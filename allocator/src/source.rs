@@ -49,6 +49,11 @@ pub unsafe trait PageSource {
     /// Whether fresh mappings read as zero.
     const ZEROED: bool;
 
+    /// Whether [`PageSource::remap`] can succeed. The core asks it only of
+    /// sources that say so (and takes no other step towards a remap
+    /// otherwise).
+    const REMAPS: bool = false;
+
     /// Maps `size` bytes aligned to `align`, within what `context` allows.
     /// `size` is a multiple of 4096 and `align` a power of two of at least
     /// 4096. Returns `None` when out of memory; never panics.
@@ -159,6 +164,7 @@ impl MmapSource {
 unsafe impl PageSource for MmapSource {
     type Context = ();
     const ZEROED: bool = true;
+    const REMAPS: bool = true;
 
     registry_methods!();
 
@@ -468,6 +474,7 @@ impl<S> FailingSource<S> {
 unsafe impl<S: PageSource> PageSource for FailingSource<S> {
     type Context = S::Context;
     const ZEROED: bool = S::ZEROED;
+    const REMAPS: bool = S::REMAPS;
 
     fn map(&self, size: usize, align: usize, context: S::Context) -> Option<NonNull<u8>> {
         if self.failing.load(Ordering::SeqCst) {

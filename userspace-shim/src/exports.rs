@@ -369,7 +369,10 @@ pub unsafe extern "C" fn mallinfo2() -> libc::mallinfo2 {
         ordblks: stats.slices_clean + stats.slices_dirty + stats.slices_purged,
         smblks: 0,
         hblks: stats.huge_allocations,
-        hblkhd: stats.bytes_mapped.saturating_sub(slab_bytes).saturating_sub(stats.huge_cached_bytes),
+        hblkhd: stats
+            .bytes_mapped
+            .saturating_sub(slab_bytes)
+            .saturating_sub(stats.huge_cached_bytes),
         usmblks: 0,
         fsmblks: 0,
         uordblks: stats.bytes_live,
