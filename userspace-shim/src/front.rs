@@ -95,7 +95,7 @@ pub const TIDY_EVERY: usize = 1024;
 /// Frees between two tidying checks while memory waits for the purge delay
 /// (see [`tidy`]): a thread that works lightly then still reaches the
 /// delayed purge after a few calls.
-pub const TIDY_SOON: usize = 4;
+pub const TIDY_SOON: usize = 16;
 
 /// Process set-up progress: [`NOT_STARTED`], [`RUNNING`], [`DONE`] or
 /// [`FAILED`].
