@@ -448,10 +448,13 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         match self.lookup(address).ok()? {
             Lookup::Small { .. } => None,
             Lookup::Span { slice } => {
-                if size > MAX_SPAN || size == 0 {
+                // A size a class serves moves to a small object.
+                if size > MAX_SPAN || class_of(size, align).is_some() || align > PAGE_SIZE / 2 {
                     return None;
                 }
-                let count = size.div_ceil(SLICE_SIZE);
+                // A zero-size request still keeps a live block, as in
+                // `alloc_large`.
+                let count = size.div_ceil(SLICE_SIZE).max(1);
                 let now = self.source.now_ms();
                 let done = self.locked(|inner| Self::resize_span(inner, slice, count, now));
                 done.then_some(address as *mut u8)
@@ -469,6 +472,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Makes the span headed by `slice` `count` slices long, taking the
     /// free slices after it or giving back its tail. Lock held.
     fn resize_span(inner: &mut Inner, slice: &SliceMeta, count: usize, now: u64) -> bool {
+        if count == 0 {
+            return false;
+        }
         // SAFETY: descriptors live in page headers.
         let page = unsafe { page_of_slice(slice) };
         let first = page.index_of(slice);
