@@ -4,6 +4,17 @@
 //! [`MAX_SPAN`]); a **huge** allocation is a mapping of its own, with a
 //! short header in front of the object.
 //!
+//! # Finding a span
+//!
+//! Each slab page is filed by the longest run of slices it has free for a
+//! span (fresh or dirty), and by its longest run of dirty slices, both
+//! capped at [`MAX_SPAN_SLICES`] (`PageHeader::runs`, kept by every state
+//! transition). A request for `n` slices looks at the dirty lists first
+//! (resident memory, no page faults), then at the others, from the
+//! shortest run length of at least `n` up, each a list head and a bitmap
+//! lookup: the first page there has a fitting run unless the span must be
+//! aligned to more than a slice.
+//!
 //! # Growth
 //!
 //! A span that must grow takes the free slices right after it when there

@@ -147,3 +147,46 @@ fn an_exhausted_arena_gets_freed_pages_back_before_failing() {
         ALLOCATOR.stats()
     );
 }
+
+#[test]
+fn a_refused_mapping_is_retried_once_after_reclaim() {
+    use strata::source::{FailingSource, MmapSource};
+    use strata::Domain;
+    static DOMAIN: Domain<FailingSource<MmapSource>, SpinLock> =
+        Domain::new(FailingSource::new(MmapSource::new()));
+    // Two pages of freed spans, and a freed huge mapping in the cache.
+    let spans: Vec<*mut u8> = (0..4)
+        .map(|_| DOMAIN.alloc_large(2 << 20, 16, false, ()))
+        .collect();
+    let huge = DOMAIN.alloc_large(3 << 20, 16, false, ());
+    assert!(!huge.is_null() && spans.iter().all(|p| !p.is_null()));
+    // SAFETY: live blocks, freed once.
+    unsafe {
+        for &block in spans.iter().chain([&huge]) {
+            DOMAIN.free_large(block as usize).unwrap();
+        }
+    }
+    let held = DOMAIN.stats();
+    assert!(
+        held.pages_mapped >= 2 && held.huge_cached_bytes > 0,
+        "{held}"
+    );
+    // The source refuses: the request is tried, everything held goes
+    // back, the request is tried once more, and fails cleanly.
+    DOMAIN.source().set_failing(true);
+    let refused = DOMAIN.source().refused();
+    assert!(DOMAIN.alloc_large(8 << 20, 16, false, ()).is_null());
+    assert_eq!(
+        DOMAIN.source().refused() - refused,
+        2,
+        "one try and one retry"
+    );
+    let after = DOMAIN.stats();
+    assert_eq!(after.pages_mapped, 0, "{after}");
+    assert_eq!(after.bytes_mapped, 0, "{after}");
+    // Nothing left to give back: one try, no retry.
+    assert!(DOMAIN.alloc_large(8 << 20, 16, false, ()).is_null());
+    assert_eq!(DOMAIN.source().refused() - refused, 3);
+    DOMAIN.source().set_failing(false);
+    assert!(!DOMAIN.alloc_large(8 << 20, 16, false, ()).is_null());
+}
