@@ -564,3 +564,43 @@ fn reclaim_gives_back_unused_pages_and_lets_a_retry_succeed() {
     assert_eq!(d.stats().pages_mapped, 0);
     assert!(!d.reclaim(), "nothing left to give back");
 }
+
+#[cfg(not(miri))]
+#[test]
+fn a_huge_block_moved_by_remap_is_found_at_its_new_address_only() {
+    let d = domain();
+    let size = 2 * PAGE_SIZE;
+    let block = d.alloc_large(size, 8, false, ());
+    assert!(!block.is_null());
+    let (base, len) = {
+        // SAFETY: a live huge block's header.
+        let common = unsafe { &*(page_of(block as usize) as *const PageCommon) };
+        (common.map_base, common.map_len)
+    };
+    // Occupy the address space right after the mapping, so that it cannot
+    // grow in place and must move.
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let guard = unsafe {
+        libc::mmap(
+            (base + len) as *mut libc::c_void,
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(guard as usize, base + len, "the guard page could not be placed");
+    // SAFETY: the block is live and owned here.
+    unsafe {
+        ptr::write_bytes(block, 0x6b, size);
+        let moved = d.resize_large(block as usize, 5 * PAGE_SIZE, 8, ()).expect("mremap");
+        assert_ne!(moved, block, "the guard keeps it from growing in place");
+        assert_eq!(*moved.add(size - 1), 0x6b);
+        assert!(d.usable_size(moved as usize).unwrap() >= 5 * PAGE_SIZE);
+        assert_eq!(d.usable_size(block as usize).unwrap_err().kind, FreeErrorKind::NotAllocated);
+        assert_eq!(d.free_large(block as usize).unwrap_err().kind, FreeErrorKind::NotAllocated);
+        d.free_large(moved as usize).unwrap();
+        libc::munmap(guard, 4096);
+    }
+}
