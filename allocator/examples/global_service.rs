@@ -25,41 +25,23 @@ struct Request {
 
 /// Renders a response: a few allocations of assorted sizes per request.
 fn handle(request: &Request, catalogue: &HashMap<String, Vec<u32>>) -> String {
-    let values = catalogue
-        .get(&request.key)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let rows: Vec<String> = values
-        .iter()
-        .cycle()
-        .take(request.items)
-        .map(|value| format!("{{\"value\":{value}}}"))
-        .collect();
-    format!(
-        "{{\"id\":{},\"key\":\"{}\",\"rows\":[{}]}}",
-        request.id,
-        request.key,
-        rows.join(",")
-    )
+    let values = catalogue.get(&request.key).map(Vec::as_slice).unwrap_or(&[]);
+    let rows: Vec<String> =
+        values.iter().cycle().take(request.items).map(|value| format!("{{\"value\":{value}}}")).collect();
+    format!("{{\"id\":{},\"key\":\"{}\",\"rows\":[{}]}}", request.id, request.key, rows.join(","))
 }
 
 fn main() {
-    let catalogue: Arc<HashMap<String, Vec<u32>>> = Arc::new(
-        (0..100u32)
-            .map(|k| (format!("key-{k}"), (0..k % 17 + 1).map(|v| v * k).collect()))
-            .collect(),
-    );
+    let catalogue: Arc<HashMap<String, Vec<u32>>> =
+        Arc::new((0..100u32).map(|k| (format!("key-{k}"), (0..k % 17 + 1).map(|v| v * k).collect())).collect());
     let (request_sender, requests) = mpsc::channel::<Request>();
     let requests = Arc::new(Mutex::new(requests));
     let (response_sender, responses) = mpsc::channel::<String>();
 
     let workers: Vec<_> = (0..4)
         .map(|_| {
-            let (requests, responses, catalogue) = (
-                Arc::clone(&requests),
-                response_sender.clone(),
-                Arc::clone(&catalogue),
-            );
+            let (requests, responses, catalogue) =
+                (Arc::clone(&requests), response_sender.clone(), Arc::clone(&catalogue));
             thread::spawn(move || loop {
                 let request = requests.lock().unwrap().recv();
                 let Ok(request) = request else { break };
@@ -71,11 +53,7 @@ fn main() {
 
     const REQUESTS: u64 = 20_000;
     for id in 0..REQUESTS {
-        let request = Request {
-            id,
-            key: format!("key-{}", id % 120),
-            items: (id % 50) as usize,
-        };
+        let request = Request { id, key: format!("key-{}", id % 120), items: (id % 50) as usize };
         request_sender.send(request).unwrap();
     }
     drop(request_sender);
@@ -90,10 +68,6 @@ fn main() {
     println!("served {REQUESTS} requests, {bytes} bytes of responses");
     println!(
         "live {} bytes, resident {} bytes, {} pages mapped; {} cache refills, {} remote frees",
-        stats.bytes_live,
-        stats.bytes_resident,
-        stats.pages_mapped,
-        stats.refills,
-        stats.remote_frees
+        stats.bytes_live, stats.bytes_resident, stats.pages_mapped, stats.refills, stats.remote_frees
     );
 }

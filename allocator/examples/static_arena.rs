@@ -41,10 +41,7 @@ fn main() {
         Err(error) => println!("refused: {error}"),
     }
     // The rest (15 MiB starting 1 MiB past a boundary) holds three pages.
-    ALLOCATOR
-        .source()
-        .try_init(rest)
-        .expect("15 MiB holds an aligned page");
+    ALLOCATOR.source().try_init(rest).expect("15 MiB holds an aligned page");
 
     // Allocate through `GlobalAlloc`, as `Box` and `Vec` would on the target.
     let layout = Layout::from_size_align(48 * 1024, 64).unwrap();

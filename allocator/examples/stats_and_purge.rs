@@ -55,10 +55,7 @@ fn main() {
     // The usable size of a block, and a bad pointer reported, not a crash.
     let block = Box::new([0u8; 100]);
     let pointer = Box::into_raw(block).cast::<u8>();
-    println!(
-        "a 100-byte request is served by a {}-byte block",
-        GLOBAL.usable_size(pointer).unwrap()
-    );
+    println!("a 100-byte request is served by a {}-byte block", GLOBAL.usable_size(pointer).unwrap());
     // SAFETY: `pointer` is live; the second free is reported as an error.
     unsafe {
         GLOBAL.free(pointer).unwrap();

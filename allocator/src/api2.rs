@@ -7,9 +7,7 @@ use core::ptr::NonNull;
 use allocator_api2::alloc::{AllocError, Allocator};
 
 fn block(ptr: *mut u8, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-    NonNull::new(ptr)
-        .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
-        .ok_or(AllocError)
+    NonNull::new(ptr).map(|p| NonNull::slice_from_raw_parts(p, layout.size())).ok_or(AllocError)
 }
 
 /// Implements `Allocator` for a front through its `GlobalAlloc`.

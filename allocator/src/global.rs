@@ -83,9 +83,7 @@ impl Default for Strata {
 impl Strata {
     /// An allocator with no memory yet; usable in a `static`.
     pub const fn new() -> Self {
-        Self {
-            domain: Domain::new(MmapSource::new()),
-        }
+        Self { domain: Domain::new(MmapSource::new()) }
     }
 
     /// The underlying domain.
@@ -109,12 +107,7 @@ impl Strata {
 
     #[cold]
     #[inline(never)]
-    fn with_new_heap<R>(
-        &self,
-        heap: *mut Heap,
-        cached: impl FnOnce(&mut Heap) -> R,
-        uncached: impl FnOnce() -> R,
-    ) -> R {
+    fn with_new_heap<R>(&self, heap: *mut Heap, cached: impl FnOnce(&mut Heap) -> R, uncached: impl FnOnce() -> R) -> R {
         // SAFETY: as in `with_heap`; no reference is held across the
         // registration below, which may call back into the allocator.
         if !unsafe { (*heap).is_unbound() } || STATE.with(|s| s.get()) != ThreadState::Fresh {
@@ -180,10 +173,7 @@ impl Strata {
         let out = Cell::new(Some(out));
         self.with_heap(
             |heap| heap.alloc_bulk(&self.domain, layout, out.take().unwrap_or_default()),
-            || {
-                self.domain
-                    .allocate_bulk_uncached(layout, out.take().unwrap_or_default(), ())
-            },
+            || self.domain.allocate_bulk_uncached(layout, out.take().unwrap_or_default(), ()),
         )
     }
 
@@ -259,10 +249,7 @@ impl Strata {
 /// Prints one line about a bad free to stderr and aborts. Allocates nothing.
 #[cold]
 pub(crate) fn misuse(operation: &str, error: FreeError) -> ! {
-    let mut line = LineBuffer {
-        bytes: [0; 256],
-        len: 0,
-    };
+    let mut line = LineBuffer { bytes: [0; 256], len: 0 };
     let _ = writeln!(line, "strata: {operation}: {error}; aborting");
     let _ = std::io::stderr().write_all(&line.bytes[..line.len]);
     std::process::abort();
@@ -288,18 +275,12 @@ impl core::fmt::Write for LineBuffer {
 unsafe impl GlobalAlloc for Strata {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.with_heap(
-            |heap| heap.alloc(&self.domain, layout),
-            || self.domain.allocate_uncached(layout, false),
-        )
+        self.with_heap(|heap| heap.alloc(&self.domain, layout), || self.domain.allocate_uncached(layout, false))
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.with_heap(
-            |heap| heap.alloc_zeroed(&self.domain, layout),
-            || self.domain.allocate_uncached(layout, true),
-        )
+        self.with_heap(|heap| heap.alloc_zeroed(&self.domain, layout), || self.domain.allocate_uncached(layout, true))
     }
 
     #[inline]

@@ -119,20 +119,20 @@ extern crate std;
 
 include!("modules.rs");
 
-#[cfg(feature = "allocator-api2")]
-mod api2;
-#[cfg(all(feature = "std", feature = "mmap"))]
-mod global;
 #[cfg(feature = "spin")]
 mod shared;
+#[cfg(all(feature = "std", feature = "mmap"))]
+mod global;
+#[cfg(feature = "allocator-api2")]
+mod api2;
 
 pub use cache::Heap;
 pub use domain::{Domain, FreeError, FreeErrorKind};
 #[cfg(all(feature = "std", feature = "mmap"))]
 pub use global::Strata;
+pub use lock::{ConstLock, RawLock};
 #[cfg(feature = "spin")]
 pub use lock::SpinLock;
-pub use lock::{ConstLock, RawLock};
 #[cfg(feature = "spin")]
 pub use shared::SharedStrata;
 pub use source::PageSource;

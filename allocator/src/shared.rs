@@ -54,22 +54,14 @@ pub struct SharedStrata<S: PageSource, L: RawLock, const HEAPS: usize = 4> {
 }
 
 // SAFETY: each heap is only touched with its lock held; the domain is Sync.
-unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> Sync
-    for SharedStrata<S, L, HEAPS>
-{
-}
+unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> Sync for SharedStrata<S, L, HEAPS> {}
 
 impl<S: PageSource, L: ConstLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
     /// An allocator drawing pages from `source`; usable in a `static`.
     pub const fn new(source: S) -> Self {
         Self {
             domain: Domain::new(source),
-            heaps: [const {
-                HeapSlot {
-                    lock: L::UNLOCKED,
-                    heap: UnsafeCell::new(Heap::new()),
-                }
-            }; HEAPS],
+            heaps: [const { HeapSlot { lock: L::UNLOCKED, heap: UnsafeCell::new(Heap::new()) } }; HEAPS],
         }
     }
 }
@@ -197,9 +189,7 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
 
 // SAFETY: as for the std front; misuse panics with the error instead of
 // corrupting the heap (there is no process to abort on `no_std`).
-unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> GlobalAlloc
-    for SharedStrata<S, L, HEAPS>
-{
+unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> GlobalAlloc for SharedStrata<S, L, HEAPS> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.allocate(layout, false)
     }

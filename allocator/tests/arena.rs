@@ -28,9 +28,7 @@ fn static_arena_serves_until_full_and_recovers() {
     // as undefined behaviour.)
     static mut OTHER: [u8; 4096] = [0; 4096];
     // SAFETY: `OTHER` is borrowed once, here.
-    assert!(!ALLOCATOR
-        .source()
-        .init(unsafe { &mut *addr_of_mut!(OTHER) }));
+    assert!(!ALLOCATOR.source().init(unsafe { &mut *addr_of_mut!(OTHER) }));
 
     // Fill the arena with 150 KiB spans (three slices each, 21 per page,
     // which leaves no slice over) until it refuses.
@@ -50,10 +48,7 @@ fn static_arena_serves_until_full_and_recovers() {
     // Every page the arena could give was used, and nothing more.
     let stats = ALLOCATOR.stats();
     assert!(stats.pages_mapped >= ARENA_PAGES, "{stats}");
-    assert_eq!(
-        blocks.len(),
-        stats.pages_mapped * (strata::page::USABLE_SLICES / 3)
-    );
+    assert_eq!(blocks.len(), stats.pages_mapped * (strata::page::USABLE_SLICES / 3));
     // Exhaustion is a null, never a crash; small requests need a slice too.
     let small = Layout::new::<[u64; 2]>();
     // SAFETY: a valid layout.
@@ -67,9 +62,7 @@ fn static_arena_serves_until_full_and_recovers() {
         // Compared a page at a time (a `memcmp`), not byte by byte: this
         // test also runs under Miri, where 12 MiB of byte loop takes minutes.
         let expected = [i as u8; 4096];
-        assert!(bytes
-            .chunks(4096)
-            .all(|chunk| chunk == &expected[..chunk.len()]));
+        assert!(bytes.chunks(4096).all(|chunk| chunk == &expected[..chunk.len()]));
     }
     let kept = blocks.split_off(blocks.len() / 2);
     for p in blocks {
@@ -100,10 +93,8 @@ fn static_arena_serves_until_full_and_recovers() {
 /// `len`-byte region in it starting `offset` bytes past a `PAGE_SIZE`
 /// boundary.
 fn region_at(offset: usize, len: usize) -> &'static mut [u8] {
-    let buffer: &'static mut [u8] =
-        Box::leak(vec![0u8; len + offset + PAGE_SIZE].into_boxed_slice());
-    let skip =
-        (buffer.as_ptr() as usize).next_multiple_of(PAGE_SIZE) - buffer.as_ptr() as usize + offset;
+    let buffer: &'static mut [u8] = Box::leak(vec![0u8; len + offset + PAGE_SIZE].into_boxed_slice());
+    let skip = (buffer.as_ptr() as usize).next_multiple_of(PAGE_SIZE) - buffer.as_ptr() as usize + offset;
     &mut buffer[skip..skip + len]
 }
 
@@ -123,44 +114,26 @@ fn regions_without_an_aligned_page_are_refused_with_the_minimum() {
         let start = region.as_ptr() as usize;
         let arena = ArenaSource::empty();
         let error = arena.try_init(region).unwrap_err();
-        assert_eq!(
-            error,
-            ArenaError::NoAlignedPage {
-                start,
-                len: mib * MIB
-            }
-        );
+        assert_eq!(error, ArenaError::NoAlignedPage { start, len: mib * MIB });
         let message = error.to_string();
         assert!(
-            message.contains(&format!(
-                "the region of {} bytes at {start:#x} holds no 4 MiB page aligned to 4 MiB",
-                mib * MIB
-            )) && message.contains(&format!(
-                "at least {PAGE_SIZE} bytes starting on a {PAGE_SIZE}-byte boundary"
-            )) && message.contains(&format!("or {} bytes at any address", 2 * PAGE_SIZE + 16)),
+            message.contains(&format!("the region of {} bytes at {start:#x} holds no 4 MiB page aligned to 4 MiB", mib * MIB))
+                && message.contains(&format!("at least {PAGE_SIZE} bytes starting on a {PAGE_SIZE}-byte boundary"))
+                && message.contains(&format!("or {} bytes at any address", 2 * PAGE_SIZE + 16)),
             "{message}"
         );
         // The bool form refuses them too.
         assert!(!ArenaSource::empty().init(region_at(MIB, mib * MIB)));
         // Refused, the arena keeps nothing and takes a good region.
         arena.try_init(region_at(0, PAGE_SIZE)).unwrap();
-        assert_eq!(
-            arena.try_init(region_at(0, PAGE_SIZE)),
-            Err(ArenaError::AlreadyInitialised)
-        );
-        assert_eq!(
-            ArenaError::AlreadyInitialised.to_string(),
-            "the arena already has a region"
-        );
+        assert_eq!(arena.try_init(region_at(0, PAGE_SIZE)), Err(ArenaError::AlreadyInitialised));
+        assert_eq!(ArenaError::AlreadyInitialised.to_string(), "the arena already has a region");
     }
 }
 
 #[test]
 fn the_smallest_accepted_regions_serve_allocations() {
-    for region in [
-        region_at(0, PAGE_SIZE),
-        region_at(MIB + 8, ArenaSource::MIN_UNALIGNED_REGION),
-    ] {
+    for region in [region_at(0, PAGE_SIZE), region_at(MIB + 8, ArenaSource::MIN_UNALIGNED_REGION)] {
         let allocator: &'static SharedStrata<ArenaSource, SpinLock, 1> =
             Box::leak(Box::new(SharedStrata::new(ArenaSource::empty())));
         allocator.source().try_init(region).unwrap();
@@ -179,19 +152,7 @@ fn the_smallest_accepted_regions_serve_allocations() {
 /// lengths around the limits.
 #[test]
 fn try_init_agrees_with_the_arena_at_every_edge() {
-    let offsets = [
-        0,
-        1,
-        8,
-        16,
-        24,
-        4096,
-        PAGE_SIZE / 2,
-        PAGE_SIZE - 24,
-        PAGE_SIZE - 16,
-        PAGE_SIZE - 9,
-        PAGE_SIZE - 8,
-    ];
+    let offsets = [0, 1, 8, 16, 24, 4096, PAGE_SIZE / 2, PAGE_SIZE - 24, PAGE_SIZE - 16, PAGE_SIZE - 9, PAGE_SIZE - 8];
     let lengths = [
         PAGE_SIZE - 8,
         PAGE_SIZE,
@@ -213,8 +174,7 @@ fn try_init_agrees_with_the_arena_at_every_edge() {
             match arena.try_init(region) {
                 Ok(()) => {
                     let mapped = arena.map(PAGE_SIZE, PAGE_SIZE, ());
-                    let mapped = mapped
-                        .unwrap_or_else(|| panic!("offset {offset}, len {len}: accepted, no page"));
+                    let mapped = mapped.unwrap_or_else(|| panic!("offset {offset}, len {len}: accepted, no page"));
                     assert_eq!(mapped.as_ptr() as usize % PAGE_SIZE, 0);
                     // SAFETY: the page just mapped, with its size.
                     unsafe { arena.unmap(mapped, PAGE_SIZE) };
@@ -222,14 +182,8 @@ fn try_init_agrees_with_the_arena_at_every_edge() {
                 Err(error) => {
                     assert_eq!(error, ArenaError::NoAlignedPage { start, len });
                     // The documented minimums are always accepted.
-                    assert!(
-                        offset != 0 || len < PAGE_SIZE,
-                        "offset 0, len {len}: {error}"
-                    );
-                    assert!(
-                        len < ArenaSource::MIN_UNALIGNED_REGION,
-                        "offset {offset}, len {len}: {error}"
-                    );
+                    assert!(offset != 0 || len < PAGE_SIZE, "offset 0, len {len}: {error}");
+                    assert!(len < ArenaSource::MIN_UNALIGNED_REGION, "offset {offset}, len {len}: {error}");
                     // Refused for want of room, or for the bookkeeping in
                     // front of the page: `linked_list_allocator` itself
                     // finds no page there.

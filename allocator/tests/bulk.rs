@@ -19,10 +19,7 @@ fn check_blocks(blocks: &[*mut u8], layout: Layout, seed: u8) {
     for (i, &block) in blocks.iter().enumerate() {
         // SAFETY: as above.
         let bytes = unsafe { std::slice::from_raw_parts(block, layout.size()) };
-        assert!(
-            bytes.iter().all(|&b| b == seed.wrapping_add(i as u8)),
-            "block {i} kept its contents"
-        );
+        assert!(bytes.iter().all(|&b| b == seed.wrapping_add(i as u8)), "block {i} kept its contents");
     }
 }
 
@@ -30,23 +27,14 @@ fn check_blocks(blocks: &[*mut u8], layout: Layout, seed: u8) {
 fn bulk_small_and_large_blocks_on_the_std_front() {
     static ALLOCATOR: Strata = Strata::new();
     let before = ALLOCATOR.stats().bytes_live;
-    for (size, align, count) in [
-        (16, 8, 5000),
-        (48, 16, 3000),
-        (1000, 64, 500),
-        (200_000, 8, 12),
-    ] {
+    for (size, align, count) in [(16, 8, 5000), (48, 16, 3000), (1000, 64, 500), (200_000, 8, 12)] {
         let layout = Layout::from_size_align(size, align).unwrap();
         let mut blocks = vec![std::ptr::null_mut(); count];
         assert_eq!(ALLOCATOR.alloc_bulk(layout, &mut blocks), count);
         check_blocks(&blocks, layout, size as u8);
         assert!(ALLOCATOR.stats().bytes_live >= before + size * count);
         unsafe { ALLOCATOR.free_bulk(&blocks) }.unwrap();
-        assert_eq!(
-            ALLOCATOR.stats().bytes_live,
-            before,
-            "size {size}: every block came back"
-        );
+        assert_eq!(ALLOCATOR.stats().bytes_live, before, "size {size}: every block came back");
     }
 }
 
@@ -80,10 +68,7 @@ fn bulk_allocation_is_all_or_nothing_when_the_source_fails() {
     let live = ALLOCATOR.stats().bytes_live;
     let mut blocks = vec![std::ptr::null_mut(); 4 * 1024];
     assert_eq!(ALLOCATOR.alloc_bulk(layout, &mut blocks), 0);
-    assert!(
-        blocks.iter().all(|b| b.is_null()),
-        "a failed bulk call leaves no block behind"
-    );
+    assert!(blocks.iter().all(|b| b.is_null()), "a failed bulk call leaves no block behind");
     assert_eq!(ALLOCATOR.stats().bytes_live, live);
     assert!(ALLOCATOR.source().refused() > 0);
     // The source recovers, and so does the allocator.

@@ -90,38 +90,22 @@ fn main() {
     // that is already waiting would skip; a receive on a channel that stays
     // empty always blocks, so the baseline does not depend on scheduling.
     let (sender, receiver) = mpsc::channel::<u8>();
-    assert_eq!(
-        receiver.recv_timeout(Duration::from_millis(1)),
-        Err(RecvTimeoutError::Timeout)
-    );
+    assert_eq!(receiver.recv_timeout(Duration::from_millis(1)), Err(RecvTimeoutError::Timeout));
     let warm = thread::spawn(move || sender.send(1).unwrap());
     assert_eq!(receiver.recv(), Ok(1));
     warm.join().unwrap();
     let baseline = GLOBAL.stats().bytes_live;
-    assert!(
-        baseline < 4096,
-        "the runtime holds {baseline} bytes before main's work"
-    );
+    assert!(baseline < 4096, "the runtime holds {baseline} bytes before main's work");
     let (received, total) = work();
     assert_eq!(total, received as u64);
     let after = GLOBAL.stats();
     if after.bytes_live != baseline {
         eprintln!("{after}");
-        panic!(
-            "{} bytes live after the work, {baseline} before",
-            after.bytes_live
-        );
+        panic!("{} bytes live after the work, {baseline} before", after.bytes_live);
     }
-    assert!(
-        after.remote_frees > 0,
-        "strings freed across threads took the remote path"
-    );
+    assert!(after.remote_frees > 0, "strings freed across threads took the remote path");
     assert!(after.refills > 0);
-    let slices = after.slices_clean
-        + after.slices_partial
-        + after.slices_full
-        + after.slices_dirty
-        + after.slices_purged;
+    let slices = after.slices_clean + after.slices_partial + after.slices_full + after.slices_dirty + after.slices_purged;
     assert_eq!(slices, after.pages_mapped * strata::page::USABLE_SLICES);
     GLOBAL.purge();
     let purged = GLOBAL.stats();

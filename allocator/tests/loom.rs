@@ -18,13 +18,7 @@ use remote::{Link, Push, RemoteList, ORPHAN};
 
 /// Objects for a model run, leaked as raw pointers (loom runs many times).
 fn objects(count: usize) -> Vec<usize> {
-    (0..count)
-        .map(|_| {
-            Box::into_raw(Box::new(Link {
-                next: std::ptr::null_mut(),
-            })) as usize
-        })
-        .collect()
+    (0..count).map(|_| Box::into_raw(Box::new(Link { next: std::ptr::null_mut() })) as usize).collect()
 }
 
 /// Frees the objects of a model run.
@@ -44,9 +38,7 @@ fn collect(mut link: *mut Link, into: &mut Vec<usize>) {
 }
 
 fn owned_list() -> RemoteList {
-    RemoteList {
-        head: sync::AtomicUsize::new(0),
-    }
+    RemoteList { head: sync::AtomicUsize::new(0) }
 }
 
 fn sorted(mut v: Vec<usize>) -> Vec<usize> {

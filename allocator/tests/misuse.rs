@@ -20,11 +20,7 @@ fn aborts(case: &str) -> String {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.signal(),
-        Some(libc_sigabrt()),
-        "{case}: not aborted; stderr: {stderr}"
-    );
+    assert_eq!(output.status.signal(), Some(libc_sigabrt()), "{case}: not aborted; stderr: {stderr}");
     stderr
 }
 
@@ -35,9 +31,7 @@ fn libc_sigabrt() -> i32 {
 /// The child side: does the misuse named by the environment.
 #[test]
 fn child() {
-    let Ok(case) = std::env::var(CHILD) else {
-        return;
-    };
+    let Ok(case) = std::env::var(CHILD) else { return };
     let layout = Layout::from_size_align(48, 8).unwrap();
     // SAFETY: deliberate misuse, which the allocator must catch.
     unsafe {
@@ -69,14 +63,8 @@ fn child() {
 #[test]
 fn double_free_aborts_with_one_line() {
     let stderr = aborts("double");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("strata:"))
-        .expect("a strata line");
-    assert!(
-        line.starts_with("strata: dealloc: double free of 0x"),
-        "{line}"
-    );
+    let line = stderr.lines().find(|l| l.starts_with("strata:")).expect("a strata line");
+    assert!(line.starts_with("strata: dealloc: double free of 0x"), "{line}");
     assert!(line.ends_with("; aborting"), "{line}");
 }
 
@@ -84,10 +72,7 @@ fn double_free_aborts_with_one_line() {
 fn foreign_pointer_aborts() {
     let stderr = aborts("foreign");
     assert!(stderr.contains("strata: dealloc: free of 0x"), "{stderr}");
-    assert!(
-        stderr.contains("not an allocation of this allocator"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("not an allocation of this allocator"), "{stderr}");
 }
 
 #[test]
@@ -139,14 +124,8 @@ fn a_freed_block_is_refused_by_resize_and_usable_size() {
         let shrink = Layout::from_size_align(30, 8).unwrap();
         let error = STRATA.resize(p, shrink).unwrap_err();
         assert_eq!(error.kind, FreeErrorKind::Freed);
-        assert_eq!(
-            error.to_string(),
-            format!("{:#x} was already freed", p as usize)
-        );
-        assert_eq!(
-            STRATA.usable_size(p).unwrap_err().kind,
-            FreeErrorKind::Freed
-        );
+        assert_eq!(error.to_string(), format!("{:#x} was already freed", p as usize));
+        assert_eq!(STRATA.usable_size(p).unwrap_err().kind, FreeErrorKind::Freed);
         // The block is still free, once: the next allocation takes it, and
         // the one after takes another.
         let q = STRATA.alloc(layout);
@@ -159,10 +138,7 @@ fn a_freed_block_is_refused_by_resize_and_usable_size() {
         let big = Layout::from_size_align(200_000, 8).unwrap();
         let b = STRATA.alloc(big);
         STRATA.free(b).unwrap();
-        assert_eq!(
-            STRATA.usable_size(b).unwrap_err().kind,
-            FreeErrorKind::Freed
-        );
+        assert_eq!(STRATA.usable_size(b).unwrap_err().kind, FreeErrorKind::Freed);
     }
 }
 
@@ -200,8 +176,5 @@ fn dirty_slices_are_purged_after_the_delay() {
     assert_eq!(stats.bytes_live, 0);
     assert!(stats.purges > 0, "{stats}");
     assert_eq!(stats.slices_dirty, 0, "{stats}");
-    assert!(
-        stats.pages_released > 0,
-        "empty pages go back to the source: {stats}"
-    );
+    assert!(stats.pages_released > 0, "empty pages go back to the source: {stats}");
 }

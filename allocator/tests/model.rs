@@ -57,10 +57,7 @@ fn check(ptr: *mut u8, block: &Block) {
     for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
         if chunk != &expected[..chunk.len()] {
             let at = i * CHUNK + chunk.iter().position(|&b| b != block.fill).unwrap_or(0);
-            panic!(
-                "contents lost at {ptr:p}+{at}: {:#x} instead of {:#x}",
-                bytes[at], block.fill
-            );
+            panic!("contents lost at {ptr:p}+{at}: {:#x} instead of {:#x}", bytes[at], block.fill);
         }
     }
 }
@@ -76,19 +73,9 @@ fn run(allocator: &dyn GlobalAlloc, usable: &dyn Fn(*mut u8) -> usize, seed: u64
             let layout = Layout::from_size_align(rng.size(), rng.align()).unwrap();
             let zeroed = rng.below(4) == 0;
             // SAFETY: a valid layout.
-            let ptr = unsafe {
-                if zeroed {
-                    allocator.alloc_zeroed(layout)
-                } else {
-                    allocator.alloc(layout)
-                }
-            };
+            let ptr = unsafe { if zeroed { allocator.alloc_zeroed(layout) } else { allocator.alloc(layout) } };
             assert!(!ptr.is_null(), "step {step}: out of memory for {layout:?}");
-            assert_eq!(
-                ptr as usize % layout.align(),
-                0,
-                "step {step}: misaligned {layout:?}"
-            );
+            assert_eq!(ptr as usize % layout.align(), 0, "step {step}: misaligned {layout:?}");
             assert!(usable(ptr) >= layout.size());
             if zeroed {
                 check(ptr, &Block { layout, fill: 0 });
@@ -97,10 +84,7 @@ fn run(allocator: &dyn GlobalAlloc, usable: &dyn Fn(*mut u8) -> usize, seed: u64
             let start = ptr as usize;
             let end = start + layout.size().max(1);
             if let Some((&before, block)) = live.range(..=start).next_back() {
-                assert!(
-                    before + block.layout.size().max(1) <= start,
-                    "step {step}: overlap"
-                );
+                assert!(before + block.layout.size().max(1) <= start, "step {step}: overlap");
             }
             if let Some((&after, _)) = live.range(start..).next() {
                 assert!(end <= after, "step {step}: overlap");
@@ -122,34 +106,18 @@ fn run(allocator: &dyn GlobalAlloc, usable: &dyn Fn(*mut u8) -> usize, seed: u64
                 // SAFETY: live block; a valid new size.
                 let moved = unsafe { allocator.realloc(ptr, block.layout, new_size) };
                 assert!(!moved.is_null());
-                let kept = Layout::from_size_align(
-                    block.layout.size().min(new_size),
-                    block.layout.align(),
-                )
-                .unwrap();
-                check(
-                    moved,
-                    &Block {
-                        layout: kept,
-                        fill: block.fill,
-                    },
-                );
+                let kept = Layout::from_size_align(block.layout.size().min(new_size), block.layout.align()).unwrap();
+                check(moved, &Block { layout: kept, fill: block.fill });
                 assert_eq!(moved as usize % block.layout.align(), 0);
                 let layout = Layout::from_size_align(new_size, block.layout.align()).unwrap();
                 // SAFETY: the block now has `new_size` bytes.
                 unsafe { moved.write_bytes(fill, new_size) };
                 let start = moved as usize;
                 if let Some((&before, b)) = live.range(..=start).next_back() {
-                    assert!(
-                        before + b.layout.size().max(1) <= start,
-                        "step {step}: realloc overlap"
-                    );
+                    assert!(before + b.layout.size().max(1) <= start, "step {step}: realloc overlap");
                 }
                 if let Some((&after, _)) = live.range(start..).next() {
-                    assert!(
-                        start + new_size.max(1) <= after,
-                        "step {step}: realloc overlap"
-                    );
+                    assert!(start + new_size.max(1) <= after, "step {step}: realloc overlap");
                 }
                 live.insert(start, Block { layout, fill });
             }
@@ -166,12 +134,7 @@ fn run(allocator: &dyn GlobalAlloc, usable: &dyn Fn(*mut u8) -> usize, seed: u64
 fn model_thread_local_front() {
     static STRATA: Strata = Strata::new();
     for seed in 1..=4 {
-        run(
-            &STRATA,
-            &|p| STRATA.usable_size(p).unwrap(),
-            seed * 7919,
-            20_000,
-        );
+        run(&STRATA, &|p| STRATA.usable_size(p).unwrap(), seed * 7919, 20_000);
     }
     assert_eq!(STRATA.stats().bytes_live, 0);
     STRATA.purge();
@@ -191,11 +154,7 @@ fn model_shared_front_on_mmap() {
 fn model_shared_front_on_arena() {
     static SHARED: SharedStrata<ArenaSource, SpinLock, 2> = SharedStrata::new(ArenaSource::empty());
     // Miri interprets every step: fewer steps, and a region to match.
-    let (region, steps) = if cfg!(miri) {
-        (192 << 20, 400)
-    } else {
-        (1 << 30, 6_000)
-    };
+    let (region, steps) = if cfg!(miri) { (192 << 20, 400) } else { (1 << 30, 6_000) };
     let region: &'static mut [u8] = Box::leak(vec![0u8; region].into_boxed_slice());
     assert!(SHARED.source().init(region));
     run(&SHARED, &|p| SHARED.usable_size(p).unwrap(), 4242, steps);

@@ -34,10 +34,7 @@ fn check(parcel: &Parcel) {
     let (address, layout, fill) = *parcel;
     // SAFETY: a live object of `layout.size()` bytes.
     let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, layout.size()) };
-    assert!(
-        bytes.iter().all(|&b| b == fill),
-        "object {address:#x} corrupted"
-    );
+    assert!(bytes.iter().all(|&b| b == fill), "object {address:#x} corrupted");
 }
 
 #[test]
@@ -45,8 +42,7 @@ fn objects_freed_round_a_ring_of_threads_come_back() {
     let region: &'static mut [u8] = Box::leak(vec![0u8; 6 * PAGE_SIZE].into_boxed_slice());
     assert!(DOMAIN.source().init(region));
 
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..THREADS).map(|_| mpsc::channel::<Vec<Parcel>>()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<Vec<Parcel>>()).unzip();
     let threads: Vec<_> = receivers
         .into_iter()
         .enumerate()
@@ -99,15 +95,8 @@ fn objects_freed_round_a_ring_of_threads_come_back() {
     }
     let stats = DOMAIN.stats();
     assert_eq!(stats.bytes_live, 0, "{stats}");
-    assert!(
-        stats.remote_frees > 0,
-        "frees of another heap's objects took the remote list: {stats}"
-    );
-    assert_eq!(
-        stats.classes.iter().map(|c| c.cached_slices).sum::<usize>(),
-        0,
-        "every heap gave its slices back"
-    );
+    assert!(stats.remote_frees > 0, "frees of another heap's objects took the remote list: {stats}");
+    assert_eq!(stats.classes.iter().map(|c| c.cached_slices).sum::<usize>(), 0, "every heap gave its slices back");
 }
 
 /// The smallest exchange, for Miri with its aliasing model on (see
@@ -122,33 +111,32 @@ fn two_threads_swap_objects() {
     let layout = Layout::from_size_align(48, 8).unwrap();
     let (to_b, from_a) = mpsc::channel::<Vec<Parcel>>();
     let (to_a, from_b) = mpsc::channel::<Vec<Parcel>>();
-    let side =
-        move |fill: u8, send: mpsc::Sender<Vec<Parcel>>, receive: mpsc::Receiver<Vec<Parcel>>| {
-            move || {
-                let mut heap = Heap::new();
-                let mine: Vec<Parcel> = (0..2)
-                    .map(|_| {
-                        let p = heap.alloc(&SWAP, layout);
-                        assert!(!p.is_null());
-                        // SAFETY: a fresh object of this size.
-                        unsafe { p.write_bytes(fill, layout.size()) };
-                        (p as usize, layout, fill)
-                    })
-                    .collect();
-                send.send(mine).unwrap();
-                for parcel in receive.recv().unwrap() {
-                    check(&parcel);
-                    // SAFETY: a live object, freed once, here.
-                    unsafe { heap.free(&SWAP, parcel.0 as *mut u8) }.unwrap();
-                }
-                // Wait until the other side has freed ours too, so the frees
-                // went onto the remote list of a slice this heap still owns.
-                send.send(Vec::new()).unwrap();
-                assert!(receive.recv().unwrap().is_empty());
-                heap.flush(&SWAP);
-                heap.release(&SWAP, true);
+    let side = move |fill: u8, send: mpsc::Sender<Vec<Parcel>>, receive: mpsc::Receiver<Vec<Parcel>>| {
+        move || {
+            let mut heap = Heap::new();
+            let mine: Vec<Parcel> = (0..2)
+                .map(|_| {
+                    let p = heap.alloc(&SWAP, layout);
+                    assert!(!p.is_null());
+                    // SAFETY: a fresh object of this size.
+                    unsafe { p.write_bytes(fill, layout.size()) };
+                    (p as usize, layout, fill)
+                })
+                .collect();
+            send.send(mine).unwrap();
+            for parcel in receive.recv().unwrap() {
+                check(&parcel);
+                // SAFETY: a live object, freed once, here.
+                unsafe { heap.free(&SWAP, parcel.0 as *mut u8) }.unwrap();
             }
-        };
+            // Wait until the other side has freed ours too, so the frees
+            // went onto the remote list of a slice this heap still owns.
+            send.send(Vec::new()).unwrap();
+            assert!(receive.recv().unwrap().is_empty());
+            heap.flush(&SWAP);
+            heap.release(&SWAP, true);
+        }
+    };
     let a = thread::spawn(side(0xa1, to_b, from_b));
     let b = thread::spawn(side(0xb2, to_a, from_a));
     a.join().unwrap();

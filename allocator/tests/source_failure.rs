@@ -10,10 +10,10 @@ type Failing = SharedStrata<FailingSource<MmapSource>, SpinLock, 2>;
 
 fn layouts() -> [Layout; 4] {
     [
-        Layout::from_size_align(24, 8).unwrap(),         // small
-        Layout::from_size_align(300 * 1024, 8).unwrap(), // span
-        Layout::from_size_align(9 << 20, 4096).unwrap(), // huge
-        Layout::from_size_align(64, 8 << 20).unwrap(),   // huge by alignment
+        Layout::from_size_align(24, 8).unwrap(),           // small
+        Layout::from_size_align(300 * 1024, 8).unwrap(),   // span
+        Layout::from_size_align(9 << 20, 4096).unwrap(),   // huge
+        Layout::from_size_align(64, 8 << 20).unwrap(),     // huge by alignment
     ]
 }
 
@@ -36,9 +36,7 @@ fn nothing_mapped_yet_gives_null_then_recovers() {
             let p = ALLOCATOR.alloc_zeroed(layout);
             assert!(!p.is_null(), "{layout:?}");
             assert_eq!(p as usize % layout.align(), 0);
-            assert!(core::slice::from_raw_parts(p, layout.size())
-                .iter()
-                .all(|&b| b == 0));
+            assert!(core::slice::from_raw_parts(p, layout.size()).iter().all(|&b| b == 0));
             ALLOCATOR.dealloc(p, layout);
         }
     }

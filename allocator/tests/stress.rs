@@ -39,11 +39,7 @@ fn make(seed: u64) -> Parcel {
         // SAFETY: within the allocation.
         unsafe { *ptr.add(i) = pattern(seed, i) };
     }
-    Parcel {
-        address: ptr as usize,
-        layout,
-        seed,
-    }
+    Parcel { address: ptr as usize, layout, seed }
 }
 
 fn verify_and_free(parcel: Parcel) {
@@ -51,11 +47,7 @@ fn verify_and_free(parcel: Parcel) {
     for i in 0..parcel.layout.size() {
         // SAFETY: within the allocation, which is live.
         let byte = unsafe { *ptr.add(i) };
-        assert_eq!(
-            byte,
-            pattern(parcel.seed, i),
-            "object {ptr:p} byte {i} corrupted"
-        );
+        assert_eq!(byte, pattern(parcel.seed, i), "object {ptr:p} byte {i} corrupted");
     }
     // SAFETY: live allocation with its layout.
     unsafe { STRATA.dealloc(ptr, parcel.layout) };
@@ -63,8 +55,7 @@ fn verify_and_free(parcel: Parcel) {
 
 #[test]
 fn eight_threads_cross_thread_frees_keep_contents() {
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..THREADS).map(|_| mpsc::channel::<Vec<Parcel>>()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<Vec<Parcel>>()).unzip();
     let handles: Vec<_> = receivers
         .into_iter()
         .enumerate()
@@ -80,8 +71,7 @@ fn eight_threads_cross_thread_frees_keep_contents() {
                         // Two thirds travel to another thread, a third stays.
                         match seed % 3 {
                             0 => kept.push(parcel),
-                            _ => outgoing[(me + 1 + (seed as usize % (THREADS - 1))) % THREADS]
-                                .push(parcel),
+                            _ => outgoing[(me + 1 + (seed as usize % (THREADS - 1))) % THREADS].push(parcel),
                         }
                     }
                     for (to, parcels) in outgoing.into_iter().enumerate() {
@@ -110,13 +100,6 @@ fn eight_threads_cross_thread_frees_keep_contents() {
     }
     let stats = STRATA.stats();
     assert_eq!(stats.bytes_live, 0, "{stats}");
-    assert!(
-        stats.remote_frees > 0,
-        "cross-thread frees took the remote path"
-    );
-    assert_eq!(
-        stats.classes.iter().map(|c| c.cached_slices).sum::<usize>(),
-        0,
-        "exited threads gave their slices back"
-    );
+    assert!(stats.remote_frees > 0, "cross-thread frees took the remote path");
+    assert_eq!(stats.classes.iter().map(|c| c.cached_slices).sum::<usize>(), 0, "exited threads gave their slices back");
 }

@@ -58,10 +58,7 @@ fn programs_dir() -> PathBuf {
 
 /// The workspace root.
 pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
 }
 
 /// Builds `libstrata.so` and the launcher (release profile, as shipped) once,
@@ -83,20 +80,9 @@ pub fn shim() -> &'static Shim {
             String::from_utf8_lossy(&output.stderr)
         );
         let release = target.join("release");
-        let shim = Shim {
-            library: release.join("libstrata.so"),
-            launcher: release.join("strata"),
-        };
-        assert!(
-            shim.library.is_file(),
-            "the build did not produce {}",
-            shim.library.display()
-        );
-        assert!(
-            shim.launcher.is_file(),
-            "the build did not produce {}",
-            shim.launcher.display()
-        );
+        let shim = Shim { library: release.join("libstrata.so"), launcher: release.join("strata") };
+        assert!(shim.library.is_file(), "the build did not produce {}", shim.library.display());
+        assert!(shim.launcher.is_file(), "the build did not produce {}", shim.launcher.display());
         shim
     })
 }
@@ -111,11 +97,7 @@ pub fn program(source: &str) -> PathBuf {
 /// `-no-pie`) and returns the executable, named after the source and the
 /// flags.
 pub fn program_with(source: &str, flags: &[&str]) -> PathBuf {
-    let stem = Path::new(source)
-        .file_stem()
-        .expect("a source file name")
-        .to_string_lossy()
-        .into_owned();
+    let stem = Path::new(source).file_stem().expect("a source file name").to_string_lossy().into_owned();
     let name = std::iter::once(stem.as_str())
         .chain(flags.iter().map(|flag| flag.trim_start_matches('-')))
         .collect::<Vec<_>>()
@@ -126,51 +108,32 @@ pub fn program_with(source: &str, flags: &[&str]) -> PathBuf {
 /// Compiles `tests/c/<source>` once as a shared library (`-shared -fPIC`)
 /// and returns `lib<stem>.so`.
 pub fn shared_library(source: &str) -> PathBuf {
-    let stem = Path::new(source)
-        .file_stem()
-        .expect("a source file name")
-        .to_string_lossy()
-        .into_owned();
+    let stem = Path::new(source).file_stem().expect("a source file name").to_string_lossy().into_owned();
     built(source, &["-shared", "-fPIC"], format!("lib{stem}.so"))
 }
 
 /// The ELF file type of `path` (`e_type`): 2 for a fixed-address
 /// executable (non-PIE), 3 for a shared object or a PIE.
 pub fn elf_type(path: &Path) -> u16 {
-    let bytes =
-        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    assert!(
-        bytes.len() > 18 && bytes.starts_with(b"\x7fELF"),
-        "{} is not an ELF file",
-        path.display()
-    );
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(bytes.len() > 18 && bytes.starts_with(b"\x7fELF"), "{} is not an ELF file", path.display());
     u16::from_le_bytes([bytes[16], bytes[17]])
 }
 
 /// The section names of the 64-bit little-endian ELF file at `path`.
 pub fn elf_section_names(path: &Path) -> Vec<String> {
-    let bytes =
-        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    assert!(
-        bytes.len() > 64 && bytes.starts_with(b"\x7fELF") && bytes[4] == 2,
-        "{} is not ELF64",
-        path.display()
-    );
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(bytes.len() > 64 && bytes.starts_with(b"\x7fELF") && bytes[4] == 2, "{} is not ELF64", path.display());
     let u16_at = |at: usize| usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    let (table, entry_size, count, names_index) =
-        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let (table, entry_size, count, names_index) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
     let header = |index: usize| table + index * entry_size;
     let names = u64_at(header(names_index) + 0x18);
     (0..count)
         .map(|index| {
             let start = names + u32_at(header(index));
-            let end = start
-                + bytes[start..]
-                    .iter()
-                    .position(|&b| b == 0)
-                    .expect("a terminated section name");
+            let end = start + bytes[start..].iter().position(|&b| b == 0).expect("a terminated section name");
             String::from_utf8_lossy(&bytes[start..end]).into_owned()
         })
         .collect()
@@ -184,13 +147,7 @@ pub const ET_DYN: u16 = 3;
 /// Builds `output` from `source` with `flags`, once per process.
 fn built(source: &str, flags: &[&str], output: String) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, Arc<OnceLock<PathBuf>>>>> = OnceLock::new();
-    let cell = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(output.clone())
-        .or_default()
-        .clone();
+    let cell = BUILT.get_or_init(Default::default).lock().unwrap().entry(output.clone()).or_default().clone();
     cell.get_or_init(|| compile(source, flags, &output)).clone()
 }
 
@@ -213,11 +170,7 @@ fn compile(source: &str, flags: &[&str], name: &str) -> PathBuf {
     // tests make on purpose.
     command
         .args(["-O1", "-g", "-fno-builtin", "-Wall", "-Wextra", "-pthread"])
-        .args([
-            "-Wno-alloc-size-larger-than",
-            "-Wno-use-after-free",
-            "-Wno-free-nonheap-object",
-        ])
+        .args(["-Wno-alloc-size-larger-than", "-Wno-use-after-free", "-Wno-free-nonheap-object"])
         .arg("-Wno-deprecated-declarations")
         .args(flags)
         // `strata.h`, the shim's extensions.
@@ -265,15 +218,9 @@ impl Run {
 
     /// Asserts the program exited with status 0 and printed its "ok" line.
     pub fn assert_ok(&self) -> &Self {
+        assert!(self.status.success(), "the program failed\n{}", self.describe());
         assert!(
-            self.status.success(),
-            "the program failed\n{}",
-            self.describe()
-        );
-        assert!(
-            self.stdout
-                .lines()
-                .any(|line| line.starts_with("ok ") && line.ends_with(" checks")),
+            self.stdout.lines().any(|line| line.starts_with("ok ") && line.ends_with(" checks")),
             "the program did not report its checks\n{}",
             self.describe()
         );
@@ -282,11 +229,7 @@ impl Run {
 
     /// Asserts the start-up banner shows the library serving `malloc`.
     pub fn assert_on_strata(&self) -> &Self {
-        assert!(
-            self.stderr.contains(INTERPOSED),
-            "the program did not run on Strata\n{}",
-            self.describe()
-        );
+        assert!(self.stderr.contains(INTERPOSED), "the program did not run on Strata\n{}", self.describe());
         self
     }
 
@@ -297,10 +240,7 @@ impl Run {
 
     /// Stderr without the start-up banner.
     pub fn stderr_without_banner(&self) -> Vec<&str> {
-        self.stderr
-            .lines()
-            .filter(|line| !line.contains(" loaded in pid "))
-            .collect()
+        self.stderr.lines().filter(|line| !line.contains(" loaded in pid ")).collect()
     }
 
     /// The value of a `name=value` line of stdout, as a number.
@@ -310,12 +250,7 @@ impl Run {
             .lines()
             .find_map(|line| line.strip_prefix(&prefix))
             .and_then(|value| value.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no numeric `{name}=` line in the output\n{}",
-                    self.describe()
-                )
-            })
+            .unwrap_or_else(|| panic!("no numeric `{name}=` line in the output\n{}", self.describe()))
     }
 }
 
@@ -325,14 +260,8 @@ impl Run {
 pub fn run(command: &mut Command) -> Run {
     let line = format!("{command:?}");
     // Its own process group, so that the guard also kills what it forked.
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
     let pid = child.id();
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
@@ -345,16 +274,9 @@ pub fn run(command: &mut Command) -> Run {
             // out-parameter; WNOWAIT reaps nothing.
             let result = unsafe {
                 let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
+                libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
             };
-            if result == 0
-                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-            {
+            if result == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
                 break;
             }
         }
@@ -366,9 +288,7 @@ pub fn run(command: &mut Command) -> Run {
         // has not been reaped yet, so the group's id is still its own.
         unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
     }
-    let status = child
-        .wait()
-        .unwrap_or_else(|e| panic!("cannot wait for {line}: {e}"));
+    let status = child.wait().unwrap_or_else(|e| panic!("cannot wait for {line}: {e}"));
     let run = Run {
         command: line,
         status,
@@ -401,21 +321,14 @@ fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
 pub fn preloaded(program: &Path) -> Command {
     let mut command = Command::new(program);
     clear_strata_env(&mut command);
-    command
-        .env("LD_PRELOAD", &shim().library)
-        .env("STRATA_VERBOSE", "1");
+    command.env("LD_PRELOAD", &shim().library).env("STRATA_VERBOSE", "1");
     command
 }
 
 /// Removes the shim's variables (and `LD_PRELOAD`) from `command`'s
 /// environment.
 pub fn clear_strata_env(command: &mut Command) {
-    for name in [
-        "LD_PRELOAD",
-        "STRATA_STATS",
-        "STRATA_VERBOSE",
-        "STRATA_PURGE_DELAY_MS",
-    ] {
+    for name in ["LD_PRELOAD", "STRATA_STATS", "STRATA_VERBOSE", "STRATA_PURGE_DELAY_MS"] {
         command.env_remove(name);
     }
 }

@@ -8,8 +8,8 @@
 use std::process::Command;
 
 use strata_tests::shim_support::{
-    clear_strata_env, elf_section_names, elf_type, preloaded, program, program_with, run,
-    run_checked, shared_library, shim, workspace_dir, ET_DYN, ET_EXEC, INTERPOSED,
+    clear_strata_env, elf_section_names, elf_type, preloaded, program, program_with, run, run_checked, shared_library, shim, workspace_dir,
+    ET_DYN, ET_EXEC, INTERPOSED,
 };
 
 const SIGABRT: i32 = 6;
@@ -63,16 +63,8 @@ fn thread_churn_keeps_rss_bounded() {
     let peak = run.field("hwm_kib");
     // Each of the 4000 threads formats about a dozen 64 KiB slices: kept by
     // dead threads, they would pass 3 GiB. Returned, they are reused.
-    assert!(
-        end <= warm + 64 * 1024,
-        "RSS grew from {warm} KiB to {end} KiB over 3600 threads\n{}",
-        run.describe()
-    );
-    assert!(
-        peak <= 256 * 1024,
-        "peak RSS {peak} KiB\n{}",
-        run.describe()
-    );
+    assert!(end <= warm + 64 * 1024, "RSS grew from {warm} KiB to {end} KiB over 3600 threads\n{}", run.describe());
+    assert!(peak <= 256 * 1024, "peak RSS {peak} KiB\n{}", run.describe());
 }
 
 /// Destructors of a pthread key created after the shim's allocate with the
@@ -96,17 +88,9 @@ fn thread_exit_destructors_allocate_from_the_thread_cache() {
     let growth = run.field("live_growth");
     // A heap kept for a round that never comes holds about 12 KiB (itself,
     // and the objects of the slices it owns) per thread, 800 threads.
-    assert!(
-        growth <= 256 * 1024,
-        "live bytes grew by {growth} over 2000 threads\n{}",
-        run.describe()
-    );
+    assert!(growth <= 256 * 1024, "live bytes grew by {growth} over 2000 threads\n{}", run.describe());
     let rss = run.field("rss_growth_kib");
-    assert!(
-        rss <= 64 * 1024,
-        "RSS grew by {rss} KiB over 2000 threads\n{}",
-        run.describe()
-    );
+    assert!(rss <= 64 * 1024, "RSS grew by {rss} KiB over 2000 threads\n{}", run.describe());
 }
 
 /// Runs one misuse case and checks the single abort line naming the
@@ -114,30 +98,14 @@ fn thread_exit_destructors_allocate_from_the_thread_cache() {
 fn assert_misuse_aborts(case: &str, operation: &str, problem: &str) {
     let run = run(preloaded(&program("misuse.c")).arg(case));
     run.assert_on_strata();
-    assert_eq!(
-        run.signal(),
-        Some(SIGABRT),
-        "{case}: expected SIGABRT\n{}",
-        run.describe()
-    );
+    assert_eq!(run.signal(), Some(SIGABRT), "{case}: expected SIGABRT\n{}", run.describe());
     let pointer = run.stdout.trim();
-    assert!(
-        pointer.starts_with("0x"),
-        "{case}: the program printed no pointer\n{}",
-        run.describe()
-    );
+    assert!(pointer.starts_with("0x"), "{case}: the program printed no pointer\n{}", run.describe());
     let lines = run.stderr_without_banner();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{case}: expected exactly one line on stderr\n{}",
-        run.describe()
-    );
+    assert_eq!(lines.len(), 1, "{case}: expected exactly one line on stderr\n{}", run.describe());
     let expected_start = format!("strata: {operation}: {problem}");
     assert!(
-        lines[0].starts_with(&expected_start)
-            && lines[0].contains(pointer)
-            && lines[0].ends_with("; aborting"),
+        lines[0].starts_with(&expected_start) && lines[0].contains(pointer) && lines[0].ends_with("; aborting"),
         "{case}: expected `{expected_start} ... {pointer} ...; aborting`\n{}",
         run.describe()
     );
@@ -185,11 +153,7 @@ fn assert_rss_returned(mode: &str) {
     let peak = run.field("rss_peak_kib");
     let after = run.field("rss_after_kib");
     let live = run.field("rss_live_kib");
-    assert!(
-        peak - live > 150 * 1024,
-        "the program did not reach its peak\n{}",
-        run.describe()
-    );
+    assert!(peak - live > 150 * 1024, "the program did not reach its peak\n{}", run.describe());
     assert!(
         after <= live + (peak - live) / 4,
         "{mode}: RSS only fell from {peak} KiB to {after} KiB ({live} KiB live)\n{}",
@@ -254,8 +218,7 @@ fn dlopen_loads_and_serves_from_strata() {
     let run = run(command.arg(&shim().library).env("STRATA_VERBOSE", "1"));
     run.assert_ok();
     assert!(
-        run.stderr
-            .contains("malloc interposed: no (loaded with dlopen: "),
+        run.stderr.contains("malloc interposed: no (loaded with dlopen: "),
         "the banner should say the dlopen'ed library does not interpose\n{}",
         run.describe()
     );
@@ -266,12 +229,7 @@ fn dlopen_loads_and_serves_from_strata() {
 #[test]
 fn interposition_is_detected_in_a_pie_program() {
     let program = program_with("malloc_address.c", &["-fPIE", "-pie"]);
-    assert_eq!(
-        elf_type(&program),
-        ET_DYN,
-        "{} is not a PIE",
-        program.display()
-    );
+    assert_eq!(elf_type(&program), ET_DYN, "{} is not a PIE", program.display());
     let run = run(&mut preloaded(&program));
     run.assert_on_strata().assert_ok();
     assert_eq!(run.field("dlsym_in_program"), 0, "{}", run.describe());
@@ -284,12 +242,7 @@ fn interposition_is_detected_in_a_pie_program() {
 #[test]
 fn interposition_is_detected_in_a_non_pie_program() {
     let program = program_with("malloc_address.c", &["-fno-pie", "-no-pie"]);
-    assert_eq!(
-        elf_type(&program),
-        ET_EXEC,
-        "{} is not a fixed-address executable",
-        program.display()
-    );
+    assert_eq!(elf_type(&program), ET_EXEC, "{} is not a fixed-address executable", program.display());
     let run = run(&mut preloaded(&program));
     run.assert_on_strata().assert_ok();
     // The trap is set: the lookup the old banner relied on lands in the
@@ -302,10 +255,7 @@ fn interposition_is_detected_in_a_non_pie_program() {
 #[test]
 fn interposition_is_detected_in_debian_python3() {
     let python = std::path::Path::new("/usr/bin/python3");
-    assert!(
-        python.is_file(),
-        "no /usr/bin/python3: install the Debian package `python3`"
-    );
+    assert!(python.is_file(), "no /usr/bin/python3: install the Debian package `python3`");
     let run = run(preloaded(python).args(["-c", "print('ok 1 checks')"]));
     run.assert_on_strata().assert_ok();
 }
@@ -317,24 +267,11 @@ fn another_allocator_earlier_in_ld_preload_is_named() {
     let other = shared_library("other_malloc.c");
     let library = &shim().library;
     let hello = program("hello.c");
-    let before = run(preloaded(&hello).env(
-        "LD_PRELOAD",
-        format!("{}:{}", other.display(), library.display()),
-    ));
+    let before = run(preloaded(&hello).env("LD_PRELOAD", format!("{}:{}", other.display(), library.display())));
     before.assert_ok();
-    let expected = format!(
-        "malloc interposed: no (another allocator earlier in LD_PRELOAD: {});",
-        other.display()
-    );
-    assert!(
-        before.stderr.contains(&expected),
-        "expected `{expected}`\n{}",
-        before.describe()
-    );
-    let after = run(preloaded(&hello).env(
-        "LD_PRELOAD",
-        format!("{}:{}", library.display(), other.display()),
-    ));
+    let expected = format!("malloc interposed: no (another allocator earlier in LD_PRELOAD: {});", other.display());
+    assert!(before.stderr.contains(&expected), "expected `{expected}`\n{}", before.describe());
+    let after = run(preloaded(&hello).env("LD_PRELOAD", format!("{}:{}", library.display(), other.display())));
     after.assert_on_strata().assert_ok();
 }
 
@@ -346,11 +283,7 @@ fn cxx_new_and_delete_land_in_strata() {
 #[test]
 fn glibc_tuning_and_reporting_functions_answer() {
     let run = run_checked("extras.c", &[]);
-    assert!(
-        run.stderr.contains("strata statistics"),
-        "malloc_stats printed no table\n{}",
-        run.describe()
-    );
+    assert!(run.stderr.contains("strata statistics"), "malloc_stats printed no table\n{}", run.describe());
 }
 
 #[test]
@@ -358,22 +291,14 @@ fn strata_stats_prints_the_table_at_exit_even_after_stderr_closed() {
     let run = run(preloaded(&program("stats_live.c")).env("STRATA_STATS", "1"));
     run.assert_on_strata();
     assert!(run.status.success(), "{}", run.describe());
-    assert!(
-        run.stderr.contains("strata statistics"),
-        "no statistics table\n{}",
-        run.describe()
-    );
+    assert!(run.stderr.contains("strata statistics"), "no statistics table\n{}", run.describe());
     let bytes_live: usize = run
         .stderr
         .lines()
         .find_map(|line| line.trim().strip_prefix("bytes live"))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no `bytes live` line\n{}", run.describe()));
-    assert!(
-        bytes_live >= 1000 * 3072,
-        "bytes live {bytes_live}\n{}",
-        run.describe()
-    );
+    assert!(bytes_live >= 1000 * 3072, "bytes live {bytes_live}\n{}", run.describe());
     let class_3072_objects: usize = run
         .stderr
         .lines()
@@ -381,11 +306,7 @@ fn strata_stats_prints_the_table_at_exit_even_after_stderr_closed() {
         .find(|fields| fields.len() == 4 && fields[0] == "3072")
         .and_then(|fields| fields[3].parse().ok())
         .unwrap_or_else(|| panic!("no row for class 3072\n{}", run.describe()));
-    assert!(
-        class_3072_objects >= 1000,
-        "class 3072 holds {class_3072_objects} objects\n{}",
-        run.describe()
-    );
+    assert!(class_3072_objects >= 1000, "class 3072 holds {class_3072_objects} objects\n{}", run.describe());
 }
 
 #[test]
@@ -394,31 +315,17 @@ fn no_strata_output_without_the_variables() {
     clear_strata_env(&mut command);
     let run = run(command.env("LD_PRELOAD", &shim().library));
     assert!(run.status.success(), "{}", run.describe());
-    assert_eq!(
-        run.stderr,
-        "",
-        "the shim printed without being asked\n{}",
-        run.describe()
-    );
+    assert_eq!(run.stderr, "", "the shim printed without being asked\n{}", run.describe());
     assert_eq!(run.stdout, "done\n", "{}", run.describe());
 }
 
 #[test]
 fn strata_verbose_reports_the_settings() {
-    let run = run(preloaded(&program("hello.c"))
-        .env("STRATA_PURGE_DELAY_MS", "1234")
-        .env("STRATA_STATS", "0"));
+    let run = run(preloaded(&program("hello.c")).env("STRATA_PURGE_DELAY_MS", "1234").env("STRATA_STATS", "0"));
     run.assert_on_strata().assert_ok();
-    let banner = run
-        .stderr
-        .lines()
-        .find(|line| line.contains(INTERPOSED))
-        .unwrap();
+    let banner = run.stderr.lines().find(|line| line.contains(INTERPOSED)).unwrap();
     assert!(banner.starts_with("strata: "), "{banner}");
-    assert!(
-        banner.contains(&shim().library.display().to_string()),
-        "{banner}"
-    );
+    assert!(banner.contains(&shim().library.display().to_string()), "{banner}");
     assert!(banner.contains("purge delay 1234 ms"), "{banner}");
     assert!(banner.contains("stats at exit: off"), "{banner}");
 }
@@ -428,17 +335,11 @@ fn a_bad_purge_delay_is_reported_and_ignored() {
     let run = run(preloaded(&program("hello.c")).env("STRATA_PURGE_DELAY_MS", "soon"));
     run.assert_on_strata().assert_ok();
     assert!(
-        run.stderr.contains(
-            "strata: ignoring STRATA_PURGE_DELAY_MS=soon: expected a whole number of milliseconds"
-        ),
+        run.stderr.contains("strata: ignoring STRATA_PURGE_DELAY_MS=soon: expected a whole number of milliseconds"),
         "{}",
         run.describe()
     );
-    assert!(
-        run.stderr.contains("purge delay 250 ms"),
-        "{}",
-        run.describe()
-    );
+    assert!(run.stderr.contains("purge delay 250 ms"), "{}", run.describe());
 }
 
 /// The warning a boolean variable with a value that is neither on nor off
@@ -455,22 +356,9 @@ fn a_bad_strata_stats_value_is_reported_and_taken_as_off() {
     for value in ["2", "maybe", " 1", "1 "] {
         let run = run(preloaded(&program("hello.c")).env("STRATA_STATS", value));
         run.assert_on_strata().assert_ok();
-        assert_eq!(
-            run.stderr_without_banner(),
-            [flag_warning("STRATA_STATS", value)],
-            "{}",
-            run.describe()
-        );
-        assert!(
-            run.stderr.contains("stats at exit: off"),
-            "{}",
-            run.describe()
-        );
-        assert!(
-            !run.stderr.contains("strata statistics"),
-            "{}",
-            run.describe()
-        );
+        assert_eq!(run.stderr_without_banner(), [flag_warning("STRATA_STATS", value)], "{}", run.describe());
+        assert!(run.stderr.contains("stats at exit: off"), "{}", run.describe());
+        assert!(!run.stderr.contains("strata statistics"), "{}", run.describe());
     }
 }
 
@@ -479,12 +367,7 @@ fn a_bad_strata_verbose_value_is_reported_and_taken_as_off() {
     for value in ["2", "maybe", " 1"] {
         let run = run(preloaded(&program("hello.c")).env("STRATA_VERBOSE", value));
         run.assert_ok();
-        assert_eq!(
-            run.stderr.lines().collect::<Vec<_>>(),
-            [flag_warning("STRATA_VERBOSE", value)],
-            "{}",
-            run.describe()
-        );
+        assert_eq!(run.stderr.lines().collect::<Vec<_>>(), [flag_warning("STRATA_VERBOSE", value)], "{}", run.describe());
     }
 }
 
@@ -493,54 +376,28 @@ fn off_values_of_the_flags_are_accepted_silently() {
     for value in ["0", "no", "FALSE", "off", ""] {
         let stats = run(preloaded(&program("hello.c")).env("STRATA_STATS", value));
         stats.assert_on_strata().assert_ok();
-        assert!(
-            stats.stderr_without_banner().is_empty(),
-            "STRATA_STATS={value:?}\n{}",
-            stats.describe()
-        );
+        assert!(stats.stderr_without_banner().is_empty(), "STRATA_STATS={value:?}\n{}", stats.describe());
         let verbose = run(preloaded(&program("hello.c")).env("STRATA_VERBOSE", value));
         verbose.assert_ok();
-        assert_eq!(
-            verbose.stderr,
-            "",
-            "STRATA_VERBOSE={value:?}\n{}",
-            verbose.describe()
-        );
+        assert_eq!(verbose.stderr, "", "STRATA_VERBOSE={value:?}\n{}", verbose.describe());
     }
 }
 
 #[test]
 fn a_too_large_purge_delay_is_reported_with_the_maximum() {
-    for value in [
-        "18446744073709551615",
-        "99999999999999999999999",
-        "1000000000001",
-    ] {
+    for value in ["18446744073709551615", "99999999999999999999999", "1000000000001"] {
         let run = run(preloaded(&program("hello.c")).env("STRATA_PURGE_DELAY_MS", value));
         run.assert_on_strata().assert_ok();
         let expected = format!(
             "strata: ignoring STRATA_PURGE_DELAY_MS={value}: too large: the maximum is 1000000000000 ms (about 31 years)"
         );
-        assert_eq!(
-            run.stderr_without_banner(),
-            [expected],
-            "{}",
-            run.describe()
-        );
-        assert!(
-            run.stderr.contains("purge delay 250 ms"),
-            "{}",
-            run.describe()
-        );
+        assert_eq!(run.stderr_without_banner(), [expected], "{}", run.describe());
+        assert!(run.stderr.contains("purge delay 250 ms"), "{}", run.describe());
     }
     let run = run(preloaded(&program("hello.c")).env("STRATA_PURGE_DELAY_MS", "1000000000000"));
     run.assert_on_strata().assert_ok();
     assert!(run.stderr_without_banner().is_empty(), "{}", run.describe());
-    assert!(
-        run.stderr.contains("purge delay 1000000000000 ms"),
-        "{}",
-        run.describe()
-    );
+    assert!(run.stderr.contains("purge delay 1000000000000 ms"), "{}", run.describe());
 }
 
 /// Release builds ship without debug info (4.7 MB of the library's 5), but
@@ -551,20 +408,9 @@ fn release_builds_ship_without_debug_info() {
     let shim = shim();
     for artifact in [&shim.library, &shim.launcher] {
         let sections = elf_section_names(artifact);
-        let debug: Vec<_> = sections
-            .iter()
-            .filter(|name| name.starts_with(".debug_"))
-            .collect();
-        assert!(
-            debug.is_empty(),
-            "{} has debug sections {debug:?}",
-            artifact.display()
-        );
-        assert!(
-            sections.iter().any(|name| name == ".symtab"),
-            "{} has no symbol table",
-            artifact.display()
-        );
+        let debug: Vec<_> = sections.iter().filter(|name| name.starts_with(".debug_")).collect();
+        assert!(debug.is_empty(), "{} has debug sections {debug:?}", artifact.display());
+        assert!(sections.iter().any(|name| name == ".symtab"), "{} has no symbol table", artifact.display());
     }
     let size = std::fs::metadata(&shim.library).unwrap().len();
     assert!(size < 1 << 20, "{} is {size} bytes", shim.library.display());
@@ -572,8 +418,7 @@ fn release_builds_ship_without_debug_info() {
 
 #[test]
 fn launcher_prints_its_version() {
-    let manifest =
-        std::fs::read_to_string(workspace_dir().join("userspace-shim/Cargo.toml")).unwrap();
+    let manifest = std::fs::read_to_string(workspace_dir().join("userspace-shim/Cargo.toml")).unwrap();
     let version = manifest
         .lines()
         .find_map(|line| line.strip_prefix("version = \""))
@@ -582,12 +427,7 @@ fn launcher_prints_its_version() {
     for flag in ["--version", "-V"] {
         let run = run(Command::new(&shim().launcher).arg(flag));
         assert!(run.status.success(), "{}", run.describe());
-        assert_eq!(
-            run.stdout,
-            format!("strata {version}\n"),
-            "{}",
-            run.describe()
-        );
+        assert_eq!(run.stdout, format!("strata {version}\n"), "{}", run.describe());
     }
 }
 
@@ -597,18 +437,9 @@ fn launcher_runs_a_command_on_strata() {
     let mut command = Command::new(&shim.launcher);
     clear_strata_env(&mut command);
     let hello = program("hello.c");
-    let run = run(command
-        .arg("run")
-        .arg("--")
-        .arg(&hello)
-        .env("STRATA_VERBOSE", "1"));
+    let run = run(command.arg("run").arg("--").arg(&hello).env("STRATA_VERBOSE", "1"));
     run.assert_on_strata().assert_ok();
-    assert!(
-        run.stdout
-            .contains(&format!("LD_PRELOAD={}\n", shim.library.display())),
-        "{}",
-        run.describe()
-    );
+    assert!(run.stdout.contains(&format!("LD_PRELOAD={}\n", shim.library.display())), "{}", run.describe());
 }
 
 #[test]
@@ -623,15 +454,8 @@ fn launcher_appends_to_an_existing_preload() {
         .env("LD_PRELOAD", "/nonexistent/libother.so")
         .env("STRATA_VERBOSE", "1"));
     run.assert_on_strata().assert_ok();
-    let expected = format!(
-        "LD_PRELOAD=/nonexistent/libother.so:{}\n",
-        shim.library.display()
-    );
-    assert!(
-        run.stdout.contains(&expected),
-        "expected {expected}\n{}",
-        run.describe()
-    );
+    let expected = format!("LD_PRELOAD=/nonexistent/libother.so:{}\n", shim.library.display());
+    assert!(run.stdout.contains(&expected), "expected {expected}\n{}", run.describe());
 }
 
 #[test]
@@ -641,37 +465,16 @@ fn launcher_explains_bad_usage() {
         (&[], 2, "strata: missing subcommand"),
         (&["run", "--"], 2, "strata: `run` needs a command to run"),
         (&["launch", "ls"], 2, "strata: unknown subcommand `launch`"),
-        (
-            &["run", "--", "/nonexistent/program"],
-            127,
-            "strata: cannot run `/nonexistent/program`",
-        ),
+        (&["run", "--", "/nonexistent/program"], 127, "strata: cannot run `/nonexistent/program`"),
     ];
     for (args, code, message) in cases {
         let run = run(Command::new(launcher).args(args));
-        assert_eq!(
-            run.status.code(),
-            Some(code),
-            "strata {args:?}\n{}",
-            run.describe()
-        );
-        assert!(
-            run.stderr.starts_with(message),
-            "strata {args:?}: expected `{message}`\n{}",
-            run.describe()
-        );
+        assert_eq!(run.status.code(), Some(code), "strata {args:?}\n{}", run.describe());
+        assert!(run.stderr.starts_with(message), "strata {args:?}: expected `{message}`\n{}", run.describe());
         if code == 2 {
-            assert!(
-                run.stderr.contains("usage: strata run"),
-                "strata {args:?}: no usage\n{}",
-                run.describe()
-            );
+            assert!(run.stderr.contains("usage: strata run"), "strata {args:?}: no usage\n{}", run.describe());
         }
     }
     let help = run(Command::new(launcher).arg("help"));
-    assert!(
-        help.status.success() && help.stdout.starts_with("usage: strata run"),
-        "{}",
-        help.describe()
-    );
+    assert!(help.status.success() && help.stdout.starts_with("usage: strata run"), "{}", help.describe());
 }

@@ -208,11 +208,7 @@ unsafe fn reallocate(ptr: *mut c_void, size: size_t) -> *mut c_void {
 /// # Safety
 /// As for [`realloc`].
 #[no_mangle]
-pub unsafe extern "C" fn reallocarray(
-    ptr: *mut c_void,
-    count: size_t,
-    size: size_t,
-) -> *mut c_void {
+pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, count: size_t, size: size_t) -> *mut c_void {
     match count.checked_mul(size) {
         // SAFETY: forwarded.
         Some(total) => unsafe { reallocate(ptr, total) },
@@ -227,11 +223,7 @@ pub unsafe extern "C" fn reallocarray(
 /// # Safety
 /// `out` must be valid for a pointer write.
 #[no_mangle]
-pub unsafe extern "C" fn posix_memalign(
-    out: *mut *mut c_void,
-    align: size_t,
-    size: size_t,
-) -> c_int {
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: size_t, size: size_t) -> c_int {
     // A power of two is a multiple of the (power-of-two) pointer size exactly
     // when it is at least that size.
     if !align.is_power_of_two() || align < core::mem::size_of::<*mut c_void>() {
@@ -369,10 +361,7 @@ pub unsafe extern "C" fn mallinfo2() -> libc::mallinfo2 {
         ordblks: stats.slices_clean + stats.slices_dirty + stats.slices_purged,
         smblks: 0,
         hblks: stats.huge_allocations,
-        hblkhd: stats
-            .bytes_mapped
-            .saturating_sub(slab_bytes)
-            .saturating_sub(stats.huge_cached_bytes),
+        hblkhd: stats.bytes_mapped.saturating_sub(slab_bytes).saturating_sub(stats.huge_cached_bytes),
         usmblks: 0,
         fsmblks: 0,
         uordblks: stats.bytes_live,
@@ -490,11 +479,7 @@ pub unsafe extern "C" fn __libc_pvalloc(size: size_t) -> *mut c_void {
 /// # Safety
 /// `out` is null or valid for writing `count` pointers.
 #[no_mangle]
-pub unsafe extern "C" fn strata_alloc_bulk(
-    size: size_t,
-    count: size_t,
-    out: *mut *mut c_void,
-) -> size_t {
+pub unsafe extern "C" fn strata_alloc_bulk(size: size_t, count: size_t, out: *mut *mut c_void) -> size_t {
     if count == 0 {
         return 0;
     }

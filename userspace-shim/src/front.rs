@@ -74,9 +74,7 @@
 
 use core::alloc::Layout;
 use core::ptr;
-use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
-};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use strata_core::source::MmapSource;
 use strata_core::{Domain, FreeError, Heap, PageSource, SpinLock, Stats};
@@ -125,8 +123,7 @@ const LIMBO_ENTRIES: usize = 64;
 /// Heaps kept for another round of thread-exit destructors (see the module
 /// docs): null, [`CLAIMED`] while a thread works on the entry, or a heap,
 /// whose thread's id is in [`LIMBO_TID`].
-static LIMBO: [AtomicPtr<Heap>; LIMBO_ENTRIES] =
-    [const { AtomicPtr::new(ptr::null_mut()) }; LIMBO_ENTRIES];
+static LIMBO: [AtomicPtr<Heap>; LIMBO_ENTRIES] = [const { AtomicPtr::new(ptr::null_mut()) }; LIMBO_ENTRIES];
 
 /// The thread of each heap in [`LIMBO`], written before the heap.
 static LIMBO_TID: [AtomicI32; LIMBO_ENTRIES] = [const { AtomicI32::new(0) }; LIMBO_ENTRIES];
@@ -238,7 +235,7 @@ unsafe fn tidy(slot: *mut ThreadSlot) {
         if (*slot).purge_waiting {
             // Look again after TIDY_SOON more frees rather than TIDY_EVERY:
             // the free counter is moved to just short of the next multiple.
-            (*slot).frees = ((*slot).frees | (TIDY_EVERY - 1)) - TIDY_SOON;
+            (*slot).frees = ((*slot).frees | (TIDY_EVERY - 1)) - (TIDY_SOON - 1);
         }
     }
 }
@@ -318,15 +315,9 @@ unsafe fn free_bulk_slow(blocks: &[*mut u8]) -> Result<(), FreeError> {
 
 /// Calls `free` on each run of non-null entries of `blocks`, every one of
 /// them, and returns the first error.
-fn each_run(
-    blocks: &[*mut u8],
-    mut free: impl FnMut(&[*mut u8]) -> Result<(), FreeError>,
-) -> Result<(), FreeError> {
+fn each_run(blocks: &[*mut u8], mut free: impl FnMut(&[*mut u8]) -> Result<(), FreeError>) -> Result<(), FreeError> {
     let mut first = Ok(());
-    for run in blocks
-        .split(|block| block.is_null())
-        .filter(|run| !run.is_empty())
-    {
+    for run in blocks.split(|block| block.is_null()).filter(|run| !run.is_empty()) {
         let result = free(run);
         first = first.and(result);
     }
@@ -476,9 +467,7 @@ extern "C" fn thread_exit(value: *mut libc::c_void) {
     unsafe {
         if (*slot).heap == heap {
             (*slot).exit_calls += 1;
-            if (*slot).exit_calls < EXIT_ROUNDS.load(Ordering::Relaxed)
-                && keep_for_next_round(slot, heap)
-            {
+            if (*slot).exit_calls < EXIT_ROUNDS.load(Ordering::Relaxed) && keep_for_next_round(slot, heap) {
                 return;
             }
             (*slot).set(SlotState::Gone, ptr::null_mut());
@@ -519,15 +508,7 @@ fn limbo_enter(heap: *mut Heap) -> Option<usize> {
     let tid = unsafe { libc::gettid() };
     for attempt in 0..2 {
         for (index, entry) in LIMBO.iter().enumerate() {
-            if entry
-                .compare_exchange(
-                    ptr::null_mut(),
-                    CLAIMED,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
+            if entry.compare_exchange(ptr::null_mut(), CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 LIMBO_TID[index].store(tid, Ordering::Relaxed);
                 entry.store(heap, Ordering::Release);
                 return Some(index);
@@ -543,12 +524,7 @@ fn limbo_enter(heap: *mut Heap) -> Option<usize> {
 /// Takes `heap`, of the calling thread, out of [`LIMBO`] entry `index`.
 fn limbo_leave(index: usize, heap: *mut Heap) {
     loop {
-        match LIMBO[index].compare_exchange(
-            heap,
-            ptr::null_mut(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
+        match LIMBO[index].compare_exchange(heap, ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return,
             // A thread is examining the entry, or filling it in after a fork
             // cleared it; it is done in a few instructions.
@@ -569,10 +545,7 @@ fn reap_orphans() {
         if heap.is_null() || heap == CLAIMED {
             continue;
         }
-        if entry
-            .compare_exchange(heap, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        if entry.compare_exchange(heap, CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_err() {
             continue;
         }
         let tid = LIMBO_TID[index].load(Ordering::Relaxed);
@@ -646,10 +619,7 @@ fn process_init() -> bool {
     // PTHREAD_DESTRUCTOR_ITERATIONS; anything unexpected means no extra
     // rounds, the behaviour of a single-round C library.
     let rounds = unsafe { libc::sysconf(libc::_SC_THREAD_DESTRUCTOR_ITERATIONS) };
-    EXIT_ROUNDS.store(
-        usize::try_from(rounds).map_or(1, |rounds| rounds.clamp(1, 16)),
-        Ordering::Relaxed,
-    );
+    EXIT_ROUNDS.store(usize::try_from(rounds).map_or(1, |rounds| rounds.clamp(1, 16)), Ordering::Relaxed);
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is a valid out-pointer; `thread_exit` is a valid
     // destructor. Neither call holds a lock of ours, so allocations they make

@@ -96,11 +96,7 @@ fn environ() -> *const *const c_char {
 /// # Safety
 /// `envp` is null or a null-terminated array of pointers to C strings.
 unsafe fn read_config(envp: *const *const c_char) -> Config {
-    let mut config = Config {
-        stats: false,
-        verbose: false,
-        purge_delay_ms: None,
-    };
+    let mut config = Config { stats: false, verbose: false, purge_delay_ms: None };
     if envp.is_null() {
         return config;
     }
@@ -140,11 +136,7 @@ fn flag(name: &str, value: &[u8]) -> bool {
     } else if value.is_empty() || is(&[b"0", b"no", b"false", b"off"]) {
         false
     } else {
-        warn(
-            name,
-            value,
-            "expected 1, yes, true or on to turn it on, or 0, no, false or off; taken as off",
-        );
+        warn(name, value, "expected 1, yes, true or on to turn it on, or 0, no, false or off; taken as off");
         false
     }
 }
@@ -157,17 +149,12 @@ fn milliseconds(value: &[u8]) -> Option<u64> {
         warn(NAME, value, "expected a whole number of milliseconds");
         return None;
     }
-    let parsed = value.iter().try_fold(0u64, |n, &digit| {
-        n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-    });
+    let parsed = value.iter().try_fold(0u64, |n, &digit| n.checked_mul(10)?.checked_add(u64::from(digit - b'0')));
     match parsed {
         Some(delay) if delay <= MAX_PURGE_DELAY_MS => Some(delay),
         _ => {
             warn_with(NAME, value, |out| {
-                write!(
-                    out,
-                    "too large: the maximum is {MAX_PURGE_DELAY_MS} ms (about 31 years)"
-                )
+                write!(out, "too large: the maximum is {MAX_PURGE_DELAY_MS} ms (about 31 years)")
             });
             None
         }
@@ -229,8 +216,6 @@ fn path(here: usize) -> &'static str {
         if libc::dladdr(here as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
             return "libstrata.so";
         }
-        CStr::from_ptr(info.dli_fname)
-            .to_str()
-            .unwrap_or("libstrata.so")
+        CStr::from_ptr(info.dli_fname).to_str().unwrap_or("libstrata.so")
     }
 }

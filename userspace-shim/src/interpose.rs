@@ -41,9 +41,9 @@ impl fmt::Display for Interposition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Ours => f.write_str("yes"),
-            Self::Dlopened => f.write_str(
-                "no (loaded with dlopen: only callers that look symbols up here use Strata)",
-            ),
+            Self::Dlopened => {
+                f.write_str("no (loaded with dlopen: only callers that look symbols up here use Strata)")
+            }
             Self::Program => f.write_str("no (the program defines its own malloc)"),
             Self::Earlier(path) => {
                 f.write_str("no (another allocator earlier in LD_PRELOAD: ")?;
@@ -58,14 +58,7 @@ impl fmt::Display for Interposition {
 /// Finds who serves `malloc` for the main program. `here` is any address
 /// inside this library.
 pub fn interposition(here: usize) -> Interposition {
-    let mut scan = Scan {
-        here,
-        index: 0,
-        ours: None,
-        libc: None,
-        first: None,
-        first_path: c"",
-    };
+    let mut scan = Scan { here, index: 0, ours: None, libc: None, first: None, first_path: c"" };
     // SAFETY: the callback only reads the loader's tables and `scan`, which
     // outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(visit), (&mut scan as *mut Scan).cast()) };
@@ -95,11 +88,7 @@ struct Scan {
     first_path: &'static CStr,
 }
 
-unsafe extern "C" fn visit(
-    info: *mut libc::dl_phdr_info,
-    _size: libc::size_t,
-    data: *mut c_void,
-) -> c_int {
+unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut c_void) -> c_int {
     // SAFETY: `data` is the `Scan` passed to `dl_iterate_phdr`, and `info`
     // describes a loaded object for the duration of the call.
     let (scan, info) = unsafe { (&mut *data.cast::<Scan>(), &*info) };
@@ -167,18 +156,14 @@ impl<'a> Object<'a> {
             // SAFETY: the loader's program headers for this object.
             unsafe { core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
         };
-        Self {
-            base: info.dlpi_addr as usize,
-            segments,
-        }
+        Self { base: info.dlpi_addr as usize, segments }
     }
 
     /// Whether `address` lies in one of the object's loaded segments.
     fn contains(&self, address: usize) -> bool {
         self.segments.iter().any(|segment| {
             let start = self.base.wrapping_add(segment.p_vaddr as usize);
-            segment.p_type == libc::PT_LOAD
-                && (start..start.wrapping_add(segment.p_memsz as usize)).contains(&address)
+            segment.p_type == libc::PT_LOAD && (start..start.wrapping_add(segment.p_memsz as usize)).contains(&address)
         })
     }
 
@@ -198,11 +183,7 @@ impl<'a> Object<'a> {
     /// # Safety
     /// The object is loaded.
     unsafe fn defines(&self, name: &[u8]) -> bool {
-        let Some(dynamic) = self
-            .segments
-            .iter()
-            .find(|segment| segment.p_type == libc::PT_DYNAMIC)
-        else {
+        let Some(dynamic) = self.segments.iter().find(|segment| segment.p_type == libc::PT_DYNAMIC) else {
             return false;
         };
         let (mut symtab, mut strtab, mut gnu_hash, mut hash) = (0, 0, 0, 0);
@@ -224,10 +205,7 @@ impl<'a> Object<'a> {
         if symtab == 0 || strtab == 0 {
             return false;
         }
-        let tables = Tables {
-            symtab: symtab as *const Sym,
-            strtab: strtab as *const c_char,
-        };
+        let tables = Tables { symtab: symtab as *const Sym, strtab: strtab as *const c_char };
         // SAFETY: the tables the object's dynamic section points to.
         unsafe {
             if gnu_hash != 0 {
@@ -257,10 +235,7 @@ impl Tables {
         // table.
         let (symbol, symbol_name) = unsafe {
             let symbol = &*self.symtab.add(index);
-            (
-                symbol,
-                CStr::from_ptr(self.strtab.add(symbol.st_name as usize)),
-            )
+            (symbol, CStr::from_ptr(self.strtab.add(symbol.st_name as usize)))
         };
         let kind = symbol.st_info & 0xf;
         let binding = symbol.st_info >> 4;
@@ -279,9 +254,7 @@ impl Tables {
     /// # Safety
     /// `table` is the object's GNU hash table, for these symbol tables.
     unsafe fn gnu_lookup(&self, table: *const u32, name: &[u8]) -> bool {
-        let hash = name.iter().fold(5381u32, |h, &c| {
-            h.wrapping_mul(33).wrapping_add(u32::from(c))
-        });
+        let hash = name.iter().fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(u32::from(c)));
         // SAFETY: the table's layout: four header words, the Bloom filter
         // (`bloom_size` native words), the buckets, then the hash chains.
         unsafe {

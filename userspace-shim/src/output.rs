@@ -23,11 +23,7 @@ impl Output {
 
     /// A writer to `fd`.
     pub const fn to_fd(fd: i32) -> Self {
-        Self {
-            fd,
-            buffer: [0; 512],
-            len: 0,
-        }
+        Self { fd, buffer: [0; 512], len: 0 }
     }
 
     /// Writes out what is buffered.
@@ -77,10 +73,7 @@ impl Drop for Output {
 pub fn misuse(operation: &str, error: FreeError) -> ! {
     {
         let mut out = Output::stderr();
-        let _ = fmt::Write::write_fmt(
-            &mut out,
-            format_args!("strata: {operation}: {error}; aborting\n"),
-        );
+        let _ = fmt::Write::write_fmt(&mut out, format_args!("strata: {operation}: {error}; aborting\n"));
     }
     // SAFETY: abort has no preconditions.
     unsafe { libc::abort() }

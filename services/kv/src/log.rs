@@ -104,8 +104,7 @@ impl Log {
         st.next_seq += 1;
         let check = fnv(rec.sum, &seq.to_le_bytes());
         let was_empty = st.pending.is_empty();
-        st.pending
-            .extend_from_slice(&(rec.payload.len() as u32).to_le_bytes());
+        st.pending.extend_from_slice(&(rec.payload.len() as u32).to_le_bytes());
         st.pending.extend_from_slice(&check.to_le_bytes());
         st.pending.extend_from_slice(&seq.to_le_bytes());
         st.pending.extend_from_slice(&rec.payload);
@@ -138,12 +137,7 @@ impl Log {
     /// Asks for a compaction and waits for one to finish.
     pub fn compact_now(&self) {
         let before = self.compactions.load(Ordering::Acquire);
-        let target = before
-            + if self.compacting.load(Ordering::Acquire) {
-                2
-            } else {
-                1
-            };
+        let target = before + if self.compacting.load(Ordering::Acquire) { 2 } else { 1 };
         self.state.lock().unwrap().compact_requested = true;
         self.work.notify_one();
         while self.compactions.load(Ordering::Acquire) < target {
@@ -209,10 +203,7 @@ fn load_snapshot(path: &Path, shards: &mut [Shard], floor: &mut [u64; SHARDS]) -
     let mut magic = [0; 8];
     r.read_exact(&mut magic)?;
     if &magic != SNAP_MAGIC {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad snapshot magic",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad snapshot magic"));
     }
     for (i, shard) in shards.iter_mut().enumerate() {
         floor[i] = read_u64(&mut r)?;
@@ -236,10 +227,7 @@ fn load_snapshot(path: &Path, shards: &mut [Shard], floor: &mut [u64; SHARDS]) -
     }
     r.read_exact(&mut magic)?;
     if &magic != SNAP_END {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad snapshot end",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad snapshot end"));
     }
     Ok(())
 }
@@ -271,19 +259,13 @@ fn replay_segment(path: &Path, shards: &mut [Shard], floor: &[u64; SHARDS]) -> i
         if fnv(fnv(FNV_INIT, &payload), &seq.to_le_bytes()) != check {
             break;
         }
-        let Some((op, args)) = decode(&payload) else {
-            break;
-        };
+        let Some((op, args)) = decode(&payload) else { break };
         apply_record(shards, op, &args, seq, floor);
         max_seq = max_seq.max(seq);
         pos += 16 + len as u64;
     }
     if pos < size {
-        eprintln!(
-            "strata-kv: {}: dropping a torn tail of {} bytes",
-            path.display(),
-            size - pos
-        );
+        eprintln!("strata-kv: {}: dropping a torn tail of {} bytes", path.display(), size - pos);
         file.set_len(pos)?;
         file.sync_all()?;
     }
@@ -315,8 +297,7 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
     let mut snap_bytes = 0;
     if let Some(&k) = snaps.last() {
         let p = snap_path(dir, k);
-        load_snapshot(&p, &mut shards, &mut floor)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        load_snapshot(&p, &mut shards, &mut floor).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
         snap_bytes = fs::metadata(&p)?.len();
     }
     let mut max_seq = floor.iter().copied().max().unwrap_or(0);
@@ -336,13 +317,7 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
         }
     }
     let seg_id = segs.last().copied().unwrap_or(0).max(base) + 1;
-    Ok(Recovered {
-        shards,
-        next_seq: max_seq.max(floor.iter().copied().max().unwrap_or(0)) + 1,
-        seg_id,
-        active_bytes,
-        snap_bytes,
-    })
+    Ok(Recovered { shards, next_seq: max_seq.max(floor.iter().copied().max().unwrap_or(0)) + 1, seg_id, active_bytes, snap_bytes })
 }
 
 /// Builds the log from what recovery found, and returns the shards.
@@ -369,94 +344,74 @@ pub fn new_log(rec: &Recovered, compact_bytes: u64, defrag: bool) -> Log {
 /// Starts the log writer and the compactor. `seg_id` comes from recovery.
 pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn()) -> io::Result<()> {
     let mut seg_id = rec_seg_id;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(seg_path(&dir, seg_id))?;
+    let mut file = OpenOptions::new().create(true).append(true).open(seg_path(&dir, seg_id))?;
     sync_dir(&dir)?;
     let (tx, rx) = mpsc::channel::<u64>();
     {
         let db = db.clone();
         let dir = dir.clone();
-        std::thread::Builder::new()
-            .name("kv-compact".into())
-            .spawn(move || {
-                for id in rx {
-                    if let Err(e) = compact(&db, &dir, id, after_compact) {
-                        die("compaction", e);
-                    }
-                }
-            })?;
-    }
-    std::thread::Builder::new()
-        .name("kv-log".into())
-        .spawn(move || {
-            let log = &db.log;
-            let mut batch = Vec::new();
-            loop {
-                let (last, rotate) = {
-                    let mut st = log.state.lock().unwrap();
-                    while st.pending.is_empty()
-                        && (!st.compact_requested || log.compacting.load(Ordering::Acquire))
-                    {
-                        st = if st.compact_requested {
-                            log.work
-                                .wait_timeout(st, std::time::Duration::from_millis(10))
-                                .unwrap()
-                                .0
-                        } else {
-                            log.work.wait(st).unwrap()
-                        };
-                    }
-                    std::mem::swap(&mut st.pending, &mut batch);
-                    let rotate = st.compact_requested && !log.compacting.load(Ordering::Acquire);
-                    if rotate {
-                        st.compact_requested = false;
-                    }
-                    (st.next_seq - 1, rotate)
-                };
-                if !batch.is_empty() {
-                    if let Err(e) = file.write_all(&batch).and_then(|_| file.sync_data()) {
-                        die("log write", e);
-                    }
-                    log.active_bytes
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    log.batches.fetch_add(1, Ordering::Relaxed);
-                    batch.clear();
-                    if batch.capacity() > 1 << 20 {
-                        batch = Vec::new();
-                    }
-                }
-                {
-                    let mut st = log.state.lock().unwrap();
-                    st.durable_seq = last;
-                }
-                log.done.notify_all();
-                let threshold = log
-                    .compact_bytes
-                    .max(log.snap_bytes.load(Ordering::Relaxed));
-                let due = log.active_bytes.load(Ordering::Relaxed) > threshold
-                    && !log.compacting.load(Ordering::Acquire);
-                if rotate || due {
-                    // Everything up to `last` is in segments below the new one.
-                    seg_id += 1;
-                    file = match OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(seg_path(&dir, seg_id))
-                    {
-                        Ok(f) => f,
-                        Err(e) => die("new segment", e),
-                    };
-                    if let Err(e) = sync_dir(&dir) {
-                        die("new segment", e);
-                    }
-                    log.active_bytes.store(0, Ordering::Relaxed);
-                    log.compacting.store(true, Ordering::Release);
-                    let _ = tx.send(seg_id);
+        std::thread::Builder::new().name("kv-compact".into()).spawn(move || {
+            for id in rx {
+                if let Err(e) = compact(&db, &dir, id, after_compact) {
+                    die("compaction", e);
                 }
             }
         })?;
+    }
+    std::thread::Builder::new().name("kv-log".into()).spawn(move || {
+        let log = &db.log;
+        let mut batch = Vec::new();
+        loop {
+            let (last, rotate) = {
+                let mut st = log.state.lock().unwrap();
+                while st.pending.is_empty() && (!st.compact_requested || log.compacting.load(Ordering::Acquire)) {
+                    st = if st.compact_requested {
+                        log.work.wait_timeout(st, std::time::Duration::from_millis(10)).unwrap().0
+                    } else {
+                        log.work.wait(st).unwrap()
+                    };
+                }
+                std::mem::swap(&mut st.pending, &mut batch);
+                let rotate = st.compact_requested && !log.compacting.load(Ordering::Acquire);
+                if rotate {
+                    st.compact_requested = false;
+                }
+                (st.next_seq - 1, rotate)
+            };
+            if !batch.is_empty() {
+                if let Err(e) = file.write_all(&batch).and_then(|_| file.sync_data()) {
+                    die("log write", e);
+                }
+                log.active_bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                log.batches.fetch_add(1, Ordering::Relaxed);
+                batch.clear();
+                if batch.capacity() > 1 << 20 {
+                    batch = Vec::new();
+                }
+            }
+            {
+                let mut st = log.state.lock().unwrap();
+                st.durable_seq = last;
+            }
+            log.done.notify_all();
+            let threshold = log.compact_bytes.max(log.snap_bytes.load(Ordering::Relaxed));
+            let due = log.active_bytes.load(Ordering::Relaxed) > threshold && !log.compacting.load(Ordering::Acquire);
+            if rotate || due {
+                // Everything up to `last` is in segments below the new one.
+                seg_id += 1;
+                file = match OpenOptions::new().create(true).append(true).open(seg_path(&dir, seg_id)) {
+                    Ok(f) => f,
+                    Err(e) => die("new segment", e),
+                };
+                if let Err(e) = sync_dir(&dir) {
+                    die("new segment", e);
+                }
+                log.active_bytes.store(0, Ordering::Relaxed);
+                log.compacting.store(true, Ordering::Release);
+                let _ = tx.send(seg_id);
+            }
+        }
+    })?;
     Ok(())
 }
 
@@ -529,9 +484,7 @@ fn compact(db: &Db, dir: &Path, id: u64, after_compact: fn()) -> io::Result<()> 
             for (k, v) in old {
                 let v = match v {
                     Value::Str(s) => Value::Str(s.as_slice().to_vec()),
-                    Value::List(l) => {
-                        Value::List(l.iter().map(|x| x.as_slice().to_vec()).collect())
-                    }
+                    Value::List(l) => Value::List(l.iter().map(|x| x.as_slice().to_vec()).collect()),
                 };
                 new.insert(k.as_slice().to_vec(), v);
             }

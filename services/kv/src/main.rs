@@ -114,26 +114,17 @@ fn main() {
     let mut defrag = true;
     let mut argv = std::env::args().skip(1);
     while let Some(a) = argv.next() {
-        let mut val = |what: &str| {
-            argv.next()
-                .unwrap_or_else(|| fail(format!("{what} needs a value (see --help)")))
-        };
+        let mut val = |what: &str| argv.next().unwrap_or_else(|| fail(format!("{what} needs a value (see --help)")));
         match a.as_str() {
             "--help" | "-h" => {
                 print!("{HELP}");
                 return;
             }
-            "--port" => {
-                port = val("--port")
-                    .parse()
-                    .unwrap_or_else(|_| fail("bad --port".into()))
-            }
+            "--port" => port = val("--port").parse().unwrap_or_else(|_| fail("bad --port".into())),
             "--no-defrag" => defrag = false,
             "--dir" => dir = PathBuf::from(val("--dir")),
             "--compact-bytes" => {
-                compact_bytes = val("--compact-bytes")
-                    .parse()
-                    .unwrap_or_else(|_| fail("bad --compact-bytes".into()))
+                compact_bytes = val("--compact-bytes").parse().unwrap_or_else(|_| fail("bad --compact-bytes".into()))
             }
             _ => fail(format!("unknown option {a} (see --help)")),
         }
@@ -141,10 +132,8 @@ fn main() {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         fail(format!("cannot open directory {}: {e}", dir.display()));
     }
-    let rec = log::recover(&dir)
-        .unwrap_or_else(|e| fail(format!("cannot recover from {}: {e}", dir.display())));
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .unwrap_or_else(|e| fail(format!("cannot bind 127.0.0.1:{port}: {e}")));
+    let rec = log::recover(&dir).unwrap_or_else(|e| fail(format!("cannot recover from {}: {e}", dir.display())));
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| fail(format!("cannot bind 127.0.0.1:{port}: {e}")));
     let seg_id = rec.seg_id();
     let log = log::new_log(&rec, compact_bytes, defrag);
     let shards = rec.shards;
@@ -159,19 +148,12 @@ fn main() {
         fail(format!("cannot open the log in {}: {e}", dir.display()));
     }
     let addr = listener.local_addr().unwrap();
-    println!(
-        "strata-kv: listening on {addr} (allocator {}, {} keys recovered)",
-        alloc_front::NAME,
-        db.dbsize()
-    );
+    println!("strata-kv: listening on {addr} (allocator {}, {} keys recovered)", alloc_front::NAME, db.dbsize());
     let _ = std::io::stdout().flush();
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let db = db.clone();
-        let _ = std::thread::Builder::new()
-            .name("kv-conn".into())
-            .stack_size(256 << 10)
-            .spawn(move || serve(&db, stream));
+        let _ = std::thread::Builder::new().name("kv-conn".into()).stack_size(256 << 10).spawn(move || serve(&db, stream));
     }
 }
 

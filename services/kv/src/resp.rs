@@ -30,11 +30,7 @@ fn line_end(buf: &[u8], from: usize) -> Result<Option<usize>, &'static str> {
             if i + 1 >= buf.len() {
                 return Ok(None);
             }
-            return if buf[i + 1] == b'\n' {
-                Ok(Some(i))
-            } else {
-                Err("Protocol error: expected CRLF")
-            };
+            return if buf[i + 1] == b'\n' { Ok(Some(i)) } else { Err("Protocol error: expected CRLF") };
         }
     }
     if buf.len() >= from + MAX_LINE {
@@ -48,11 +44,7 @@ fn parse_len(digits: &[u8], what: &'static str) -> Result<i64, &'static str> {
     if digits.is_empty() || digits.len() > 19 {
         return Err(what);
     }
-    let (neg, d) = if digits[0] == b'-' {
-        (true, &digits[1..])
-    } else {
-        (false, digits)
-    };
+    let (neg, d) = if digits[0] == b'-' { (true, &digits[1..]) } else { (false, digits) };
     if d.is_empty() {
         return Err(what);
     }
@@ -61,10 +53,7 @@ fn parse_len(digits: &[u8], what: &'static str) -> Result<i64, &'static str> {
         if !c.is_ascii_digit() {
             return Err(what);
         }
-        v = v
-            .checked_mul(10)
-            .and_then(|v| v.checked_add((c - b'0') as i64))
-            .ok_or(what)?;
+        v = v.checked_mul(10).and_then(|v| v.checked_add((c - b'0') as i64)).ok_or(what)?;
     }
     Ok(if neg { -v } else { v })
 }
@@ -95,9 +84,7 @@ fn parse_inner(buf: &[u8]) -> Result<Parsed, &'static str> {
     if buf[0] != b'*' {
         return Err("Protocol error: expected '*'");
     }
-    let Some(e) = line_end(buf, 1)? else {
-        return Ok(None);
-    };
+    let Some(e) = line_end(buf, 1)? else { return Ok(None) };
     let n = parse_len(&buf[1..e], "Protocol error: invalid multibulk length")?;
     if n < 0 || n as usize > MAX_ARGS {
         return Err("Protocol error: invalid multibulk length");
@@ -114,9 +101,7 @@ fn parse_inner(buf: &[u8]) -> Result<Parsed, &'static str> {
         if buf[pos] != b'$' {
             return Err("Protocol error: expected '$'");
         }
-        let Some(e) = line_end(buf, pos + 1)? else {
-            return Ok(None);
-        };
+        let Some(e) = line_end(buf, pos + 1)? else { return Ok(None) };
         let len = parse_len(&buf[pos + 1..e], "Protocol error: invalid bulk length")?;
         if len < 0 || len as usize > MAX_BULK {
             return Err("Protocol error: invalid bulk length");

@@ -45,9 +45,7 @@ pub fn apply_record(shards: &mut [Shard], op: u8, args: &[&[u8]], seq: u64, floo
         }
         OP_LPUSH if !args.is_empty() && keep(args[0]) => {
             let shard = &mut shards[shard_of(args[0])];
-            let e = shard
-                .entry(args[0].to_vec())
-                .or_insert_with(|| Value::List(VecDeque::new()));
+            let e = shard.entry(args[0].to_vec()).or_insert_with(|| Value::List(VecDeque::new()));
             if let Value::List(l) = e {
                 for v in &args[1..] {
                     l.push_front(v.to_vec());
@@ -55,10 +53,7 @@ pub fn apply_record(shards: &mut [Shard], op: u8, args: &[&[u8]], seq: u64, floo
             }
         }
         OP_LPOP if args.len() == 2 && keep(args[0]) => {
-            let n: usize = std::str::from_utf8(args[1])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
+            let n: usize = std::str::from_utf8(args[1]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
             let shard = &mut shards[shard_of(args[0])];
             if let Some(Value::List(l)) = shard.get_mut(args[0]) {
                 for _ in 0..n {
@@ -99,10 +94,7 @@ const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kin
 const NOT_INT: &str = "ERR value is not an integer or out of range";
 
 fn wrong_args(out: &mut Vec<u8>, cmd: &[u8]) -> Next {
-    let msg = format!(
-        "ERR wrong number of arguments for '{}' command",
-        String::from_utf8_lossy(cmd).to_lowercase()
-    );
+    let msg = format!("ERR wrong number of arguments for '{}' command", String::from_utf8_lossy(cmd).to_lowercase());
     reply::error(out, &msg);
     Next::Wait(0)
 }
@@ -116,12 +108,7 @@ pub fn proc_status(name: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     for line in s.lines() {
         if let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix(':')) {
-            let kb: u64 = rest
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(0);
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
             return kb * 1024;
         }
     }
@@ -134,24 +121,12 @@ impl Db {
     }
 
     /// Locks the shards of `keys` in ascending order.
-    fn lock_many<'a>(
-        &self,
-        keys: impl Iterator<Item = &'a [u8]>,
-    ) -> Vec<Option<MutexGuard<'_, Shard>>> {
+    fn lock_many<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Vec<Option<MutexGuard<'_, Shard>>> {
         let mut want = [false; SHARDS];
         for k in keys {
             want[shard_of(k)] = true;
         }
-        want.iter()
-            .enumerate()
-            .map(|(i, &w)| {
-                if w {
-                    Some(self.shards[i].lock().unwrap())
-                } else {
-                    None
-                }
-            })
-            .collect()
+        want.iter().enumerate().map(|(i, &w)| if w { Some(self.shards[i].lock().unwrap()) } else { None }).collect()
     }
 
     pub fn dbsize(&self) -> usize {
@@ -232,10 +207,7 @@ impl Db {
                 let mut guards = self.lock_many(keys.iter().map(|k| k.as_slice()));
                 let mut it = args.drain(1..);
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    guards[shard_of(&k)]
-                        .as_mut()
-                        .unwrap()
-                        .insert(k, Value::Str(v));
+                    guards[shard_of(&k)].as_mut().unwrap().insert(k, Value::Str(v));
                 }
                 let seq = self.log.append(rec);
                 drop(guards);
@@ -296,9 +268,7 @@ impl Db {
                 let mut it = args.drain(1..);
                 let key = it.next().unwrap();
                 let mut sh = self.shard(&key);
-                let e = sh
-                    .entry(key)
-                    .or_insert_with(|| Value::List(VecDeque::new()));
+                let e = sh.entry(key).or_insert_with(|| Value::List(VecDeque::new()));
                 let Value::List(l) = e else {
                     reply::error(out, WRONGTYPE);
                     return Next::Wait(0);
@@ -353,9 +323,7 @@ impl Db {
                 };
                 let mut seq = 0;
                 if !popped.is_empty() {
-                    seq = self
-                        .log
-                        .append(encode(OP_LPOP, &[key, popped.len().to_string().as_bytes()]));
+                    seq = self.log.append(encode(OP_LPOP, &[key, popped.len().to_string().as_bytes()]));
                 }
                 drop(sh);
                 match count {
@@ -382,16 +350,8 @@ impl Db {
                     Some(Value::Str(_)) => reply::error(out, WRONGTYPE),
                     Some(Value::List(l)) => {
                         let len = l.len() as i64;
-                        let s = if start < 0 {
-                            (len + start).max(0)
-                        } else {
-                            start
-                        };
-                        let e = if stop < 0 {
-                            len + stop
-                        } else {
-                            stop.min(len - 1)
-                        };
+                        let s = if start < 0 { (len + start).max(0) } else { start };
+                        let e = if stop < 0 { len + stop } else { stop.min(len - 1) };
                         if s > e || s >= len {
                             reply::array(out, 0);
                         } else {
@@ -429,13 +389,7 @@ impl Db {
                 return Next::Close;
             }
             _ => {
-                let msg = format!(
-                    "ERR unknown command '{}'",
-                    String::from_utf8_lossy(&name)
-                        .chars()
-                        .take(64)
-                        .collect::<String>()
-                );
+                let msg = format!("ERR unknown command '{}'", String::from_utf8_lossy(&name).chars().take(64).collect::<String>());
                 reply::error(out, &msg);
             }
         }
@@ -452,16 +406,8 @@ impl Db {
         (self.alloc_info)(&mut s);
         s.push_str("# Persistence\r\n");
         let _ = write!(s, "keys:{}\r\n", self.dbsize());
-        let _ = write!(
-            s,
-            "log_active_bytes:{}\r\n",
-            self.log.active_bytes.load(Relaxed)
-        );
-        let _ = write!(
-            s,
-            "snapshot_bytes:{}\r\n",
-            self.log.snap_bytes.load(Relaxed)
-        );
+        let _ = write!(s, "log_active_bytes:{}\r\n", self.log.active_bytes.load(Relaxed));
+        let _ = write!(s, "snapshot_bytes:{}\r\n", self.log.snap_bytes.load(Relaxed));
         let _ = write!(s, "compactions:{}\r\n", self.log.compactions.load(Relaxed));
         let _ = write!(s, "log_batches:{}\r\n", self.log.batches.load(Relaxed));
         s

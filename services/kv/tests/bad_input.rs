@@ -33,12 +33,7 @@ fn bad_input_is_refused() {
         let mut c = server.client();
         c.send_raw(case).unwrap();
         let got = c.read_to_close();
-        assert!(
-            got.starts_with(b"-ERR"),
-            "{:?} -> {:?}",
-            String::from_utf8_lossy(case),
-            String::from_utf8_lossy(&got)
-        );
+        assert!(got.starts_with(b"-ERR"), "{:?} -> {:?}", String::from_utf8_lossy(case), String::from_utf8_lossy(&got));
     }
 
     // A header line that never ends.
@@ -49,12 +44,7 @@ fn bad_input_is_refused() {
     assert!(c.read_to_close().starts_with(b"-ERR"));
 
     // Truncated frames, then the client goes away.
-    for case in [
-        &b"*2\r\n$3\r\nGET\r\n$5\r\nab"[..],
-        b"*3\r\n$3\r\nSET",
-        b"*1\r\n$4\r\nPI",
-        b"*",
-    ] {
+    for case in [&b"*2\r\n$3\r\nGET\r\n$5\r\nab"[..], b"*3\r\n$3\r\nSET", b"*1\r\n$4\r\nPI", b"*"] {
         let mut c = server.client();
         c.send_raw(case).unwrap();
         c.stream().shutdown(Shutdown::Write).unwrap();
@@ -73,10 +63,7 @@ fn bad_input_is_refused() {
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let rss_during = info_field(&mut keeper, "used_memory_rss");
-    assert!(
-        rss_during < rss_before + (64 << 20),
-        "{rss_before} -> {rss_during}"
-    );
+    assert!(rss_during < rss_before + (64 << 20), "{rss_before} -> {rss_during}");
     for c in hogs {
         let _ = c.stream().shutdown(Shutdown::Both);
         let _ = c.stream().flush();
@@ -87,10 +74,7 @@ fn bad_input_is_refused() {
     let mut fresh = server.client();
     assert_eq!(fresh.cmd(&["PING"]), Reply::Simple("PONG".into()));
     assert_eq!(fresh.cmd(&["DBSIZE"]), Reply::Int(1));
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "server still running"
-    );
+    assert!(server.child.try_wait().unwrap().is_none(), "server still running");
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

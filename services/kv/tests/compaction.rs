@@ -56,9 +56,7 @@ fn compaction_keeps_live_data() {
                 let lk = format!("list:{}", r % 20);
                 let item = format!("item{round}");
                 written += item.len() as u64;
-                let V::L(l) = model.entry(lk.clone()).or_insert(V::L(VecDeque::new())) else {
-                    unreachable!()
-                };
+                let V::L(l) = model.entry(lk.clone()).or_insert(V::L(VecDeque::new())) else { unreachable!() };
                 l.push_front(item.clone());
                 assert_eq!(c.cmd(&["LPUSH", &lk, &item]), Reply::Int(l.len() as i64));
             }
@@ -95,19 +93,10 @@ fn compaction_keeps_live_data() {
     let after = dir_bytes(&dir);
     let live: u64 = model
         .iter()
-        .map(|(k, v)| {
-            k.len() as u64
-                + match v {
-                    V::S(s) => s.len() as u64,
-                    V::L(l) => l.iter().map(|s| s.len() as u64).sum(),
-                }
-        })
+        .map(|(k, v)| k.len() as u64 + match v { V::S(s) => s.len() as u64, V::L(l) => l.iter().map(|s| s.len() as u64).sum() })
         .sum();
     eprintln!("written {written} bytes, live {live}, on disk after compaction {after} ({compactions} background compactions)");
-    assert!(
-        after < written / 4,
-        "log did not shrink: {after} on disk for {written} written"
-    );
+    assert!(after < written / 4, "log did not shrink: {after} on disk for {written} written");
     assert!(after < live * 3 + 65536, "{after} on disk for {live} live");
 
     // Restart from the snapshot (plus whatever came after it).
@@ -124,10 +113,7 @@ fn compaction_keeps_live_data() {
         model.insert(key, V::S(val));
     }
     assert_eq!(c.cmd(&["LPUSH", "list:late", "a", "b"]), Reply::Int(2));
-    model.insert(
-        "list:late".into(),
-        V::L(["b".to_string(), "a".to_string()].into()),
-    );
+    model.insert("list:late".into(), V::L(["b".to_string(), "a".to_string()].into()));
     let mut server = server;
     server.kill();
     let server = Server::start(&dir, &["--compact-bytes", "65536"]);
@@ -149,10 +135,7 @@ fn compaction_under_concurrent_writes() {
                 for i in 0..3000 {
                     let k = format!("t{t}:{}", i % 100);
                     assert_eq!(c.cmd(&["SET", &k, &format!("{i}")]), Reply::ok());
-                    assert_eq!(
-                        c.cmd(&["LPUSH", &format!("tl{t}"), &format!("{i}")]),
-                        Reply::Int(i + 1)
-                    );
+                    assert_eq!(c.cmd(&["LPUSH", &format!("tl{t}"), &format!("{i}")]), Reply::Int(i + 1));
                     if i % 50 == 0 {
                         assert_eq!(c.cmd(&["COMPACT"]), Reply::ok());
                     }
@@ -170,14 +153,9 @@ fn compaction_under_concurrent_writes() {
     for t in 0..4 {
         for j in 0..100 {
             let last = 2900 + j;
-            assert_eq!(
-                c.cmd(&["GET", &format!("t{t}:{j}")]),
-                Reply::bulk(&last.to_string())
-            );
+            assert_eq!(c.cmd(&["GET", &format!("t{t}:{j}")]), Reply::bulk(&last.to_string()));
         }
-        let Reply::Array(Some(items)) = c.cmd(&["LRANGE", &format!("tl{t}"), "0", "-1"]) else {
-            panic!()
-        };
+        let Reply::Array(Some(items)) = c.cmd(&["LRANGE", &format!("tl{t}"), "0", "-1"]) else { panic!() };
         assert_eq!(items.len(), 3000);
         for (i, item) in items.iter().enumerate() {
             assert_eq!(item, &Reply::bulk(&(2999 - i).to_string()));

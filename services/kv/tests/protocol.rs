@@ -25,17 +25,10 @@ fn commands_round_trip() {
     assert!(c.cmd(&["INCR", "empty"]).is_error());
     assert_eq!(c.cmd(&["SET", "big", "9223372036854775807"]), Reply::ok());
     assert!(c.cmd(&["INCR", "big"]).is_error());
-    assert_eq!(
-        c.cmd(&["MSET", "k1", "v1", "k2", "v2", "k3", "v3"]),
-        Reply::ok()
-    );
+    assert_eq!(c.cmd(&["MSET", "k1", "v1", "k2", "v2", "k3", "v3"]), Reply::ok());
     assert_eq!(
         c.cmd(&["MGET", "k1", "nope", "k3"]),
-        Reply::Array(Some(vec![
-            Reply::bulk("v1"),
-            Reply::Bulk(None),
-            Reply::bulk("v3")
-        ]))
+        Reply::Array(Some(vec![Reply::bulk("v1"), Reply::Bulk(None), Reply::bulk("v3")]))
     );
     assert!(c.cmd(&["MSET", "k1"]).is_error());
     assert!(c.cmd(&["MSET", "k1", "v", "k2"]).is_error());
@@ -43,10 +36,7 @@ fn commands_round_trip() {
     assert_eq!(c.cmd(&["GET", "k1"]), Reply::Bulk(None));
     assert_eq!(c.cmd(&["LPUSH", "l", "a", "b", "c"]), Reply::Int(3));
     assert_eq!(c.cmd(&["LPUSH", "l", "d"]), Reply::Int(4));
-    assert_eq!(
-        c.cmd(&["LRANGE", "l", "0", "-1"]),
-        arr(&["d", "c", "b", "a"])
-    );
+    assert_eq!(c.cmd(&["LRANGE", "l", "0", "-1"]), arr(&["d", "c", "b", "a"]));
     assert_eq!(c.cmd(&["LRANGE", "l", "1", "2"]), arr(&["c", "b"]));
     assert_eq!(c.cmd(&["LRANGE", "l", "-2", "100"]), arr(&["b", "a"]));
     assert_eq!(c.cmd(&["LRANGE", "l", "3", "1"]), arr(&[]));
@@ -65,14 +55,9 @@ fn commands_round_trip() {
     assert!(c.cmd(&["SET", "x"]).is_error());
     assert!(c.cmd(&["NOSUCHCOMMAND"]).is_error());
     assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(6));
-    assert_eq!(
-        c.cmd(&["CONFIG", "GET", "save"]),
-        Reply::Array(Some(vec![]))
-    );
+    assert_eq!(c.cmd(&["CONFIG", "GET", "save"]), Reply::Array(Some(vec![])));
     assert_eq!(c.cmd(&["COMMAND"]), Reply::Array(Some(vec![])));
-    let Reply::Bulk(Some(info)) = c.cmd(&["INFO", "memory"]) else {
-        panic!()
-    };
+    let Reply::Bulk(Some(info)) = c.cmd(&["INFO", "memory"]) else { panic!() };
     let info = String::from_utf8(info).unwrap();
     assert!(info.contains("mem_allocator:strata"), "{info}");
     assert!(info.contains("strata_bytes_live:"), "{info}");
@@ -80,11 +65,7 @@ fn commands_round_trip() {
     // Pipelined requests come back in order.
     let mut batch = Vec::new();
     for i in 0..100 {
-        batch.extend(encode(&[
-            b"SET",
-            format!("p{i}").as_bytes(),
-            format!("{i}").as_bytes(),
-        ]));
+        batch.extend(encode(&[b"SET", format!("p{i}").as_bytes(), format!("{i}").as_bytes()]));
         batch.extend(encode(&[b"GET", format!("p{i}").as_bytes()]));
     }
     c.send_raw(&batch).unwrap();
@@ -117,10 +98,7 @@ fn commands_round_trip() {
 
 #[test]
 fn command_line() {
-    let out = std::process::Command::new(BIN)
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("--port") && text.contains("--dir") && text.contains("--compact-bytes"));
@@ -129,35 +107,18 @@ fn command_line() {
     let dir = temp_dir("cmdline");
     let file = dir.join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["--port", "0", "--dir"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).args(["--port", "0", "--dir"]).arg(&file).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot"), "{out:?}");
 
     // A port already taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = std::process::Command::new(BIN)
-        .args(["--port", &port, "--dir"])
-        .arg(dir.join("d"))
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).args(["--port", &port, "--dir"]).arg(dir.join("d")).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot bind"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"), "{out:?}");
 
-    let out = std::process::Command::new(BIN)
-        .arg("--bogus")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(BIN).arg("--bogus").output().unwrap();
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,20 +29,11 @@ fn acknowledged_writes_survive_sigkill() {
                 let val = value(&key);
                 // Writer 0 also exercises LPUSH and INCR.
                 let (cmd, ok) = if w == 0 && i % 3 == 0 {
-                    (
-                        vec!["LPUSH".to_string(), "list0".into(), key.clone()],
-                        Reply::Int(pushed + 1),
-                    )
+                    (vec!["LPUSH".to_string(), "list0".into(), key.clone()], Reply::Int(pushed + 1))
                 } else if w == 1 && i % 3 == 0 {
-                    (
-                        vec!["INCR".to_string(), "counter1".into()],
-                        Reply::Int(i as i64 / 3 + 1),
-                    )
+                    (vec!["INCR".to_string(), "counter1".into()], Reply::Int(i as i64 / 3 + 1))
                 } else {
-                    (
-                        vec!["SET".to_string(), key.clone(), val.clone()],
-                        Reply::ok(),
-                    )
+                    (vec!["SET".to_string(), key.clone(), val.clone()], Reply::ok())
                 };
                 let args: Vec<&str> = cmd.iter().map(|s| s.as_str()).collect();
                 match c.try_cmd(&args) {
@@ -66,10 +57,7 @@ fn acknowledged_writes_survive_sigkill() {
     }
     // Kill mid-load: once a third of the writes are acknowledged.
     while acked_total.load(Ordering::Relaxed) < WRITERS * PER_WRITER / 3 {
-        assert!(
-            !threads.iter().all(|t| t.is_finished()),
-            "writers finished before the kill"
-        );
+        assert!(!threads.iter().all(|t| t.is_finished()), "writers finished before the kill");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     server.kill();
@@ -93,13 +81,9 @@ fn acknowledged_writes_survive_sigkill() {
             assert_eq!(c.cmd(&["GET", k]), Reply::bulk(v), "acknowledged {k} lost");
         }
     }
-    let Reply::Int(got) = c.cmd(&["INCR", "counter1"]) else {
-        panic!()
-    };
+    let Reply::Int(got) = c.cmd(&["INCR", "counter1"]) else { panic!() };
     assert!(got > counter, "counter {got} vs acknowledged {counter}");
-    let Reply::Array(Some(items)) = c.cmd(&["LRANGE", "list0", "0", "-1"]) else {
-        panic!()
-    };
+    let Reply::Array(Some(items)) = c.cmd(&["LRANGE", "list0", "0", "-1"]) else { panic!() };
     // The list holds every acknowledged push (and perhaps a later one), newest first.
     let items: Vec<String> = items
         .into_iter()
@@ -109,11 +93,7 @@ fn acknowledged_writes_survive_sigkill() {
         })
         .collect();
     assert!(items.len() >= list_items.len() && items.len() <= list_items.len() + 1);
-    let tail: Vec<String> = items[items.len() - list_items.len()..]
-        .iter()
-        .rev()
-        .cloned()
-        .collect();
+    let tail: Vec<String> = items[items.len() - list_items.len()..].iter().rev().cloned().collect();
     assert_eq!(tail, list_items);
     eprintln!("{n} acknowledged writes, all recovered");
     drop(server);

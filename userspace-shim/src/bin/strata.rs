@@ -36,10 +36,7 @@ this executable). Settings come from the environment:
 enum Request {
     Help,
     Version,
-    Run {
-        program: OsString,
-        args: Vec<OsString>,
-    },
+    Run { program: OsString, args: Vec<OsString> },
 }
 
 fn main() -> ExitCode {
@@ -80,15 +77,9 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Request, String> {
                 return Err("`run` needs a command to run, as in `strata run -- ls -l`".into());
             }
             let program = rest.remove(0);
-            Ok(Request::Run {
-                program,
-                args: rest,
-            })
+            Ok(Request::Run { program, args: rest })
         }
-        _ => Err(format!(
-            "unknown subcommand `{}`",
-            subcommand.to_string_lossy()
-        )),
+        _ => Err(format!("unknown subcommand `{}`", subcommand.to_string_lossy())),
     }
 }
 
@@ -102,21 +93,14 @@ fn run(program: &OsStr, args: &[OsString]) -> ExitCode {
         }
     };
     let preload = preload_value(std::env::var_os("LD_PRELOAD"), &library);
-    let error = Command::new(program)
-        .args(args)
-        .env("LD_PRELOAD", preload)
-        .exec();
-    eprintln!(
-        "strata: cannot run `{}`: {error}",
-        program.to_string_lossy()
-    );
+    let error = Command::new(program).args(args).env("LD_PRELOAD", preload).exec();
+    eprintln!("strata: cannot run `{}`: {error}", program.to_string_lossy());
     ExitCode::from(127)
 }
 
 /// The absolute path of `libstrata.so` beside this executable.
 fn find_library() -> Result<PathBuf, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot locate the strata executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the strata executable: {e}"))?;
     let exe = exe.canonicalize().unwrap_or(exe);
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let library = dir.join(LIBRARY);
@@ -135,10 +119,7 @@ fn find_library() -> Result<PathBuf, String> {
 /// already listed.
 fn preload_value(existing: Option<OsString>, library: &Path) -> OsString {
     let existing = existing.unwrap_or_default();
-    let listed = existing
-        .to_string_lossy()
-        .split([':', ' '])
-        .any(|entry| Path::new(entry) == library);
+    let listed = existing.to_string_lossy().split([':', ' ']).any(|entry| Path::new(entry) == library);
     if listed {
         return existing;
     }
@@ -155,30 +136,15 @@ mod tests {
     use super::*;
 
     fn args(list: &[&str]) -> impl Iterator<Item = OsString> {
-        list.iter()
-            .map(OsString::from)
-            .collect::<Vec<_>>()
-            .into_iter()
+        list.iter().map(OsString::from).collect::<Vec<_>>().into_iter()
     }
 
     #[test]
     fn run_takes_the_command_after_the_separator() {
         let request = parse(args(&["run", "--", "ls", "-l"])).unwrap();
-        assert_eq!(
-            request,
-            Request::Run {
-                program: "ls".into(),
-                args: vec!["-l".into()]
-            }
-        );
+        assert_eq!(request, Request::Run { program: "ls".into(), args: vec!["-l".into()] });
         let request = parse(args(&["run", "ls"])).unwrap();
-        assert_eq!(
-            request,
-            Request::Run {
-                program: "ls".into(),
-                args: vec![]
-            }
-        );
+        assert_eq!(request, Request::Run { program: "ls".into(), args: vec![] });
     }
 
     #[test]
@@ -191,25 +157,15 @@ mod tests {
     #[test]
     fn bad_usage_is_explained() {
         assert!(parse(args(&[])).unwrap_err().contains("missing subcommand"));
-        assert!(parse(args(&["run", "--"]))
-            .unwrap_err()
-            .contains("needs a command"));
-        assert!(parse(args(&["jump"]))
-            .unwrap_err()
-            .contains("unknown subcommand `jump`"));
+        assert!(parse(args(&["run", "--"])).unwrap_err().contains("needs a command"));
+        assert!(parse(args(&["jump"])).unwrap_err().contains("unknown subcommand `jump`"));
     }
 
     #[test]
     fn preload_is_appended_once() {
         let lib = Path::new("/x/libstrata.so");
         assert_eq!(preload_value(None, lib), "/x/libstrata.so");
-        assert_eq!(
-            preload_value(Some("/a.so".into()), lib),
-            "/a.so:/x/libstrata.so"
-        );
-        assert_eq!(
-            preload_value(Some("/x/libstrata.so".into()), lib),
-            "/x/libstrata.so"
-        );
+        assert_eq!(preload_value(Some("/a.so".into()), lib), "/a.so:/x/libstrata.so");
+        assert_eq!(preload_value(Some("/x/libstrata.so".into()), lib), "/x/libstrata.so");
     }
 }

@@ -17,10 +17,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 pub fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum()
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
 }
 
 pub struct Server {
@@ -39,16 +36,8 @@ impl Server {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .expect("listening line")
-            .split(' ')
-            .next()
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.split("listening on ").nth(1).expect("listening line").split(' ').next().unwrap();
         let port = addr.rsplit(':').next().unwrap().parse().unwrap();
         Server { child, port }
     }
@@ -109,10 +98,7 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
 impl Client {
     pub fn connect(port: u16) -> Client {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        Client {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
+        Client { r: BufReader::new(s.try_clone().unwrap()), w: s }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -187,13 +173,8 @@ impl Client {
 
 /// An `INFO` field as a number.
 pub fn info_field(c: &mut Client, name: &str) -> u64 {
-    let Reply::Bulk(Some(text)) = c.cmd(&["INFO", "memory"]) else {
-        panic!("INFO")
-    };
+    let Reply::Bulk(Some(text)) = c.cmd(&["INFO", "memory"]) else { panic!("INFO") };
     let text = String::from_utf8(text).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("{name} in {text}"));
+    let line = text.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap_or_else(|| panic!("{name} in {text}"));
     line.split(':').nth(1).unwrap().parse().unwrap()
 }
