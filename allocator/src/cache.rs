@@ -575,6 +575,13 @@ impl Heap {
         if keep {
             return Ok(ptr);
         }
+        if usable > MAX_SMALL {
+            // Spans and huge blocks resize without a copy where they can.
+            // SAFETY: the caller's contract.
+            if let Some(resized) = unsafe { domain.resize_large(address, size, layout.align(), context) } {
+                return Ok(resized);
+            }
+        }
         let moved = self.alloc_in(domain, layout, context);
         if moved.is_null() {
             return Ok(moved);

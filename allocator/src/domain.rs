@@ -37,7 +37,7 @@ use crate::cache::Heap;
 use crate::lock::{ConstLock, Guard, RawLock};
 use crate::page::{
     bucket_of, page_of, page_of_slice, PageCommon, PageHeader, PageKind, BUCKETS, FIRST_SLICE,
-    MAX_SPAN, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
+    MAX_SPAN, MAX_SPAN_SLICES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::remote::{Link, Push};
 use crate::size_class::{class_index, class_of, class_size, objects_per_slice, reciprocal, CLASS_COUNT};
@@ -200,6 +200,14 @@ struct Inner {
     fresh_pages: [*mut PageHeader; BUCKETS],
     /// Every slab page.
     all_pages: *mut PageHeader,
+    /// Freed huge mappings kept for reuse.
+    huge_cache: large::HugeCache,
+    /// Pages by the longest run of slices free for a span
+    /// (`PageHeader::runs`): `[kind][length]`, kind 0 fresh or dirty, kind 1
+    /// dirty only.
+    run_pages: [[*mut PageHeader; MAX_SPAN_SLICES + 1]; 2],
+    /// Bit `n` of `run_lengths[kind]`: `run_pages[kind][n]` is not empty.
+    run_lengths: [u64; 2],
 
     pages_mapped: usize,
     pages_released: u64,
@@ -235,6 +243,9 @@ impl Inner {
             age_tail: ptr::null_mut(),
             fresh_pages: [ptr::null_mut(); BUCKETS],
             all_pages: ptr::null_mut(),
+            huge_cache: large::HugeCache::new(),
+            run_pages: [[ptr::null_mut(); MAX_SPAN_SLICES + 1]; 2],
+            run_lengths: [0; 2],
             pages_mapped: 0,
             pages_released: 0,
             huge_allocations: 0,
@@ -448,6 +459,7 @@ impl Inner {
         if has_fresh && !had_fresh {
             self.fresh_link(page);
         }
+        self.refile_runs(page);
     }
 
     /// Re-files a page and its listed slices after its bucket changed.
@@ -726,7 +738,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// with interrupts enabled), then retries there. Returns `false` when the
     /// source is out of memory.
     pub fn grow(&self, context: S::Context) -> bool {
-        let Some(page) = self.map_page(context) else { return false };
+        let Some(page) = self.map_page_or_reclaim(context) else { return false };
         self.locked(|inner| self.add_page(inner, page));
         true
     }
@@ -742,6 +754,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
         inner.all_pages = page as *const _ as *mut _;
         inner.fresh_link(page);
+        inner.refile_runs(page);
         inner.pages_mapped += 1;
     }
 
@@ -762,7 +775,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         if result.is_some() {
             return result;
         }
-        let page = self.map_page(context)?;
+        let page = self.map_page_or_reclaim(context)?;
         self.locked(|inner| {
             self.add_page(inner, page);
             let slice = inner.choose(class)?;
@@ -848,7 +861,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             give(inner)
         });
         if taken.is_none() {
-            if let Some(page) = self.map_page(context) {
+            if let Some(page) = self.map_page_or_reclaim(context) {
                 taken = self.locked(|inner| {
                     self.add_page(inner, page);
                     give(inner)
@@ -1007,6 +1020,12 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// not be used.
     pub unsafe fn reallocate_uncached(&self, address: usize, layout: Layout) -> Result<*mut u8, FreeError> {
         let usable = self.usable_size(address)?;
+        if usable > crate::size_class::MAX_SMALL {
+            // SAFETY: a live allocation of the caller's.
+            if let Some(resized) = unsafe { self.resize_large(address, layout.size(), layout.align(), S::Context::default()) } {
+                return Ok(resized);
+            }
+        }
         let moved = self.allocate_uncached(layout, false);
         if !moved.is_null() {
             // SAFETY: both blocks hold the copied length and are distinct;
@@ -1106,170 +1125,111 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         })
     }
 
-    // ----- spans and huge allocations -------------------------------------
-
-    /// Allocates a request too large for a size class: a span of whole
-    /// slices, or a mapping of its own.
-    ///
-    /// Spans serve alignments up to half a page: a span aligned to
-    /// `2^k` slices starts at a slice index that is a multiple of `2^k`, and
-    /// index 0 is the header. Page alignment and beyond take a mapping.
-    pub fn alloc_large(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
-        // A zero-size request still gets a unique, live block.
-        let size = size.max(1);
-        if size <= MAX_SPAN && align <= PAGE_SIZE / 2 {
-            self.alloc_span(size, align, zeroed, context)
-        } else {
-            self.alloc_huge(size, align, zeroed, context)
-        }
-    }
-
-    fn alloc_span(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
-        let count = size.div_ceil(SLICE_SIZE).max(1);
-        let stride = (align / SLICE_SIZE).max(1);
-        let now = self.source.now_ms();
-        let mut found = self.locked(|inner| self.take_span(inner, count, stride, now));
-        if found.is_none() {
-            let Some(page) = self.map_page(context) else { return ptr::null_mut() };
-            found = self.locked(|inner| {
-                self.add_page(inner, page);
-                self.take_span(inner, count, stride, now)
-            });
-        }
-        let Some((address, is_zero)) = found else { return ptr::null_mut() };
-        if zeroed && !is_zero {
-            // SAFETY: the span is ours and `count` slices long.
-            unsafe { ptr::write_bytes(address as *mut u8, 0, count * SLICE_SIZE) };
-        }
-        address as *mut u8
-    }
-
-    /// Finds `count` consecutive fresh or dirty slices, starting at a
-    /// multiple of `stride`, and makes them a span. Returns its address and
-    /// whether its memory is known to be zero.
-    fn take_span(&self, inner: &mut Inner, count: usize, stride: usize, now: u64) -> Option<(usize, bool)> {
-        let mut page = inner.all_pages;
-        while !page.is_null() {
-            // SAFETY: live page header on the page list.
-            let header = unsafe { &*page };
-            let available = (header.fresh.get() | header.dirty.get()) & USABLE_MASK;
-            if let Some(first) = find_run(available, count, stride) {
-                let mut zero = S::ZEROED;
-                for (i, slice) in header.slices.iter().enumerate().skip(first).take(count) {
-                    zero &= slice.state.get() == SliceState::Clean;
-                    let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
-                    slice.object_size.set(0);
-                    slice.carved.set(0);
-                    slice.free.set(NO_FREE);
-                    slice.class.set(SPAN_CLASS);
-                    slice.capacity.set(1);
-                    slice.set_used(1);
-                    slice.span.set(if i == first { count as u32 } else { 0 });
-                    inner.transition(slice, SliceState::Full, flag, now);
-                }
-                return Some((header.slice_address(first), zero));
-            }
-            page = header.all_next.get();
-        }
-        None
-    }
-
-    fn alloc_huge(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
-        let offset = align.max(HUGE_HEADER);
-        let Some(len) = size.checked_add(offset).and_then(|n| n.checked_add(4095)).map(|n| n & !4095) else {
-            return ptr::null_mut();
-        };
-        if len > isize::MAX as usize {
-            return ptr::null_mut();
-        }
-        let Some(memory) = self.source.map(len, align.max(PAGE_SIZE), context) else { return ptr::null_mut() };
-        let base = memory.as_ptr() as usize;
-        let object = base + offset;
-        let header = page_of(object);
-        let common = PageCommon::new(PageKind::Huge, self.id(), base, len, object, len - offset);
-        // SAFETY: the header lies inside the new mapping, before the object.
-        unsafe { (header as *mut PageCommon).write(common) };
-        if !self.source.register(header, context) {
-            // SAFETY: the mapping was never published.
-            unsafe { self.source.unmap(memory, len) };
-            return ptr::null_mut();
-        }
-        if zeroed && !S::ZEROED {
-            // SAFETY: the object is inside the mapping.
-            unsafe { ptr::write_bytes(object as *mut u8, 0, size) };
-        }
-        self.locked(|inner| {
-            inner.huge_allocations += 1;
-            inner.huge_bytes_live += len - offset;
-            inner.huge_bytes_mapped += len;
-        });
-        object as *mut u8
-    }
-
-    /// Frees a span or huge allocation.
-    ///
-    /// # Safety
-    /// `address` must not be used after a successful free.
-    pub unsafe fn free_large(&self, address: usize) -> Result<(), FreeError> {
-        let now = self.source.now_ms();
-        // Validate under the lock: it serialises racing frees of one span.
-        let huge = self.locked(|inner| -> Result<Option<(usize, usize)>, FreeError> {
-            match self.lookup(address).map_err(FreeError::in_free)? {
-                Lookup::Span { slice } => {
-                    // SAFETY: descriptors live in page headers.
-                    let page = unsafe { page_of_slice(slice) };
-                    let first = page.index_of(slice);
-                    let count = slice.span.get() as usize;
-                    for member in page.slices.iter().skip(first).take(count) {
-                        member.set_used(0);
-                        inner.transition(member, SliceState::Dirty, SliceFlags::empty(), now);
-                    }
-                    Ok(None)
-                }
-                Lookup::Huge { common } => {
-                    let live = common.object_size();
-                    common.object_size.store(0, Ordering::Relaxed);
-                    self.source.unregister(page_of(address));
-                    inner.huge_allocations -= 1;
-                    inner.huge_bytes_live -= live;
-                    inner.huge_bytes_mapped -= common.map_len;
-                    Ok(Some((common.map_base, common.map_len)))
-                }
-                Lookup::Small { .. } => Err(FreeError::new(FreeErrorKind::NotAllocated, address)),
-            }
-        })?;
-        if let Some((base, len)) = huge {
-            // SAFETY: the mapping is unregistered and no longer reachable.
-            unsafe { self.source.unmap(NonNull::new_unchecked(base as *mut u8), len) };
-        } else {
-            self.maybe_purge();
-        }
-        Ok(())
-    }
-
     // ----- purging ----------------------------------------------------------
 
-    /// Purges dirty slices older than the purge delay, if a check is due.
+    /// Purges dirty slices and gives back cached huge mappings older than
+    /// the purge delay, if a check is due.
     pub(crate) fn maybe_purge(&self) {
         let now = self.source.now_ms();
         let delay = self.purge_delay_ms();
         let due = self.locked(|inner| {
-            if inner.age_head.is_null() || now < inner.last_purge_check + delay / 4 {
+            let oldest_slice = if inner.age_head.is_null() {
+                None
+            } else {
+                // SAFETY: live descriptor at the head of the age list.
+                Some(unsafe { (*inner.age_head).dirty_since.get() })
+            };
+            let oldest = match (oldest_slice, inner.huge_cache.oldest()) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => return false,
+            };
+            if now < inner.last_purge_check + delay / 4 {
                 return false;
             }
             inner.last_purge_check = now;
-            // SAFETY: live descriptor at the head of the age list.
-            now >= unsafe { (*inner.age_head).dirty_since.get() } + delay
+            now >= oldest + delay
         });
         if due {
-            self.purge_older_than(now.saturating_sub(delay), false);
+            let cutoff = now.saturating_sub(delay);
+            self.release_cached_mappings(cutoff);
+            self.purge_older_than(cutoff, false);
         }
     }
 
-    /// Purges every dirty slice now and returns every empty page to the
-    /// source.
+    /// Runs the delayed purge if it is due, as a cache refill does: for
+    /// fronts whose threads may go on working without refilling. Returns
+    /// whether memory is still waiting for its delay to pass (dirty slices
+    /// or cached huge mappings).
+    pub fn purge_if_due(&self) -> bool {
+        self.maybe_purge();
+        self.locked(|inner| !inner.age_head.is_null() || inner.huge_cache.oldest().is_some())
+    }
+
+    /// Gives back the cached huge mappings freed at or before `cutoff`.
+    fn release_cached_mappings(&self, cutoff: u64) -> usize {
+        let mut unmaps = large::Unmaps::new();
+        self.locked(|inner| inner.huge_cache.expire(cutoff, &mut unmaps));
+        unmaps.release(&self.source)
+    }
+
+    /// Purges every dirty slice now and returns every empty page and cached
+    /// huge mapping to the source.
     pub fn purge_all(&self) {
+        self.release_cached_mappings(u64::MAX);
+        self.release_unused_pages();
         self.purge_older_than(u64::MAX, true);
+    }
+
+    /// Gives back every page with no slice in use, dirty slices and all:
+    /// its memory goes back whole, so purging its slices one by one first
+    /// would be wasted work.
+    fn release_unused_pages(&self) {
+        loop {
+            let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
+            let now = self.source.now_ms();
+            let released = self.locked(|inner| self.remove_unused_pages(inner, &mut empty, now));
+            for &page in empty.iter().take(released) {
+                // As in `purge_older_than`: the pointer comes from the
+                // address, with the provenance exposed when it was mapped.
+                let memory = ptr::with_exposed_provenance_mut::<u8>(page as usize);
+                // SAFETY: removed from every list and the registry; a
+                // mapping of PAGE_SIZE bytes from `map_page`.
+                unsafe { self.source.unmap(NonNull::new_unchecked(memory), PAGE_SIZE) };
+            }
+            if released < PURGE_BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Takes up to `out.len()` pages with no slice in use (and none being
+    /// purged) out of the domain, their dirty slices counted as purged;
+    /// returns how many. Lock held.
+    fn remove_unused_pages(&self, inner: &mut Inner, out: &mut [*mut PageHeader], now: u64) -> usize {
+        let mut count = 0;
+        let mut page = inner.all_pages;
+        while !page.is_null() && count < out.len() {
+            // SAFETY: live page header.
+            let header = unsafe { &*page };
+            let next = header.all_next.get();
+            let unused = header.occupancy.get() == 0
+                && header.slices[FIRST_SLICE..].iter().all(|slice| !slice.has(SliceFlags::PURGING));
+            if unused {
+                for slice in &header.slices[FIRST_SLICE..] {
+                    if slice.state.get() == SliceState::Dirty && !slice.has(SliceFlags::PURGED) {
+                        inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
+                        inner.purges += 1;
+                    }
+                }
+                debug_assert_eq!(header.fresh.get(), USABLE_MASK);
+                self.remove_page(inner, header);
+                out[count] = page;
+                count += 1;
+            }
+            page = next;
+        }
+        count
     }
 
     fn purge_older_than(&self, cutoff: u64, all: bool) {
@@ -1353,6 +1313,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Takes a page with no slice in use and nothing dirty out of the domain.
     fn remove_page(&self, inner: &mut Inner, page: &PageHeader) {
         inner.fresh_unlink(page);
+        inner.unfile_runs(page);
         let (prev, next) = (page.all_prev.get(), page.all_next.get());
         // SAFETY: live page headers on the page list.
         unsafe {
@@ -1430,9 +1391,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 }
                 page = header.all_next.get();
             }
-            stats.bytes_mapped = inner.pages_mapped * PAGE_SIZE + inner.huge_bytes_mapped;
+            let cached = inner.huge_cache.bytes();
+            stats.bytes_mapped = inner.pages_mapped * PAGE_SIZE + inner.huge_bytes_mapped + cached;
             stats.bytes_live += inner.huge_bytes_live;
-            stats.bytes_resident += inner.huge_bytes_mapped;
+            stats.bytes_resident += inner.huge_bytes_mapped + cached;
+            stats.huge_cached_bytes = cached;
             stats.huge_allocations = inner.huge_allocations;
             stats.pages_released = inner.pages_released;
             stats.purges = inner.purges;
@@ -1510,27 +1473,11 @@ pub(crate) unsafe fn append<S: PageSource, L: RawLock>(domain: &Domain<S, L>, sl
     count
 }
 
-/// Index of the lowest run of `count` set bits in `mask`.
-/// Index of the lowest run of `count` set bits in `mask` that starts at a
-/// multiple of `stride` (a power of two).
-fn find_run(mask: u64, count: usize, stride: usize) -> Option<usize> {
-    // After the loop, bit i of `run` is set iff bits i..i+count are all set.
-    let mut run = mask;
-    let mut have = 1;
-    while have < count {
-        let step = have.min(count - have);
-        run &= run >> step;
-        have += step;
-    }
-    let mut starts = 0u64;
-    let mut start = 0;
-    while start < 64 {
-        starts |= 1 << start;
-        start += stride.max(1);
-    }
-    run &= starts;
-    (run != 0).then(|| run.trailing_zeros() as usize)
-}
+#[path = "large.rs"]
+mod large;
+#[cfg(test)]
+use large::find_run;
+pub use large::{HUGE_CACHE_BYTES, HUGE_CACHE_ENTRIES};
 
 #[cfg(test)]
 #[path = "domain_tests.rs"]

@@ -492,3 +492,217 @@ fn shuffled_carving_visits_every_object_once_out_of_address_order() {
         }
     }
 }
+
+#[test]
+fn longest_runs_are_capped_at_the_largest_span() {
+    use large::longest_run;
+    assert_eq!(longest_run(0), 0);
+    assert_eq!(longest_run(0b1011_0111), 3);
+    assert_eq!(longest_run(0b1111_0110_1110), 4);
+    assert_eq!(longest_run(USABLE_MASK), MAX_SPAN_SLICES as u8);
+    assert_eq!(longest_run(1 << 63), 1);
+}
+
+#[test]
+fn spans_take_dirty_runs_before_clean_ones() {
+    let d = domain();
+    let p = page(d);
+    // Slices 20..24 dirty, the rest of the page clean: a span of four takes
+    // the dirty run although clean slices come first.
+    for index in 20..24 {
+        put(d, p, index, CLASS, SliceState::Dirty, 0);
+    }
+    let span = d.alloc_large(4 * SLICE_SIZE, 8, false, ());
+    assert_eq!(span as usize, p.slice_address(20));
+    // A span longer than any dirty run takes clean slices.
+    let long = d.alloc_large(6 * SLICE_SIZE, 8, false, ());
+    assert_eq!(long as usize, p.slice_address(1));
+    // SAFETY: live spans.
+    unsafe {
+        d.free_large(span as usize).unwrap();
+        d.free_large(long as usize).unwrap();
+    }
+}
+
+#[test]
+fn spans_find_the_page_with_room_among_many() {
+    let d = domain();
+    let pages: std::vec::Vec<&PageHeader> = (0..6).map(|_| page(d)).collect();
+    // Every page but one has only runs of three free slices.
+    for (n, page) in pages.iter().enumerate() {
+        if n == 3 {
+            continue;
+        }
+        for index in (FIRST_SLICE..SLICES_PER_PAGE).step_by(4) {
+            occupy(d, page, index, 1);
+        }
+    }
+    let span = d.alloc_large(10 * SLICE_SIZE, 8, false, ());
+    assert_eq!(page_of(span as usize), pages[3].base());
+    // Aligned spans, and runs of exactly the length asked on the others.
+    let three = d.alloc_large(3 * SLICE_SIZE, 8, false, ());
+    assert_ne!(page_of(three as usize), pages[3].base(), "the shortest fitting run is taken");
+    let aligned = d.alloc_large(4 * SLICE_SIZE, 4 * SLICE_SIZE, false, ());
+    assert_eq!(aligned as usize % (4 * SLICE_SIZE), 0);
+    assert_eq!(page_of(aligned as usize), pages[3].base());
+    // SAFETY: live spans.
+    unsafe {
+        for block in [span, three, aligned] {
+            d.free_large(block as usize).unwrap();
+        }
+    }
+}
+
+#[test]
+fn spans_grow_into_free_slices_and_shrink() {
+    let d = domain();
+    let span = d.alloc_large(2 * SLICE_SIZE, 8, false, ());
+    // SAFETY: the span is live and owned here.
+    unsafe {
+        ptr::write_bytes(span, 0x5c, 2 * SLICE_SIZE);
+        let grown = d.resize_large(span as usize, 7 * SLICE_SIZE, 8, ()).expect("the slices after it are free");
+        assert_eq!(grown, span);
+        assert_eq!(d.usable_size(span as usize).unwrap(), 7 * SLICE_SIZE);
+        ptr::write_bytes(span.add(2 * SLICE_SIZE), 0x5d, 5 * SLICE_SIZE);
+        // A span right after it blocks further growth.
+        let next = d.alloc_large(SLICE_SIZE, 8, false, ());
+        assert_eq!(next as usize, span as usize + 7 * SLICE_SIZE);
+        assert!(d.resize_large(span as usize, 8 * SLICE_SIZE, 8, ()).is_none());
+        assert_eq!(*span, 0x5c);
+        let shrunk = d.resize_large(span as usize, SLICE_SIZE, 8, ()).unwrap();
+        assert_eq!(shrunk, span);
+        assert_eq!(d.usable_size(span as usize).unwrap(), SLICE_SIZE);
+        assert_eq!(d.stats().slices_dirty, 6);
+        d.free_large(span as usize).unwrap();
+        d.free_large(next as usize).unwrap();
+    }
+}
+
+#[cfg(not(miri))]
+#[test]
+fn huge_blocks_grow_by_remap_and_keep_their_contents() {
+    let d = domain();
+    let size = 3 * PAGE_SIZE;
+    let block = d.alloc_large(size, 8, false, ());
+    assert!(!block.is_null());
+    // SAFETY: the block is live and owned here; each resize returns the
+    // block's new address.
+    unsafe {
+        for i in 0..size / 4096 {
+            *block.add(i * 4096) = i as u8;
+        }
+        let grown = d.resize_large(block as usize, 9 * PAGE_SIZE, 8, ()).expect("mremap");
+        assert!(d.usable_size(grown as usize).unwrap() >= 9 * PAGE_SIZE);
+        for i in 0..size / 4096 {
+            assert_eq!(*grown.add(i * 4096), i as u8);
+        }
+        ptr::write_bytes(grown.add(size), 1, 6 * PAGE_SIZE);
+        let stats = d.stats();
+        assert_eq!(stats.huge_allocations, 1);
+        assert_eq!(stats.bytes_live, d.usable_size(grown as usize).unwrap());
+        let shrunk = d.resize_large(grown as usize, PAGE_SIZE, 8, ()).expect("mremap");
+        assert_eq!(*shrunk.add(4096), 1);
+        assert!(d.usable_size(shrunk as usize).unwrap() < 2 * PAGE_SIZE);
+        d.free_large(shrunk as usize).unwrap();
+    }
+    assert_eq!(d.stats().bytes_live, 0);
+}
+
+#[test]
+fn freed_huge_mappings_are_reused_then_given_back() {
+    let d = domain();
+    let size = 2 * PAGE_SIZE;
+    let first = d.alloc_large(size, 8, false, ());
+    // SAFETY: live block, then freed and not used again.
+    unsafe {
+        ptr::write_bytes(first, 0xee, size);
+        d.free_large(first as usize).unwrap();
+    }
+    let stats = d.stats();
+    assert_eq!(stats.huge_allocations, 0);
+    assert!(stats.huge_cached_bytes >= size);
+    let again = d.alloc_large(size, 8, true, ());
+    assert_eq!(again, first, "the cached mapping is reused");
+    // SAFETY: a live zeroed block of `size` bytes.
+    unsafe {
+        // Compared a page at a time: one memcmp each, fast under Miri too.
+        let zero = [0u8; 4096];
+        let bytes = core::slice::from_raw_parts(again, size);
+        assert!(bytes.chunks(4096).all(|page| page == &zero[..page.len()]), "reused for calloc, not zero");
+        d.free_large(again as usize).unwrap();
+    }
+    // The double free is still caught while the mapping is cached.
+    // SAFETY: refused, touches nothing.
+    assert_eq!(unsafe { d.free_large(again as usize) }.unwrap_err().kind, FreeErrorKind::NotAllocated);
+    d.purge_all();
+    let stats = d.stats();
+    assert_eq!(stats.huge_cached_bytes, 0);
+    assert_eq!(stats.bytes_mapped, 0);
+    // More than the cache holds goes back at once (not on Miri's arena,
+    // which is smaller than that).
+    #[cfg(not(miri))]
+    {
+        let big = d.alloc_large(HUGE_CACHE_BYTES + PAGE_SIZE, 8, false, ());
+        assert!(!big.is_null());
+        // SAFETY: live.
+        unsafe { d.free_large(big as usize).unwrap() };
+        assert_eq!(d.stats().bytes_mapped, 0);
+    }
+}
+
+#[test]
+fn reclaim_gives_back_unused_pages_and_lets_a_retry_succeed() {
+    let d = domain();
+    let spans: std::vec::Vec<*mut u8> = (0..4).map(|_| d.alloc_large(MAX_SPAN, 8, false, ())).collect();
+    // SAFETY: live spans.
+    unsafe {
+        for &span in &spans {
+            ptr::write_bytes(span, 3, MAX_SPAN);
+            d.free_large(span as usize).unwrap();
+        }
+    }
+    assert!(d.stats().pages_mapped >= 2);
+    assert!(d.reclaim(), "there were pages to give back");
+    assert_eq!(d.stats().pages_mapped, 0);
+    assert!(!d.reclaim(), "nothing left to give back");
+}
+
+#[cfg(not(miri))]
+#[test]
+fn a_huge_block_moved_by_remap_is_found_at_its_new_address_only() {
+    let d = domain();
+    let size = 2 * PAGE_SIZE;
+    let block = d.alloc_large(size, 8, false, ());
+    assert!(!block.is_null());
+    let (base, len) = {
+        // SAFETY: a live huge block's header.
+        let common = unsafe { &*(page_of(block as usize) as *const PageCommon) };
+        (common.map_base, common.map_len)
+    };
+    // Occupy the address space right after the mapping, so that it cannot
+    // grow in place and must move.
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let guard = unsafe {
+        libc::mmap(
+            (base + len) as *mut libc::c_void,
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(guard as usize, base + len, "the guard page could not be placed");
+    // SAFETY: the block is live and owned here.
+    unsafe {
+        ptr::write_bytes(block, 0x6b, size);
+        let moved = d.resize_large(block as usize, 5 * PAGE_SIZE, 8, ()).expect("mremap");
+        assert_ne!(moved, block, "the guard keeps it from growing in place");
+        assert_eq!(*moved.add(size - 1), 0x6b);
+        assert!(d.usable_size(moved as usize).unwrap() >= 5 * PAGE_SIZE);
+        assert_eq!(d.usable_size(block as usize).unwrap_err().kind, FreeErrorKind::NotAllocated);
+        assert_eq!(d.free_large(block as usize).unwrap_err().kind, FreeErrorKind::NotAllocated);
+        d.free_large(moved as usize).unwrap();
+        libc::munmap(guard, 4096);
+    }
+}

@@ -164,6 +164,14 @@ pub(crate) struct PageHeader {
     /// Links in the list of all slab pages. Domain lock.
     pub(crate) all_next: Cell<*mut PageHeader>,
     pub(crate) all_prev: Cell<*mut PageHeader>,
+    /// The longest run of usable slices free for a span, capped at
+    /// [`MAX_SPAN_SLICES`]: index 0, fresh or dirty; index 1, dirty only.
+    /// The page is filed under it in the domain's span lists of that kind
+    /// while it is not 0. Domain lock.
+    pub(crate) runs: [Cell<u8>; 2],
+    /// Links in those span lists, one pair per kind. Domain lock.
+    pub(crate) run_next: [Cell<*mut PageHeader>; 2],
+    pub(crate) run_prev: [Cell<*mut PageHeader>; 2],
     /// Descriptors; index 0 describes the header slice and is never used.
     pub(crate) slices: [SliceMeta; SLICES_PER_PAGE],
 }
@@ -207,6 +215,9 @@ impl PageHeader {
             ptr::addr_of_mut!((*page).fresh_prev).write(Cell::new(ptr::null_mut()));
             ptr::addr_of_mut!((*page).all_next).write(Cell::new(ptr::null_mut()));
             ptr::addr_of_mut!((*page).all_prev).write(Cell::new(ptr::null_mut()));
+            ptr::addr_of_mut!((*page).runs).write([Cell::new(0), Cell::new(0)]);
+            ptr::addr_of_mut!((*page).run_next).write([Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())]);
+            ptr::addr_of_mut!((*page).run_prev).write([Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())]);
             let slices = ptr::addr_of_mut!((*page).slices) as *mut SliceMeta;
             for i in 0..SLICES_PER_PAGE {
                 slices.add(i).write(SliceMeta::new());

@@ -27,8 +27,18 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// tagged and out-of-range ones. The core dereferences a page's header only
 /// after `owns` said yes.
 ///
+/// A successful `remap(ptr, old, new, align, _)` ends the mapping at `ptr`
+/// and returns one of `new` bytes aligned to `align`, holding the first
+/// `min(old, new)` bytes of the old one (the rest zero if `ZEROED`); it may
+/// return `ptr` itself. It must accept `register` for any
+/// `PAGE_SIZE`-aligned address inside the mapping it returns. A failed
+/// `remap` leaves the old mapping as it was.
+///
 /// All methods may be called from any thread, with or without the domain
-/// lock held, except that `map` and `unmap` are never called with it held.
+/// lock held, except that `map`, `remap` and `unmap` are never called with it
+/// held. `purge`, `unregister` and `unmap` must be safe in every context in
+/// which `map` is called (the core gives memory back before it reports a
+/// failure, within the failing call's context).
 pub unsafe trait PageSource {
     /// The caller's allocation context, carried from the front down to every
     /// call that may map memory: `()` in user space, the GFP flags in the
@@ -38,6 +48,11 @@ pub unsafe trait PageSource {
 
     /// Whether fresh mappings read as zero.
     const ZEROED: bool;
+
+    /// Whether [`PageSource::remap`] can succeed. The core asks it only of
+    /// sources that say so (and takes no other step towards a remap
+    /// otherwise).
+    const REMAPS: bool = false;
 
     /// Maps `size` bytes aligned to `align`, within what `context` allows.
     /// `size` is a multiple of 4096 and `align` a power of two of at least
@@ -50,6 +65,29 @@ pub unsafe trait PageSource {
     /// `ptr` and `size` must be exactly those of one live mapping from
     /// [`PageSource::map`], and nothing may use the range afterwards.
     unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize);
+
+    /// Resizes the mapping at `ptr` from `old_size` to `new_size` bytes
+    /// (multiples of 4096), in place or by moving it to an address aligned
+    /// to `align`, without copying the contents through the caller. Returns
+    /// the mapping's address, or `None` when the source cannot (the default:
+    /// the caller then maps anew and copies), in which case the old mapping
+    /// is untouched.
+    ///
+    /// # Safety
+    /// `ptr` and `old_size` must be exactly those of one live mapping of
+    /// this source. On success the old range may no longer be used, except
+    /// as part of the returned mapping.
+    unsafe fn remap(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        context: Self::Context,
+    ) -> Option<NonNull<u8>> {
+        let _ = (ptr, old_size, new_size, align, context);
+        None
+    }
 
     /// Releases the physical memory behind `[ptr, ptr + size)` but keeps the
     /// range usable. Returns whether the range now reads as zero.
@@ -163,6 +201,7 @@ impl MmapSource {
 unsafe impl PageSource for MmapSource {
     type Context = ();
     const ZEROED: bool = true;
+    const REMAPS: bool = true;
 
     registry_methods!();
 
@@ -203,6 +242,45 @@ unsafe impl PageSource for MmapSource {
     unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize) {
         // SAFETY: the caller passes a live mapping of ours.
         unsafe { libc::munmap(ptr.as_ptr().cast(), size) };
+    }
+
+    unsafe fn remap(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        _context: (),
+    ) -> Option<NonNull<u8>> {
+        let old = ptr.as_ptr().cast::<libc::c_void>();
+        // In place first: the pages after the mapping may be free (and a
+        // shrink always stays).
+        // SAFETY: the caller passes a live mapping of ours; without
+        // MREMAP_MAYMOVE the kernel only extends or trims it.
+        let same = unsafe { libc::mremap(old, old_size, new_size, 0) };
+        if same != libc::MAP_FAILED {
+            return Some(ptr);
+        }
+        // Else reserve an aligned range and have the kernel move the page
+        // tables there: no byte is copied.
+        let target = self.map(new_size, align, ())?;
+        // SAFETY: `target` is a mapping of ours of `new_size` bytes, which
+        // MREMAP_FIXED replaces; the old mapping is live.
+        let moved = unsafe {
+            libc::mremap(
+                old,
+                old_size,
+                new_size,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                target.as_ptr().cast::<libc::c_void>(),
+            )
+        };
+        if moved == libc::MAP_FAILED {
+            // SAFETY: the reserve is still ours and unused.
+            unsafe { self.unmap(target, new_size) };
+            return None;
+        }
+        Some(target)
     }
 
     unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool {
@@ -437,6 +515,7 @@ impl<S> FailingSource<S> {
 unsafe impl<S: PageSource> PageSource for FailingSource<S> {
     type Context = S::Context;
     const ZEROED: bool = S::ZEROED;
+    const REMAPS: bool = S::REMAPS;
 
     fn map(&self, size: usize, align: usize, context: S::Context) -> Option<NonNull<u8>> {
         if self.failing.load(Ordering::SeqCst) {
@@ -467,6 +546,22 @@ unsafe impl<S: PageSource> PageSource for FailingSource<S> {
     unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner.purge(ptr, size) }
+    }
+
+    unsafe fn remap(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        context: S::Context,
+    ) -> Option<NonNull<u8>> {
+        if self.failing.load(Ordering::SeqCst) && new_size > old_size {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.remap(ptr, old_size, new_size, align, context) }
     }
 
     fn now_ms(&self) -> u64 {

@@ -35,6 +35,10 @@ pub struct Stats {
     pub pages_released: u64,
     /// Huge allocations live, with their own mapping each.
     pub huge_allocations: usize,
+    /// Bytes of freed huge mappings kept for reuse (counted in
+    /// `bytes_mapped` and `bytes_resident`), given back after the purge
+    /// delay.
+    pub huge_cached_bytes: usize,
     /// Slices in each state. A purged slice is counted in `slices_purged`,
     /// not in `slices_dirty`.
     pub slices_clean: usize,
@@ -78,6 +82,7 @@ impl Stats {
             pages_mapped: 0,
             pages_released: 0,
             huge_allocations: 0,
+            huge_cached_bytes: 0,
             slices_clean: 0,
             slices_partial: 0,
             slices_full: 0,
@@ -106,6 +111,7 @@ impl fmt::Display for Stats {
         writeln!(f, "  pages mapped     {:>14}", self.pages_mapped)?;
         writeln!(f, "  pages released   {:>14}", self.pages_released)?;
         writeln!(f, "  huge allocations {:>14}", self.huge_allocations)?;
+        writeln!(f, "  huge cached      {:>14}", self.huge_cached_bytes)?;
         writeln!(
             f,
             "  slices           clean {} partial {} full {} dirty {} purged {}",

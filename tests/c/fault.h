@@ -9,7 +9,8 @@ enum fault_kind {
     FAULT_MAP = 0,   /* mmap: a new slab page or huge allocation */
     FAULT_PURGE = 1, /* madvise: giving a dirty slice's memory back */
     FAULT_UNMAP = 2, /* munmap: an empty page, a freed huge allocation, the trim of a mapping */
-    FAULT_KINDS = 3
+    FAULT_REMAP = 3, /* mremap: a huge block grown or shrunk in place, or moved */
+    FAULT_KINDS = 4
 };
 
 /* From now on, the next `after` calls of `kind` made by Strata pass, then

@@ -2,8 +2,8 @@
  *
  *     LD_PRELOAD=libfault_inject.so:libstrata.so program
  *
- * It wraps mmap (and mmap64, the same function in glibc on x86-64), madvise
- * and munmap. A call whose caller lies in libstrata.so (found with
+ * It wraps mmap (and mmap64, the same function in glibc on x86-64), madvise,
+ * munmap and mremap. A call whose caller lies in libstrata.so (found with
  * _dl_find_object, which takes no lock and does not allocate) follows the
  * schedule of its kind; every other call goes straight to glibc. glibc's own
  * mappings (thread stacks, the loader) do not come through these symbols at
@@ -16,7 +16,7 @@
  *
  * It is set two ways:
  * - from the start, by the environment: FAULT_MMAP, FAULT_MADVISE and
- *   FAULT_MUNMAP hold "after,count" (read at the first call of the kind, so
+ *   FAULT_MUNMAP, FAULT_MREMAP hold "after,count" (read at the first call of the kind, so
  *   that it applies to Strata's very first mapping);
  * - at any time, by the program: fault_set(kind, after, count), found with
  *   dlsym(RTLD_DEFAULT, "fault_set") (see fault.h).
@@ -27,6 +27,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,7 @@ struct schedule {
 
 static struct schedule schedules[FAULT_KINDS];
 
-static const char *const variables[FAULT_KINDS] = {"FAULT_MMAP", "FAULT_MADVISE", "FAULT_MUNMAP"};
+static const char *const variables[FAULT_KINDS] = {"FAULT_MMAP", "FAULT_MADVISE", "FAULT_MUNMAP", "FAULT_MREMAP"};
 
 /* Reads "after,count" from the kind's variable, once. getenv and strtol
  * neither allocate nor map. */
@@ -104,6 +105,7 @@ static int from_strata(void *caller)
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*madvise_fn)(void *, size_t, int);
 typedef int (*munmap_fn)(void *, size_t);
+typedef void *(*mremap_fn)(void *, size_t, size_t, int, ...);
 
 /* glibc's definitions. dlsym on a name that exists does not allocate. */
 static mmap_fn real_mmap(void)
@@ -134,6 +136,17 @@ static munmap_fn real_munmap(void)
     munmap_fn fn = atomic_load(&real);
     if (!fn) {
         fn = (munmap_fn)dlsym(RTLD_NEXT, "munmap");
+        atomic_store(&real, fn);
+    }
+    return fn;
+}
+
+static mremap_fn real_mremap(void)
+{
+    static _Atomic(mremap_fn) real;
+    mremap_fn fn = atomic_load(&real);
+    if (!fn) {
+        fn = (mremap_fn)dlsym(RTLD_NEXT, "mremap");
         atomic_store(&real, fn);
     }
     return fn;
@@ -174,6 +187,22 @@ __attribute__((noinline)) int munmap(void *address, size_t length)
         return -1;
     }
     return real_munmap()(address, length);
+}
+
+__attribute__((noinline)) void *mremap(void *address, size_t old_length, size_t new_length, int flags, ...)
+{
+    void *new_address = NULL;
+    if (flags & MREMAP_FIXED) {
+        va_list arguments;
+        va_start(arguments, flags);
+        new_address = va_arg(arguments, void *);
+        va_end(arguments);
+    }
+    if (from_strata(__builtin_return_address(0)) && take_fault(FAULT_REMAP)) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return real_mremap()(address, old_length, new_length, flags, new_address);
 }
 
 void fault_set(int kind, long after, long count)

@@ -287,9 +287,24 @@ static void huge(void)
     void *out = NULL;
     CHECK(posix_memalign(&out, 8 << 20, 3 << 20) == ENOMEM && out == NULL, "posix_memalign did not fail");
     CHECK(fault.failures(FAULT_MAP) == before + 4, "%ld failed maps", fault.failures(FAULT_MAP) - before);
-    fault.set(FAULT_MAP, 0, 1);
+    /* A huge block grown once keeps room to grow again: the next growth
+     * needs neither a map nor a remap, so it works while both fail... */
+    void *grown = realloc(live.p, 12 << 20);
+    CHECK(grown != NULL, "realloc of a huge block to 12 MiB");
+    live.p = grown;
+    CHECK_INTACT(&live);
+    fault.set(FAULT_MAP, 0, -1);
+    fault.set(FAULT_REMAP, 0, -1);
+    grown = realloc(live.p, 16 << 20);
+    CHECK(grown == live.p, "growth into the room left did not stay in place");
+    CHECK_INTACT(&live);
+    /* ...and growth beyond it fails cleanly, the block intact. */
+    long failed = fault.failures(FAULT_MAP) + fault.failures(FAULT_REMAP);
     errno = 0;
     CHECK(realloc(live.p, 40 << 20) == NULL && errno == ENOMEM, "realloc of a huge block did not fail");
+    CHECK(fault.failures(FAULT_MAP) + fault.failures(FAULT_REMAP) > failed, "nothing was refused");
+    fault.set(FAULT_MAP, 0, 0);
+    fault.set(FAULT_REMAP, 0, 0);
     CHECK_INTACT(&live);
     unsigned char *zero = calloc(1, 32 << 20);
     CHECK(zero != NULL && zero[0] == 0 && zero[(32 << 20) - 1] == 0, "calloc after recovery");
@@ -632,9 +647,11 @@ int main(int argc, char **argv)
     }
     printf("mode=%s\n", mode);
     if (strncmp(mode, "rlimit", 6) != 0)
-        printf("map_calls=%ld\nmap_failures=%ld\npurge_calls=%ld\npurge_failures=%ld\nunmap_calls=%ld\nunmap_failures=%ld\n",
+        printf("map_calls=%ld\nmap_failures=%ld\npurge_calls=%ld\npurge_failures=%ld\nunmap_calls=%ld\nunmap_failures=%ld\n"
+               "remap_calls=%ld\nremap_failures=%ld\n",
                fault.calls(FAULT_MAP), fault.failures(FAULT_MAP), fault.calls(FAULT_PURGE),
-               fault.failures(FAULT_PURGE), fault.calls(FAULT_UNMAP), fault.failures(FAULT_UNMAP));
+               fault.failures(FAULT_PURGE), fault.calls(FAULT_UNMAP), fault.failures(FAULT_UNMAP),
+               fault.calls(FAULT_REMAP), fault.failures(FAULT_REMAP));
     REPORT_OK();
     return 0;
 }

@@ -171,6 +171,46 @@ fn rss_returns_after_frees_within_the_purge_delay() {
     assert_rss_returned("activity");
 }
 
+/// Blocks above the size classes keep their contents through growth and
+/// shrinking by `realloc`, and growth in 64 KiB steps mostly stays in place
+/// (spans into the slices after them, huge blocks by `mremap` with headroom).
+#[test]
+fn large_blocks_keep_their_contents_through_realloc() {
+    let run = run_checked("large_growth.c", &[]);
+    // 1024 reallocs per buffer: a copy at each would be quadratic.
+    assert!(run.field("one_moves") <= 64, "{}", run.describe());
+    assert!(run.field("two_moves") <= 128, "{}", run.describe());
+}
+
+/// Freed huge mappings are reused: `calloc` of one is zero, and the
+/// resident set stays bounded while blocks of 3 to 24 MiB churn.
+#[test]
+fn reused_huge_mappings_are_zeroed_and_bounded() {
+    run_checked("huge_reuse.c", &[]);
+}
+
+/// Under `RLIMIT_AS`, freed memory the allocator still holds is given back
+/// and the request retried before `malloc` fails.
+#[test]
+fn reclaim_and_retry_under_an_address_space_limit() {
+    let run = run_checked("reclaim_rlimit.c", &[]);
+    assert!(run.field("spans") >= 100, "{}", run.describe());
+}
+
+/// After a program frees most of its memory and goes on with one small
+/// `malloc`/`free` at a time, the resident set still falls.
+#[test]
+fn light_work_reaches_the_delayed_purge() {
+    let run = run_checked("light_purge.c", &[]);
+    assert!(
+        run.field("rss_after_kib")
+            <= run.field("rss_base_kib")
+                + (run.field("rss_peak_kib") - run.field("rss_base_kib")) / 8,
+        "{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn dlopen_loads_and_serves_from_strata() {
     let mut command = Command::new(program("dlopen_shim.c"));
@@ -481,16 +521,12 @@ fn libstrata_maps_through_the_dynamic_libc_symbols() {
         .filter_map(|line| line.split_whitespace().last())
         .map(|symbol| symbol.split('@').next().unwrap_or(symbol).to_string())
         .collect();
-    for symbol in ["mmap", "madvise", "munmap"] {
+    for symbol in ["mmap", "madvise", "munmap", "mremap"] {
         assert!(
             imports.iter().any(|name| name == symbol),
             "libstrata.so does not import {symbol}: {imports:?}"
         );
     }
-    assert!(
-        !imports.iter().any(|name| name == "mremap"),
-        "libstrata.so imports mremap: cover it in fault_inject.c"
-    );
 }
 
 /// Every map fails from the process's start, Strata's own first page at load
@@ -517,12 +553,16 @@ fn maps_failing_during_growth_give_enomem_and_keep_every_object() {
     assert!(run.field("map_failures") >= 10, "{}", run.describe());
 }
 
-/// One huge allocation's map fails, by size or by alignment, and a huge
-/// `realloc`; the next map works.
+/// One huge allocation's map fails, by size or by alignment; a huge
+/// `realloc` grows into the room its mapping kept while maps and remaps
+/// fail, and fails cleanly beyond it; the next map works.
 #[test]
 fn a_failed_huge_map_gives_enomem_and_the_next_works() {
     let run = with_faults("huge", &[]);
-    assert_eq!(run.field("map_failures"), 5, "{}", run.describe());
+    // Four refused allocations (the program counts them one by one), and
+    // the refused growth, which may try both a map and a remap.
+    assert!(run.field("map_failures") >= 5, "{}", run.describe());
+    assert!(run.field("remap_failures") >= 1, "{}", run.describe());
 }
 
 /// `realloc` that would need a map fails with ENOMEM and leaves the block as

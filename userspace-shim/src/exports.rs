@@ -346,7 +346,7 @@ pub unsafe extern "C" fn mallopt(param: c_int, _value: c_int) -> c_int {
 /// | `hblks`, `hblkhd` | huge allocations and the bytes mapped for them |
 /// | `uordblks` | bytes in live allocations |
 /// | `fordblks` | resident bytes not in live allocations |
-/// | `keepcost` | resident bytes a `malloc_trim` could release: dirty slices |
+/// | `keepcost` | resident bytes a `malloc_trim` could release: dirty slices and freed huge mappings kept for reuse |
 ///
 /// The other fields are zero.
 ///
@@ -361,12 +361,12 @@ pub unsafe extern "C" fn mallinfo2() -> libc::mallinfo2 {
         ordblks: stats.slices_clean + stats.slices_dirty + stats.slices_purged,
         smblks: 0,
         hblks: stats.huge_allocations,
-        hblkhd: stats.bytes_mapped.saturating_sub(slab_bytes),
+        hblkhd: stats.bytes_mapped.saturating_sub(slab_bytes).saturating_sub(stats.huge_cached_bytes),
         usmblks: 0,
         fsmblks: 0,
         uordblks: stats.bytes_live,
         fordblks: stats.bytes_resident.saturating_sub(stats.bytes_live),
-        keepcost: stats.slices_dirty * strata_core::page::SLICE_SIZE,
+        keepcost: stats.slices_dirty * strata_core::page::SLICE_SIZE + stats.huge_cached_bytes,
     }
 }
 

@@ -52,11 +52,17 @@
 //!
 //! # Returning memory
 //!
-//! The core purges dirty slices older than the purge delay whenever a cache
-//! refills or gives slices back. A thread that only frees never refills, so
-//! every [`TIDY_EVERY`] frees, and at most twice per purge delay, the shim
-//! has the thread's heap give its slices back ([`Heap::release`]), which runs
-//! that delayed purge. `malloc_trim` purges everything at once.
+//! The core purges dirty slices (and gives back cached huge mappings) older
+//! than the purge delay whenever a cache refills or gives slices back. A
+//! thread that only frees never refills, and one that works lightly (a small
+//! `malloc`/`free` now and then) is served from its cache and never refills
+//! either. So every [`TIDY_EVERY`] frees, and at most twice per purge delay,
+//! the shim has the thread's heap give its slices back ([`Heap::release`]),
+//! which runs that delayed purge; while the domain still has memory waiting
+//! for the delay, the check comes every [`TIDY_SOON`] frees, so light work
+//! reaches it too. The fast path pays nothing for this: the free counter it
+//! already keeps is set just short of the next check. `malloc_trim` purges
+//! everything at once.
 //!
 //! # Locks and `fork`
 //!
@@ -85,6 +91,11 @@ pub static DOMAIN: ShimDomain = Domain::new(MmapSource::new());
 
 /// Frees between two tidying checks; a power of two.
 pub const TIDY_EVERY: usize = 1024;
+
+/// Frees between two tidying checks while memory waits for the purge delay
+/// (see [`tidy`]): a thread that works lightly then still reaches the
+/// delayed purge after a few calls.
+pub const TIDY_SOON: usize = 16;
 
 /// Process set-up progress: [`NOT_STARTED`], [`RUNNING`], [`DONE`] or
 /// [`FAILED`].
@@ -217,7 +228,8 @@ unsafe fn free_slow(ptr: *mut u8) -> Result<(), FreeError> {
 }
 
 /// Gives the thread's cached slices back when a purge may be due, so that
-/// the core's delayed purge runs for threads that only free.
+/// the core's delayed purge runs for threads that only free, or that work
+/// so lightly that their cache never refills.
 ///
 /// # Safety
 /// `slot` must be the calling thread's slot, with a live heap.
@@ -227,11 +239,16 @@ unsafe fn tidy(slot: *mut ThreadSlot) {
     let now = DOMAIN.source().now_ms();
     // SAFETY: the caller passes this thread's slot, with a live heap.
     unsafe {
-        if now < (*slot).next_tidy_ms {
-            return;
+        if now >= (*slot).next_tidy_ms {
+            (*slot).next_tidy_ms = now + DOMAIN.purge_delay_ms() / 2;
+            (*(*slot).heap).release(&DOMAIN, false);
+            (*slot).purge_waiting = DOMAIN.purge_if_due();
         }
-        (*slot).next_tidy_ms = now + DOMAIN.purge_delay_ms() / 2;
-        (*(*slot).heap).release(&DOMAIN, false);
+        if (*slot).purge_waiting {
+            // Look again after TIDY_SOON more frees rather than TIDY_EVERY:
+            // the free counter is moved to just short of the next multiple.
+            (*slot).frees = ((*slot).frees | (TIDY_EVERY - 1)) - (TIDY_SOON - 1);
+        }
     }
 }
 

@@ -67,6 +67,11 @@ pub struct ThreadSlot {
     /// One more than the index of the heap's entry among the heaps of
     /// exiting threads, or 0 (see [`crate::front`]).
     pub limbo: usize,
+    /// Whether the domain had memory waiting for the purge delay when this
+    /// thread last tidied: tidying then comes every
+    /// [`crate::front::TIDY_SOON`] frees instead of every
+    /// [`crate::front::TIDY_EVERY`].
+    pub purge_waiting: bool,
 }
 
 impl ThreadSlot {
@@ -131,6 +136,7 @@ std::thread_local! {
             next_tidy_ms: 0,
             exit_calls: 0,
             limbo: 0,
+            purge_waiting: false,
         })
     };
 }

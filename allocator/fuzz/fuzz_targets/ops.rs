@@ -401,6 +401,23 @@ impl Model<'_> {
             return;
         }
         assert_eq!(q as usize % align, 0, "step {}: realloc to {layout:?} gave misaligned {q:p}", self.step);
+        let resized = q == p && usable_via(api, q).unwrap() != old.usable;
+        if resized {
+            // A span or huge block resized in place (a span grown into the
+            // slices after it or shrunk, a mapping remapped where it is):
+            // its first bytes are kept, and it is checked as a new block.
+            assert!(!matches!(old.kind, Kind::Small(_)), "step {}: a small object changed its usable size in place", self.step);
+            let kept = old.size.min(size);
+            // SAFETY: the block holds at least `size` bytes.
+            if let Some(at) = unsafe { mismatch(q, old.usable, kept, old.id) } {
+                panic!("step {}: in-place resize of {old:?} to {layout:?} lost byte {at}", self.step);
+            }
+            self.blocks.swap_remove(i);
+            self.ranges.remove(&old.addr);
+            self.live -= old.usable;
+            self.adopt(q, size, align, old.owner, false, kind_of(size, align));
+            return;
+        }
         if q == p {
             // Kept in place: the whole block is untouched.
             let usable = usable_via(api, q).unwrap();
