@@ -121,25 +121,33 @@ impl HugeCache {
         self.entries.iter().take(self.count).map(|entry| entry.since).min()
     }
 
-    fn remove(&mut self, index: usize) -> CachedMapping {
-        let entry = self.entries[index];
-        self.count -= 1;
-        self.entries[index] = self.entries[self.count];
+    /// Takes entry `index` out, moving the last entry into its place.
+    /// (Written with checked accesses only: the kernel module counts every
+    /// panic path left in the core.)
+    fn remove(&mut self, index: usize) -> Option<CachedMapping> {
+        let last = self.count.checked_sub(1)?;
+        if index > last {
+            return None;
+        }
+        let moved = *self.entries.get(last)?;
+        let entry = core::mem::replace(self.entries.get_mut(index)?, moved);
+        self.count = last;
         self.bytes -= entry.len;
-        entry
+        Some(entry)
     }
 
     /// Takes the smallest mapping of at least `len` bytes (and at most
-    /// twice that) whose base is aligned to `align`.
+    /// twice that) whose base is aligned to `align` (a power of two).
     fn take(&mut self, len: usize, align: usize) -> Option<CachedMapping> {
-        let mut best: Option<usize> = None;
+        let mask = align.max(1) - 1;
+        let mut best: Option<(usize, usize)> = None;
         for (index, entry) in self.entries.iter().enumerate().take(self.count) {
-            let fits = entry.len >= len && entry.len / 2 <= len && entry.base % align == 0;
-            if fits && best.is_none_or(|b| entry.len < self.entries[b].len) {
-                best = Some(index);
+            let fits = entry.len >= len && entry.len / 2 <= len && entry.base & mask == 0;
+            if fits && best.is_none_or(|(_, best_len)| entry.len < best_len) {
+                best = Some((index, entry.len));
             }
         }
-        best.map(|index| self.remove(index))
+        self.remove(best?.0)
     }
 
     /// Keeps `mapping`, evicting the oldest entries into `out` to stay
@@ -150,30 +158,37 @@ impl HugeCache {
             return;
         }
         while self.count == HUGE_CACHE_ENTRIES || self.bytes + mapping.len > HUGE_CACHE_BYTES {
-            let Some(oldest) = (0..self.count).min_by_key(|&i| self.entries[i].since) else { break };
-            let evicted = self.remove(oldest);
+            let oldest = self.entries.iter().take(self.count).enumerate().min_by_key(|(_, entry)| entry.since);
+            let Some(evicted) = oldest.map(|(index, _)| index).and_then(|index| self.remove(index)) else { break };
             out.push(evicted);
         }
-        self.entries[self.count] = mapping;
-        self.count += 1;
-        self.bytes += mapping.len;
+        match self.entries.get_mut(self.count) {
+            Some(slot) => {
+                *slot = mapping;
+                self.count += 1;
+                self.bytes += mapping.len;
+            }
+            None => out.push(mapping),
+        }
     }
 
     /// Moves the entries freed at or before `cutoff` into `out`.
     pub(super) fn expire(&mut self, cutoff: u64, out: &mut Unmaps) {
         let mut index = 0;
         while index < self.count {
-            if self.entries[index].since <= cutoff {
-                let entry = self.remove(index);
-                out.push(entry);
-            } else {
-                index += 1;
+            let due = self.entries.get(index).is_some_and(|entry| entry.since <= cutoff);
+            match due.then(|| self.remove(index)).flatten() {
+                Some(entry) => out.push(entry),
+                None => index += 1,
             }
         }
     }
 }
 
 /// Span lists of pages by their longest run of fresh or dirty slices.
+///
+/// A kind indexes arrays of two as `[kind & 1]`: the mask lets the compiler
+/// drop the bounds check (the kernel module counts every panic path).
 const RUN_FREE: usize = 0;
 /// Span lists of pages by their longest run of dirty slices.
 const RUN_DIRTY: usize = 1;
@@ -197,7 +212,7 @@ impl Inner {
         let free = longest_run((page.fresh.get() | page.dirty.get()) & USABLE_MASK);
         let dirty = longest_run(page.dirty.get() & USABLE_MASK);
         for (kind, length) in [(RUN_FREE, free), (RUN_DIRTY, dirty)] {
-            if page.runs[kind].get() != length {
+            if page.runs[kind & 1].get() != length {
                 self.run_unlink(kind, page);
                 self.run_link(kind, page, length);
             }
@@ -211,46 +226,46 @@ impl Inner {
     }
 
     fn run_link(&mut self, kind: usize, page: &PageHeader, length: u8) {
-        page.runs[kind].set(length);
+        page.runs[kind & 1].set(length);
         if length == 0 {
             return;
         }
         let length = (length as usize).min(MAX_SPAN_SLICES);
         let me = page as *const PageHeader as *mut PageHeader;
-        let first = self.run_pages[kind][length];
-        page.run_prev[kind].set(ptr::null_mut());
-        page.run_next[kind].set(first);
+        let first = self.run_pages[kind & 1][length];
+        page.run_prev[kind & 1].set(ptr::null_mut());
+        page.run_next[kind & 1].set(first);
         if !first.is_null() {
             // SAFETY: list members are live page headers.
-            unsafe { (*first).run_prev[kind].set(me) };
+            unsafe { (*first).run_prev[kind & 1].set(me) };
         }
-        self.run_pages[kind][length] = me;
-        self.run_lengths[kind] |= 1 << length;
+        self.run_pages[kind & 1][length] = me;
+        self.run_lengths[kind & 1] |= 1 << length;
     }
 
     fn run_unlink(&mut self, kind: usize, page: &PageHeader) {
-        let length = (page.runs[kind].get() as usize).min(MAX_SPAN_SLICES);
+        let length = (page.runs[kind & 1].get() as usize).min(MAX_SPAN_SLICES);
         if length == 0 {
             return;
         }
-        let (prev, next) = (page.run_prev[kind].get(), page.run_next[kind].get());
+        let (prev, next) = (page.run_prev[kind & 1].get(), page.run_next[kind & 1].get());
         // SAFETY: list members are live page headers.
         unsafe {
             if !next.is_null() {
-                (*next).run_prev[kind].set(prev);
+                (*next).run_prev[kind & 1].set(prev);
             }
             if prev.is_null() {
-                self.run_pages[kind][length] = next;
+                self.run_pages[kind & 1][length] = next;
             } else {
-                (*prev).run_next[kind].set(next);
+                (*prev).run_next[kind & 1].set(next);
             }
         }
-        if self.run_pages[kind][length].is_null() {
-            self.run_lengths[kind] &= !(1 << length);
+        if self.run_pages[kind & 1][length].is_null() {
+            self.run_lengths[kind & 1] &= !(1 << length);
         }
-        page.runs[kind].set(0);
-        page.run_next[kind].set(ptr::null_mut());
-        page.run_prev[kind].set(ptr::null_mut());
+        page.runs[kind & 1].set(0);
+        page.run_next[kind & 1].set(ptr::null_mut());
+        page.run_prev[kind & 1].set(ptr::null_mut());
     }
 }
 
@@ -308,10 +323,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// An aligned span may have to look at more pages of those lists.
     fn take_span(&self, inner: &mut Inner, count: usize, stride: usize, now: u64) -> Option<(usize, bool)> {
         for kind in [RUN_DIRTY, RUN_FREE] {
-            let mut lengths = inner.run_lengths[kind] & (!0u64 << count.min(63));
+            let mut lengths = inner.run_lengths[kind & 1] & (!0u64 << count.min(63));
             while lengths != 0 {
                 let length = lengths.trailing_zeros() as usize;
-                let mut page = inner.run_pages[kind][length.min(MAX_SPAN_SLICES)];
+                let mut page = inner.run_pages[kind & 1][length.min(MAX_SPAN_SLICES)];
                 while !page.is_null() {
                     // SAFETY: live page header on a span list.
                     let header = unsafe { &*page };
@@ -328,7 +343,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                         }
                         return Some((header.slice_address(first), zero));
                     }
-                    page = header.run_next[kind].get();
+                    page = header.run_next[kind & 1].get();
                 }
                 lengths &= lengths - 1;
             }
