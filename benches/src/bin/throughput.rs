@@ -144,8 +144,10 @@ fn layout(size: usize) -> Layout {
 }
 
 /// Allocates `size` bytes and writes `tag` to its first word and the low
-/// byte of `tag` to its last byte.
-#[inline]
+/// byte of `tag` to its last byte. Always inlined, so that every allocator
+/// (and every build of one) is measured in the same loop code: left to
+/// itself, the compiler inlined this helper for some builds and not others.
+#[inline(always)]
 fn allocate<A: GlobalAlloc>(allocator: &A, size: usize, tag: u64) -> Object {
     let layout = layout(size);
     // SAFETY: `layout` has a non-zero size.
@@ -161,8 +163,9 @@ fn allocate<A: GlobalAlloc>(allocator: &A, size: usize, tag: u64) -> Object {
     Object { ptr, size }
 }
 
-/// Checks the marks written by [`allocate`] and frees the object.
-#[inline]
+/// Checks the marks written by [`allocate`] and frees the object. Always
+/// inlined, as [`allocate`] is.
+#[inline(always)]
 fn check_and_free<A: GlobalAlloc>(allocator: &A, object: Object, tag: Option<u64>) {
     // SAFETY: the object is live, ours, and was written by `allocate`.
     unsafe {
