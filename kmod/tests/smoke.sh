@@ -40,9 +40,11 @@ CHECKS="grep -q '^strata ' /proc/modules
 grep -qE '^  bytes live +0\$' /sys/kernel/debug/strata/stats"
 self_test_run "self-test"
 
-# Fault injection: every 5th page-source request fails. Failures must be
-# seen, counted and survived.
-CHECKS="dmesg | grep -qE 'strata: selftest: .* [1-9][0-9]* failures seen'"
+# Fault injection: every 5th page-source request fails. The source must
+# have refused requests, and the self-test must pass all the same: the core
+# reclaims and retries a refused map once, so the self-test's callers may
+# or may not see a failure.
+CHECKS="grep -qE '^  refused \(inject\) +[1-9]' /sys/kernel/debug/strata/stats"
 self_test_run "fail_every=5" fail_every=5
 
 # Every buddy request above the costly order fails: pages come from
