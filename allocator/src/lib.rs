@@ -66,9 +66,13 @@
 //! 2. **Domain lock** ([`RawLock`]). Protects the state lists, the age list,
 //!    the page list, every page-header field, the descriptors of slices no
 //!    heap owns, and the domain counters. Never held across a page-source
-//!    call that maps or unmaps. In the kernel it is a spinlock taken with
-//!    interrupts saved, since hardirq handlers may allocate; a kernel lock is
-//!    initialised at its final address ([`RawLock::init`]).
+//!    call that maps or unmaps. In Linux user space it is `FutexLock`,
+//!    which spins briefly and then sleeps on a futex (so a waiter never
+//!    burns the time slice of a preempted holder); `no_std` fronts use
+//!    `SpinLock`. In the kernel it is a spinlock taken with interrupts
+//!    saved, since hardirq handlers may allocate; a kernel lock is
+//!    initialised at its final address ([`RawLock::init`]). Its
+//!    acquisitions and contended acquisitions are counted in [`Stats`].
 //! 3. **Page-source locks**: the arena's free ranges
 //!    ([`source::ArenaSource`]); in the kernel, the page index's lock, taken
 //!    under the domain lock when a page is forgotten.
