@@ -22,11 +22,13 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
 
-use crate::domain::{append, Domain, FreeError, FreeErrorKind, Lookup};
+use crate::domain::{append, Domain, FreeError, Lookup};
 use crate::lock::RawLock;
 use crate::page::{page_of, PageHeader, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
 use crate::remote::{Link, Push};
-use crate::size_class::{class_index, class_of, CLASS_COUNT, MAX_SMALL};
+use crate::size_class::{
+    class_index, class_of, direct_entry, is_multiple, CLASS_COUNT, DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
+};
 use crate::slice::{FreeObject, SliceMeta};
 use crate::source::PageSource;
 
@@ -65,6 +67,12 @@ pub(crate) struct Counters {
 /// give it back with [`Heap::release`] before the heap's memory is reused
 /// (thread exit); the fronts do this.
 pub struct Heap {
+    /// The current slice of each class that serves 16-byte-aligned requests
+    /// up to [`DIRECT_MAX`] bytes, indexed by `direct_entry(size)`, so that
+    /// the malloc front finds its slice with one load.
+    /// Invariant: `direct[i] == current[DIRECT_CLASS[i]]` for every `i`
+    /// (kept by [`Heap::set_current`], the only writer of `current`).
+    direct: [*mut SliceMeta; DIRECT_ENTRIES],
     /// The owned slice of each class, or the empty sentinel.
     /// Invariant: every non-sentinel entry has `owner == self` and `CACHED`.
     current: [*mut SliceMeta; CLASS_COUNT],
@@ -104,6 +112,7 @@ impl Heap {
     /// An empty heap, bound to no domain yet.
     pub const fn new() -> Self {
         Self {
+            direct: [empty(); DIRECT_ENTRIES],
             current: [empty(); CLASS_COUNT],
             parked: [ptr::null_mut(); CLASS_COUNT],
             parked_count: [0; CLASS_COUNT],
@@ -140,11 +149,6 @@ impl Heap {
         }
     }
 
-    /// Whether the heap has been released for good.
-    pub fn is_retired(&self) -> bool {
-        self.domain == RETIRED
-    }
-
     /// The next word of the heap's shuffle generator (xorshift64).
     fn next_random(&mut self) -> u64 {
         let mut x = self.random;
@@ -158,6 +162,18 @@ impl Heap {
     #[inline(always)]
     fn id(&self) -> usize {
         self as *const Self as usize
+    }
+
+    /// Makes `slice` (an owned slice, or the empty sentinel) the current
+    /// slice of `class`, in `current` and in the direct-table entries that
+    /// map to the class.
+    fn set_current(&mut self, class: usize, slice: *mut SliceMeta) {
+        let class = class_index(class);
+        self.current[class] = slice;
+        let (first, end) = DIRECT_ENTRIES_OF[class];
+        for entry in self.direct.iter_mut().take(end as usize).skip(first as usize) {
+            *entry = slice;
+        }
     }
 
     /// Allocates `layout`. Returns null when out of memory.
@@ -225,25 +241,86 @@ impl Heap {
             // the slow path.
             let slice = self.current.get(class).copied().unwrap_or(empty());
             // SAFETY: `current` holds the sentinel or a slice this heap owns.
-            let slice = unsafe { &*slice };
-            let object = slice.free.get();
-            if !Link::is_end(object as usize) {
-                // SAFETY: objects on an owned free list are at least 16
-                // bytes of the slice. A link that leaves the slice was
-                // overwritten: it is not followed, and the slow path
-                // reports it (keeping the report out of the inlined code).
-                if let Some(next) = unsafe { FreeObject::next(object, self.link_key) } {
-                    // SAFETY: as above.
-                    unsafe {
-                        slice.free.set(next);
-                        FreeObject::set_marker(object, 0);
-                    }
-                    slice.set_used(slice.used() + 1);
-                    return object as *mut u8;
-                }
+            let object = unsafe { self.pop(slice) };
+            if !object.is_null() {
+                return object;
             }
         }
         self.alloc_slow(domain, class, context)
+    }
+
+    /// Allocates `size` bytes aligned to 16, the malloc front's request:
+    /// up to [`DIRECT_MAX`] bytes, the slice comes from the direct table,
+    /// one load away. Returns null when out of memory.
+    ///
+    /// The fast path does not compare `domain` with the heap's: the direct
+    /// table holds slices only once the heap is bound (its first slow path
+    /// binds it), and a heap serves one domain for its life. A caller must
+    /// therefore pass the same domain on every call, as the fronts do; a
+    /// call with another domain is served from the bound one.
+    #[inline(always)]
+    pub fn alloc_aligned16<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, size: usize) -> *mut u8 {
+        let object = self.try_alloc_aligned16(size);
+        if !object.is_null() {
+            return object;
+        }
+        self.alloc_aligned16_slow(domain, size)
+    }
+
+    /// The fast path of [`Heap::alloc_aligned16`] alone: an object off the
+    /// current slice's free list, or null when there is none at hand (the
+    /// list is empty, `size` is above [`DIRECT_MAX`], or the heap is not
+    /// bound yet); the caller then calls [`Heap::alloc_aligned16`].
+    #[inline(always)]
+    pub fn try_alloc_aligned16(&self, size: usize) -> *mut u8 {
+        if size > DIRECT_MAX {
+            return ptr::null_mut();
+        }
+        // SAFETY: `direct` holds the sentinel or slices this heap owns;
+        // `direct_entry(size) < DIRECT_ENTRIES` since `size <= DIRECT_MAX`.
+        unsafe { self.pop(*self.direct.get_unchecked(direct_entry(size))) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_aligned16_slow<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, size: usize) -> *mut u8 {
+        if size <= DIRECT_MAX {
+            // The fast path found nothing at hand: the slow path moves to
+            // the next slice, or binds the heap.
+            let class = DIRECT_CLASS.get(direct_entry(size)).copied().unwrap_or(0) as usize;
+            return self.alloc_slow(domain, class, S::Context::default());
+        }
+        match Layout::from_size_align(size, 16) {
+            Ok(layout) => self.alloc(domain, layout),
+            Err(_) => ptr::null_mut(),
+        }
+    }
+
+    /// Takes the first object off `slice`'s free list, or returns null when
+    /// the list is empty or its first link was overwritten (the slow path
+    /// then reports it, keeping the report out of the inlined code).
+    ///
+    /// # Safety
+    /// `slice` must be the empty sentinel or a slice this heap owns.
+    #[inline(always)]
+    unsafe fn pop(&self, slice: *mut SliceMeta) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        let slice = unsafe { &*slice };
+        let object = slice.free.get();
+        if !Link::is_end(object as usize) {
+            // SAFETY: objects on an owned free list are at least 16 bytes
+            // of the slice. A link that leaves the slice is not followed.
+            if let Some(next) = unsafe { FreeObject::next(object, self.link_key) } {
+                // SAFETY: as above.
+                unsafe {
+                    slice.free.set(next);
+                    FreeObject::set_marker(object, 0);
+                }
+                slice.set_used(slice.used() + 1);
+                return object as *mut u8;
+            }
+        }
+        ptr::null_mut()
     }
 
     #[cold]
@@ -289,7 +366,7 @@ impl Heap {
             if current != empty() {
                 self.park(class, current);
             }
-            self.current[class] = slice;
+            self.set_current(class, slice);
             return self.alloc_small_in(domain, class, context);
         }
         // Park the dry slice; give back the oldest when there are too many.
@@ -301,10 +378,10 @@ impl Heap {
             }
             self.park(class, current);
         }
-        self.current[class] = empty();
+        self.set_current(class, empty());
         match domain.refill(self, class, old, context) {
             Some(slice) => {
-                self.current[class] = slice.as_ptr();
+                self.set_current(class, slice.as_ptr());
                 self.alloc_small_in(domain, class, context)
             }
             None => ptr::null_mut(),
@@ -435,31 +512,68 @@ impl Heap {
         domain: &Domain<S, L>,
         ptr: *mut u8,
     ) -> Result<(), FreeError> {
+        // SAFETY: the caller's contract.
+        if unsafe { self.free_owned(domain, ptr) } {
+            return Ok(());
+        }
+        self.free_slow(domain, ptr as usize)
+    }
+
+    /// The free fast path: frees `ptr` if it is a live small object of a
+    /// slice this heap owns, and returns `true`; returns `false`, having
+    /// changed nothing, for every other pointer, which the caller then
+    /// passes to [`Heap::free`] (its slow path validates the pointer in
+    /// full, frees remotely, and reports misuse).
+    ///
+    /// The checks, cheapest order first: the page source must own the page
+    /// (a pointer Strata never handed out is refused before anything is
+    /// read through it), the page must be a slab page of `domain`, this
+    /// heap must own the slice (which implies the slice is formatted for a
+    /// small class), the pointer must be a carved object boundary, and the
+    /// object must not carry the free marker (a double free).
+    ///
+    /// # Safety
+    /// As for [`Heap::free`].
+    #[inline(always)]
+    pub unsafe fn free_owned<S: PageSource, L: RawLock>(&self, domain: &Domain<S, L>, ptr: *mut u8) -> bool {
         let address = ptr as usize;
         let page = page_of(address);
         if !domain.source().owns(page) {
-            return Err(FreeError::new(FreeErrorKind::NotAllocated, address));
+            return false;
         }
         // SAFETY: registered pages are live and start with a header.
         let header = unsafe { &*(page as *const PageHeader) };
-        if !header.common.is_slab_of(domain.id()) || self.domain != domain.id() {
-            return self.free_slow(domain, address);
+        if !header.common.is_slab_of(domain.id()) {
+            return false;
         }
         // An address exactly one page past a header gives index 64; the mask
-        // turns it into the header slice, whose carved count of 0 sends it
-        // to the checked slow path.
+        // turns it into the header slice, which no heap owns.
         let slice = &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)];
-        let size = slice.object_size.get();
-        let offset = (address & (SLICE_SIZE - 1)) as u32;
-        let index = ((offset as u64 * slice.reciprocal.get() as u64) >> 32) as u32;
-        // An unformatted slice (size 0) has `carved == 0`: the last test
-        // sends it to the checked slow path.
-        if index * size != offset || index >= slice.carved.get() {
-            return self.free_slow(domain, address);
+        if slice.owner.load(Ordering::Relaxed) != self.id() {
+            return false;
         }
-        // SAFETY: the checks above proved an object boundary of a carved
-        // object of a formatted slice of this domain.
-        unsafe { self.free_object(domain, slice, address) }
+        // An owned slice is formatted for a small class: the pointer must be
+        // an object boundary (a multiple of the object size from the slice's
+        // start) among the objects carved so far, the only ones ever handed
+        // out.
+        let offset = (address & (SLICE_SIZE - 1)) as u32;
+        if !is_multiple(offset, slice.multiplier.get()) || offset >= slice.carved_end.get() {
+            return false;
+        }
+        let object = address as *mut FreeObject;
+        let marker = self.key ^ address;
+        // SAFETY: a carved object of an owned slice: at least 16 bytes,
+        // and this heap alone touches the slice's free list.
+        unsafe {
+            if FreeObject::marker(object) == marker {
+                return false;
+            }
+            FreeObject::set_marker(object, marker);
+            FreeObject::set_next(object, slice.free.get(), self.link_key);
+        }
+        slice.free.set(object);
+        slice.set_used(slice.used() - 1);
+        true
     }
 
     /// Frees the object at `address` of `slice`: refuses it if it carries
@@ -642,8 +756,9 @@ impl Heap {
     /// then the parked ones. `None` once the heap owns none of the class.
     pub(crate) fn take_slice(&mut self, class: usize) -> Option<NonNull<SliceMeta>> {
         let class = class_index(class);
-        let current = core::mem::replace(&mut self.current[class], empty());
+        let current = self.current[class];
         if current != empty() {
+            self.set_current(class, empty());
             return NonNull::new(current);
         }
         if self.parked[class].is_null() {

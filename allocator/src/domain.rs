@@ -40,7 +40,7 @@ use crate::page::{
     MAX_SPAN, MAX_SPAN_SLICES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::remote::{Link, Push};
-use crate::size_class::{class_index, class_of, class_size, objects_per_slice, reciprocal, CLASS_COUNT};
+use crate::size_class::{class_index, class_of, class_size, divisibility_multiplier, objects_per_slice, CLASS_COUNT};
 use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, NO_FREE, SPAN_CLASS};
 use crate::source::PageSource;
 use crate::stats::Stats;
@@ -690,9 +690,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         slice.free.set(slice.end());
         slice.set_used(0);
         slice.object_size.set(class_size(class) as u32);
-        slice.reciprocal.set(reciprocal(class));
+        slice.multiplier.set(divisibility_multiplier(class));
         slice.capacity.set(objects_per_slice(class) as u32);
-        slice.carved.set(0);
+        slice.set_carved(0);
         slice.class.set(class as u8);
         // SAFETY: the slice was just chosen under the lock; it is formatted
         // and its free list is empty.
@@ -1267,7 +1267,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     // SAFETY: as above.
                     let slice = unsafe { &*slice };
                     slice.object_size.set(0);
-                    slice.carved.set(0);
+                    slice.set_carved(0);
                     slice.free.set(NO_FREE);
                     inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
                     inner.purges += 1;

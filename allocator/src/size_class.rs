@@ -28,9 +28,11 @@ pub const MAX_SMALL: usize = 32 * 1024;
 /// Object size of each class.
 pub static CLASS_SIZES: [u32; CLASS_COUNT] = class_sizes();
 
-/// `ceil(2^32 / size)` for each class: `(offset * r) >> 32` divides exactly by
-/// the class size for every offset inside a slice.
-pub(crate) static RECIPROCALS: [u32; CLASS_COUNT] = reciprocals();
+/// `floor((2^64 - 1) / size) + 1` for each class: an offset inside a slice
+/// is a multiple of the class size exactly when `offset * m` (wrapping, in
+/// 64 bits) is below `m`. One multiplication and one comparison, no
+/// division: the free fast path's object-boundary test.
+pub(crate) static DIVISIBILITY: [u64; CLASS_COUNT] = divisibility();
 
 /// Class index for sizes up to [`TABLE_LIMIT`], indexed by `(size + 1) / 2`.
 static SMALL_TABLE: [u8; TABLE_LIMIT / 2 + 1] = small_table();
@@ -49,15 +51,22 @@ const fn class_sizes() -> [u32; CLASS_COUNT] {
     sizes
 }
 
-const fn reciprocals() -> [u32; CLASS_COUNT] {
+const fn divisibility() -> [u64; CLASS_COUNT] {
     let sizes = class_sizes();
-    let mut r = [0u32; CLASS_COUNT];
+    let mut m = [0u64; CLASS_COUNT];
     let mut i = 0;
     while i < CLASS_COUNT {
-        r[i] = ((1u64 << 32) / sizes[i] as u64 + 1) as u32;
+        m[i] = u64::MAX / sizes[i] as u64 + 1;
         i += 1;
     }
-    r
+    m
+}
+
+/// Whether `offset` (below 2^32) is a multiple of the size whose
+/// [`DIVISIBILITY`] multiplier is `multiplier`.
+#[inline(always)]
+pub(crate) fn is_multiple(offset: u32, multiplier: u64) -> bool {
+    (offset as u64).wrapping_mul(multiplier) < multiplier
 }
 
 const fn small_table() -> [u8; TABLE_LIMIT / 2 + 1] {
@@ -102,6 +111,56 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
     }
 }
 
+/// Largest request served through a heap's direct table
+/// ([`crate::cache::Heap::alloc_aligned16`], the malloc front's fast path).
+pub const DIRECT_MAX: usize = 1024;
+/// Entries of a heap's direct table: entry `i` serves 16-byte-aligned
+/// requests of `16 * (i - 1) + 1 ..= 16 * i` bytes, entry 0 the zero-size
+/// request.
+pub const DIRECT_ENTRIES: usize = DIRECT_MAX / 16 + 1;
+
+/// The class of each direct-table entry.
+pub(crate) static DIRECT_CLASS: [u8; DIRECT_ENTRIES] = direct_classes();
+
+/// For each class, the direct-table entries that map to it, as `first..end`
+/// (empty for classes that are not a multiple of 16 or lie above
+/// [`DIRECT_MAX`]). The entries of one class are contiguous, because
+/// classes increase with the size.
+pub(crate) static DIRECT_ENTRIES_OF: [(u8, u8); CLASS_COUNT] = direct_entries_of();
+
+/// The direct-table entry of a 16-byte-aligned request of `size` bytes, for
+/// `size <= DIRECT_MAX`.
+#[inline(always)]
+pub(crate) const fn direct_entry(size: usize) -> usize {
+    (size + 15) >> 4
+}
+
+const fn direct_classes() -> [u8; DIRECT_ENTRIES] {
+    let mut classes = [0u8; DIRECT_ENTRIES];
+    let mut entry = 1;
+    while entry < DIRECT_ENTRIES {
+        classes[entry] = compute_class(entry * 16) as u8;
+        entry += 1;
+    }
+    classes
+}
+
+const fn direct_entries_of() -> [(u8, u8); CLASS_COUNT] {
+    let classes = direct_classes();
+    let mut ranges = [(0u8, 0u8); CLASS_COUNT];
+    let mut entry = 0;
+    while entry < DIRECT_ENTRIES {
+        let class = classes[entry] as usize;
+        if ranges[class].0 == ranges[class].1 {
+            ranges[class] = (entry as u8, entry as u8 + 1);
+        } else {
+            ranges[class].1 = entry as u8 + 1;
+        }
+        entry += 1;
+    }
+    ranges
+}
+
 /// `class` as an index into per-class tables, in a form the compiler can
 /// see is in range, so indexing needs no bounds check (a panic site in the
 /// kernel). Class numbers come from [`class_of`] or from a descriptor and are
@@ -125,10 +184,10 @@ pub fn objects_per_slice(class: usize) -> usize {
     SLICE_SIZE / class_size(class).max(1)
 }
 
-/// `RECIPROCALS[class]`.
+/// `DIVISIBILITY[class]`.
 #[inline(always)]
-pub(crate) fn reciprocal(class: usize) -> u32 {
-    RECIPROCALS[class_index(class)]
+pub(crate) fn divisibility_multiplier(class: usize) -> u64 {
+    DIVISIBILITY[class_index(class)]
 }
 
 // The table must end exactly at MAX_SMALL, every class must be even (bit 0 of
@@ -140,6 +199,8 @@ const_assert!(MIN_SMALL >= 2 * core::mem::size_of::<usize>());
 const_assert!(MAX_SMALL < (1 << 16));
 const_assert!(MAX_SMALL * 2 <= SLICE_SIZE);
 const_assert!(CLASS_COUNT < u8::MAX as usize);
+const_assert!(DIRECT_ENTRIES < u8::MAX as usize);
+const_assert!(DIRECT_MAX <= TABLE_LIMIT);
 
 #[cfg(test)]
 mod tests {
@@ -199,12 +260,29 @@ mod tests {
     }
 
     #[test]
-    fn reciprocal_division_is_exact() {
-        for (class, &reciprocal) in RECIPROCALS.iter().enumerate() {
-            let size = class_size(class) as u64;
-            for offset in (0..SLICE_SIZE as u64).step_by(7).chain([SLICE_SIZE as u64 - 1]) {
-                let quotient = (offset * reciprocal as u64) >> 32;
-                assert_eq!(quotient, offset / size, "class {class} offset {offset}");
+    fn direct_entries_agree_with_class_of() {
+        for size in 0..=DIRECT_MAX {
+            let entry = direct_entry(size);
+            let class = DIRECT_CLASS[entry] as usize;
+            assert_eq!(Some(class), class_of(size, 16), "size {size}");
+            let (first, end) = DIRECT_ENTRIES_OF[class];
+            assert!((first as usize..end as usize).contains(&entry), "size {size}");
+        }
+        // Every entry of a class's range maps back to the class.
+        for (class, &(first, end)) in DIRECT_ENTRIES_OF.iter().enumerate() {
+            for entry in first..end {
+                assert_eq!(DIRECT_CLASS[entry as usize] as usize, class);
+            }
+        }
+    }
+
+    #[test]
+    fn divisibility_test_is_exact() {
+        // Every offset a slice can hold, and a few beyond it.
+        for (class, &multiplier) in DIVISIBILITY.iter().enumerate() {
+            let size = class_size(class) as u32;
+            for offset in (0..SLICE_SIZE as u32 * 2).chain([u32::MAX - 1, u32::MAX]) {
+                assert_eq!(is_multiple(offset, multiplier), offset % size == 0, "class {class} offset {offset}");
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::{FreeError, FreeErrorKind};
 use crate::remote::{Link, RemoteList, ORPHAN};
@@ -179,6 +179,10 @@ relaxed_field!(
     RelaxedU32, AtomicU32, u32, |raw| raw, |value| value
 );
 relaxed_field!(
+    /// A `u64` descriptor field read across threads (see `relaxed_field!`).
+    RelaxedU64, AtomicU64, u64, |raw| raw, |value| value
+);
+relaxed_field!(
     /// A `u8` descriptor field read across threads (see `relaxed_field!`).
     RelaxedU8, AtomicU8, u8, |raw| raw, |value| value
 );
@@ -245,9 +249,10 @@ pub(crate) struct SliceMeta {
     /// thread. Relaxed: a free of a live object is ordered after the format
     /// by the lock (hand-over to the owner) and the object's allocation.
     pub(crate) object_size: RelaxedU32,
-    /// `RECIPROCALS[class]` while `object_size` is non-zero. Written and
-    /// read as `object_size`, with the same ordering argument.
-    pub(crate) reciprocal: RelaxedU32,
+    /// `DIVISIBILITY[class]` while `object_size` is non-zero (the free fast
+    /// path's object-boundary test, see `size_class::is_multiple`). Written
+    /// and read as `object_size`, with the same ordering argument.
+    pub(crate) multiplier: RelaxedU64,
     /// Objects per slice in the current format. Written under the domain
     /// lock while no heap owns the slice; read by the holder only (the owner,
     /// which received the slice through the lock, or the lock holder).
@@ -264,6 +269,12 @@ pub(crate) struct SliceMeta {
     /// before its allocation, which comes before any free of it, so the
     /// freeing thread reads that carve's value or a later, larger one.
     pub(crate) carved: RelaxedU32,
+    /// `carved * object_size`: the offset in the slice where the
+    /// never-carved objects begin, so that the free fast path tests an
+    /// offset against it without a division. Written with `carved`
+    /// ([`SliceMeta::set_carved`]), read as `carved`, with the same
+    /// ordering argument. Invariant: equals `carved * object_size`.
+    pub(crate) carved_end: RelaxedU32,
     /// Address of the owning heap, 0 when the domain holds the slice.
     /// Written under the domain lock; read without it by frees. Relaxed: a
     /// heap only ever compares it with its own address, and only its own
@@ -350,9 +361,10 @@ impl SliceMeta {
             used: AtomicU32::new(0),
             _read_mostly: CacheLine,
             object_size: RelaxedU32::new(0),
-            reciprocal: RelaxedU32::new(0),
+            multiplier: RelaxedU64::new(0),
             capacity: Cell::new(0),
             carved: RelaxedU32::new(0),
+            carved_end: RelaxedU32::new(0),
             owner: AtomicUsize::new(0),
             state: RelaxedState::new(SliceState::Clean),
             flags: RelaxedFlags::new(SliceFlags::empty()),
@@ -449,8 +461,16 @@ impl SliceMeta {
         // SAFETY: as above; `count >= 1`, so `previous` is the last object.
         unsafe { FreeObject::set_next(previous, Link::end_of(base) as *mut FreeObject, link_key) };
         self.free.set(head);
-        self.carved.set(last as u32);
+        self.set_carved(last as u32);
         true
+    }
+
+    /// Sets the count of carved objects (and `carved_end` with it). The
+    /// caller holds the slice, as for [`SliceMeta::carve`].
+    #[inline]
+    pub(crate) fn set_carved(&self, carved: u32) {
+        self.carved.set(carved);
+        self.carved_end.set(carved.wrapping_mul(self.object_size.get()));
     }
 
     /// Whether objects of this slice count as in use (the page's occupancy).

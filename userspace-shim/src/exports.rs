@@ -74,12 +74,35 @@ fn allocate(size: usize, align: usize) -> *mut c_void {
     }
 }
 
+/// Allocates `size` bytes aligned to [`MIN_ALIGN`] (malloc's request), or
+/// returns null with `ENOMEM`. Zero bytes get a unique block of the
+/// smallest class.
+///
+/// The fast path is inlined; everything else, `errno` included, is one
+/// tail call, so the fast path needs no stack frame.
+#[inline(always)]
+fn allocate16(size: usize) -> *mut c_void {
+    const _: () = assert!(MIN_ALIGN == 16);
+    let block = front::try_alloc16(size);
+    if !block.is_null() {
+        return block.cast();
+    }
+    allocate16_slow(size)
+}
+
+/// [`allocate16`] past its fast path.
+#[cold]
+#[inline(never)]
+fn allocate16_slow(size: usize) -> *mut c_void {
+    or_enomem(front::alloc16(size))
+}
+
 /// glibc's `_mid_memalign`: alignments up to [`MIN_ALIGN`] are plain
 /// `malloc`, others are rounded up to a power of two; only an alignment that
 /// no power of two can cover is `EINVAL`.
 fn memalign_glibc(align: usize, size: usize) -> *mut c_void {
     if align <= MIN_ALIGN {
-        return allocate(size, MIN_ALIGN);
+        return allocate16(size);
     }
     match align.checked_next_power_of_two() {
         Some(align) => allocate(size, align),
@@ -107,7 +130,7 @@ fn page_size() -> usize {
 /// None beyond C's: the block must be released with `free` (or `realloc`).
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: size_t) -> *mut c_void {
-    allocate(size, MIN_ALIGN)
+    allocate16(size)
 }
 
 /// `free`: releases `ptr`; `free(NULL)` does nothing. A double free or a
@@ -137,8 +160,26 @@ unsafe fn release(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
+    // SAFETY: the caller's contract; the fast path takes only pointers it
+    // vetted, and the slow path reports bad ones instead of freeing them.
+    unsafe {
+        if front::free_fast(ptr.cast()) {
+            return;
+        }
+        release_slow(ptr);
+    }
+}
+
+/// [`release`] past its fast path: one tail call, so the fast path needs
+/// no stack frame.
+///
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn release_slow(ptr: *mut c_void) {
     // SAFETY: the caller's contract; bad pointers are reported, not freed.
-    if let Err(error) = unsafe { front::free(ptr.cast()) } {
+    if let Err(error) = unsafe { front::free_slow(ptr.cast()) } {
         misuse("free()", error);
     }
 }
@@ -185,7 +226,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: size_t) -> *mut c_void 
 #[inline(always)]
 unsafe fn reallocate(ptr: *mut c_void, size: size_t) -> *mut c_void {
     if ptr.is_null() {
-        return allocate(size, MIN_ALIGN);
+        return allocate16(size);
     }
     if size == 0 {
         // SAFETY: the caller's contract.
@@ -408,7 +449,7 @@ pub unsafe extern "C" fn malloc_stats() {
 /// As for [`malloc`].
 #[no_mangle]
 pub unsafe extern "C" fn __libc_malloc(size: size_t) -> *mut c_void {
-    allocate(size, MIN_ALIGN)
+    allocate16(size)
 }
 
 /// `__libc_free`: [`free`].

@@ -60,9 +60,9 @@
 //! the shim has the thread's heap give its slices back ([`Heap::release`]),
 //! which runs that delayed purge; while the domain still has memory waiting
 //! for the delay, the check comes every [`TIDY_SOON`] frees, so light work
-//! reaches it too. The fast path pays nothing for this: the free counter it
-//! already keeps is set just short of the next check. `malloc_trim` purges
-//! everything at once.
+//! reaches it too. The fast path pays one decrement and one branch for
+//! this: a countdown of frees in the thread slot, which `tidy` sets to the
+//! next interval. `malloc_trim` purges everything at once.
 //!
 //! # Locks and `fork`
 //!
@@ -136,6 +136,36 @@ const CLAIMED: *mut Heap = ptr::dangling_mut();
 // Heaps are allocated as small objects from the domain.
 const _: () = assert!(core::mem::size_of::<Heap>() <= strata_core::size_class::MAX_SMALL);
 
+/// The malloc fast path: a block of `size` bytes aligned to 16 from the
+/// calling thread's cache, or null when the fast path cannot serve it (no
+/// heap yet, a size above the direct table, an empty free list); the
+/// caller then calls [`alloc16`].
+#[inline(always)]
+pub fn try_alloc16(size: usize) -> *mut u8 {
+    let slot = tls::slot();
+    // SAFETY: `cache` is this thread's heap or the empty heap, live and
+    // never null; no `&mut` to the heap exists while a call runs.
+    unsafe { (*(*slot).cache).try_alloc_aligned16(size) }
+}
+
+/// Allocates `size` bytes aligned to 16 (malloc's alignment) for the
+/// calling thread; null when out of memory.
+#[inline(always)]
+pub fn alloc16(size: usize) -> *mut u8 {
+    let slot = tls::slot();
+    // SAFETY: as in `alloc`.
+    unsafe {
+        let heap = (*slot).heap;
+        if !heap.is_null() {
+            return (*heap).alloc_aligned16(&DOMAIN, size);
+        }
+    }
+    match Layout::from_size_align(size, 16) {
+        Ok(layout) => alloc_slow(layout, false),
+        Err(_) => ptr::null_mut(),
+    }
+}
+
 /// Allocates `layout` for the calling thread; null when out of memory.
 #[inline(always)]
 pub fn alloc(layout: Layout) -> *mut u8 {
@@ -192,29 +222,72 @@ fn alloc_slow(layout: Layout, zeroed: bool) -> *mut u8 {
 /// no other thread may free it concurrently.
 #[inline(always)]
 pub unsafe fn free(ptr: *mut u8) -> Result<(), FreeError> {
-    let slot = tls::slot();
-    // SAFETY: as in `alloc`; the pointer is vetted by the core.
+    // SAFETY: the caller's contract.
     unsafe {
-        let heap = (*slot).heap;
-        if heap.is_null() {
-            return free_slow(ptr);
+        if free_fast(ptr) {
+            return Ok(());
         }
-        (*heap).free(&DOMAIN, ptr)?;
-        (*slot).frees = (*slot).frees.wrapping_add(1);
-        if (*slot).frees & (TIDY_EVERY - 1) == 0 {
+        free_slow(ptr)
+    }
+}
+
+/// The free fast path: frees `ptr` and returns `true` if it is a small
+/// object of a slice the calling thread's heap owns; else changes nothing
+/// and returns `false`, and the caller must pass `ptr` to [`free_slow`].
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+pub unsafe fn free_fast(ptr: *mut u8) -> bool {
+    let slot = tls::slot();
+    // SAFETY: as in `try_alloc16`; the pointer is vetted by the core. Only
+    // a real heap owns slices, so `count_free` runs with a live heap.
+    unsafe {
+        if (*(*slot).cache).free_owned(&DOMAIN, ptr) {
+            count_free(slot);
+            return true;
+        }
+    }
+    false
+}
+
+/// Counts one free made with the thread's heap, tidying when the
+/// countdown runs out.
+///
+/// # Safety
+/// `slot` must be the calling thread's slot, with a live heap.
+#[inline(always)]
+unsafe fn count_free(slot: *mut ThreadSlot) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let left = (*slot).frees_left.wrapping_sub(1);
+        (*slot).frees_left = left;
+        if (left as isize) < 0 {
             tidy(slot);
         }
     }
-    Ok(())
 }
 
-/// [`free`] for a thread whose heap is not set up (or gone).
+/// [`free`] for every pointer [`free_fast`] did not take: a thread whose
+/// heap is not set up (or gone), a remote free, a block that is not small,
+/// and misuse, which the core's full check reports.
 ///
 /// # Safety
 /// As for [`free`].
 #[cold]
 #[inline(never)]
-unsafe fn free_slow(ptr: *mut u8) -> Result<(), FreeError> {
+pub unsafe fn free_slow(ptr: *mut u8) -> Result<(), FreeError> {
+    let slot = tls::slot();
+    // SAFETY: this thread's slot.
+    let heap = unsafe { (*slot).heap };
+    if !heap.is_null() {
+        // SAFETY: the caller's contract; a live heap of this thread.
+        unsafe {
+            (*heap).free(&DOMAIN, ptr)?;
+            count_free(slot);
+        }
+        return Ok(());
+    }
     if crate::debug::enabled() {
         // SAFETY: the caller's contract.
         return unsafe { crate::debug::free(ptr) };
@@ -244,11 +317,9 @@ unsafe fn tidy(slot: *mut ThreadSlot) {
             (*(*slot).heap).release(&DOMAIN, false);
             (*slot).purge_waiting = DOMAIN.purge_if_due();
         }
-        if (*slot).purge_waiting {
-            // Look again after TIDY_SOON more frees rather than TIDY_EVERY:
-            // the free counter is moved to just short of the next multiple.
-            (*slot).frees = ((*slot).frees | (TIDY_EVERY - 1)) - (TIDY_SOON - 1);
-        }
+        // Look again after TIDY_SOON more frees rather than TIDY_EVERY
+        // while memory waits for the purge delay.
+        (*slot).frees_left = if (*slot).purge_waiting { TIDY_SOON } else { TIDY_EVERY } - 1;
     }
 }
 
@@ -315,10 +386,10 @@ pub unsafe fn free_bulk(blocks: &[*mut u8]) -> Result<(), FreeError> {
     })?;
     // SAFETY: this thread's slot, with a live heap.
     unsafe {
-        let before = (*slot).frees;
-        (*slot).frees = before.wrapping_add(freed);
-        // Tidy when the count passed a multiple of `TIDY_EVERY`.
-        if (before ^ (*slot).frees) & !(TIDY_EVERY - 1) != 0 {
+        // Tidy when the countdown runs out within this batch.
+        let left = ((*slot).frees_left as isize).saturating_sub(freed as isize);
+        (*slot).frees_left = left as usize;
+        if left < 0 {
             tidy(slot);
         }
     }

@@ -14,7 +14,7 @@
 //! The *initial-exec* model has no such call: the slot lives at a fixed
 //! offset from the thread pointer, set when the library is loaded. Stable
 //! Rust cannot ask for that model, so on x86-64 the slot is a `.tbss` symbol
-//! defined and addressed with a few lines of assembly. The slot is 48 bytes,
+//! defined and addressed with a few lines of assembly. The slot is 64 bytes,
 //! well within the static TLS surplus glibc reserves for modules that are
 //! `dlopen`ed later, so loading with `dlopen` works too (the library is then
 //! marked `DF_STATIC_TLS`).
@@ -23,11 +23,33 @@
 //! is safe under `LD_PRELOAD` as long as the program does not `dlopen` more
 //! than a dozen modules with thread-locals of their own.
 //!
-//! The slot reads as all zeroes in a new thread ([`ThreadSlot::heap`] null,
-//! state [`SlotState::Fresh`]); glibc re-initialises it when it reuses a
-//! cached thread stack.
+//! A new thread's slot holds [`EMPTY_HEAP`] in [`ThreadSlot::cache`] and
+//! zeroes everywhere else ([`ThreadSlot::heap`] null, state
+//! [`SlotState::Fresh`]): the slot lives in `.tdata`, whose initial image
+//! carries the empty heap's address (a relocation the dynamic linker applies
+//! to the image before any thread copies it). glibc copies the image again
+//! when it reuses a cached thread stack.
 
 use strata_core::Heap;
+
+/// A heap with no slices, never bound and never written: the fast paths'
+/// heap for a thread that has none, so that they need no null test. Its
+/// direct table holds only the core's empty slice (every allocation falls
+/// to the slow path), and no slice names it as owner (every free falls to
+/// the slow path).
+pub static EMPTY_HEAP: EmptyHeap = EmptyHeap(Heap::new());
+
+/// [`EMPTY_HEAP`]'s type.
+pub struct EmptyHeap(Heap);
+
+// SAFETY: the empty heap is only ever read, through `&Heap` methods that
+// write nothing of the heap itself (only slices it owns, and it owns none).
+unsafe impl Sync for EmptyHeap {}
+
+/// The address of [`EMPTY_HEAP`].
+pub fn empty_heap() -> *const Heap {
+    &EMPTY_HEAP.0
+}
 
 /// Where a thread stands with its heap.
 #[repr(usize)]
@@ -50,15 +72,20 @@ pub enum SlotState {
 /// Everything the shim keeps per thread.
 #[repr(C)]
 pub struct ThreadSlot {
+    /// The heap the fast paths use: [`ThreadSlot::heap`] when it is set,
+    /// else [`EMPTY_HEAP`]; never null. The fast paths read nothing else
+    /// (but the free countdown).
+    pub cache: *const Heap,
     /// The thread's heap, non-null exactly when `state` is
-    /// [`SlotState::Ready`]. Checked first on every call: the fast path
-    /// reads nothing else.
+    /// [`SlotState::Ready`].
     pub heap: *mut Heap,
     /// Set-up state. Stored as a `usize` so that all-zero memory is valid.
     state: usize,
-    /// Frees made with the heap, counted for [`crate::front`]'s periodic
-    /// tidying.
-    pub frees: usize,
+    /// Frees left before [`crate::front`]'s next tidying check, counted
+    /// down by frees made with the heap; the check comes once it goes
+    /// negative (as an `isize`), so a new thread (0) checks at its first
+    /// free.
+    pub frees_left: usize,
     /// Coarse-clock time (ms) before which tidying is skipped.
     pub next_tidy_ms: u64,
     /// Calls of the thread-exit key's destructor so far (see
@@ -89,23 +116,32 @@ impl ThreadSlot {
     pub fn set(&mut self, state: SlotState, heap: *mut Heap) {
         debug_assert_eq!(state == SlotState::Ready, !heap.is_null());
         self.heap = heap;
+        self.cache = if heap.is_null() { empty_heap() } else { heap };
         self.state = state as usize;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
-    ".pushsection .tbss.__strata_thread_slot,\"awT\",@nobits",
+    ".pushsection .tdata.__strata_thread_slot,\"awT\",@progbits",
     ".p2align 4",
     ".globl __strata_thread_slot",
     ".hidden __strata_thread_slot",
     ".type __strata_thread_slot, @tls_object",
     ".size __strata_thread_slot, {size}",
     "__strata_thread_slot:",
-    ".zero {size}",
+    // `cache`, the first field: the empty heap.
+    ".quad {empty}",
+    ".zero {rest}",
     ".popsection",
     size = const core::mem::size_of::<ThreadSlot>(),
+    rest = const core::mem::size_of::<ThreadSlot>() - 8,
+    empty = sym EMPTY_HEAP,
 );
+
+// The initial image above writes `cache` as the slot's first word.
+const _: () = assert!(core::mem::offset_of!(ThreadSlot, cache) == 0);
+const _: () = assert!(core::mem::size_of::<*const Heap>() == 8);
 
 /// The calling thread's slot.
 #[cfg(target_arch = "x86_64")]
@@ -130,9 +166,10 @@ pub fn slot() -> *mut ThreadSlot {
 std::thread_local! {
     static SLOT: core::cell::UnsafeCell<ThreadSlot> = const {
         core::cell::UnsafeCell::new(ThreadSlot {
+            cache: &EMPTY_HEAP.0,
             heap: core::ptr::null_mut(),
             state: 0,
-            frees: 0,
+            frees_left: 0,
             next_tidy_ms: 0,
             exit_calls: 0,
             limbo: 0,
