@@ -1163,6 +1163,12 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// or cached huge mappings).
     pub fn purge_if_due(&self) -> bool {
         self.maybe_purge();
+        self.memory_waiting()
+    }
+
+    /// Whether the domain holds memory waiting for the purge delay: dirty
+    /// slices not yet purged, or cached huge mappings.
+    pub fn memory_waiting(&self) -> bool {
         self.locked(|inner| !inner.age_head.is_null() || inner.huge_cache.oldest().is_some())
     }
 

@@ -157,9 +157,8 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 /// As for [`free`].
 #[inline(always)]
 unsafe fn release(ptr: *mut c_void) {
-    if ptr.is_null() {
-        return;
-    }
+    // A null pointer fails the fast path's page check (its page unit lies
+    // above the address range) and is let go by the slow path.
     // SAFETY: the caller's contract; the fast path takes only pointers it
     // vetted, and the slow path reports bad ones instead of freeing them.
     unsafe {
@@ -178,6 +177,9 @@ unsafe fn release(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 unsafe fn release_slow(ptr: *mut c_void) {
+    if ptr.is_null() {
+        return;
+    }
     // SAFETY: the caller's contract; bad pointers are reported, not freed.
     if let Err(error) = unsafe { front::free_slow(ptr.cast()) } {
         misuse("free()", error);

@@ -160,7 +160,9 @@ pub fn alloc16(size: usize) -> *mut u8 {
             return (*heap).alloc_aligned16(&DOMAIN, size);
         }
     }
-    match Layout::from_size_align(size, 16) {
+    // A zero-size request asks for one byte, so that every path (the debug
+    // mode's too) hands out a block with a usable size.
+    match Layout::from_size_align(size.max(1), 16) {
         Ok(layout) => alloc_slow(layout, false),
         Err(_) => ptr::null_mut(),
     }
@@ -316,6 +318,10 @@ unsafe fn tidy(slot: *mut ThreadSlot) {
             (*slot).next_tidy_ms = now + DOMAIN.purge_delay_ms() / 2;
             (*(*slot).heap).release(&DOMAIN, false);
             (*slot).purge_waiting = DOMAIN.purge_if_due();
+        } else if !(*slot).purge_waiting {
+            // Too soon to give the cache back, but memory freed since the
+            // last look may now wait for the delay: if so, look again soon.
+            (*slot).purge_waiting = DOMAIN.memory_waiting();
         }
         // Look again after TIDY_SOON more frees rather than TIDY_EVERY
         // while memory waits for the purge delay.
