@@ -3,8 +3,22 @@
 //! A [`Heap`] owns, per size class, a *current* slice and up to
 //! [`MAX_PARKED`] *parked* ones: slices it ran dry recently, kept so that the
 //! owner's frees into them stay on the fast path. Allocation pops the current
-//! slice's free list; a free by the owner pushes onto its slice's list. Neither takes a lock nor does an atomic read-modify-write: the
+//! slice's free list; a free by the owner pushes onto its slice's list.
+//! Neither takes a lock nor does an atomic read-modify-write: the
 //! descriptor fields they touch belong to the owner alone (see `SliceMeta`).
+//!
+//! The fast paths, as the malloc front runs them:
+//!
+//! - **allocation** ([`Heap::try_alloc_aligned16`]): the current slice from
+//!   the heap's direct table, indexed by `(size + 15) / 16` up to
+//!   [`DIRECT_MAX`]; pop its free list (the link decoded and checked to stay
+//!   in the slice); clear the object's free marker; count it used.
+//! - **free** ([`Heap::free_owned`]): the pointer's page must be in the heap's
+//!   table of pages it owns slices in, the heap must own the slice, the
+//!   pointer must be a carved object boundary, and the object must not carry
+//!   the free marker; then mark it, push it, count it free.
+//!
+//! Whatever they do not take goes to the slow paths, which are out of line.
 //!
 //! A free of an object whose slice another heap owns is a *remote free*: one
 //! compare-and-swap onto that slice's remote list, which the owner drains when
@@ -24,7 +38,7 @@ use core::sync::atomic::Ordering;
 
 use crate::domain::{append, Domain, FreeError, Lookup};
 use crate::lock::RawLock;
-use crate::page::{page_of, PageHeader, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
+use crate::page::{page_of, page_of_slice, PageHeader, PAGE_SHIFT, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
 use crate::remote::{Link, Push};
 use crate::size_class::{
     class_index, class_of, direct_entry, is_multiple, CLASS_COUNT, DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
@@ -52,6 +66,14 @@ const fn empty() -> *mut SliceMeta {
 
 /// Value of `Heap::domain` once a heap has been retired (its thread exited).
 const RETIRED: usize = usize::MAX;
+
+/// Entries of a heap's table of the pages it owns slices in
+/// (its field `owned_pages`; see [`Heap::free_owned`]); a power of two.
+pub const OWNED_PAGES: usize = 16;
+
+/// An empty entry of [`Heap::owned_pages`]: odd, so no page address (a
+/// multiple of the page size) is ever equal to it.
+const NO_PAGE: usize = 1;
 
 /// Counters a heap keeps locally and hands to the domain when it takes the
 /// lock anyway.
@@ -93,6 +115,18 @@ pub struct Heap {
     /// State of the generator that shuffles carved runs (xorshift64; never
     /// 0 once bound).
     random: u64,
+    /// Pages in which this heap owns slices, direct-mapped: entry
+    /// `(page >> PAGE_SHIFT) % OWNED_PAGES` holds a page's header address, or
+    /// [`NO_PAGE`]. The free fast path takes a pointer whose page is here
+    /// without asking the page source: the page is live, since a page with a
+    /// slice in a heap's cache is never given back.
+    /// Invariant: an entry holding page `P` has `owned_counts[entry] >= 1`,
+    /// and this heap owns at least that many slices of `P` (a slice of a
+    /// page whose entry holds another page is simply not counted; see
+    /// [`Heap::note_owned`]).
+    owned_pages: [usize; OWNED_PAGES],
+    /// Slices counted for each entry of `owned_pages` (0 when empty).
+    owned_counts: [u32; OWNED_PAGES],
     /// Objects freed into orphaned slices, waiting for the domain lock.
     pending: [*mut FreeObject; PENDING],
     pending_len: usize,
@@ -116,6 +150,8 @@ impl Heap {
             current: [empty(); CLASS_COUNT],
             parked: [ptr::null_mut(); CLASS_COUNT],
             parked_count: [0; CLASS_COUNT],
+            owned_pages: [NO_PAGE; OWNED_PAGES],
+            owned_counts: [0; OWNED_PAGES],
             domain: 0,
             key: 0,
             link_key: 0,
@@ -162,6 +198,41 @@ impl Heap {
     #[inline(always)]
     fn id(&self) -> usize {
         self as *const Self as usize
+    }
+
+    /// The page of an owned slice, and its entry in `owned_pages`.
+    fn owned_entry(slice: &SliceMeta) -> (usize, usize) {
+        // SAFETY: descriptors live in page headers.
+        let page = unsafe { page_of_slice(slice) }.base();
+        (page, (page >> PAGE_SHIFT) % OWNED_PAGES)
+    }
+
+    /// Counts a slice the heap has just received in `owned_pages`: its
+    /// page takes an empty entry, or adds to its own; a page whose entry
+    /// holds another page is not counted (its frees take the slow path).
+    fn note_owned(&mut self, slice: &SliceMeta) {
+        let (page, entry) = Self::owned_entry(slice);
+        if self.owned_pages[entry] == NO_PAGE {
+            self.owned_pages[entry] = page;
+            self.owned_counts[entry] = 1;
+        } else if self.owned_pages[entry] == page {
+            self.owned_counts[entry] += 1;
+        }
+    }
+
+    /// Uncounts a slice the heap is about to give back. Every release of a
+    /// slice of a page decrements that page's entry, counted or not, so the
+    /// count never exceeds the slices still owned there (the count of a
+    /// page starts when it takes its entry, and every later release of one
+    /// of its slices comes while it holds the entry).
+    fn forget_owned(&mut self, slice: &SliceMeta) {
+        let (page, entry) = Self::owned_entry(slice);
+        if self.owned_pages[entry] == page {
+            self.owned_counts[entry] -= 1;
+            if self.owned_counts[entry] == 0 {
+                self.owned_pages[entry] = NO_PAGE;
+            }
+        }
     }
 
     /// Makes `slice` (an owned slice, or the empty sentinel) the current
@@ -374,13 +445,18 @@ impl Heap {
         if current != empty() {
             if self.parked_count[class] as usize == MAX_PARKED {
                 // SAFETY: parked entries are owned slices.
-                old = Some(unsafe { &*self.unpark_oldest(class) });
+                let oldest = unsafe { &*self.unpark_oldest(class) };
+                // The refill gives it back, whether or not it finds a slice.
+                self.forget_owned(oldest);
+                old = Some(oldest);
             }
             self.park(class, current);
         }
         self.set_current(class, empty());
         match domain.refill(self, class, old, context) {
             Some(slice) => {
+                // SAFETY: the domain handed the slice to this heap.
+                self.note_owned(unsafe { slice.as_ref() });
                 self.set_current(class, slice.as_ptr());
                 self.alloc_small_in(domain, class, context)
             }
@@ -525,27 +601,30 @@ impl Heap {
     /// passes to [`Heap::free`] (its slow path validates the pointer in
     /// full, frees remotely, and reports misuse).
     ///
-    /// The checks, cheapest order first: the page source must own the page
-    /// (a pointer Strata never handed out is refused before anything is
-    /// read through it), the page must be a slab page of `domain`, this
-    /// heap must own the slice (which implies the slice is formatted for a
-    /// small class), the pointer must be a carved object boundary, and the
-    /// object must not carry the free marker (a double free).
+    /// The checks, cheapest order first: the pointer's page must be one in
+    /// which this heap owns slices (its own table, [`OWNED_PAGES`] entries:
+    /// a pointer Strata never handed out, or a page of another domain, is
+    /// refused before anything is read through it, without asking the page
+    /// source), this heap must own the pointer's slice (which implies the
+    /// slice is formatted for a small class), the pointer must be a carved
+    /// object boundary, and the object must not carry the free marker (a
+    /// double free). `domain` is the heap's own; the fast path does not
+    /// need it.
     ///
     /// # Safety
     /// As for [`Heap::free`].
     #[inline(always)]
     pub unsafe fn free_owned<S: PageSource, L: RawLock>(&self, domain: &Domain<S, L>, ptr: *mut u8) -> bool {
+        let _ = domain; // The heap's own: see above.
         let address = ptr as usize;
         let page = page_of(address);
-        if !domain.source().owns(page) {
+        // SAFETY: the index is reduced modulo the table's length.
+        if unsafe { *self.owned_pages.get_unchecked((page >> PAGE_SHIFT) % OWNED_PAGES) } != page {
             return false;
         }
-        // SAFETY: registered pages are live and start with a header.
+        // SAFETY: a page in which this heap owns a slice: a live slab page
+        // of the heap's domain, starting with its header.
         let header = unsafe { &*(page as *const PageHeader) };
-        if !header.common.is_slab_of(domain.id()) {
-            return false;
-        }
         // An address exactly one page past a header gives index 64; the mask
         // turns it into the header slice, which no heap owns.
         let slice = &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)];
@@ -757,14 +836,17 @@ impl Heap {
     pub(crate) fn take_slice(&mut self, class: usize) -> Option<NonNull<SliceMeta>> {
         let class = class_index(class);
         let current = self.current[class];
-        if current != empty() {
+        let taken = if current != empty() {
             self.set_current(class, empty());
-            return NonNull::new(current);
-        }
-        if self.parked[class].is_null() {
+            current
+        } else if self.parked[class].is_null() {
             return None;
-        }
-        NonNull::new(self.unpark_oldest(class))
+        } else {
+            self.unpark_oldest(class)
+        };
+        // SAFETY: an owned slice.
+        self.forget_owned(unsafe { &*taken });
+        NonNull::new(taken)
     }
 
     fn park(&mut self, class: usize, slice: *mut SliceMeta) {
@@ -829,4 +911,161 @@ unsafe fn collect_remote<S: PageSource, L: RawLock>(domain: &Domain<S, L>, slice
     let count = unsafe { append(domain, slice, slice.remote.take()) };
     slice.set_used(slice.used() - count);
     count
+}
+
+#[cfg(all(test, feature = "mmap"))]
+mod tests {
+    use super::*;
+    use crate::lock::SpinLock;
+    use crate::page::USABLE_SLICES;
+    use crate::size_class::objects_per_slice;
+    use crate::source::MmapSource;
+
+    extern crate std;
+    use std::vec::Vec;
+
+    type TestDomain = Domain<MmapSource, SpinLock>;
+
+    fn domain() -> &'static TestDomain {
+        std::boxed::Box::leak(std::boxed::Box::new(Domain::new(MmapSource::new())))
+    }
+
+    /// The slices the heap owns (current and parked) in `page`.
+    fn owned_in(heap: &Heap, page: usize) -> u32 {
+        let mut count = 0;
+        for class in 0..CLASS_COUNT {
+            let mut slice = heap.current[class];
+            if slice != empty() && Heap::owned_entry(unsafe { &*slice }).0 == page {
+                count += 1;
+            }
+            slice = heap.parked[class];
+            while !slice.is_null() {
+                // SAFETY: parked entries are owned slices.
+                let meta = unsafe { &*slice };
+                if Heap::owned_entry(meta).0 == page {
+                    count += 1;
+                }
+                slice = meta.next.get();
+            }
+        }
+        count
+    }
+
+    /// Owned slices whose page's entry holds another page (not counted).
+    fn uncounted(heap: &Heap) -> usize {
+        let mut count = 0;
+        for class in 0..CLASS_COUNT {
+            let mut slices = Vec::new();
+            if heap.current[class] != empty() {
+                slices.push(heap.current[class]);
+            }
+            let mut parked = heap.parked[class];
+            while !parked.is_null() {
+                slices.push(parked);
+                // SAFETY: parked entries are owned slices.
+                parked = unsafe { (*parked).next.get() };
+            }
+            for slice in slices {
+                // SAFETY: owned slices.
+                let (page, entry) = Heap::owned_entry(unsafe { &*slice });
+                if heap.owned_pages[entry] != page {
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
+    /// The invariant of `owned_pages`: an entry's count is at least 1 and
+    /// at most the slices the heap owns in its page; an empty entry counts 0.
+    fn check_owned_pages(heap: &Heap) {
+        for entry in 0..OWNED_PAGES {
+            let page = heap.owned_pages[entry];
+            let count = heap.owned_counts[entry];
+            if page == NO_PAGE {
+                assert_eq!(count, 0, "entry {entry}");
+            } else {
+                assert_eq!((page >> PAGE_SHIFT) % OWNED_PAGES, entry);
+                assert!(count >= 1, "entry {entry}");
+                assert!(count <= owned_in(heap, page), "entry {entry}: {count} counted");
+            }
+        }
+    }
+
+    #[test]
+    fn owned_page_table_never_counts_more_than_the_heap_owns() {
+        let domain = domain();
+        let mut heap = Heap::new();
+        let classes = CLASS_COUNT - 9..CLASS_COUNT;
+        // Fill three pages' worth of slices of each of the largest classes;
+        // the slices the heap runs dry go back to the domain, full.
+        let mut blocks: Vec<Vec<*mut u8>> = Vec::new();
+        for class in classes.clone() {
+            let count = objects_per_slice(class) * USABLE_SLICES * 3;
+            blocks.push((0..count).map(|_| heap.alloc_small(domain, class)).collect());
+            check_owned_pages(&heap);
+        }
+        assert!(domain.stats().pages_mapped > OWNED_PAGES);
+        // Free one block of every slice: each becomes partial, in pages all
+        // over the domain, and the heap takes them again one by one, owning
+        // slices of many pages at once, some of them sharing an entry.
+        let mut freed = 0;
+        for (blocks, class) in blocks.iter_mut().zip(classes.clone()) {
+            for block in blocks.iter_mut().step_by(objects_per_slice(class)) {
+                // SAFETY: a live block of this heap's domain.
+                unsafe { heap.free(domain, *block) }.unwrap();
+                *block = ptr::null_mut();
+                freed += 1;
+            }
+        }
+        let mut uncounted_seen = 0;
+        for (blocks, class) in blocks.iter_mut().zip(classes.clone()) {
+            for block in blocks.iter_mut().filter(|block| block.is_null()) {
+                *block = heap.alloc_small(domain, class);
+                assert!(!block.is_null());
+                check_owned_pages(&heap);
+                uncounted_seen += uncounted(&heap);
+            }
+        }
+        assert!(freed > 0);
+        assert!(uncounted_seen > 0, "the test never had two owned pages share an entry");
+        for block in blocks.into_iter().flatten() {
+            // SAFETY: live blocks of this heap's domain.
+            unsafe { heap.free(domain, block) }.unwrap();
+            check_owned_pages(&heap);
+        }
+        heap.release(domain, false);
+        assert!(heap.owned_pages.iter().all(|&page| page == NO_PAGE));
+        assert!(heap.owned_counts.iter().all(|&count| count == 0));
+        assert_eq!(domain.stats().bytes_live, 0);
+    }
+
+    #[test]
+    fn a_block_of_a_slice_given_back_is_freed_through_the_slow_path() {
+        let domain = domain();
+        let mut heap = Heap::new();
+        let class = 10;
+        let first = heap.alloc_small(domain, class);
+        // Run through more slices than the heap keeps, so the first one goes
+        // back to the domain while `first` is live.
+        let mut others = Vec::new();
+        for _ in 0..objects_per_slice(class) * (MAX_PARKED + 3) {
+            others.push(heap.alloc_small(domain, class));
+        }
+        // `first` is live; its slice is no longer the heap's.
+        let first_slice = crate::domain::slice_of(first as usize);
+        assert_ne!(first_slice.owner.load(Ordering::Relaxed), heap.id());
+        // SAFETY: a live block of this domain.
+        assert!(!unsafe { heap.free_owned(domain, first) });
+        unsafe { heap.free(domain, first) }.unwrap();
+        // A second free of it is refused, not taken.
+        let error = unsafe { heap.free(domain, first) }.unwrap_err();
+        assert_eq!(error.kind, crate::domain::FreeErrorKind::DoubleFree);
+        for block in others {
+            // SAFETY: live blocks of this domain.
+            unsafe { heap.free(domain, block) }.unwrap();
+        }
+        heap.release(domain, false);
+        assert_eq!(domain.stats().bytes_live, 0);
+    }
 }

@@ -94,11 +94,18 @@
 //!
 //! ## Hardening
 //!
-//! Every free is checked, on the fast path too: the page must be registered
-//! and belong to this domain, the pointer must be an object boundary, and the
-//! object must not carry the free marker (`key ^ address`, with a random key)
-//! that every free object has. Failures come back as [`FreeError`]; the std
-//! front prints one line and aborts.
+//! Every free is checked, on the fast path too. The fast path
+//! ([`Heap::free_owned`]) takes a pointer only if its page is one in which
+//! the freeing heap owns slices (a small table in the heap, so a pointer
+//! Strata never handed out is refused without reading through it), the heap
+//! owns its slice, it is a carved object boundary (one multiplication), and
+//! the object does not carry the free marker (`key ^ address`, with a random
+//! key) that every free object has. Everything else goes to the slow path,
+//! the one place that validates a pointer in full (`Domain::lookup`: the
+//! page source must own the page, the page must belong to this domain, and
+//! the same boundary and marker tests), then frees remotely or reports
+//! misuse. Failures come back as [`FreeError`]; the std front prints one
+//! line and aborts.
 //!
 //! On by default (building with `RUSTFLAGS="--cfg strata_unhardened"` turns
 //! it off, for measuring its cost only; see `benches/hardening-cost.sh`):

@@ -112,12 +112,6 @@ impl PageCommon {
         }
     }
 
-    /// Whether this is the header of a slab page of the domain at `domain`.
-    #[inline(always)]
-    pub(crate) fn is_slab_of(&self, domain: usize) -> bool {
-        self.tag.load(Ordering::Relaxed) == domain
-    }
-
     /// What the page holds, if it belongs to the domain at `domain`.
     #[inline(always)]
     pub(crate) fn kind_in(&self, domain: usize) -> Option<PageKind> {
