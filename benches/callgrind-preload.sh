@@ -9,6 +9,8 @@
 #        PAIRS=200000             measured pairs per run
 #        OUT=dir                  where callgrind output goes (default: a temp dir)
 #        CARGO_TARGET_DIR         honoured; defaults to the workspace's target/
+#        UNHARDENED=1             builds the shim without the core's default
+#                                 hardening (for measuring its cost only)
 #
 # Builds libstrata.so (release) and benches/workloads/pairs.c, runs the loop
 # under `valgrind --tool=callgrind --toggle-collect=measured_loop` once per
@@ -22,6 +24,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 workspace=$(cd "$here/.." && pwd)
 target=${CARGO_TARGET_DIR:-$workspace/target}
+if [ "${UNHARDENED:-0}" = 1 ]; then
+    target=$target/unhardened
+    export RUSTFLAGS="${RUSTFLAGS:-} --cfg strata_unhardened"
+fi
 sizes=${SIZES:-"16 32 256 1024"}
 pairs=${PAIRS:-200000}
 if [ $# -gt 0 ]; then
