@@ -41,7 +41,7 @@ use crate::lock::RawLock;
 use crate::page::{page_of, page_of_slice, PageHeader, PAGE_SHIFT, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
 use crate::remote::{Link, Push};
 use crate::size_class::{
-    class_index, class_of, direct_entry, is_multiple, CLASS_COUNT, DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
+    class_index, class_of, direct_entry, is_carved_object, CLASS_COUNT, DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
 };
 use crate::slice::{FreeObject, SliceMeta};
 use crate::source::PageSource;
@@ -636,7 +636,11 @@ impl Heap {
         // start) among the objects carved so far, the only ones ever handed
         // out.
         let offset = (address & (SLICE_SIZE - 1)) as u32;
-        if !is_multiple(offset, slice.multiplier.get()) || offset >= slice.carved_end.get() {
+        // SAFETY: the heap owns the slice, so only it writes these fields
+        // now (carving), and its own writes are ordered before these reads:
+        // plain reads race with no write.
+        let (multiplier, limit) = unsafe { (slice.multiplier.read_owned(), slice.carved_limit.read_owned()) };
+        if !is_carved_object(offset, multiplier, limit) {
             return false;
         }
         let object = address as *mut FreeObject;

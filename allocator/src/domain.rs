@@ -40,7 +40,7 @@ use crate::page::{
     MAX_SPAN, MAX_SPAN_SLICES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::remote::{Link, Push};
-use crate::size_class::{class_index, class_of, class_size, divisibility_multiplier, objects_per_slice, CLASS_COUNT};
+use crate::size_class::{boundary_multiplier, class_index, class_of, class_size, objects_per_slice, CLASS_COUNT};
 use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, NO_FREE, SPAN_CLASS};
 use crate::source::PageSource;
 use crate::stats::Stats;
@@ -690,7 +690,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         slice.free.set(slice.end());
         slice.set_used(0);
         slice.object_size.set(class_size(class) as u32);
-        slice.multiplier.set(divisibility_multiplier(class));
+        slice.multiplier.set(boundary_multiplier(class));
         slice.capacity.set(objects_per_slice(class) as u32);
         slice.set_carved(0);
         slice.class.set(class as u8);

@@ -28,11 +28,16 @@ pub const MAX_SMALL: usize = 32 * 1024;
 /// Object size of each class.
 pub static CLASS_SIZES: [u32; CLASS_COUNT] = class_sizes();
 
-/// `floor((2^64 - 1) / size) + 1` for each class: an offset inside a slice
-/// is a multiple of the class size exactly when `offset * m` (wrapping, in
-/// 64 bits) is below `m`. One multiplication and one comparison, no
-/// division: the free fast path's object-boundary test.
-pub(crate) static DIVISIBILITY: [u64; CLASS_COUNT] = divisibility();
+/// The boundary multiplier `m` of each class: `ceil(2^64 / size)`, plus one
+/// when the size is a power of two. For an offset `n = q * size + r` inside
+/// a slice, `n * m` (wrapping, in 64 bits) is `q * e` when `r == 0` and at
+/// least `m` (above 2^48) otherwise, where `e = size * m mod 2^64` is
+/// between 1 and `size` (the plus one keeps `e` from being 0 for powers of
+/// two). So `n * m < carved * e` holds exactly when `n` is the boundary of
+/// one of the first `carved` objects: one multiplication and one
+/// comparison, the free fast path's whole object test (see
+/// [`is_carved_object`]).
+pub(crate) static BOUNDARY_MULTIPLIERS: [u64; CLASS_COUNT] = boundary_multipliers();
 
 /// Class index for sizes up to [`TABLE_LIMIT`], indexed by `(size + 1) / 2`.
 static SMALL_TABLE: [u8; TABLE_LIMIT / 2 + 1] = small_table();
@@ -51,22 +56,35 @@ const fn class_sizes() -> [u32; CLASS_COUNT] {
     sizes
 }
 
-const fn divisibility() -> [u64; CLASS_COUNT] {
+const fn boundary_multipliers() -> [u64; CLASS_COUNT] {
     let sizes = class_sizes();
     let mut m = [0u64; CLASS_COUNT];
     let mut i = 0;
     while i < CLASS_COUNT {
-        m[i] = u64::MAX / sizes[i] as u64 + 1;
+        let size = sizes[i] as u64;
+        m[i] = u64::MAX / size + 1;
+        if size.is_power_of_two() {
+            m[i] += 1;
+        }
         i += 1;
     }
     m
 }
 
-/// Whether `offset` (below 2^32) is a multiple of the size whose
-/// [`DIVISIBILITY`] multiplier is `multiplier`.
+/// The limit for [`is_carved_object`] of a slice of the class whose
+/// [`BOUNDARY_MULTIPLIERS`] entry is `multiplier`, with objects of `size`
+/// bytes, `carved` of them carved: `carved * (size * multiplier mod 2^64)`.
+#[inline]
+pub(crate) fn carved_limit(carved: u32, size: u32, multiplier: u64) -> u64 {
+    (carved as u64).wrapping_mul((size as u64).wrapping_mul(multiplier))
+}
+
+/// Whether `offset` (the address's offset in its slice, below 2^16) is the
+/// boundary of one of the carved objects of a slice whose multiplier and
+/// [`carved_limit`] are given: see [`BOUNDARY_MULTIPLIERS`].
 #[inline(always)]
-pub(crate) fn is_multiple(offset: u32, multiplier: u64) -> bool {
-    (offset as u64).wrapping_mul(multiplier) < multiplier
+pub(crate) fn is_carved_object(offset: u32, multiplier: u64, limit: u64) -> bool {
+    (offset as u64).wrapping_mul(multiplier) < limit
 }
 
 const fn small_table() -> [u8; TABLE_LIMIT / 2 + 1] {
@@ -184,10 +202,10 @@ pub fn objects_per_slice(class: usize) -> usize {
     SLICE_SIZE / class_size(class).max(1)
 }
 
-/// `DIVISIBILITY[class]`.
+/// `BOUNDARY_MULTIPLIERS[class]`.
 #[inline(always)]
-pub(crate) fn divisibility_multiplier(class: usize) -> u64 {
-    DIVISIBILITY[class_index(class)]
+pub(crate) fn boundary_multiplier(class: usize) -> u64 {
+    BOUNDARY_MULTIPLIERS[class_index(class)]
 }
 
 // The table must end exactly at MAX_SMALL, every class must be even (bit 0 of
@@ -277,12 +295,23 @@ mod tests {
     }
 
     #[test]
-    fn divisibility_test_is_exact() {
-        // Every offset a slice can hold, and a few beyond it.
-        for (class, &multiplier) in DIVISIBILITY.iter().enumerate() {
+    fn carved_object_test_is_exact() {
+        // Every offset a slice can hold, for carved counts from none to all.
+        for (class, &multiplier) in BOUNDARY_MULTIPLIERS.iter().enumerate() {
             let size = class_size(class) as u32;
-            for offset in (0..SLICE_SIZE as u32 * 2).chain([u32::MAX - 1, u32::MAX]) {
-                assert_eq!(is_multiple(offset, multiplier), offset % size == 0, "class {class} offset {offset}");
+            let capacity = objects_per_slice(class) as u32;
+            let e = (size as u64).wrapping_mul(multiplier);
+            assert!((1..=size as u64).contains(&e), "class {class}");
+            for carved in [0, 1, 2, capacity / 3, capacity - 1, capacity] {
+                let limit = carved_limit(carved, size, multiplier);
+                for offset in 0..SLICE_SIZE as u32 {
+                    let expected = offset % size == 0 && offset / size < carved;
+                    assert_eq!(
+                        is_carved_object(offset, multiplier, limit),
+                        expected,
+                        "class {class} carved {carved} offset {offset}"
+                    );
+                }
             }
         }
     }

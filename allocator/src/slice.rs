@@ -170,6 +170,23 @@ macro_rules! relaxed_field {
             pub(crate) fn set(&self, $v: $value) {
                 self.0.store($to, Ordering::Relaxed)
             }
+
+            /// A plain (non-atomic) load, which the compiler may fold into
+            /// the instruction that uses it.
+            ///
+            /// # Safety
+            /// No other thread may write the field concurrently: the caller
+            /// is the only writer (the slice's owner reading a field only it
+            /// writes while it owns the slice), or holds the lock that
+            /// orders every write.
+            #[allow(dead_code)]
+            #[inline(always)]
+            pub(crate) unsafe fn read_owned(&self) -> $value {
+                // SAFETY: the caller's contract: no write races with this
+                // read (concurrent atomic reads by others are no race).
+                let $raw = unsafe { self.0.as_ptr().read() };
+                $from
+            }
         }
     };
 }
@@ -249,9 +266,9 @@ pub(crate) struct SliceMeta {
     /// thread. Relaxed: a free of a live object is ordered after the format
     /// by the lock (hand-over to the owner) and the object's allocation.
     pub(crate) object_size: RelaxedU32,
-    /// `DIVISIBILITY[class]` while `object_size` is non-zero (the free fast
-    /// path's object-boundary test, see `size_class::is_multiple`). Written
-    /// and read as `object_size`, with the same ordering argument.
+    /// `BOUNDARY_MULTIPLIERS[class]` while `object_size` is non-zero (the
+    /// free fast path's object test, see `size_class::is_carved_object`).
+    /// Written and read as `object_size`, with the same ordering argument.
     pub(crate) multiplier: RelaxedU64,
     /// Objects per slice in the current format. Written under the domain
     /// lock while no heap owns the slice; read by the holder only (the owner,
@@ -269,12 +286,14 @@ pub(crate) struct SliceMeta {
     /// before its allocation, which comes before any free of it, so the
     /// freeing thread reads that carve's value or a later, larger one.
     pub(crate) carved: RelaxedU32,
-    /// `carved * object_size`: the offset in the slice where the
-    /// never-carved objects begin, so that the free fast path tests an
-    /// offset against it without a division. Written with `carved`
-    /// ([`SliceMeta::set_carved`]), read as `carved`, with the same
-    /// ordering argument. Invariant: equals `carved * object_size`.
-    pub(crate) carved_end: RelaxedU32,
+    /// `size_class::carved_limit(carved, object_size, multiplier)`: with
+    /// `multiplier`, it tells the free fast path in one multiplication and
+    /// one comparison whether an offset is a carved object's boundary.
+    /// Written with `carved` ([`SliceMeta::set_carved`]), read as `carved`,
+    /// with the same ordering argument. Invariant: equals that function of
+    /// the current `carved`, `object_size` and `multiplier` (0 while
+    /// `carved` is 0, so an unformatted slice refuses every offset).
+    pub(crate) carved_limit: RelaxedU64,
     /// Address of the owning heap, 0 when the domain holds the slice.
     /// Written under the domain lock; read without it by frees. Relaxed: a
     /// heap only ever compares it with its own address, and only its own
@@ -364,7 +383,7 @@ impl SliceMeta {
             multiplier: RelaxedU64::new(0),
             capacity: Cell::new(0),
             carved: RelaxedU32::new(0),
-            carved_end: RelaxedU32::new(0),
+            carved_limit: RelaxedU64::new(0),
             owner: AtomicUsize::new(0),
             state: RelaxedState::new(SliceState::Clean),
             flags: RelaxedFlags::new(SliceFlags::empty()),
@@ -465,12 +484,13 @@ impl SliceMeta {
         true
     }
 
-    /// Sets the count of carved objects (and `carved_end` with it). The
+    /// Sets the count of carved objects (and `carved_limit` with it). The
     /// caller holds the slice, as for [`SliceMeta::carve`].
     #[inline]
     pub(crate) fn set_carved(&self, carved: u32) {
         self.carved.set(carved);
-        self.carved_end.set(carved.wrapping_mul(self.object_size.get()));
+        let limit = crate::size_class::carved_limit(carved, self.object_size.get(), self.multiplier.get());
+        self.carved_limit.set(limit);
     }
 
     /// Whether objects of this slice count as in use (the page's occupancy).
