@@ -238,7 +238,7 @@ impl PageHeader {
     }
 }
 
-/// The page header and slice index of a descriptor.
+/// The page header that holds a descriptor.
 ///
 /// # Safety
 /// `slice` must be a descriptor inside a live page header.

@@ -6,7 +6,7 @@
 //!
 //! # A thread's heap
 //!
-//! A heap is about 1.3 KiB, too large for the static TLS surplus that a
+//! A heap is about 2.8 KiB, too large for the static TLS surplus that a
 //! `dlopen`ed library may use, so the thread slot (see [`crate::tls`]) holds
 //! only a pointer. The heap itself is an object allocated from the domain
 //! without a cache, set up on the thread's first call:
