@@ -38,7 +38,7 @@ use core::sync::atomic::Ordering;
 
 use crate::domain::{append, Domain, FreeError, Lookup};
 use crate::lock::RawLock;
-use crate::page::{page_of, page_of_slice, PageHeader, PAGE_SHIFT, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE};
+use crate::page::{page_of_slice, SLICE_SHIFT, SLICE_SIZE};
 use crate::remote::{Link, Push};
 use crate::size_class::{
     class_index, class_of, direct_entry, is_carved_object, CLASS_COUNT, DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
@@ -67,13 +67,33 @@ const fn empty() -> *mut SliceMeta {
 /// Value of `Heap::domain` once a heap has been retired (its thread exited).
 const RETIRED: usize = usize::MAX;
 
-/// Entries of a heap's table of the pages it owns slices in
-/// (its field `owned_pages`; see [`Heap::free_owned`]); a power of two.
-pub const OWNED_PAGES: usize = 16;
+/// Entries of a heap's table of the slices it owns (its field `owned`; see
+/// [`Heap::free_owned`]); a power of two.
+pub const OWNED_SLICES: usize = 64;
 
-/// An empty entry of [`Heap::owned_pages`]: odd, so no page address (a
-/// multiple of the page size) is ever equal to it.
-const NO_PAGE: usize = 1;
+/// The address of an empty entry of a heap's `owned` table: odd, so no
+/// slice address (a multiple of the slice size) is ever equal to it.
+const NO_SLICE: usize = 1;
+
+/// One entry of a heap's `owned` table: a slice the heap owns, by address
+/// and descriptor.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct OwnedSlice {
+    /// The slice's address, or [`NO_SLICE`].
+    address: usize,
+    /// Its descriptor (meaningless when `address` is [`NO_SLICE`]).
+    meta: *const SliceMeta,
+}
+
+const NO_OWNED_SLICE: OwnedSlice = OwnedSlice { address: NO_SLICE, meta: ptr::null() };
+
+/// The entry of the `owned` table for the slice at `address`:
+/// `(address / SLICE_SIZE) % OWNED_SLICES`.
+#[inline(always)]
+fn owned_index(address: usize) -> usize {
+    (address >> SLICE_SHIFT) % OWNED_SLICES
+}
 
 /// Counters a heap keeps locally and hands to the domain when it takes the
 /// lock anyway.
@@ -115,18 +135,17 @@ pub struct Heap {
     /// State of the generator that shuffles carved runs (xorshift64; never
     /// 0 once bound).
     random: u64,
-    /// Pages in which this heap owns slices, direct-mapped: entry
-    /// `(page >> PAGE_SHIFT) % OWNED_PAGES` holds a page's header address, or
-    /// [`NO_PAGE`]. The free fast path takes a pointer whose page is here
-    /// without asking the page source: the page is live, since a page with a
-    /// slice in a heap's cache is never given back.
-    /// Invariant: an entry holding page `P` has `owned_counts[entry] >= 1`,
-    /// and this heap owns at least that many slices of `P` (a slice of a
-    /// page whose entry holds another page is simply not counted; see
-    /// [`Heap::note_owned`]).
-    owned_pages: [usize; OWNED_PAGES],
-    /// Slices counted for each entry of `owned_pages` (0 when empty).
-    owned_counts: [u32; OWNED_PAGES],
+    /// Slices this heap owns, direct-mapped by address: entry
+    /// `owned_index(address)` holds the slice at `address` and its
+    /// descriptor, or [`NO_SLICE`]. A slice whose entry is taken by another
+    /// is simply not listed (its frees take the slow path). The free fast
+    /// path takes a pointer whose slice is listed here without asking the
+    /// page source or reading the descriptor's owner: the slice is this
+    /// heap's, so its page is live (a page with a slice in a heap's cache is
+    /// never given back) and formatted for a small class.
+    /// Invariant: every listed slice is owned by this heap (current or
+    /// parked), and sits at its own entry.
+    owned: [OwnedSlice; OWNED_SLICES],
     /// Objects freed into orphaned slices, waiting for the domain lock.
     pending: [*mut FreeObject; PENDING],
     pending_len: usize,
@@ -150,8 +169,7 @@ impl Heap {
             current: [empty(); CLASS_COUNT],
             parked: [ptr::null_mut(); CLASS_COUNT],
             parked_count: [0; CLASS_COUNT],
-            owned_pages: [NO_PAGE; OWNED_PAGES],
-            owned_counts: [0; OWNED_PAGES],
+            owned: [NO_OWNED_SLICE; OWNED_SLICES],
             domain: 0,
             key: 0,
             link_key: 0,
@@ -200,38 +218,29 @@ impl Heap {
         self as *const Self as usize
     }
 
-    /// The page of an owned slice, and its entry in `owned_pages`.
-    fn owned_entry(slice: &SliceMeta) -> (usize, usize) {
+    /// The address of a slice (from its descriptor).
+    fn slice_address(slice: &SliceMeta) -> usize {
         // SAFETY: descriptors live in page headers.
-        let page = unsafe { page_of_slice(slice) }.base();
-        (page, (page >> PAGE_SHIFT) % OWNED_PAGES)
+        let page = unsafe { page_of_slice(slice) };
+        page.slice_address(page.index_of(slice))
     }
 
-    /// Counts a slice the heap has just received in `owned_pages`: its
-    /// page takes an empty entry, or adds to its own; a page whose entry
-    /// holds another page is not counted (its frees take the slow path).
+    /// Lists a slice the heap has just received in `owned`, if its entry
+    /// is free.
     fn note_owned(&mut self, slice: &SliceMeta) {
-        let (page, entry) = Self::owned_entry(slice);
-        if self.owned_pages[entry] == NO_PAGE {
-            self.owned_pages[entry] = page;
-            self.owned_counts[entry] = 1;
-        } else if self.owned_pages[entry] == page {
-            self.owned_counts[entry] += 1;
+        let address = Self::slice_address(slice);
+        let entry = &mut self.owned[owned_index(address)];
+        if entry.address == NO_SLICE {
+            *entry = OwnedSlice { address, meta: slice };
         }
     }
 
-    /// Uncounts a slice the heap is about to give back. Every release of a
-    /// slice of a page decrements that page's entry, counted or not, so the
-    /// count never exceeds the slices still owned there (the count of a
-    /// page starts when it takes its entry, and every later release of one
-    /// of its slices comes while it holds the entry).
+    /// Unlists a slice the heap is about to give back.
     fn forget_owned(&mut self, slice: &SliceMeta) {
-        let (page, entry) = Self::owned_entry(slice);
-        if self.owned_pages[entry] == page {
-            self.owned_counts[entry] -= 1;
-            if self.owned_counts[entry] == 0 {
-                self.owned_pages[entry] = NO_PAGE;
-            }
+        let address = Self::slice_address(slice);
+        let entry = &mut self.owned[owned_index(address)];
+        if entry.address == address {
+            *entry = NO_OWNED_SLICE;
         }
     }
 
@@ -601,15 +610,14 @@ impl Heap {
     /// passes to [`Heap::free`] (its slow path validates the pointer in
     /// full, frees remotely, and reports misuse).
     ///
-    /// The checks, cheapest order first: the pointer's page must be one in
-    /// which this heap owns slices (its own table, [`OWNED_PAGES`] entries:
-    /// a pointer Strata never handed out, or a page of another domain, is
-    /// refused before anything is read through it, without asking the page
-    /// source), this heap must own the pointer's slice (which implies the
-    /// slice is formatted for a small class), the pointer must be a carved
-    /// object boundary, and the object must not carry the free marker (a
-    /// double free). `domain` is the heap's own; the fast path does not
-    /// need it.
+    /// The checks, cheapest order first: the pointer's slice must be listed
+    /// in the heap's own table of the slices it owns ([`OWNED_SLICES`]
+    /// entries: a pointer Strata never handed out, or one of another heap
+    /// or domain, is refused before anything is read through it, without
+    /// asking the page source; a listed slice is formatted for a small
+    /// class), the pointer must be a carved object boundary, and the object
+    /// must not carry the free marker (a double free). `domain` is the
+    /// heap's own; the fast path does not need it.
     ///
     /// # Safety
     /// As for [`Heap::free`].
@@ -617,20 +625,13 @@ impl Heap {
     pub unsafe fn free_owned<S: PageSource, L: RawLock>(&self, domain: &Domain<S, L>, ptr: *mut u8) -> bool {
         let _ = domain; // The heap's own: see above.
         let address = ptr as usize;
-        let page = page_of(address);
         // SAFETY: the index is reduced modulo the table's length.
-        if unsafe { *self.owned_pages.get_unchecked((page >> PAGE_SHIFT) % OWNED_PAGES) } != page {
+        let entry = unsafe { self.owned.get_unchecked(owned_index(address)) };
+        if entry.address != address & !(SLICE_SIZE - 1) {
             return false;
         }
-        // SAFETY: a page in which this heap owns a slice: a live slab page
-        // of the heap's domain, starting with its header.
-        let header = unsafe { &*(page as *const PageHeader) };
-        // An address exactly one page past a header gives index 64; the mask
-        // turns it into the header slice, which no heap owns.
-        let slice = &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)];
-        if slice.owner.load(Ordering::Relaxed) != self.id() {
-            return false;
-        }
+        // SAFETY: a listed slice is this heap's: its descriptor is live.
+        let slice = unsafe { &*entry.meta };
         // An owned slice is formatted for a small class: the pointer must be
         // an object boundary (a multiple of the object size from the slice's
         // start) among the objects carved so far, the only ones ever handed
@@ -934,32 +935,10 @@ mod tests {
         std::boxed::Box::leak(std::boxed::Box::new(Domain::new(MmapSource::new())))
     }
 
-    /// The slices the heap owns (current and parked) in `page`.
-    fn owned_in(heap: &Heap, page: usize) -> u32 {
-        let mut count = 0;
+    /// The slices the heap owns: current and parked.
+    fn owned_slices(heap: &Heap) -> Vec<*mut SliceMeta> {
+        let mut slices = Vec::new();
         for class in 0..CLASS_COUNT {
-            let mut slice = heap.current[class];
-            if slice != empty() && Heap::owned_entry(unsafe { &*slice }).0 == page {
-                count += 1;
-            }
-            slice = heap.parked[class];
-            while !slice.is_null() {
-                // SAFETY: parked entries are owned slices.
-                let meta = unsafe { &*slice };
-                if Heap::owned_entry(meta).0 == page {
-                    count += 1;
-                }
-                slice = meta.next.get();
-            }
-        }
-        count
-    }
-
-    /// Owned slices whose page's entry holds another page (not counted).
-    fn uncounted(heap: &Heap) -> usize {
-        let mut count = 0;
-        for class in 0..CLASS_COUNT {
-            let mut slices = Vec::new();
             if heap.current[class] != empty() {
                 slices.push(heap.current[class]);
             }
@@ -969,35 +948,33 @@ mod tests {
                 // SAFETY: parked entries are owned slices.
                 parked = unsafe { (*parked).next.get() };
             }
-            for slice in slices {
-                // SAFETY: owned slices.
-                let (page, entry) = Heap::owned_entry(unsafe { &*slice });
-                if heap.owned_pages[entry] != page {
-                    count += 1;
-                }
-            }
         }
-        count
+        slices
     }
 
-    /// The invariant of `owned_pages`: an entry's count is at least 1 and
-    /// at most the slices the heap owns in its page; an empty entry counts 0.
-    fn check_owned_pages(heap: &Heap) {
-        for entry in 0..OWNED_PAGES {
-            let page = heap.owned_pages[entry];
-            let count = heap.owned_counts[entry];
-            if page == NO_PAGE {
-                assert_eq!(count, 0, "entry {entry}");
-            } else {
-                assert_eq!((page >> PAGE_SHIFT) % OWNED_PAGES, entry);
-                assert!(count >= 1, "entry {entry}");
-                assert!(count <= owned_in(heap, page), "entry {entry}: {count} counted");
+    /// The invariant of `owned`: every listed slice is owned by the heap,
+    /// at its own entry, with its own descriptor. Returns how many owned
+    /// slices are not listed (their entry holds another).
+    fn check_owned(heap: &Heap) -> usize {
+        let slices = owned_slices(heap);
+        for (index, entry) in heap.owned.iter().enumerate() {
+            if entry.address == NO_SLICE {
+                continue;
             }
+            assert_eq!(owned_index(entry.address), index);
+            assert!(slices.contains(&(entry.meta as *mut SliceMeta)), "entry {index} lists a slice the heap does not own");
+            // SAFETY: an owned slice.
+            assert_eq!(Heap::slice_address(unsafe { &*entry.meta }), entry.address);
         }
+        slices
+            .iter()
+            // SAFETY: owned slices.
+            .filter(|&&slice| !core::ptr::eq(heap.owned[owned_index(Heap::slice_address(unsafe { &*slice }))].meta, slice))
+            .count()
     }
 
     #[test]
-    fn owned_page_table_never_counts_more_than_the_heap_owns() {
+    fn owned_table_lists_only_slices_the_heap_owns() {
         let domain = domain();
         let mut heap = Heap::new();
         let classes = CLASS_COUNT - 9..CLASS_COUNT;
@@ -1007,12 +984,13 @@ mod tests {
         for class in classes.clone() {
             let count = objects_per_slice(class) * USABLE_SLICES * 3;
             blocks.push((0..count).map(|_| heap.alloc_small(domain, class)).collect());
-            check_owned_pages(&heap);
+            check_owned(&heap);
         }
-        assert!(domain.stats().pages_mapped > OWNED_PAGES);
+        assert!(domain.stats().pages_mapped > 16);
         // Free one block of every slice: each becomes partial, in pages all
         // over the domain, and the heap takes them again one by one, owning
-        // slices of many pages at once, some of them sharing an entry.
+        // slices of many pages at once, some of them sharing an entry (the
+        // same slice index in different pages).
         let mut freed = 0;
         for (blocks, class) in blocks.iter_mut().zip(classes.clone()) {
             for block in blocks.iter_mut().step_by(objects_per_slice(class)) {
@@ -1022,25 +1000,23 @@ mod tests {
                 freed += 1;
             }
         }
-        let mut uncounted_seen = 0;
+        let mut unlisted_seen = 0;
         for (blocks, class) in blocks.iter_mut().zip(classes.clone()) {
             for block in blocks.iter_mut().filter(|block| block.is_null()) {
                 *block = heap.alloc_small(domain, class);
                 assert!(!block.is_null());
-                check_owned_pages(&heap);
-                uncounted_seen += uncounted(&heap);
+                unlisted_seen += check_owned(&heap);
             }
         }
         assert!(freed > 0);
-        assert!(uncounted_seen > 0, "the test never had two owned pages share an entry");
+        assert!(unlisted_seen > 0, "the test never had two owned slices share an entry");
         for block in blocks.into_iter().flatten() {
             // SAFETY: live blocks of this heap's domain.
             unsafe { heap.free(domain, block) }.unwrap();
-            check_owned_pages(&heap);
+            check_owned(&heap);
         }
         heap.release(domain, false);
-        assert!(heap.owned_pages.iter().all(|&page| page == NO_PAGE));
-        assert!(heap.owned_counts.iter().all(|&count| count == 0));
+        assert!(heap.owned.iter().all(|entry| entry.address == NO_SLICE));
         assert_eq!(domain.stats().bytes_live, 0);
     }
 
