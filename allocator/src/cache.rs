@@ -41,7 +41,8 @@ use crate::lock::RawLock;
 use crate::page::{page_of_slice, SLICE_SHIFT, SLICE_SIZE};
 use crate::remote::{Link, Push};
 use crate::size_class::{
-    class_index, class_of, direct_entry, is_carved_object, CLASS_COUNT, DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
+    class_index, class_of, direct8_entry, direct_entry, is_carved_object, CLASS_COUNT, DIRECT8_ENTRIES, DIRECT8_ENTRIES_OF,
+    DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
 };
 use crate::slice::{FreeObject, SliceMeta};
 use crate::source::PageSource;
@@ -115,6 +116,10 @@ pub struct Heap {
     /// Invariant: `direct[i] == current[DIRECT_CLASS[i]]` for every `i`
     /// (kept by [`Heap::set_current`], the only writer of `current`).
     direct: [*mut SliceMeta; DIRECT_ENTRIES],
+    /// The same for requests aligned to 8 bytes or less, indexed by
+    /// `direct8_entry(size)` (8-byte steps), for the Rust front.
+    /// Invariant: `direct8[i] == current[DIRECT8_CLASS[i]]` for every `i`.
+    direct8: [*mut SliceMeta; DIRECT8_ENTRIES],
     /// The owned slice of each class, or the empty sentinel.
     /// Invariant: every non-sentinel entry has `owner == self` and `CACHED`.
     current: [*mut SliceMeta; CLASS_COUNT],
@@ -123,7 +128,6 @@ pub struct Heap {
     /// there are at most [`MAX_PARKED`] per class. Every slice the heap owns
     /// is current or parked.
     parked: [*mut SliceMeta; CLASS_COUNT],
-    parked_count: [u8; CLASS_COUNT],
     /// The domain this heap serves: 0 before first use, [`RETIRED`] after
     /// release.
     domain: usize,
@@ -166,9 +170,9 @@ impl Heap {
     pub const fn new() -> Self {
         Self {
             direct: [empty(); DIRECT_ENTRIES],
+            direct8: [empty(); DIRECT8_ENTRIES],
             current: [empty(); CLASS_COUNT],
             parked: [ptr::null_mut(); CLASS_COUNT],
-            parked_count: [0; CLASS_COUNT],
             owned: [NO_OWNED_SLICE; OWNED_SLICES],
             domain: 0,
             key: 0,
@@ -252,6 +256,10 @@ impl Heap {
         self.current[class] = slice;
         let (first, end) = DIRECT_ENTRIES_OF[class];
         for entry in self.direct.iter_mut().take(end as usize).skip(first as usize) {
+            *entry = slice;
+        }
+        let (first, end) = DIRECT8_ENTRIES_OF[class];
+        for entry in self.direct8.iter_mut().take(end as usize).skip(first as usize) {
             *entry = slice;
         }
     }
@@ -376,6 +384,28 @@ impl Heap {
         }
     }
 
+    /// The Rust front's allocation fast path: an object for `size` bytes
+    /// aligned to `align` off the current slice's free list, through the
+    /// 8-byte direct table, or null when there is none at hand or the
+    /// request is not one the table serves exactly: up to [`DIRECT_MAX`]
+    /// bytes, aligned to 8, or aligned to less with a size that is a
+    /// multiple of 8 (so the class is the one [`class_of`] gives; a
+    /// byte-aligned 17-byte request keeps its 18-byte class through the
+    /// slow path). The caller then calls [`Heap::alloc`].
+    ///
+    /// Like [`Heap::try_alloc_aligned16`], it serves the domain the heap is
+    /// bound to: the caller checks that it is the one it means
+    /// ([`Heap::serves`]).
+    #[inline(always)]
+    pub fn try_alloc(&self, size: usize, align: usize) -> *mut u8 {
+        if size > DIRECT_MAX || !(align == 8 || (align < 8 && size & 7 == 0)) {
+            return ptr::null_mut();
+        }
+        // SAFETY: `direct8` holds the sentinel or slices this heap owns;
+        // `direct8_entry(size) < DIRECT8_ENTRIES` since `size <= DIRECT_MAX`.
+        unsafe { self.pop(*self.direct8.get_unchecked(direct8_entry(size))) }
+    }
+
     /// Takes the first object off `slice`'s free list, or returns null when
     /// the list is empty or its first link was overwritten (the slow path
     /// then reports it, keeping the report out of the inlined code).
@@ -452,7 +482,7 @@ impl Heap {
         // Park the dry slice; give back the oldest when there are too many.
         let mut old = None;
         if current != empty() {
-            if self.parked_count[class] as usize == MAX_PARKED {
+            if self.parked_len(class) == MAX_PARKED {
                 // SAFETY: parked entries are owned slices.
                 let oldest = unsafe { &*self.unpark_oldest(class) };
                 // The refill gives it back, whether or not it finds a slice.
@@ -854,12 +884,24 @@ impl Heap {
         NonNull::new(taken)
     }
 
+    /// How many slices of `class` are parked (at most [`MAX_PARKED`]; the
+    /// list is walked, on the slow path only).
+    fn parked_len(&self, class: usize) -> usize {
+        let mut count = 0;
+        let mut slice = self.parked[class_index(class)];
+        while !slice.is_null() {
+            count += 1;
+            // SAFETY: parked entries are owned slices.
+            slice = unsafe { (*slice).next.get() };
+        }
+        count
+    }
+
     fn park(&mut self, class: usize, slice: *mut SliceMeta) {
         let class = class_index(class);
         // SAFETY: an owned slice; `next` is the heap's while it is CACHED.
         unsafe { (*slice).next.set(self.parked[class]) };
         self.parked[class] = slice;
-        self.parked_count[class] += 1;
     }
 
     /// Removes and returns the oldest parked slice of `class` (the list must
@@ -876,7 +918,6 @@ impl Heap {
             let oldest = *link;
             *link = ptr::null_mut();
             (*oldest).next.set(ptr::null_mut());
-            self.parked_count[class] -= 1;
             oldest
         }
     }
@@ -895,8 +936,7 @@ impl Heap {
                     let found = *link;
                     *link = slice.next.get();
                     slice.next.set(ptr::null_mut());
-                    self.parked_count[class] -= 1;
-                    return Some(found);
+                            return Some(found);
                 }
                 link = slice.next.as_ptr();
             }

@@ -126,6 +126,26 @@ impl Strata {
         cached(heap)
     }
 
+    /// [`GlobalAlloc::alloc`] past its fast path.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        self.with_heap(|heap| heap.alloc(&self.domain, layout), || self.domain.allocate_uncached(layout, false))
+    }
+
+    /// [`GlobalAlloc::dealloc`] past its fast path.
+    ///
+    /// # Safety
+    /// As for [`GlobalAlloc::dealloc`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow(&self, ptr: *mut u8) {
+        // SAFETY: the caller's contract.
+        if let Err(error) = unsafe { self.free(ptr) } {
+            misuse("dealloc", error);
+        }
+    }
+
     /// Frees `ptr`, reporting a bad pointer instead of aborting.
     ///
     /// # Safety
@@ -283,7 +303,18 @@ impl core::fmt::Write for LineBuffer {
 unsafe impl GlobalAlloc for Strata {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.with_heap(|heap| heap.alloc(&self.domain, layout), || self.domain.allocate_uncached(layout, false))
+        let heap = HEAP.with(|heap| heap.get());
+        // SAFETY: the heap belongs to this thread and no `&mut` to it is
+        // live: allocator calls do not nest while holding one.
+        unsafe {
+            if (*heap).serves(&self.domain) {
+                let block = (*heap).try_alloc(layout.size(), layout.align());
+                if !block.is_null() {
+                    return block;
+                }
+            }
+        }
+        self.alloc_slow(layout)
     }
 
     #[inline]
@@ -293,9 +324,14 @@ unsafe impl GlobalAlloc for Strata {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: GlobalAlloc's contract: `ptr` is live and ours.
-        if let Err(error) = unsafe { self.free(ptr) } {
-            misuse("dealloc", error);
+        let heap = HEAP.with(|heap| heap.get());
+        // SAFETY: as in `alloc`; GlobalAlloc's contract: `ptr` is live and
+        // ours. The fast path takes only a block of a slice the heap owns.
+        unsafe {
+            if (*heap).free_owned(&self.domain, ptr) {
+                return;
+            }
+            self.dealloc_slow(ptr);
         }
     }
 

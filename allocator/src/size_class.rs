@@ -137,14 +137,28 @@ pub const DIRECT_MAX: usize = 1024;
 /// request.
 pub const DIRECT_ENTRIES: usize = DIRECT_MAX / 16 + 1;
 
+/// Entries of a heap's second direct table, for requests aligned to 8 bytes
+/// or less (most Rust layouts): entry `i` serves `8 * (i - 1) + 1 ..= 8 * i`
+/// bytes, entry 0 the zero-size request.
+pub const DIRECT8_ENTRIES: usize = DIRECT_MAX / 8 + 1;
+
 /// The class of each direct-table entry.
-pub(crate) static DIRECT_CLASS: [u8; DIRECT_ENTRIES] = direct_classes();
+pub(crate) static DIRECT_CLASS: [u8; DIRECT_ENTRIES] = direct_classes(16);
+
+/// The class of each entry of the 8-byte direct table (the heap needs only
+/// [`DIRECT8_ENTRIES_OF`]; the tests check the two agree).
+#[cfg(test)]
+pub(crate) static DIRECT8_CLASS: [u8; DIRECT8_ENTRIES] = direct_classes(8);
+
+/// For each class, the entries of the 8-byte direct table that map to it,
+/// as `first..end` (see [`DIRECT_ENTRIES_OF`]).
+pub(crate) static DIRECT8_ENTRIES_OF: [(u8, u8); CLASS_COUNT] = direct_entries_of(8);
 
 /// For each class, the direct-table entries that map to it, as `first..end`
 /// (empty for classes that are not a multiple of 16 or lie above
 /// [`DIRECT_MAX`]). The entries of one class are contiguous, because
 /// classes increase with the size.
-pub(crate) static DIRECT_ENTRIES_OF: [(u8, u8); CLASS_COUNT] = direct_entries_of();
+pub(crate) static DIRECT_ENTRIES_OF: [(u8, u8); CLASS_COUNT] = direct_entries_of(16);
 
 /// The direct-table entry of a 16-byte-aligned request of `size` bytes, for
 /// `size <= DIRECT_MAX`.
@@ -153,22 +167,32 @@ pub(crate) const fn direct_entry(size: usize) -> usize {
     (size + 15) >> 4
 }
 
-const fn direct_classes() -> [u8; DIRECT_ENTRIES] {
-    let mut classes = [0u8; DIRECT_ENTRIES];
+/// The 8-byte direct-table entry of a request of `size` bytes aligned to 8
+/// or less, for `size <= DIRECT_MAX`.
+#[inline(always)]
+pub(crate) const fn direct8_entry(size: usize) -> usize {
+    (size + 7) >> 3
+}
+
+/// The classes of a direct table of `step`-byte entries (8 or 16): entry
+/// `i` holds the class of `step * i` bytes aligned to `step` (the smallest
+/// class for entry 0).
+const fn direct_classes<const N: usize>(step: usize) -> [u8; N] {
+    let mut classes = [0u8; N];
     let mut entry = 1;
-    while entry < DIRECT_ENTRIES {
-        classes[entry] = compute_class(entry * 16) as u8;
+    while entry < N {
+        classes[entry] = compute_class(entry * step) as u8;
         entry += 1;
     }
     classes
 }
 
-const fn direct_entries_of() -> [(u8, u8); CLASS_COUNT] {
-    let classes = direct_classes();
+const fn direct_entries_of(step: usize) -> [(u8, u8); CLASS_COUNT] {
+    let entries = DIRECT_MAX / step + 1;
     let mut ranges = [(0u8, 0u8); CLASS_COUNT];
     let mut entry = 0;
-    while entry < DIRECT_ENTRIES {
-        let class = classes[entry] as usize;
+    while entry < entries {
+        let class = if entry == 0 { 0 } else { compute_class(entry * step) };
         if ranges[class].0 == ranges[class].1 {
             ranges[class] = (entry as u8, entry as u8 + 1);
         } else {
@@ -218,6 +242,7 @@ const_assert!(MAX_SMALL < (1 << 16));
 const_assert!(MAX_SMALL * 2 <= SLICE_SIZE);
 const_assert!(CLASS_COUNT < u8::MAX as usize);
 const_assert!(DIRECT_ENTRIES < u8::MAX as usize);
+const_assert!(DIRECT8_ENTRIES < u8::MAX as usize);
 const_assert!(DIRECT_MAX <= TABLE_LIMIT);
 
 #[cfg(test)]
@@ -273,6 +298,27 @@ mod tests {
         for align in [1, 2, 16, 4096, 1 << 20] {
             for size in [usize::MAX, usize::MAX - 1, usize::MAX - align, isize::MAX as usize + 1] {
                 assert_eq!(class_of(size, align), None, "size {size:#x} align {align}");
+            }
+        }
+    }
+
+    #[test]
+    fn direct8_entries_agree_with_class_of() {
+        for align in [1, 2, 4, 8] {
+            for size in 0..=DIRECT_MAX {
+                let entry = direct8_entry(size);
+                let class = DIRECT8_CLASS[entry] as usize;
+                // The table rounds to 8: the class of the rounded size,
+                // which is the class `class_of` gives at alignment 8.
+                assert_eq!(Some(class), class_of(size, 8), "size {size}");
+                assert!(class_size(class) >= size && class_size(class) % align == 0);
+                let (first, end) = DIRECT8_ENTRIES_OF[class];
+                assert!((first as usize..end as usize).contains(&entry), "size {size}");
+            }
+        }
+        for (class, &(first, end)) in DIRECT8_ENTRIES_OF.iter().enumerate() {
+            for entry in first..end {
+                assert_eq!(DIRECT8_CLASS[entry as usize] as usize, class);
             }
         }
     }
