@@ -713,28 +713,45 @@ impl Heap {
             slice.set_used(slice.used() - 1);
             return Ok(());
         }
-        self.free_remote(domain, slice, object);
-        Ok(())
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn free_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
         // SAFETY: the object is the caller's, freed and marked.
         match unsafe { slice.remote.push(object as *mut Link, self.link_key) } {
             Push::Pushed => self.counters.remote_frees += 1,
-            Push::Orphaned => {
-                // Invariant: `pending_len < PENDING` between calls.
-                if let Some(slot) = self.pending.get_mut(self.pending_len) {
-                    *slot = object;
-                    self.pending_len += 1;
-                }
-                if self.pending_len >= PENDING {
-                    self.counters.flushes += 1;
-                    domain.flush_heap(self);
-                }
-            }
+            Push::Orphaned => self.free_orphaned(domain, object),
         }
+        Ok(())
+    }
+
+    /// Keeps a freed object whose slice no heap owns for the domain, which
+    /// takes the batch under its lock every [`PENDING`] objects.
+    #[cold]
+    #[inline(never)]
+    fn free_orphaned<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, object: *mut FreeObject) {
+        // Invariant: `pending_len < PENDING` between calls.
+        if let Some(slot) = self.pending.get_mut(self.pending_len) {
+            *slot = object;
+            self.pending_len += 1;
+        }
+        if self.pending_len >= PENDING {
+            self.counters.flushes += 1;
+            domain.flush_heap(self);
+        }
+    }
+
+    /// [`Heap::free`] for a pointer that [`Heap::free_owned`] just refused:
+    /// the slow path alone, which validates the pointer in full, frees it
+    /// remotely (or into a slice no heap owns), or reports misuse. Fronts
+    /// that run `free_owned` themselves call this rather than
+    /// [`Heap::free`], which would run the fast path's tests again.
+    ///
+    /// # Safety
+    /// As for [`Heap::free`].
+    #[inline]
+    pub unsafe fn free_refused<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        ptr: *mut u8,
+    ) -> Result<(), FreeError> {
+        self.free_slow(domain, ptr as usize)
     }
 
     #[cold]

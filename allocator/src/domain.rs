@@ -40,7 +40,9 @@ use crate::page::{
     MAX_SPAN, MAX_SPAN_SLICES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::remote::{Link, Push};
-use crate::size_class::{boundary_multiplier, class_index, class_of, class_size, objects_per_slice, CLASS_COUNT};
+use crate::size_class::{
+    boundary_multiplier, class_index, class_of, class_size, is_carved_object, objects_per_slice, CLASS_COUNT,
+};
 use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, NO_FREE, SPAN_CLASS};
 use crate::source::PageSource;
 use crate::stats::Stats;
@@ -603,11 +605,19 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         self.lazy_key(&self.link_key, 0x6a09_e667_f3bc_c909)
     }
 
+    #[inline(always)]
     fn lazy_key(&self, slot: &AtomicUsize, salt: u64) -> usize {
         let key = slot.load(Ordering::Relaxed);
         if key != 0 {
             return key;
         }
+        self.make_key(slot, salt)
+    }
+
+    /// Draws the key of `slot` on its first use (see `lazy_key`).
+    #[cold]
+    #[inline(never)]
+    fn make_key(&self, slot: &AtomicUsize, salt: u64) -> usize {
         let fresh = (mix(self.source.entropy() ^ salt) as usize) | 1 << (usize::BITS - 1);
         match slot.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => fresh,
@@ -1070,6 +1080,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     // ----- looking pointers up --------------------------------------------
 
     /// Validates `address` as an allocation of this domain.
+    #[inline]
     pub(crate) fn lookup(&self, address: usize) -> Result<Lookup<'_>, FreeError> {
         let not_ours = FreeError::new(FreeErrorKind::NotAllocated, address);
         let page = page_of(address);
@@ -1094,7 +1105,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 let size = slice.object_size.get() as usize;
                 let offset = address & (SLICE_SIZE - 1);
                 if size != 0 {
-                    if offset % size != 0 || offset / size >= slice.carved.get() as usize {
+                    // The free fast path's test (see `is_carved_object`):
+                    // a boundary of one of the carved objects.
+                    if !is_carved_object(offset as u32, slice.multiplier.get(), slice.carved_limit.get()) {
                         return Err(not_ours);
                     }
                     // SAFETY: a carved object boundary: at least 16 bytes

@@ -140,8 +140,12 @@ impl Strata {
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_slow(&self, ptr: *mut u8) {
-        // SAFETY: the caller's contract.
-        if let Err(error) = unsafe { self.free(ptr) } {
+        let result = self.with_heap(
+            // SAFETY: the caller's contract; the fast path refused `ptr`.
+            |heap| unsafe { heap.free_refused(&self.domain, ptr) },
+            || unsafe { self.domain.free_uncached(ptr as usize) },
+        );
+        if let Err(error) = result {
             misuse("dealloc", error);
         }
     }

@@ -273,9 +273,9 @@ unsafe fn count_free(slot: *mut ThreadSlot) {
     }
 }
 
-/// [`free`] for every pointer [`free_fast`] did not take: a thread whose
-/// heap is not set up (or gone), a remote free, a block that is not small,
-/// and misuse, which the core's full check reports.
+/// [`free`] for every pointer [`free_fast`] refused (and only for those):
+/// a thread whose heap is not set up (or gone), a remote free, a block
+/// that is not small, and misuse, which the core's full check reports.
 ///
 /// # Safety
 /// As for [`free`].
@@ -286,9 +286,10 @@ pub unsafe fn free_slow(ptr: *mut u8) -> Result<(), FreeError> {
     // SAFETY: this thread's slot.
     let heap = unsafe { (*slot).heap };
     if !heap.is_null() {
-        // SAFETY: the caller's contract; a live heap of this thread.
+        // SAFETY: the caller's contract (the fast path refused `ptr`); a
+        // live heap of this thread.
         unsafe {
-            (*heap).free(&DOMAIN, ptr)?;
+            (*heap).free_refused(&DOMAIN, ptr)?;
             count_free(slot);
         }
         return Ok(());
