@@ -83,11 +83,14 @@ const NO_SLICE: usize = 1;
 struct OwnedSlice {
     /// The slice's address, or [`NO_SLICE`].
     address: usize,
-    /// Its descriptor (meaningless when `address` is [`NO_SLICE`]).
+    /// Its descriptor: the empty slice's when `address` is [`NO_SLICE`].
     meta: *const SliceMeta,
 }
 
-const NO_OWNED_SLICE: OwnedSlice = OwnedSlice { address: NO_SLICE, meta: ptr::null() };
+/// An unused entry of the `owned` table. Its descriptor is the empty
+/// slice's, whose carved limit is 0, so that an address the slice test lets
+/// through (one below 64 KiB) fails the boundary test without a null test.
+const NO_OWNED_SLICE: OwnedSlice = OwnedSlice { address: NO_SLICE, meta: empty() };
 
 /// The entry of the `owned` table for the slice at `address`:
 /// `(address / SLICE_SIZE) % OWNED_SLICES`.
@@ -656,17 +659,23 @@ impl Heap {
         let _ = domain; // The heap's own: see above.
         let address = ptr as usize;
         // SAFETY: the index is reduced modulo the table's length.
-        let entry = unsafe { self.owned.get_unchecked(owned_index(address)) };
-        if entry.address != address & !(SLICE_SIZE - 1) {
+        let entry = unsafe { *self.owned.get_unchecked(owned_index(address)) };
+        // The pointer's offset in the entry's slice, and at once the test
+        // that it lies in that slice. An unused entry ([`NO_SLICE`]) passes
+        // only for addresses below 64 KiB, and then names the empty slice,
+        // which has no carved object: the boundary test below refuses them.
+        let offset = address.wrapping_sub(entry.address);
+        if offset >= SLICE_SIZE {
             return false;
         }
-        // SAFETY: a listed slice is this heap's: its descriptor is live.
+        // SAFETY: a listed slice is this heap's, its descriptor live; an
+        // unused entry names the empty slice, a static.
         let slice = unsafe { &*entry.meta };
         // An owned slice is formatted for a small class: the pointer must be
         // an object boundary (a multiple of the object size from the slice's
         // start) among the objects carved so far, the only ones ever handed
         // out.
-        let offset = (address & (SLICE_SIZE - 1)) as u32;
+        let offset = offset as u32;
         // SAFETY: the heap owns the slice, so only it writes these fields
         // now (carving), and its own writes are ordered before these reads:
         // plain reads race with no write.
@@ -675,7 +684,7 @@ impl Heap {
             return false;
         }
         let object = address as *mut FreeObject;
-        let marker = self.key ^ address;
+        let marker = FreeObject::marker_of(self.key);
         // SAFETY: a carved object of an owned slice: at least 16 bytes,
         // and this heap alone touches the slice's free list.
         unsafe {
@@ -1028,6 +1037,25 @@ mod tests {
             // SAFETY: owned slices.
             .filter(|&&slice| !core::ptr::eq(heap.owned[owned_index(Heap::slice_address(unsafe { &*slice }))].meta, slice))
             .count()
+    }
+
+    #[test]
+    fn low_addresses_pass_the_slice_test_of_unused_entries_and_are_refused() {
+        // An unused entry's address is 1, so addresses 1 to 64 KiB pass the
+        // fast path's slice test against it; its descriptor, the empty
+        // slice's, must then refuse them without being read as a real one.
+        let domain = domain();
+        let mut heap = Heap::new();
+        let block = heap.alloc_small(domain, 0);
+        assert!(!block.is_null());
+        for address in [1usize, 2, 16, 0x1000, 0x8000, 0xfff0, 0x10000] {
+            // SAFETY: the fast path reads nothing through a pointer whose
+            // slice the heap does not list.
+            assert!(!unsafe { heap.free_owned(domain, address as *mut u8) });
+        }
+        // SAFETY: a live block of this heap.
+        assert!(unsafe { heap.free_owned(domain, block) });
+        heap.release(domain, false);
     }
 
     #[test]

@@ -1113,7 +1113,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     // SAFETY: a carved object boundary: at least 16 bytes
                     // of the slice, readable.
                     let marker = unsafe { FreeObject::marker(address as *mut FreeObject) };
-                    if marker == self.key() ^ address {
+                    if marker == FreeObject::marker_of(self.key()) {
                         return Err(FreeError::new(FreeErrorKind::Freed, address));
                     }
                     return Ok(Lookup::Small { slice });

@@ -99,8 +99,8 @@
 //! the freeing heap owns slices (a small table in the heap, so a pointer
 //! Strata never handed out is refused without reading through it), the heap
 //! owns its slice, it is a carved object boundary (one multiplication), and
-//! the object does not carry the free marker (`key ^ address`, with a random
-//! key) that every free object has. Everything else goes to the slow path,
+//! the object does not carry the free marker (a random key, the same word
+//! in every free object) that every free object has. Everything else goes to the slow path,
 //! the one place that validates a pointer in full (`Domain::lookup`: the
 //! page source must own the page, the page must belong to this domain, and
 //! the same boundary and marker tests), then frees remotely or reports

@@ -60,7 +60,8 @@ pub(crate) enum Linked {
 }
 
 /// A free object: its [`Link`] (the encoded next free object), followed by
-/// the free marker (`key ^ address`) that makes double frees detectable.
+/// the free marker (the domain's random marker key, see
+/// [`FreeObject::marker_of`]) that makes double frees detectable.
 ///
 /// Objects of the small classes (18, 20, 22 … bytes) are only 2- or 4-byte
 /// aligned, so both words are always read and written unaligned, through the
@@ -104,15 +105,30 @@ impl FreeObject {
         unsafe { ptr::read_unaligned(this.cast::<usize>().wrapping_add(1)) }
     }
 
-    /// Marks the object at `address` freed, with the marker `key ^ address`,
-    /// or reports a double free if it carries that marker already.
+    /// The free marker every free object carries, for the domain's marker
+    /// key `key`: the key itself. A handed-out object has 0 there (the
+    /// allocation clears it, and the key is never 0), so a free finds the
+    /// marker only on an object that is free already. The key is random and
+    /// not derived from the link key, so reading a freed object's marker
+    /// tells nothing about its link's encoding (see [`Link`]).
+    ///
+    /// One word for every object, rather than one mixed with the address:
+    /// the fast path compares and stores it as loaded, with no arithmetic.
+    #[inline(always)]
+    pub(crate) fn marker_of(key: usize) -> usize {
+        key
+    }
+
+    /// Marks the object at `address` freed, with the free marker
+    /// ([`FreeObject::marker_of`]), or reports a double free if it carries
+    /// that marker already.
     ///
     /// # Safety
     /// `address` must be a carved object of a formatted slice.
     #[inline(always)]
     pub(crate) unsafe fn mark_freed(address: usize, key: usize) -> Result<*mut Self, FreeError> {
         let object = address as *mut Self;
-        let marker = key ^ address;
+        let marker = Self::marker_of(key);
         // SAFETY: carved objects hold at least 16 writable bytes.
         unsafe {
             if Self::marker(object) == marker {
@@ -429,7 +445,7 @@ impl SliceMeta {
 
     /// Carves the next run of never-used objects (about one OS page of them,
     /// at least [`MIN_CARVE`]) onto the free list, writing each one's link
-    /// (encoded with `link_key`) and free marker (`marker_key ^ address`).
+    /// (encoded with `link_key`) and free marker (`marker_key`).
     /// Returns whether there was anything left to carve.
     ///
     /// Carving lazily keeps a slice's untouched memory untouched: a class
@@ -468,7 +484,7 @@ impl SliceMeta {
             // SAFETY: the object lies inside the slice, past every object
             // handed out so far; the caller holds the slice.
             unsafe {
-                FreeObject::set_marker(object, marker_key ^ object as usize);
+                FreeObject::set_marker(object, FreeObject::marker_of(marker_key));
                 if previous.is_null() {
                     head = object;
                 } else {

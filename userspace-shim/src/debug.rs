@@ -383,7 +383,7 @@ pub unsafe fn realloc(block: *mut u8, layout: Layout) -> Result<*mut u8, FreeErr
     let usable = DOMAIN.usable_size(address)?;
     let old = check("realloc", address, usable);
     let frame = frame(address, usable);
-    if layout.size() < frame.trailer - address && address % layout.align() == 0 {
+    if layout.size() < frame.trailer - address && address.is_multiple_of(layout.align()) {
         // SAFETY: the new size leaves a canary byte before the trailer.
         unsafe { seal(address, layout.size(), &frame) };
         return Ok(block);

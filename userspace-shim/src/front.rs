@@ -145,10 +145,9 @@ const _: () = assert!(core::mem::size_of::<Heap>() <= 4608);
 /// caller then calls [`alloc16`].
 #[inline(always)]
 pub fn try_alloc16(size: usize) -> *mut u8 {
-    let slot = tls::slot();
     // SAFETY: `cache` is this thread's heap or the empty heap, live and
     // never null; no `&mut` to the heap exists while a call runs.
-    unsafe { (*(*slot).cache).try_alloc_aligned16(size) }
+    unsafe { (*tls::cache()).try_alloc_aligned16(size) }
 }
 
 /// Allocates `size` bytes aligned to 16 (malloc's alignment) for the
@@ -244,33 +243,14 @@ pub unsafe fn free(ptr: *mut u8) -> Result<(), FreeError> {
 /// As for [`free`].
 #[inline(always)]
 pub unsafe fn free_fast(ptr: *mut u8) -> bool {
-    let slot = tls::slot();
-    // SAFETY: as in `try_alloc16`; the pointer is vetted by the core. Only
-    // a real heap owns slices, so `count_free` runs with a live heap.
-    unsafe {
-        if (*(*slot).cache).free_owned(&DOMAIN, ptr) {
-            count_free(slot);
-            return true;
-        }
+    // SAFETY: as in `try_alloc16`; the pointer is vetted by the core.
+    if unsafe { (*tls::cache()).free_owned(&DOMAIN, ptr) } {
+        // SAFETY: only a real heap owns slices, so the thread's heap is
+        // live, as `tidy` needs.
+        tls::count_free(|| unsafe { tidy(tls::slot()) });
+        return true;
     }
     false
-}
-
-/// Counts one free made with the thread's heap, tidying when the
-/// countdown runs out.
-///
-/// # Safety
-/// `slot` must be the calling thread's slot, with a live heap.
-#[inline(always)]
-unsafe fn count_free(slot: *mut ThreadSlot) {
-    // SAFETY: the caller's contract.
-    unsafe {
-        let left = (*slot).frees_left.wrapping_sub(1);
-        (*slot).frees_left = left;
-        if (left as isize) < 0 {
-            tidy(slot);
-        }
-    }
 }
 
 /// [`free`] for every pointer [`free_fast`] refused (and only for those):
@@ -290,7 +270,7 @@ pub unsafe fn free_slow(ptr: *mut u8) -> Result<(), FreeError> {
         // live heap of this thread.
         unsafe {
             (*heap).free_refused(&DOMAIN, ptr)?;
-            count_free(slot);
+            tls::count_free(|| tidy(slot));
         }
         return Ok(());
     }

@@ -143,23 +143,80 @@ core::arch::global_asm!(
 const _: () = assert!(core::mem::offset_of!(ThreadSlot, cache) == 0);
 const _: () = assert!(core::mem::size_of::<*const Heap>() == 8);
 
+/// The slot's offset from the thread pointer: the GOT entry the dynamic
+/// linker filled when it loaded the library (initial-exec model), fixed for
+/// the life of the process.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn slot_offset() -> usize {
+    let offset: usize;
+    // SAFETY: reads the GOT entry of the slot's TLS offset, written once by
+    // the dynamic linker before any code of the library runs.
+    unsafe {
+        core::arch::asm!(
+            "mov {offset}, qword ptr [rip + __strata_thread_slot@GOTTPOFF]",
+            offset = out(reg) offset,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    offset
+}
+
 /// The calling thread's slot.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub fn slot() -> *mut ThreadSlot {
-    let slot: *mut ThreadSlot;
-    // SAFETY: reads the thread pointer and the GOT entry the dynamic linker
-    // filled with the slot's offset from it (initial-exec model); both are
-    // fixed for the life of the thread.
+    let thread: usize;
+    // SAFETY: reads the thread pointer, fixed for the life of the thread.
     unsafe {
         core::arch::asm!(
-            "mov {slot}, qword ptr fs:[0]",
-            "add {slot}, qword ptr [rip + __strata_thread_slot@GOTTPOFF]",
-            slot = out(reg) slot,
-            options(pure, nomem, nostack),
+            "mov {thread}, qword ptr fs:[0]",
+            thread = out(reg) thread,
+            options(pure, nomem, nostack, preserves_flags),
         );
     }
-    slot
+    (thread + slot_offset()) as *mut ThreadSlot
+}
+
+/// The calling thread's [`ThreadSlot::cache`], read straight through the
+/// thread pointer: the malloc fast path's only read of its slot.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn cache() -> *const Heap {
+    let heap: *const Heap;
+    // SAFETY: `cache` is the slot's first word (asserted above), at
+    // `slot_offset()` from the thread pointer. `readonly`: the slot is
+    // written by ordinary stores, which the compiler keeps before this read.
+    unsafe {
+        core::arch::asm!(
+            "mov {heap}, qword ptr fs:[{offset}]",
+            heap = lateout(reg) heap,
+            offset = in(reg) slot_offset(),
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    heap
+}
+
+/// Counts one free down in [`ThreadSlot::frees_left`], and runs `due`
+/// once the count goes negative (as an `isize`): one decrement of the
+/// slot's word in place, and one branch.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn count_free(due: impl FnOnce()) {
+    // SAFETY: `frees_left` lies at its field offset in this thread's slot,
+    // at `slot_offset()` from the thread pointer; only this thread touches
+    // it. Without `nomem`, the compiler treats the slot as read and written.
+    unsafe {
+        core::arch::asm!(
+            "dec qword ptr fs:[{offset} + {field}]",
+            "js {due}",
+            offset = in(reg) slot_offset(),
+            field = const core::mem::offset_of!(ThreadSlot, frees_left),
+            due = label { due() },
+            options(nostack),
+        );
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -183,4 +240,29 @@ std::thread_local! {
 #[inline(always)]
 pub fn slot() -> *mut ThreadSlot {
     SLOT.with(|slot| slot.get())
+}
+
+/// The calling thread's [`ThreadSlot::cache`].
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub fn cache() -> *const Heap {
+    // SAFETY: the calling thread's slot, live for the thread's life.
+    unsafe { (*slot()).cache }
+}
+
+/// Counts one free down in [`ThreadSlot::frees_left`], and runs `due`
+/// once the count goes negative (as an `isize`).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub fn count_free(due: impl FnOnce()) {
+    let slot = slot();
+    // SAFETY: as in `cache`; only this thread touches its slot.
+    let left = unsafe {
+        let left = (*slot).frees_left.wrapping_sub(1);
+        (*slot).frees_left = left;
+        left
+    };
+    if (left as isize) < 0 {
+        due();
+    }
 }
