@@ -1,7 +1,10 @@
 //! The domain: an independent pool of pages, and the slice state machine.
 //!
 //! Everything here runs under the domain lock except page mapping, purging
-//! and unmapping, which are done with the lock released.
+//! and unmapping, which are done with the lock released, and the closing
+//! and walking of the remote list of a slice a heap gives back, done by
+//! that heap before it takes the lock (`Domain::close`; the protocol is in
+//! the crate documentation, under "Locks, in order").
 //!
 //! # Choosing a slice (the cost model)
 //!
@@ -39,7 +42,7 @@ use crate::page::{
     bucket_of, page_of, page_of_slice, PageCommon, PageHeader, PageKind, BUCKETS, FIRST_SLICE,
     MAX_SPAN, MAX_SPAN_SLICES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
-use crate::remote::{Link, Push};
+use crate::remote::{Link, Push, Walked};
 use crate::size_class::{
     boundary_multiplier, class_index, class_of, class_size, is_carved_object, objects_per_slice, CLASS_COUNT,
 };
@@ -52,6 +55,11 @@ pub const DEFAULT_PURGE_DELAY_MS: u64 = 250;
 
 /// Slices purged per round, with the lock released around the source calls.
 const PURGE_BATCH: usize = 32;
+
+/// Slices a heap gives back per critical section when it is released: their
+/// remote lists are closed and walked before the lock is taken, a batch at a
+/// time, so the work under the lock stays bounded whatever the heap holds.
+const RELEASE_BATCH: usize = 16;
 
 /// Mask of the usable slices of a page in the `fresh` and `dirty` masks.
 const USABLE_MASK: u64 = !0u64 << FIRST_SLICE;
@@ -224,12 +232,13 @@ struct Inner {
     lock_acquisitions: u64,
     /// Of those, times it was already held when asked for.
     lock_contended: u64,
-    /// Remote-free objects walked under the lock when a slice was taken back
-    /// (`take_back`): list lengths that depend on the workload.
-    remote_walked: u64,
-    /// Slices taken back with a non-empty remote list (walks counted in
-    /// `remote_walked`). With the three counters above, keeps `Inner` free
-    /// of padding, which `a_zeroed_inner_is_empty` needs.
+    /// Remote-free objects of slices given back by heaps, walked before the
+    /// lock was taken (`Domain::close`); only an O(1) splice of each list
+    /// happens under it (`take_back`). Counted when the splice is.
+    remote_walked_unlocked: u64,
+    /// Slices given back with a non-empty remote list (walks counted in
+    /// `remote_walked_unlocked`). With the three counters above, keeps
+    /// `Inner` free of padding, which `a_zeroed_inner_is_empty` needs.
     remote_lists_walked: u64,
     last_purge_check: u64,
 }
@@ -259,7 +268,7 @@ impl Inner {
             remote_frees: 0,
             lock_acquisitions: 0,
             lock_contended: 0,
-            remote_walked: 0,
+            remote_walked_unlocked: 0,
             remote_lists_walked: 0,
             last_purge_check: 0,
         }
@@ -809,15 +818,39 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         inner.refills += 1;
     }
 
-    /// Gives a heap's slice back to the domain. Domain lock held.
-    fn take_back(&self, inner: &mut Inner, slice: &SliceMeta, now: u64) {
+    /// First half of giving a heap's slice back, run by the owning heap
+    /// *without* the domain lock: clears the owner word, closes the slice's
+    /// remote list (detaches it and marks the slice orphaned, one swap) and
+    /// walks what was detached, checking its links. [`Domain::take_back`]
+    /// finishes under the lock.
+    ///
+    /// From the swap on, a remote free of the slice is refused and goes to
+    /// the domain lock (`free_pending`), which finds the slice orphaned and
+    /// frees into its free list there, even before `take_back` (the slice
+    /// is still `CACHED` then, so only its list and count change). The heap
+    /// must not touch the slice's free list or count after this call: they
+    /// are the domain lock's from the swap on (see `RemoteList::orphan`).
+    fn close<'a>(&self, slice: &'a SliceMeta) -> Closed<'a> {
         slice.owner.store(0, Ordering::Relaxed);
-        let pending = slice.remote.orphan();
-        // SAFETY: the objects on the remote list are free objects of `slice`.
-        let count = unsafe { append(self, slice, pending) };
-        inner.remote_walked += count as u64;
-        inner.remote_lists_walked += u64::from(count != 0);
-        slice.set_used(slice.used() - count);
+        let detached = slice.remote.orphan();
+        // SAFETY: detached by the swap: free objects of `slice`, ours alone.
+        let remote = unsafe { Walked::walk(detached, self.link_key()) }.unwrap_or_else(|object| self.corrupted(object));
+        Closed { slice, remote }
+    }
+
+    /// Second half of giving a heap's slice back: puts the remote frees
+    /// walked by [`Domain::close`] in front of the slice's free list (O(1):
+    /// nothing is walked here), counts them free, and files the slice by
+    /// its new state. Domain lock held.
+    fn take_back(&self, inner: &mut Inner, closed: Closed<'_>, now: u64) {
+        let Closed { slice, remote } = closed;
+        // SAFETY: the walked objects are ours alone (detached by `close`);
+        // the free list is the lock holder's since the slice was orphaned.
+        let head = unsafe { remote.prepend_to(slice.free.get() as usize, self.link_key()) };
+        slice.free.set(head as *mut FreeObject);
+        slice.set_used(slice.used() - remote.count);
+        inner.remote_walked_unlocked += u64::from(remote.count);
+        inner.remote_lists_walked += u64::from(remote.count != 0);
         let state = state_for(slice.used(), slice.capacity.get());
         inner.transition(slice, state, slice.flags.get() - SliceFlags::CACHED, now);
     }
@@ -863,9 +896,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             self.hand_over(inner, slice, heap_id, now);
             Some(NonNull::from(slice))
         };
+        // The old slice's remote list is closed and walked before the lock.
+        let closed = old.map(|old| self.close(old));
         let mut taken = self.locked(|inner| {
-            if let Some(old) = old {
-                self.take_back(inner, old, now);
+            if let Some(closed) = closed {
+                self.take_back(inner, closed, now);
             }
             self.flush_locked(inner, heap, now);
             give(inner)
@@ -906,20 +941,41 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
     }
 
-    /// Gives every slice and pending free of `heap` back to the domain.
+    /// Gives every slice and pending free of `heap` back to the domain,
+    /// [`RELEASE_BATCH`] slices per critical section: each batch's remote
+    /// lists are closed and walked before the lock is taken, and only
+    /// spliced under it. The pending frees go with the last batch.
     pub(crate) fn release_heap(&self, heap: &mut Heap) {
         let now = self.source.now_ms();
-        self.locked(|inner| {
-            for class in 0..CLASS_COUNT {
-                while let Some(slice) = heap.take_slice(class) {
-                    // SAFETY: a slice the heap owned; descriptors are never freed
-                    // while their page is in use.
-                    self.take_back(inner, unsafe { slice.as_ref() }, now);
+        let mut class = 0;
+        loop {
+            let mut batch: [Option<Closed<'_>>; RELEASE_BATCH] = [None; RELEASE_BATCH];
+            let mut count = 0;
+            while count < RELEASE_BATCH && class < CLASS_COUNT {
+                match heap.take_slice(class) {
+                    Some(slice) => {
+                        // SAFETY: a slice the heap owned; descriptors are
+                        // never freed while their page is in use.
+                        batch[count] = Some(self.close(unsafe { slice.as_ref() }));
+                        count += 1;
+                    }
+                    None => class += 1,
                 }
             }
-            self.flush_locked(inner, heap, now);
-            inner.flushes += 1;
-        });
+            let last = class == CLASS_COUNT;
+            self.locked(|inner| {
+                for closed in batch.iter().take(count).flatten() {
+                    self.take_back(inner, *closed, now);
+                }
+                if last {
+                    self.flush_locked(inner, heap, now);
+                    inner.flushes += 1;
+                }
+            });
+            if last {
+                break;
+            }
+        }
         self.maybe_purge();
     }
 
@@ -1423,7 +1479,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             stats.remote_frees = inner.remote_frees;
             stats.lock_acquisitions = inner.lock_acquisitions;
             stats.lock_contended = inner.lock_contended;
-            stats.remote_walked = inner.remote_walked;
+            stats.remote_walked_unlocked = inner.remote_walked_unlocked;
             stats.remote_lists_walked = inner.remote_lists_walked;
         });
         stats
@@ -1458,38 +1514,15 @@ pub(crate) fn slice_of(address: usize) -> &'static SliceMeta {
     &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)]
 }
 
-/// Appends the remote list `first` (links ending in 0) to `slice.free`;
-/// returns how many objects it had. A link that leads out of the slice was
-/// overwritten: it is reported through `domain`, not followed.
-///
-/// # Safety
-/// Every object on the list must be a free object of `slice`, and the
-/// caller must hold the slice.
-pub(crate) unsafe fn append<S: PageSource, L: RawLock>(domain: &Domain<S, L>, slice: &SliceMeta, first: *mut Link) -> u32 {
-    if first.is_null() {
-        return 0;
-    }
-    let key = domain.link_key();
-    let mut count = 1;
-    let mut last = first;
-    // SAFETY: the caller guarantees free objects of the slice; each link is
-    // checked before it is followed.
-    unsafe {
-        loop {
-            let next = Link::next(last, key);
-            if next == 0 {
-                break;
-            }
-            if !cfg!(strata_unhardened) && (!Link::same_region(last as usize, next) || Link::is_end(next)) {
-                domain.corrupted(last as usize);
-            }
-            last = next as *mut Link;
-            count += 1;
-        }
-        Link::set_next(last, slice.free.get() as usize, key);
-    }
-    slice.free.set(first as *mut FreeObject);
-    count
+/// A slice on its way back from a heap to the domain: its remote list
+/// closed and walked outside the lock ([`Domain::close`]), waiting for the
+/// splice under it ([`Domain::take_back`]). Between the two the slice is
+/// orphaned but still `CACHED`, on no list, so no heap can be handed it.
+#[derive(Clone, Copy)]
+struct Closed<'a> {
+    slice: &'a SliceMeta,
+    /// The remote frees detached when the list was closed.
+    remote: Walked,
 }
 
 #[path = "large.rs"]
