@@ -22,13 +22,32 @@
 //!    give, so a cache comes back soon;
 //! 6. a new page from the source.
 //!
-//! Within tiers 1–4, memory cost breaks ties: slices are filed in buckets by
-//! the occupancy of their page (how many of its slices are in use, in
-//! quarters), and the fullest bucket is searched first, so allocation packs
-//! into busy pages and sparse pages drain until they can be returned. Within
-//! a bucket the most recently filed slice wins (its memory is warmest); fresh
-//! slices are taken lowest address first. Every step is a list head or a
-//! bitmap lookup: O(1) in the number of slices.
+//! Within tiers 1–4, memory cost breaks ties: slices are found through
+//! their pages, which are filed in buckets by their occupancy (how many of
+//! their slices are in use, in quarters), and the fullest bucket is searched
+//! first, so allocation packs into busy pages and sparse pages drain until
+//! they can be returned. Within a bucket the page most recently filed into
+//! comes first, and in it the most recently filed slice (its memory is
+//! warmest); fresh slices are taken lowest address first. Every step is a
+//! list head or a bitmap lookup: O(1) in the number of slices and pages.
+//!
+//! # Filing pages, not slices
+//!
+//! A partial or dirty slice that no heap owns is filed on its own page: each
+//! page header has one *file* (a list of its slices) per class for partial
+//! slices, and one per last class for dirty ones (spans included). The
+//! domain lists pages: `partial[class][bucket]` holds the pages of `bucket`
+//! whose partial file of `class` is not empty, `dirty[class][bucket]` the
+//! same for dirty files, and a bitmap per bucket says which dirty lists are
+//! not empty. Filing or unfiling a slice is O(1): its page's file, and the
+//! page's membership of one domain list when the file starts or ends (or
+//! moves to the front of that list). When a page's occupancy crosses a
+//! quarter and its bucket changes, the page moves: its fresh entry and one
+//! membership per non-empty file, found by bit scans of two class masks in
+//! the header. Its slices stay where they are. The work under the lock is
+//! therefore bounded by the number of classes the page holds partial or
+//! dirty slices of (usually one or a few, at most one per slice), not by
+//! its number of filed slices, and a slice's own filing never walks a list.
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
@@ -39,8 +58,8 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::cache::Heap;
 use crate::lock::{ConstLock, Guard, RawLock};
 use crate::page::{
-    bucket_of, page_of, page_of_slice, PageCommon, PageHeader, PageKind, BUCKETS, FIRST_SLICE,
-    MAX_SPAN, MAX_SPAN_SLICES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
+    bucket_of, dirty_file, page_of, page_of_slice, partial_file, PageCommon, PageHeader, PageKind, BUCKETS,
+    FIRST_SLICE, MAX_SPAN, MAX_SPAN_SLICES, PAGE_FILES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::remote::{Link, Push, Walked};
 use crate::size_class::{
@@ -193,14 +212,18 @@ unsafe impl<S: PageSource + Sync, L: RawLock + Sync> Sync for Domain<S, L> {}
 unsafe impl<S: PageSource + Send, L: RawLock + Send> Send for Domain<S, L> {}
 
 type SliceList = *mut SliceMeta;
+type PageList = *mut PageHeader;
 
 struct Inner {
-    /// Partial slices no heap owns, by class and page bucket.
-    partial: [[SliceList; BUCKETS]; CLASS_COUNT],
+    /// Pages with partial slices no heap owns, by class and page bucket:
+    /// `partial[c][b]` lists, through their file links, the pages in bucket
+    /// `b` whose partial file of class `c` is not empty.
+    partial: [[PageList; BUCKETS]; CLASS_COUNT],
     /// Full slices with at least one free object, by class.
     full: [SliceList; CLASS_COUNT],
-    /// Dirty, unpurged slices by last class (spans: `SPAN_CLASS`) and bucket.
-    dirty: [[SliceList; BUCKETS]; CLASS_COUNT + 1],
+    /// Pages with dirty, unpurged slices, by the slices' last class (spans:
+    /// `SPAN_CLASS`) and page bucket, as `partial`.
+    dirty: [[PageList; BUCKETS]; CLASS_COUNT + 1],
     /// Bit `c` of `dirty_classes[b]`: `dirty[c][b]` is not empty.
     dirty_classes: [u128; BUCKETS],
     /// Dirty slices in the order they became dirty, for purging.
@@ -274,61 +297,151 @@ impl Inner {
         }
     }
 
-    /// The head of the list `linked` names; `None` for [`Linked::None`].
-    fn head(&mut self, linked: Linked) -> Option<&mut SliceList> {
+    /// The page file a slice listed as `linked` is on (see
+    /// [`PageHeader::file_first`]); `None` for the other lists.
+    #[inline]
+    fn file_of(linked: Linked) -> Option<usize> {
         match linked {
-            Linked::Partial { class, bucket } => {
-                Some(&mut self.partial[class_index(class as usize)][bucket_index(bucket)])
-            }
-            Linked::Full { class } => Some(&mut self.full[class_index(class as usize)]),
-            Linked::Dirty { class, bucket } => Some(&mut self.dirty[dirty_index(class)][bucket_index(bucket)]),
-            Linked::None => None,
+            Linked::Partial { class } => Some(partial_file(class as usize)),
+            Linked::Dirty { class } => Some(dirty_file(class as usize)),
+            Linked::Full { .. } | Linked::None => None,
         }
     }
 
-    fn link(&mut self, slice: &SliceMeta, linked: Linked) {
-        let Some(head) = self.head(linked) else { return };
+    /// The head of the domain's list of pages in `bucket` with slices on
+    /// file `file`.
+    #[inline]
+    fn pages(&mut self, file: usize, bucket: u8) -> &mut PageList {
+        let bucket = bucket_index(bucket);
+        if file < CLASS_COUNT {
+            &mut self.partial[class_index(file)][bucket]
+        } else {
+            &mut self.dirty[dirty_index((file - CLASS_COUNT) as u8)][bucket]
+        }
+    }
+
+    /// Puts `page` first on the domain's list for `file` and `bucket`.
+    /// O(1).
+    fn page_link(&mut self, page: &PageHeader, file: usize, bucket: u8) {
+        let me = page as *const PageHeader as *mut PageHeader;
+        let head = self.pages(file, bucket);
         let first = *head;
+        *head = me;
+        let file = file.min(PAGE_FILES - 1);
+        page.file_prev[file].set(ptr::null_mut());
+        page.file_next[file].set(first);
+        if !first.is_null() {
+            // SAFETY: list members are live page headers.
+            unsafe { (*first).file_prev[file].set(me) };
+        }
+        if file >= CLASS_COUNT {
+            self.dirty_classes[bucket_index(bucket)] |= 1u128 << (file - CLASS_COUNT);
+        }
+    }
+
+    /// Takes `page` off the domain's list for `file` and `bucket`. O(1).
+    fn page_unlink(&mut self, page: &PageHeader, file: usize, bucket: u8) {
+        let file = file.min(PAGE_FILES - 1);
+        let (prev, next) = (page.file_prev[file].get(), page.file_next[file].get());
+        // SAFETY: list members are live page headers.
+        unsafe {
+            if !next.is_null() {
+                (*next).file_prev[file].set(prev);
+            }
+            if prev.is_null() {
+                *self.pages(file, bucket) = next;
+            } else {
+                (*prev).file_next[file].set(next);
+            }
+        }
+        if file >= CLASS_COUNT && self.pages(file, bucket).is_null() {
+            self.dirty_classes[bucket_index(bucket)] &= !(1u128 << (file - CLASS_COUNT));
+        }
+        page.file_next[file].set(ptr::null_mut());
+        page.file_prev[file].set(ptr::null_mut());
+    }
+
+    /// Files `slice` on the list `linked` names: its page's file for a
+    /// partial or dirty slice (the page joins the domain's list for that
+    /// file and its bucket, or moves to its front), `full[class]` for a full
+    /// one. O(1).
+    fn link(&mut self, slice: &SliceMeta, linked: Linked) {
+        let me = slice as *const SliceMeta as *mut SliceMeta;
+        let first = match linked {
+            Linked::None => return,
+            Linked::Full { class } => {
+                let head = &mut self.full[class_index(class as usize)];
+                let first = *head;
+                *head = me;
+                first
+            }
+            Linked::Partial { .. } | Linked::Dirty { .. } => {
+                let file = Self::file_of(linked).unwrap_or(0);
+                // SAFETY: descriptors live in page headers.
+                let page = unsafe { page_of_slice(slice) };
+                let first = page.file_head(file);
+                page.set_file_head(file, me);
+                let bucket = page.bucket.get();
+                if first.is_null() {
+                    self.set_file_bit(page, file, true);
+                    self.page_link(page, file, bucket);
+                } else if !page.file_prev[file.min(PAGE_FILES - 1)].get().is_null() {
+                    // The most recently filed slice wins within a bucket:
+                    // its page goes first.
+                    self.page_unlink(page, file, bucket);
+                    self.page_link(page, file, bucket);
+                }
+                first
+            }
+        };
         slice.prev.set(ptr::null_mut());
         slice.next.set(first);
         if !first.is_null() {
             // SAFETY: list members are live descriptors.
-            unsafe { (*first).prev.set(slice as *const _ as *mut _) };
+            unsafe { (*first).prev.set(me) };
         }
-        *head = slice as *const _ as *mut _;
         slice.linked.set(linked);
-        if let Linked::Dirty { class, bucket } = linked {
-            self.dirty_classes[bucket_index(bucket)] |= 1u128 << dirty_index(class);
-        }
     }
 
+    /// Takes `slice` off the list it is on, if any; a page whose file
+    /// empties leaves the domain's list for that file. O(1).
     fn unlink(&mut self, slice: &SliceMeta) {
         let linked = slice.linked.get();
         if linked == Linked::None {
             return;
         }
         let (prev, next) = (slice.prev.get(), slice.next.get());
-        // SAFETY: list members are live descriptors.
-        unsafe {
-            if !next.is_null() {
-                (*next).prev.set(prev);
-            }
-            if prev.is_null() {
-                if let Some(head) = self.head(linked) {
-                    *head = next;
-                }
-            } else {
-                (*prev).next.set(next);
-            }
+        if !next.is_null() {
+            // SAFETY: list members are live descriptors.
+            unsafe { (*next).prev.set(prev) };
         }
-        if let Linked::Dirty { class, bucket } = linked {
-            if self.dirty[dirty_index(class)][bucket_index(bucket)].is_null() {
-                self.dirty_classes[bucket_index(bucket)] &= !(1u128 << dirty_index(class));
+        if !prev.is_null() {
+            // SAFETY: as above.
+            unsafe { (*prev).next.set(next) };
+        } else if let Some(file) = Self::file_of(linked) {
+            // SAFETY: descriptors live in page headers.
+            let page = unsafe { page_of_slice(slice) };
+            page.set_file_head(file, next);
+            if next.is_null() {
+                self.set_file_bit(page, file, false);
+                self.page_unlink(page, file, page.bucket.get());
             }
+        } else if let Linked::Full { class } = linked {
+            self.full[class_index(class as usize)] = next;
         }
         slice.linked.set(Linked::None);
         slice.next.set(ptr::null_mut());
         slice.prev.set(ptr::null_mut());
+    }
+
+    /// Sets or clears the bit of `file` in the page's class masks.
+    fn set_file_bit(&mut self, page: &PageHeader, file: usize, on: bool) {
+        let (mask, bit) = if file < CLASS_COUNT {
+            (&page.partial_classes, 1u128 << file)
+        } else {
+            (&page.dirty_classes, 1u128 << ((file - CLASS_COUNT) & 127))
+        };
+        mask.set(if on { mask.get() | bit } else { mask.get() & !bit });
     }
 
     fn age_push(&mut self, slice: &SliceMeta) {
@@ -392,17 +505,16 @@ impl Inner {
         page.fresh_prev.set(ptr::null_mut());
     }
 
-    /// Where a slice in `state` with `flags` belongs.
-    fn list_for(slice: &SliceMeta, page: &PageHeader) -> Linked {
+    /// Where a slice belongs, by its state and flags.
+    fn list_for(slice: &SliceMeta) -> Linked {
         let flags = slice.flags.get();
         if flags.intersects(SliceFlags::CACHED | SliceFlags::PURGING | SliceFlags::PURGED) {
             return Linked::None;
         }
         let class = slice.class.get();
-        let bucket = page.bucket.get();
         match slice.state.get() {
             SliceState::Clean => Linked::None,
-            SliceState::Partial => Linked::Partial { class, bucket },
+            SliceState::Partial => Linked::Partial { class },
             SliceState::Full => {
                 if flags.intersects(SliceFlags::SPAN_HEAD | SliceFlags::SPAN_TAIL)
                     || slice.used() >= slice.capacity.get()
@@ -412,7 +524,7 @@ impl Inner {
                     Linked::Full { class }
                 }
             }
-            SliceState::Dirty => Linked::Dirty { class, bucket },
+            SliceState::Dirty => Linked::Dirty { class },
         }
     }
 
@@ -459,7 +571,7 @@ impl Inner {
         if had_fresh && !has_fresh {
             self.fresh_unlink(page);
         }
-        let list = Self::list_for(slice, page);
+        let list = Self::list_for(slice);
         if list != Linked::None {
             self.link(slice, list);
         }
@@ -473,8 +585,13 @@ impl Inner {
         self.refile_runs(page);
     }
 
-    /// Re-files a page and its listed slices after its bucket changed.
+    /// Re-files a page after its bucket changed: its fresh entry, and its
+    /// membership of the domain's list for each of its non-empty files,
+    /// found by bit scans of its two class masks. Its slices stay where they
+    /// are, on the page's files: the work is one move per class the page
+    /// has partial or dirty slices of, however many slices that is.
     fn rebucket(&mut self, page: &PageHeader, bucket: u8, fresh_linked: bool) {
+        let old = page.bucket.get();
         if fresh_linked {
             self.fresh_unlink(page);
         }
@@ -482,19 +599,26 @@ impl Inner {
         if fresh_linked {
             self.fresh_link(page);
         }
-        for slice in &page.slices[FIRST_SLICE..] {
-            match slice.linked.get() {
-                Linked::Partial { class, .. } => {
-                    self.unlink(slice);
-                    self.link(slice, Linked::Partial { class, bucket });
-                }
-                Linked::Dirty { class, .. } => {
-                    self.unlink(slice);
-                    self.link(slice, Linked::Dirty { class, bucket });
-                }
-                _ => {}
+        for (mask, first_file) in [(page.partial_classes.get(), 0), (page.dirty_classes.get(), CLASS_COUNT)] {
+            let mut classes = mask;
+            while classes != 0 {
+                let file = first_file + classes.trailing_zeros() as usize;
+                classes &= classes - 1;
+                self.page_unlink(page, file, old);
+                self.page_link(page, file, bucket);
             }
         }
+    }
+
+    /// The first slice on file `file` of the first page of `list`, if any.
+    #[inline]
+    fn first_filed<'a>(list: PageList, file: usize) -> Option<&'a SliceMeta> {
+        if list.is_null() {
+            return None;
+        }
+        // SAFETY: pages on the domain's lists are live, and each has a slice
+        // on the file it is listed for.
+        unsafe { (*list).file_head(file).as_ref() }
     }
 
     /// Picks the cheapest slice for class `class` (see the module docs), or
@@ -502,25 +626,21 @@ impl Inner {
     fn choose<'a>(&self, class: usize) -> Option<&'a SliceMeta> {
         let class = class_index(class);
         for bucket in (0..BUCKETS).rev() {
-            let slice = self.partial[class][bucket];
-            if !slice.is_null() {
-                // SAFETY: list members are live descriptors.
-                return Some(unsafe { &*slice });
+            if let Some(slice) = Self::first_filed(self.partial[class][bucket], partial_file(class)) {
+                return Some(slice);
             }
         }
         for bucket in (0..BUCKETS).rev() {
-            let slice = self.dirty[class][bucket];
-            if !slice.is_null() {
-                // SAFETY: as above.
-                return Some(unsafe { &*slice });
+            if let Some(slice) = Self::first_filed(self.dirty[class][bucket], dirty_file(class)) {
+                return Some(slice);
             }
         }
         for bucket in (0..BUCKETS).rev() {
             let classes = self.dirty_classes[bucket];
             if classes != 0 {
                 let other = dirty_index(classes.trailing_zeros() as u8);
-                // SAFETY: a set bit means the list is not empty.
-                return Some(unsafe { &*self.dirty[other][bucket] });
+                // A set bit means the list is not empty.
+                return Self::first_filed(self.dirty[other][bucket], dirty_file(other));
             }
         }
         for bucket in (0..BUCKETS).rev() {
@@ -868,9 +988,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
         let state = state_for(used, slice.capacity.get());
         // Most frees change nothing the lists see: skip the re-filing then.
-        // SAFETY: descriptors live in page headers.
-        let page = unsafe { page_of_slice(slice) };
-        if state != slice.state.get() || Inner::list_for(slice, page) != slice.linked.get() {
+        if state != slice.state.get() || Inner::list_for(slice) != slice.linked.get() {
             inner.transition(slice, state, slice.flags.get(), now);
         }
     }
@@ -1387,6 +1505,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Takes a page with no slice in use and nothing dirty out of the domain.
     fn remove_page(&self, inner: &mut Inner, page: &PageHeader) {
+        debug_assert_eq!(page.partial_classes.get() | page.dirty_classes.get(), 0, "a page leaves with filed slices");
         inner.fresh_unlink(page);
         inner.unfile_runs(page);
         let (prev, next) = (page.all_prev.get(), page.all_next.get());

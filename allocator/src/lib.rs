@@ -44,9 +44,13 @@
 //! | state   | live objects                 | on which list                         | can become |
 //! |---------|------------------------------|---------------------------------------|------------|
 //! | clean   | none, never used             | page's fresh mask                     | partial, full (span) |
-//! | partial | below the full threshold     | `partial[class][bucket]`, or a heap   | full, dirty |
+//! | partial | below the full threshold     | its page's partial file of its class (the page on `partial[class][bucket]`), or a heap | full, dirty |
 //! | full    | at least the threshold (7/8) | `full[class]` if a free object is left, or a heap | partial, dirty |
-//! | dirty   | none, was used; keeps class  | `dirty[class][bucket]` and the age list | partial, full, dirty+purged |
+//! | dirty   | none, was used; keeps class  | its page's dirty file of its class (the page on `dirty[class][bucket]`) and the age list | partial, full, dirty+purged |
+//!
+//! The domain lists pages, not slices, by class and occupancy bucket, so a
+//! page whose bucket changes moves once per class it holds, never slice by
+//! slice (see [`domain`]).
 //!
 //! Flags combine with the state: *purged* (a dirty slice whose memory went
 //! back to the source; it costs what a clean slice costs but is never called

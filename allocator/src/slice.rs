@@ -46,17 +46,22 @@ bitflags::bitflags! {
     }
 }
 
-/// Which domain list a slice is linked on.
+/// Which list a slice no heap owns is linked on. The partial and dirty
+/// lists are the files of the slice's own page (`PageHeader::file_first`),
+/// which the domain finds through its lists of pages by class and bucket;
+/// a bucket change moves the page, not its slices, so no bucket is
+/// recorded here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Linked {
     /// On no list.
     None,
-    /// `partial[class][bucket]`.
-    Partial { class: u8, bucket: u8 },
-    /// `full[class]`.
+    /// The page's partial file of `class` (`page::partial_file`).
+    Partial { class: u8 },
+    /// The domain's `full[class]`.
     Full { class: u8 },
-    /// `dirty[class][bucket]`, and the purge age list.
-    Dirty { class: u8, bucket: u8 },
+    /// The page's dirty file of `class` (`page::dirty_file`; `SPAN_CLASS`
+    /// for spans), and the purge age list.
+    Dirty { class: u8 },
 }
 
 /// A free object: its [`Link`] (the encoded next free object), followed by
@@ -331,8 +336,10 @@ pub(crate) struct SliceMeta {
     /// domain lock; read without it by look-ups and resizes of the span.
     /// Relaxed, as `state`.
     pub(crate) span: RelaxedU32,
-    /// State-list links. Domain lock; while the slice is `CACHED`, `next`
-    /// belongs to the owning heap, which links its parked slices with it.
+    /// State-list links: in the domain's `full[class]`, or in the page
+    /// file the slice is on (see `linked`). Domain lock; while the slice is
+    /// `CACHED`, `next` belongs to the owning heap, which links its parked
+    /// slices with it.
     pub(crate) next: Cell<*mut SliceMeta>,
     pub(crate) prev: Cell<*mut SliceMeta>,
     /// Purge age-list links (dirty slices, oldest first). Domain lock.
