@@ -1046,16 +1046,26 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     }
 
     /// Frees one object that found its slice orphaned. Lock held.
+    ///
+    /// The slice may have been handed to a heap since (adoption happens
+    /// only under the lock), and that heap may close its remote list again
+    /// at any moment, without the lock (`close`). So the push is tried
+    /// first, and its outcome says on which side of the closing swap the
+    /// object landed: pushed, it is the owner's (or on the list the owner
+    /// detaches and splices); refused, the slice is orphaned and stays so
+    /// while the lock is held, and the object goes into its free list here.
     fn free_pending(&self, inner: &mut Inner, object: *mut FreeObject, now: u64) {
         let slice = slice_of(object as usize);
-        // Ownership only changes under the lock, so this cannot race.
-        if slice.remote.is_orphaned() {
-            self.free_locked(inner, slice, object, now);
-        } else {
-            // SAFETY: a live object of `slice`, owned by the caller.
-            let pushed = unsafe { slice.remote.push(object as *mut Link, self.link_key()) };
-            debug_assert_eq!(pushed, Push::Pushed);
-            inner.remote_frees += 1;
+        // SAFETY: a live object of `slice`, owned by the caller.
+        match unsafe { slice.remote.push(object as *mut Link, self.link_key()) } {
+            Push::Pushed => inner.remote_frees += 1,
+            Push::Orphaned => {
+                // Acquire: the last owner's writes to the free list and
+                // count are seen (the push's own read is Relaxed).
+                let orphaned = slice.remote.is_orphaned();
+                debug_assert!(orphaned, "a slice was adopted without the domain lock");
+                self.free_locked(inner, slice, object, now);
+            }
         }
     }
 

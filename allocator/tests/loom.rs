@@ -151,44 +151,63 @@ fn push_racing_orphan_is_either_collected_or_refused() {
 
 #[test]
 fn refused_frees_follow_the_slice_to_its_next_owner() {
-    // The freeing thread retries under the domain lock: if the slice was
-    // adopted meanwhile it pushes to the new owner, otherwise the domain
-    // frees it. The old owner orphans, and a new owner adopts, under the lock.
+    // The freeing thread retries under the domain lock (`free_pending`): if
+    // the slice was adopted meanwhile it pushes to the new owner, otherwise
+    // the domain frees it. The old owner closes the list without the lock
+    // and splices under it; a new owner adopts under the lock.
     loom::model(|| {
-        let list = Arc::new(owned_list());
-        let lock = Arc::new(Mutex::new(Vec::<usize>::new())); // objects freed by the domain
-        let object = objects(1)[0];
+        let (slice, objs) = ModelSlice::new(1);
+        let slice = Arc::new(slice);
+        let object = objs[0];
         let freer = {
-            let list = list.clone();
-            let lock = lock.clone();
-            thread::spawn(move || {
-                // SAFETY: the freer owns the object.
-                if unsafe { list.push(object as *mut Link, KEY) } == Push::Orphaned {
-                    let mut domain = lock.lock().unwrap();
-                    if list.is_orphaned() {
-                        domain.push(object);
-                    } else {
-                        // SAFETY: as above.
-                        assert_eq!(unsafe { list.push(object as *mut Link, KEY) }, Push::Pushed);
-                    }
-                }
-            })
+            let slice = slice.clone();
+            thread::spawn(move || slice.free_remote(object))
         };
-        let mut seen = Vec::new();
+        slice.give_back(); // the old owner
         {
-            let _domain = lock.lock().unwrap();
-            collect(list.orphan(), &mut seen); // old owner gives the slice back
-        }
-        {
-            let _domain = lock.lock().unwrap();
-            list.adopt(); // a new owner takes it
+            let _domain = slice.domain.lock().unwrap();
+            slice.remote.adopt(); // a new owner takes it
         }
         freer.join().unwrap();
-        collect(list.take(), &mut seen);
-        seen.extend(lock.lock().unwrap().iter().copied());
+        // The new owner collects its remote frees.
+        let mut seen = slice.free_objects();
+        collect(slice.remote.take(), &mut seen);
         assert_eq!(seen, vec![object]);
-        assert_ne!(list.head.load(sync::Ordering::Relaxed), ORPHAN);
-        release(&[object]);
+        assert_ne!(slice.remote.head.load(sync::Ordering::Relaxed), ORPHAN);
+    });
+}
+
+#[test]
+fn a_retried_free_races_the_next_owner_closing_the_list() {
+    // An object refused while the slice had no owner waits in a heap's
+    // pending batch; the slice is adopted by a new owner, which gives it
+    // back again, closing its list without the lock, while the batch is
+    // flushed under the lock (`free_pending` pushes first): the object is
+    // either pushed before the swap (on the detached list, spliced) or
+    // refused after it (freed under the lock), never lost or counted twice.
+    loom::model(|| {
+        let (slice, objs) = ModelSlice::new(1);
+        let slice = Arc::new(slice);
+        slice.remote.head.store(ORPHAN, sync::Ordering::Relaxed); // nobody owns it
+        let object = objs[0];
+        // SAFETY: the object is the freer's; refused, it stays the freer's.
+        assert_eq!(unsafe { slice.remote.push(object as *mut Link, KEY) }, Push::Orphaned);
+        {
+            let _domain = slice.domain.lock().unwrap();
+            slice.remote.adopt(); // the next owner
+        }
+        let flusher = {
+            let slice = slice.clone();
+            thread::spawn(move || {
+                let _domain = slice.domain.lock().unwrap();
+                slice.free_pending(object);
+            })
+        };
+        slice.give_back(); // the next owner gives the slice back
+        flusher.join().unwrap();
+        assert_eq!(slice.free_objects(), vec![object]);
+        assert_eq!(slice.local.with(|local| unsafe { (*local).used }), 0, "counted free once");
+        assert_eq!(slice.remote.head.load(sync::Ordering::Relaxed), ORPHAN);
     });
 }
 
@@ -252,15 +271,47 @@ impl ModelSlice {
     }
 
     /// A free by a thread that does not own the slice: the push, and when
-    /// the slice is orphaned, the domain lock (`Domain::free_pending`).
+    /// it is refused, the domain lock.
     fn free_remote(&self, object: usize) {
         // SAFETY: the caller's object, freed once.
         if unsafe { self.remote.push(object as *mut Link, KEY) } == Push::Orphaned {
             let _domain = self.domain.lock().unwrap();
-            // No heap adopts the slice in this model: still orphaned.
-            assert!(self.remote.is_orphaned());
-            self.free_local(object);
+            self.free_pending(object);
         }
+    }
+
+    /// `Domain::free_pending`, domain lock held: the push again (the slice
+    /// may have an owner by now, which may be closing the list this very
+    /// moment), and when it is refused, the free list. Returns whether the
+    /// object was pushed.
+    fn free_pending(&self, object: usize) -> bool {
+        // SAFETY: the caller's object, freed once.
+        match unsafe { self.remote.push(object as *mut Link, KEY) } {
+            Push::Pushed => true,
+            Push::Orphaned => {
+                // Adoption takes the lock, which the caller holds.
+                assert!(self.remote.is_orphaned());
+                self.free_local(object);
+                false
+            }
+        }
+    }
+
+    /// An owner gives the slice back: closes and walks the remote list
+    /// without the lock (`Domain::close`), then splices the walk onto the
+    /// free list under it (`Domain::take_back`).
+    fn give_back(&self) {
+        let detached = self.remote.orphan();
+        // SAFETY: detached by the swap; objects of the slice, ours alone.
+        let walked = unsafe { Walked::walk(detached, KEY) }.expect("links of pushed objects are sound");
+        let _domain = self.domain.lock().unwrap();
+        self.local.with_mut(|local| {
+            // SAFETY: the lock holder holds the list of an orphaned slice.
+            let local = unsafe { &mut *local };
+            // SAFETY: the walked objects are ours alone.
+            local.free = unsafe { walked.prepend_to(local.free, KEY) };
+            local.used -= walked.count;
+        });
     }
 
     /// The objects on the free list, checking every link as an allocation
@@ -316,23 +367,10 @@ fn closing_and_walking_outside_the_lock_loses_nothing() {
                 })
             })
             .collect();
-        // The owner, holding the slice: a free of its own, without a lock.
+        // The owner, holding the slice: a free of its own, without a lock;
+        // then it gives the slice back.
         slice.free_local(objs[3]);
-        // Close and walk, without a lock.
-        let detached = slice.remote.orphan();
-        // SAFETY: detached by the swap; objects of the slice, ours alone.
-        let walked = unsafe { Walked::walk(detached, KEY) }.expect("links of pushed objects are sound");
-        // The splice, under the lock.
-        {
-            let _domain = slice.domain.lock().unwrap();
-            slice.local.with_mut(|local| {
-                // SAFETY: the lock holder holds the list of an orphaned slice.
-                let local = unsafe { &mut *local };
-                // SAFETY: the walked objects are ours alone.
-                local.free = unsafe { walked.prepend_to(local.free, KEY) };
-                local.used -= walked.count;
-            });
-        }
+        slice.give_back();
         for freer in freers {
             freer.join().unwrap();
         }
