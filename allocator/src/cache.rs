@@ -1096,7 +1096,9 @@ mod tests {
             others.push(heap.alloc_small(domain, class));
         }
         // `first` is live; its slice is no longer the heap's.
-        let first_slice = crate::domain::slice_of(first as usize);
+        // SAFETY: `first` is a live object of a slab page of the domain,
+        // which stays mapped while the object is live (to its free below).
+        let first_slice = unsafe { crate::domain::slice_of(first as usize) };
         assert_ne!(first_slice.owner.load(Ordering::Relaxed), heap.id());
         // SAFETY: a live block of this domain.
         assert!(!unsafe { heap.free_owned(domain, first) });

@@ -1055,7 +1055,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// detaches and splices); refused, the slice is orphaned and stays so
     /// while the lock is held, and the object goes into its free list here.
     fn free_pending(&self, inner: &mut Inner, object: *mut FreeObject, now: u64) {
-        let slice = slice_of(object as usize);
+        // SAFETY: `object` was validated by `lookup` as an object of a live
+        // slab page of this domain, which cannot go away while one of its
+        // objects is in use (this one, until the free completes).
+        let slice = unsafe { slice_of(object as usize) };
         // SAFETY: a live object of `slice`, owned by the caller.
         match unsafe { slice.remote.push(object as *mut Link, self.link_key()) } {
             Push::Pushed => inner.remote_frees += 1,
@@ -1614,14 +1617,18 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         stats
     }
 
-    /// For tests: the state, flags and class of the slice holding `address`.
-    #[doc(hidden)]
-    pub fn slice_info(&self, address: usize) -> Option<(SliceState, SliceFlags, usize)> {
+    /// For the unit tests: the state, flags and class of the slice holding
+    /// `address`, if the source owns its page.
+    #[cfg(test)]
+    pub(crate) fn slice_info(&self, address: usize) -> Option<(SliceState, SliceFlags, usize)> {
         let page = page_of(address);
         if !self.source.owns(page) {
             return None;
         }
-        let slice = slice_of(address);
+        // SAFETY: a page the source owns is registered: a live page with a
+        // header (the tests pass addresses of slab pages, past the header,
+        // and keep their domains for the life of the process).
+        let slice = unsafe { slice_of(address) };
         self.locked(|_| Some((slice.state.get(), slice.flags.get(), slice.class.get() as usize)))
     }
 }
@@ -1633,10 +1640,18 @@ pub(crate) enum Lookup<'a> {
     Huge { common: &'a PageCommon },
 }
 
-/// The descriptor of the slice holding `address`, which must be inside a
-/// registered slab page (past its header).
+/// The descriptor of the slice holding `address`: the header of its page
+/// is found by masking the address, with no check at all.
+///
+/// # Safety
+/// `address` must lie inside a slab page (past its header slice) that is
+/// mapped and initialised, and the page must stay mapped for as long as
+/// the returned reference is used: the `'static` lifetime is the caller's
+/// promise, not a fact (pages go back to the source once empty). Addresses
+/// validated by `Domain::lookup`, of objects in use, qualify while the
+/// object is.
 #[inline(always)]
-pub(crate) fn slice_of(address: usize) -> &'static SliceMeta {
+pub(crate) unsafe fn slice_of(address: usize) -> &'static SliceMeta {
     let page = page_of(address);
     // SAFETY: the caller guarantees a live slab page.
     let header = unsafe { &*(page as *const PageHeader) };
