@@ -531,7 +531,7 @@ fn main() -> ExitCode {
             }
         }
         if options.contenders.contains(&Contender::Strata) {
-            let per_million = |count: u64| format!("{:.0}", count as f64 * 1e6 / counted.pairs as f64);
+            let per_million = |count: u64| format!("{:.1}", count as f64 * 1e6 / counted.pairs as f64);
             locks.row(&[
                 workload.name(),
                 workload.threads().to_string(),
