@@ -383,7 +383,7 @@ impl Inner {
                 page.set_file_head(file, me);
                 let bucket = page.bucket.get();
                 if first.is_null() {
-                    self.set_file_bit(page, file, true);
+                    page.set_file_bit(file, true);
                     self.page_link(page, file, bucket);
                 } else if !page.file_prev[file.min(PAGE_FILES - 1)].get().is_null() {
                     // The most recently filed slice wins within a bucket:
@@ -423,7 +423,7 @@ impl Inner {
             let page = unsafe { page_of_slice(slice) };
             page.set_file_head(file, next);
             if next.is_null() {
-                self.set_file_bit(page, file, false);
+                page.set_file_bit(file, false);
                 self.page_unlink(page, file, page.bucket.get());
             }
         } else if let Linked::Full { class } = linked {
@@ -432,16 +432,6 @@ impl Inner {
         slice.linked.set(Linked::None);
         slice.next.set(ptr::null_mut());
         slice.prev.set(ptr::null_mut());
-    }
-
-    /// Sets or clears the bit of `file` in the page's class masks.
-    fn set_file_bit(&mut self, page: &PageHeader, file: usize, on: bool) {
-        let (mask, bit) = if file < CLASS_COUNT {
-            (&page.partial_classes, 1u128 << file)
-        } else {
-            (&page.dirty_classes, 1u128 << ((file - CLASS_COUNT) & 127))
-        };
-        mask.set(if on { mask.get() | bit } else { mask.get() & !bit });
     }
 
     fn age_push(&mut self, slice: &SliceMeta) {

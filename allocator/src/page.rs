@@ -310,6 +310,18 @@ impl PageHeader {
         }
     }
 
+    /// Sets (`on`) or clears the bit of file `file` in the class masks
+    /// (`partial_classes`, `dirty_classes`).
+    #[inline]
+    pub(crate) fn set_file_bit(&self, file: usize, on: bool) {
+        let (mask, bit) = if file < CLASS_COUNT {
+            (&self.partial_classes, 1u128 << file)
+        } else {
+            (&self.dirty_classes, 1u128 << ((file - CLASS_COUNT) & 127))
+        };
+        mask.set(if on { mask.get() | bit } else { mask.get() & !bit });
+    }
+
     /// Makes `slice` (a descriptor of this page, or null for none) the first
     /// slice on file `file`.
     #[inline]
