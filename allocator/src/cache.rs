@@ -36,10 +36,10 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
 
-use crate::domain::{append, Domain, FreeError, Lookup};
+use crate::domain::{Domain, FreeError, Lookup};
 use crate::lock::RawLock;
 use crate::page::{page_of_slice, SLICE_SHIFT, SLICE_SIZE};
-use crate::remote::{Link, Push};
+use crate::remote::{Link, Push, Walked};
 use crate::size_class::{
     class_index, class_of, direct8_entry, direct_entry, is_carved_object, CLASS_COUNT, DIRECT8_ENTRIES, DIRECT8_ENTRIES_OF,
     DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
@@ -978,8 +978,14 @@ impl Heap {
 /// # Safety
 /// The calling heap must own `slice`.
 unsafe fn collect_remote<S: PageSource, L: RawLock>(domain: &Domain<S, L>, slice: &SliceMeta) -> u32 {
-    // SAFETY: the remote list holds free objects of this slice.
-    let count = unsafe { append(domain, slice, slice.remote.take()) };
+    let key = domain.link_key();
+    // SAFETY: taken in one swap: free objects of this slice, ours alone; the
+    // caller owns the slice, so its free list is ours too.
+    let count = unsafe {
+        let remote = Walked::walk(slice.remote.take(), key).unwrap_or_else(|object| domain.corrupted(object));
+        slice.free.set(remote.prepend_to(slice.free.get() as usize, key) as *mut FreeObject);
+        remote.count
+    };
     slice.set_used(slice.used() - count);
     count
 }
@@ -1118,7 +1124,9 @@ mod tests {
             others.push(heap.alloc_small(domain, class));
         }
         // `first` is live; its slice is no longer the heap's.
-        let first_slice = crate::domain::slice_of(first as usize);
+        // SAFETY: `first` is a live object of a slab page of the domain,
+        // which stays mapped while the object is live (to its free below).
+        let first_slice = unsafe { crate::domain::slice_of(first as usize) };
         assert_ne!(first_slice.owner.load(Ordering::Relaxed), heap.id());
         // SAFETY: a live block of this domain.
         assert!(!unsafe { heap.free_owned(domain, first) });

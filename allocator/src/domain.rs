@@ -1,7 +1,10 @@
 //! The domain: an independent pool of pages, and the slice state machine.
 //!
 //! Everything here runs under the domain lock except page mapping, purging
-//! and unmapping, which are done with the lock released.
+//! and unmapping, which are done with the lock released, and the closing
+//! and walking of the remote list of a slice a heap gives back, done by
+//! that heap before it takes the lock (`Domain::close`; the protocol is in
+//! the crate documentation, under "Locks, in order").
 //!
 //! # Choosing a slice (the cost model)
 //!
@@ -19,13 +22,32 @@
 //!    give, so a cache comes back soon;
 //! 6. a new page from the source.
 //!
-//! Within tiers 1–4, memory cost breaks ties: slices are filed in buckets by
-//! the occupancy of their page (how many of its slices are in use, in
-//! quarters), and the fullest bucket is searched first, so allocation packs
-//! into busy pages and sparse pages drain until they can be returned. Within
-//! a bucket the most recently filed slice wins (its memory is warmest); fresh
-//! slices are taken lowest address first. Every step is a list head or a
-//! bitmap lookup: O(1) in the number of slices.
+//! Within tiers 1–4, memory cost breaks ties: slices are found through
+//! their pages, which are filed in buckets by their occupancy (how many of
+//! their slices are in use, in quarters), and the fullest bucket is searched
+//! first, so allocation packs into busy pages and sparse pages drain until
+//! they can be returned. Within a bucket the page most recently filed into
+//! comes first, and in it the most recently filed slice (its memory is
+//! warmest); fresh slices are taken lowest address first. Every step is a
+//! list head or a bitmap lookup: O(1) in the number of slices and pages.
+//!
+//! # Filing pages, not slices
+//!
+//! A partial or dirty slice that no heap owns is filed on its own page: each
+//! page header has one *file* (a list of its slices) per class for partial
+//! slices, and one per last class for dirty ones (spans included). The
+//! domain lists pages: `partial[class][bucket]` holds the pages of `bucket`
+//! whose partial file of `class` is not empty, `dirty[class][bucket]` the
+//! same for dirty files, and a bitmap per bucket says which dirty lists are
+//! not empty. Filing or unfiling a slice is O(1): its page's file, and the
+//! page's membership of one domain list when the file starts or ends (or
+//! moves to the front of that list). When a page's occupancy crosses a
+//! quarter and its bucket changes, the page moves: its fresh entry and one
+//! membership per non-empty file, found by bit scans of two class masks in
+//! the header. Its slices stay where they are. The work under the lock is
+//! therefore bounded by the number of classes the page holds partial or
+//! dirty slices of (usually one or a few, at most one per slice), not by
+//! its number of filed slices, and a slice's own filing never walks a list.
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
@@ -36,10 +58,10 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::cache::Heap;
 use crate::lock::{ConstLock, Guard, RawLock};
 use crate::page::{
-    bucket_of, page_of, page_of_slice, PageCommon, PageHeader, PageKind, BUCKETS, FIRST_SLICE,
-    MAX_SPAN, MAX_SPAN_SLICES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
+    bucket_of, dirty_file, page_of, page_of_slice, partial_file, PageCommon, PageHeader, PageKind, BUCKETS,
+    FIRST_SLICE, MAX_SPAN, MAX_SPAN_SLICES, PAGE_FILES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
-use crate::remote::{Link, Push};
+use crate::remote::{Link, Push, Walked};
 use crate::size_class::{
     boundary_multiplier, class_index, class_of, class_size, is_carved_object, objects_per_slice, CLASS_COUNT,
 };
@@ -52,6 +74,11 @@ pub const DEFAULT_PURGE_DELAY_MS: u64 = 250;
 
 /// Slices purged per round, with the lock released around the source calls.
 const PURGE_BATCH: usize = 32;
+
+/// Slices a heap gives back per critical section when it is released: their
+/// remote lists are closed and walked before the lock is taken, a batch at a
+/// time, so the work under the lock stays bounded whatever the heap holds.
+const RELEASE_BATCH: usize = 16;
 
 /// Mask of the usable slices of a page in the `fresh` and `dirty` masks.
 const USABLE_MASK: u64 = !0u64 << FIRST_SLICE;
@@ -185,14 +212,18 @@ unsafe impl<S: PageSource + Sync, L: RawLock + Sync> Sync for Domain<S, L> {}
 unsafe impl<S: PageSource + Send, L: RawLock + Send> Send for Domain<S, L> {}
 
 type SliceList = *mut SliceMeta;
+type PageList = *mut PageHeader;
 
 struct Inner {
-    /// Partial slices no heap owns, by class and page bucket.
-    partial: [[SliceList; BUCKETS]; CLASS_COUNT],
+    /// Pages with partial slices no heap owns, by class and page bucket:
+    /// `partial[c][b]` lists, through their file links, the pages in bucket
+    /// `b` whose partial file of class `c` is not empty.
+    partial: [[PageList; BUCKETS]; CLASS_COUNT],
     /// Full slices with at least one free object, by class.
     full: [SliceList; CLASS_COUNT],
-    /// Dirty, unpurged slices by last class (spans: `SPAN_CLASS`) and bucket.
-    dirty: [[SliceList; BUCKETS]; CLASS_COUNT + 1],
+    /// Pages with dirty, unpurged slices, by the slices' last class (spans:
+    /// `SPAN_CLASS`) and page bucket, as `partial`.
+    dirty: [[PageList; BUCKETS]; CLASS_COUNT + 1],
     /// Bit `c` of `dirty_classes[b]`: `dirty[c][b]` is not empty.
     dirty_classes: [u128; BUCKETS],
     /// Dirty slices in the order they became dirty, for purging.
@@ -224,12 +255,13 @@ struct Inner {
     lock_acquisitions: u64,
     /// Of those, times it was already held when asked for.
     lock_contended: u64,
-    /// Remote-free objects walked under the lock when a slice was taken back
-    /// (`take_back`): list lengths that depend on the workload.
-    remote_walked: u64,
-    /// Slices taken back with a non-empty remote list (walks counted in
-    /// `remote_walked`). With the three counters above, keeps `Inner` free
-    /// of padding, which `a_zeroed_inner_is_empty` needs.
+    /// Remote-free objects of slices given back by heaps, walked before the
+    /// lock was taken (`Domain::close`); only an O(1) splice of each list
+    /// happens under it (`take_back`). Counted when the splice is.
+    remote_walked_unlocked: u64,
+    /// Slices given back with a non-empty remote list (walks counted in
+    /// `remote_walked_unlocked`). With the three counters above, keeps
+    /// `Inner` free of padding, which `a_zeroed_inner_is_empty` needs.
     remote_lists_walked: u64,
     last_purge_check: u64,
 }
@@ -259,63 +291,143 @@ impl Inner {
             remote_frees: 0,
             lock_acquisitions: 0,
             lock_contended: 0,
-            remote_walked: 0,
+            remote_walked_unlocked: 0,
             remote_lists_walked: 0,
             last_purge_check: 0,
         }
     }
 
-    /// The head of the list `linked` names; `None` for [`Linked::None`].
-    fn head(&mut self, linked: Linked) -> Option<&mut SliceList> {
+    /// The page file a slice listed as `linked` is on (see
+    /// [`PageHeader::file_first`]); `None` for the other lists.
+    #[inline]
+    fn file_of(linked: Linked) -> Option<usize> {
         match linked {
-            Linked::Partial { class, bucket } => {
-                Some(&mut self.partial[class_index(class as usize)][bucket_index(bucket)])
-            }
-            Linked::Full { class } => Some(&mut self.full[class_index(class as usize)]),
-            Linked::Dirty { class, bucket } => Some(&mut self.dirty[dirty_index(class)][bucket_index(bucket)]),
-            Linked::None => None,
+            Linked::Partial { class } => Some(partial_file(class as usize)),
+            Linked::Dirty { class } => Some(dirty_file(class as usize)),
+            Linked::Full { .. } | Linked::None => None,
         }
     }
 
-    fn link(&mut self, slice: &SliceMeta, linked: Linked) {
-        let Some(head) = self.head(linked) else { return };
+    /// The head of the domain's list of pages in `bucket` with slices on
+    /// file `file`.
+    #[inline]
+    fn pages(&mut self, file: usize, bucket: u8) -> &mut PageList {
+        let bucket = bucket_index(bucket);
+        if file < CLASS_COUNT {
+            &mut self.partial[class_index(file)][bucket]
+        } else {
+            &mut self.dirty[dirty_index((file - CLASS_COUNT) as u8)][bucket]
+        }
+    }
+
+    /// Puts `page` first on the domain's list for `file` and `bucket`.
+    /// O(1).
+    fn page_link(&mut self, page: &PageHeader, file: usize, bucket: u8) {
+        let me = page as *const PageHeader as *mut PageHeader;
+        let head = self.pages(file, bucket);
         let first = *head;
+        *head = me;
+        let file = file.min(PAGE_FILES - 1);
+        page.file_prev[file].set(ptr::null_mut());
+        page.file_next[file].set(first);
+        if !first.is_null() {
+            // SAFETY: list members are live page headers.
+            unsafe { (*first).file_prev[file].set(me) };
+        }
+        if file >= CLASS_COUNT {
+            self.dirty_classes[bucket_index(bucket)] |= 1u128 << (file - CLASS_COUNT);
+        }
+    }
+
+    /// Takes `page` off the domain's list for `file` and `bucket`. O(1).
+    fn page_unlink(&mut self, page: &PageHeader, file: usize, bucket: u8) {
+        let file = file.min(PAGE_FILES - 1);
+        let (prev, next) = (page.file_prev[file].get(), page.file_next[file].get());
+        // SAFETY: list members are live page headers.
+        unsafe {
+            if !next.is_null() {
+                (*next).file_prev[file].set(prev);
+            }
+            if prev.is_null() {
+                *self.pages(file, bucket) = next;
+            } else {
+                (*prev).file_next[file].set(next);
+            }
+        }
+        if file >= CLASS_COUNT && self.pages(file, bucket).is_null() {
+            self.dirty_classes[bucket_index(bucket)] &= !(1u128 << (file - CLASS_COUNT));
+        }
+        page.file_next[file].set(ptr::null_mut());
+        page.file_prev[file].set(ptr::null_mut());
+    }
+
+    /// Files `slice` on the list `linked` names: its page's file for a
+    /// partial or dirty slice (the page joins the domain's list for that
+    /// file and its bucket, or moves to its front), `full[class]` for a full
+    /// one. O(1).
+    fn link(&mut self, slice: &SliceMeta, linked: Linked) {
+        let me = slice as *const SliceMeta as *mut SliceMeta;
+        let first = match linked {
+            Linked::None => return,
+            Linked::Full { class } => {
+                let head = &mut self.full[class_index(class as usize)];
+                let first = *head;
+                *head = me;
+                first
+            }
+            Linked::Partial { .. } | Linked::Dirty { .. } => {
+                let file = Self::file_of(linked).unwrap_or(0);
+                // SAFETY: descriptors live in page headers.
+                let page = unsafe { page_of_slice(slice) };
+                let first = page.file_head(file);
+                page.set_file_head(file, me);
+                let bucket = page.bucket.get();
+                if first.is_null() {
+                    page.set_file_bit(file, true);
+                    self.page_link(page, file, bucket);
+                } else if !page.file_prev[file.min(PAGE_FILES - 1)].get().is_null() {
+                    // The most recently filed slice wins within a bucket:
+                    // its page goes first.
+                    self.page_unlink(page, file, bucket);
+                    self.page_link(page, file, bucket);
+                }
+                first
+            }
+        };
         slice.prev.set(ptr::null_mut());
         slice.next.set(first);
         if !first.is_null() {
             // SAFETY: list members are live descriptors.
-            unsafe { (*first).prev.set(slice as *const _ as *mut _) };
+            unsafe { (*first).prev.set(me) };
         }
-        *head = slice as *const _ as *mut _;
         slice.linked.set(linked);
-        if let Linked::Dirty { class, bucket } = linked {
-            self.dirty_classes[bucket_index(bucket)] |= 1u128 << dirty_index(class);
-        }
     }
 
+    /// Takes `slice` off the list it is on, if any; a page whose file
+    /// empties leaves the domain's list for that file. O(1).
     fn unlink(&mut self, slice: &SliceMeta) {
         let linked = slice.linked.get();
         if linked == Linked::None {
             return;
         }
         let (prev, next) = (slice.prev.get(), slice.next.get());
-        // SAFETY: list members are live descriptors.
-        unsafe {
-            if !next.is_null() {
-                (*next).prev.set(prev);
-            }
-            if prev.is_null() {
-                if let Some(head) = self.head(linked) {
-                    *head = next;
-                }
-            } else {
-                (*prev).next.set(next);
-            }
+        if !next.is_null() {
+            // SAFETY: list members are live descriptors.
+            unsafe { (*next).prev.set(prev) };
         }
-        if let Linked::Dirty { class, bucket } = linked {
-            if self.dirty[dirty_index(class)][bucket_index(bucket)].is_null() {
-                self.dirty_classes[bucket_index(bucket)] &= !(1u128 << dirty_index(class));
+        if !prev.is_null() {
+            // SAFETY: as above.
+            unsafe { (*prev).next.set(next) };
+        } else if let Some(file) = Self::file_of(linked) {
+            // SAFETY: descriptors live in page headers.
+            let page = unsafe { page_of_slice(slice) };
+            page.set_file_head(file, next);
+            if next.is_null() {
+                page.set_file_bit(file, false);
+                self.page_unlink(page, file, page.bucket.get());
             }
+        } else if let Linked::Full { class } = linked {
+            self.full[class_index(class as usize)] = next;
         }
         slice.linked.set(Linked::None);
         slice.next.set(ptr::null_mut());
@@ -383,17 +495,16 @@ impl Inner {
         page.fresh_prev.set(ptr::null_mut());
     }
 
-    /// Where a slice in `state` with `flags` belongs.
-    fn list_for(slice: &SliceMeta, page: &PageHeader) -> Linked {
+    /// Where a slice belongs, by its state and flags.
+    fn list_for(slice: &SliceMeta) -> Linked {
         let flags = slice.flags.get();
         if flags.intersects(SliceFlags::CACHED | SliceFlags::PURGING | SliceFlags::PURGED) {
             return Linked::None;
         }
         let class = slice.class.get();
-        let bucket = page.bucket.get();
         match slice.state.get() {
             SliceState::Clean => Linked::None,
-            SliceState::Partial => Linked::Partial { class, bucket },
+            SliceState::Partial => Linked::Partial { class },
             SliceState::Full => {
                 if flags.intersects(SliceFlags::SPAN_HEAD | SliceFlags::SPAN_TAIL)
                     || slice.used() >= slice.capacity.get()
@@ -403,7 +514,7 @@ impl Inner {
                     Linked::Full { class }
                 }
             }
-            SliceState::Dirty => Linked::Dirty { class, bucket },
+            SliceState::Dirty => Linked::Dirty { class },
         }
     }
 
@@ -450,7 +561,7 @@ impl Inner {
         if had_fresh && !has_fresh {
             self.fresh_unlink(page);
         }
-        let list = Self::list_for(slice, page);
+        let list = Self::list_for(slice);
         if list != Linked::None {
             self.link(slice, list);
         }
@@ -464,8 +575,13 @@ impl Inner {
         self.refile_runs(page);
     }
 
-    /// Re-files a page and its listed slices after its bucket changed.
+    /// Re-files a page after its bucket changed: its fresh entry, and its
+    /// membership of the domain's list for each of its non-empty files,
+    /// found by bit scans of its two class masks. Its slices stay where they
+    /// are, on the page's files: the work is one move per class the page
+    /// has partial or dirty slices of, however many slices that is.
     fn rebucket(&mut self, page: &PageHeader, bucket: u8, fresh_linked: bool) {
+        let old = page.bucket.get();
         if fresh_linked {
             self.fresh_unlink(page);
         }
@@ -473,19 +589,26 @@ impl Inner {
         if fresh_linked {
             self.fresh_link(page);
         }
-        for slice in &page.slices[FIRST_SLICE..] {
-            match slice.linked.get() {
-                Linked::Partial { class, .. } => {
-                    self.unlink(slice);
-                    self.link(slice, Linked::Partial { class, bucket });
-                }
-                Linked::Dirty { class, .. } => {
-                    self.unlink(slice);
-                    self.link(slice, Linked::Dirty { class, bucket });
-                }
-                _ => {}
+        for (mask, first_file) in [(page.partial_classes.get(), 0), (page.dirty_classes.get(), CLASS_COUNT)] {
+            let mut classes = mask;
+            while classes != 0 {
+                let file = first_file + classes.trailing_zeros() as usize;
+                classes &= classes - 1;
+                self.page_unlink(page, file, old);
+                self.page_link(page, file, bucket);
             }
         }
+    }
+
+    /// The first slice on file `file` of the first page of `list`, if any.
+    #[inline]
+    fn first_filed<'a>(list: PageList, file: usize) -> Option<&'a SliceMeta> {
+        if list.is_null() {
+            return None;
+        }
+        // SAFETY: pages on the domain's lists are live, and each has a slice
+        // on the file it is listed for.
+        unsafe { (*list).file_head(file).as_ref() }
     }
 
     /// Picks the cheapest slice for class `class` (see the module docs), or
@@ -493,25 +616,21 @@ impl Inner {
     fn choose<'a>(&self, class: usize) -> Option<&'a SliceMeta> {
         let class = class_index(class);
         for bucket in (0..BUCKETS).rev() {
-            let slice = self.partial[class][bucket];
-            if !slice.is_null() {
-                // SAFETY: list members are live descriptors.
-                return Some(unsafe { &*slice });
+            if let Some(slice) = Self::first_filed(self.partial[class][bucket], partial_file(class)) {
+                return Some(slice);
             }
         }
         for bucket in (0..BUCKETS).rev() {
-            let slice = self.dirty[class][bucket];
-            if !slice.is_null() {
-                // SAFETY: as above.
-                return Some(unsafe { &*slice });
+            if let Some(slice) = Self::first_filed(self.dirty[class][bucket], dirty_file(class)) {
+                return Some(slice);
             }
         }
         for bucket in (0..BUCKETS).rev() {
             let classes = self.dirty_classes[bucket];
             if classes != 0 {
                 let other = dirty_index(classes.trailing_zeros() as u8);
-                // SAFETY: a set bit means the list is not empty.
-                return Some(unsafe { &*self.dirty[other][bucket] });
+                // A set bit means the list is not empty.
+                return Self::first_filed(self.dirty[other][bucket], dirty_file(other));
             }
         }
         for bucket in (0..BUCKETS).rev() {
@@ -809,15 +928,39 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         inner.refills += 1;
     }
 
-    /// Gives a heap's slice back to the domain. Domain lock held.
-    fn take_back(&self, inner: &mut Inner, slice: &SliceMeta, now: u64) {
+    /// First half of giving a heap's slice back, run by the owning heap
+    /// *without* the domain lock: clears the owner word, closes the slice's
+    /// remote list (detaches it and marks the slice orphaned, one swap) and
+    /// walks what was detached, checking its links. [`Domain::take_back`]
+    /// finishes under the lock.
+    ///
+    /// From the swap on, a remote free of the slice is refused and goes to
+    /// the domain lock (`free_pending`), which finds the slice orphaned and
+    /// frees into its free list there, even before `take_back` (the slice
+    /// is still `CACHED` then, so only its list and count change). The heap
+    /// must not touch the slice's free list or count after this call: they
+    /// are the domain lock's from the swap on (see `RemoteList::orphan`).
+    fn close<'a>(&self, slice: &'a SliceMeta) -> Closed<'a> {
         slice.owner.store(0, Ordering::Relaxed);
-        let pending = slice.remote.orphan();
-        // SAFETY: the objects on the remote list are free objects of `slice`.
-        let count = unsafe { append(self, slice, pending) };
-        inner.remote_walked += count as u64;
-        inner.remote_lists_walked += u64::from(count != 0);
-        slice.set_used(slice.used() - count);
+        let detached = slice.remote.orphan();
+        // SAFETY: detached by the swap: free objects of `slice`, ours alone.
+        let remote = unsafe { Walked::walk(detached, self.link_key()) }.unwrap_or_else(|object| self.corrupted(object));
+        Closed { slice, remote }
+    }
+
+    /// Second half of giving a heap's slice back: puts the remote frees
+    /// walked by [`Domain::close`] in front of the slice's free list (O(1):
+    /// nothing is walked here), counts them free, and files the slice by
+    /// its new state. Domain lock held.
+    fn take_back(&self, inner: &mut Inner, closed: Closed<'_>, now: u64) {
+        let Closed { slice, remote } = closed;
+        // SAFETY: the walked objects are ours alone (detached by `close`);
+        // the free list is the lock holder's since the slice was orphaned.
+        let head = unsafe { remote.prepend_to(slice.free.get() as usize, self.link_key()) };
+        slice.free.set(head as *mut FreeObject);
+        slice.set_used(slice.used() - remote.count);
+        inner.remote_walked_unlocked += u64::from(remote.count);
+        inner.remote_lists_walked += u64::from(remote.count != 0);
         let state = state_for(slice.used(), slice.capacity.get());
         inner.transition(slice, state, slice.flags.get() - SliceFlags::CACHED, now);
     }
@@ -835,9 +978,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
         let state = state_for(used, slice.capacity.get());
         // Most frees change nothing the lists see: skip the re-filing then.
-        // SAFETY: descriptors live in page headers.
-        let page = unsafe { page_of_slice(slice) };
-        if state != slice.state.get() || Inner::list_for(slice, page) != slice.linked.get() {
+        if state != slice.state.get() || Inner::list_for(slice) != slice.linked.get() {
             inner.transition(slice, state, slice.flags.get(), now);
         }
     }
@@ -863,9 +1004,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             self.hand_over(inner, slice, heap_id, now);
             Some(NonNull::from(slice))
         };
+        // The old slice's remote list is closed and walked before the lock.
+        let closed = old.map(|old| self.close(old));
         let mut taken = self.locked(|inner| {
-            if let Some(old) = old {
-                self.take_back(inner, old, now);
+            if let Some(closed) = closed {
+                self.take_back(inner, closed, now);
             }
             self.flush_locked(inner, heap, now);
             give(inner)
@@ -893,33 +1036,67 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     }
 
     /// Frees one object that found its slice orphaned. Lock held.
+    ///
+    /// The slice may have been handed to a heap since (adoption happens
+    /// only under the lock), and that heap may close its remote list again
+    /// at any moment, without the lock (`close`). So the push is tried
+    /// first, and its outcome says on which side of the closing swap the
+    /// object landed: pushed, it is the owner's (or on the list the owner
+    /// detaches and splices); refused, the slice is orphaned and stays so
+    /// while the lock is held, and the object goes into its free list here.
     fn free_pending(&self, inner: &mut Inner, object: *mut FreeObject, now: u64) {
-        let slice = slice_of(object as usize);
-        // Ownership only changes under the lock, so this cannot race.
-        if slice.remote.is_orphaned() {
-            self.free_locked(inner, slice, object, now);
-        } else {
-            // SAFETY: a live object of `slice`, owned by the caller.
-            let pushed = unsafe { slice.remote.push(object as *mut Link, self.link_key()) };
-            debug_assert_eq!(pushed, Push::Pushed);
-            inner.remote_frees += 1;
+        // SAFETY: `object` was validated by `lookup` as an object of a live
+        // slab page of this domain, which cannot go away while one of its
+        // objects is in use (this one, until the free completes).
+        let slice = unsafe { slice_of(object as usize) };
+        // SAFETY: a live object of `slice`, owned by the caller.
+        match unsafe { slice.remote.push(object as *mut Link, self.link_key()) } {
+            Push::Pushed => inner.remote_frees += 1,
+            Push::Orphaned => {
+                // Acquire: the last owner's writes to the free list and
+                // count are seen (the push's own read is Relaxed).
+                let orphaned = slice.remote.is_orphaned();
+                debug_assert!(orphaned, "a slice was adopted without the domain lock");
+                self.free_locked(inner, slice, object, now);
+            }
         }
     }
 
-    /// Gives every slice and pending free of `heap` back to the domain.
+    /// Gives every slice and pending free of `heap` back to the domain,
+    /// [`RELEASE_BATCH`] slices per critical section: each batch's remote
+    /// lists are closed and walked before the lock is taken, and only
+    /// spliced under it. The pending frees go with the last batch.
     pub(crate) fn release_heap(&self, heap: &mut Heap) {
         let now = self.source.now_ms();
-        self.locked(|inner| {
-            for class in 0..CLASS_COUNT {
-                while let Some(slice) = heap.take_slice(class) {
-                    // SAFETY: a slice the heap owned; descriptors are never freed
-                    // while their page is in use.
-                    self.take_back(inner, unsafe { slice.as_ref() }, now);
+        let mut class = 0;
+        loop {
+            let mut batch: [Option<Closed<'_>>; RELEASE_BATCH] = [None; RELEASE_BATCH];
+            let mut count = 0;
+            while count < RELEASE_BATCH && class < CLASS_COUNT {
+                match heap.take_slice(class) {
+                    Some(slice) => {
+                        // SAFETY: a slice the heap owned; descriptors are
+                        // never freed while their page is in use.
+                        batch[count] = Some(self.close(unsafe { slice.as_ref() }));
+                        count += 1;
+                    }
+                    None => class += 1,
                 }
             }
-            self.flush_locked(inner, heap, now);
-            inner.flushes += 1;
-        });
+            let last = class == CLASS_COUNT;
+            self.locked(|inner| {
+                for closed in batch.iter().take(count).flatten() {
+                    self.take_back(inner, *closed, now);
+                }
+                if last {
+                    self.flush_locked(inner, heap, now);
+                    inner.flushes += 1;
+                }
+            });
+            if last {
+                break;
+            }
+        }
         self.maybe_purge();
     }
 
@@ -1331,6 +1508,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Takes a page with no slice in use and nothing dirty out of the domain.
     fn remove_page(&self, inner: &mut Inner, page: &PageHeader) {
+        debug_assert_eq!(page.partial_classes.get() | page.dirty_classes.get(), 0, "a page leaves with filed slices");
         inner.fresh_unlink(page);
         inner.unfile_runs(page);
         let (prev, next) = (page.all_prev.get(), page.all_next.get());
@@ -1423,20 +1601,24 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             stats.remote_frees = inner.remote_frees;
             stats.lock_acquisitions = inner.lock_acquisitions;
             stats.lock_contended = inner.lock_contended;
-            stats.remote_walked = inner.remote_walked;
+            stats.remote_walked_unlocked = inner.remote_walked_unlocked;
             stats.remote_lists_walked = inner.remote_lists_walked;
         });
         stats
     }
 
-    /// For tests: the state, flags and class of the slice holding `address`.
-    #[doc(hidden)]
-    pub fn slice_info(&self, address: usize) -> Option<(SliceState, SliceFlags, usize)> {
+    /// For the unit tests: the state, flags and class of the slice holding
+    /// `address`, if the source owns its page.
+    #[cfg(test)]
+    pub(crate) fn slice_info(&self, address: usize) -> Option<(SliceState, SliceFlags, usize)> {
         let page = page_of(address);
         if !self.source.owns(page) {
             return None;
         }
-        let slice = slice_of(address);
+        // SAFETY: a page the source owns is registered: a live page with a
+        // header (the tests pass addresses of slab pages, past the header,
+        // and keep their domains for the life of the process).
+        let slice = unsafe { slice_of(address) };
         self.locked(|_| Some((slice.state.get(), slice.flags.get(), slice.class.get() as usize)))
     }
 }
@@ -1448,48 +1630,33 @@ pub(crate) enum Lookup<'a> {
     Huge { common: &'a PageCommon },
 }
 
-/// The descriptor of the slice holding `address`, which must be inside a
-/// registered slab page (past its header).
+/// The descriptor of the slice holding `address`: the header of its page
+/// is found by masking the address, with no check at all.
+///
+/// # Safety
+/// `address` must lie inside a slab page (past its header slice) that is
+/// mapped and initialised, and the page must stay mapped for as long as
+/// the returned reference is used: the `'static` lifetime is the caller's
+/// promise, not a fact (pages go back to the source once empty). Addresses
+/// validated by `Domain::lookup`, of objects in use, qualify while the
+/// object is.
 #[inline(always)]
-pub(crate) fn slice_of(address: usize) -> &'static SliceMeta {
+pub(crate) unsafe fn slice_of(address: usize) -> &'static SliceMeta {
     let page = page_of(address);
     // SAFETY: the caller guarantees a live slab page.
     let header = unsafe { &*(page as *const PageHeader) };
     &header.slices[((address - page) >> SLICE_SHIFT) & (SLICES_PER_PAGE - 1)]
 }
 
-/// Appends the remote list `first` (links ending in 0) to `slice.free`;
-/// returns how many objects it had. A link that leads out of the slice was
-/// overwritten: it is reported through `domain`, not followed.
-///
-/// # Safety
-/// Every object on the list must be a free object of `slice`, and the
-/// caller must hold the slice.
-pub(crate) unsafe fn append<S: PageSource, L: RawLock>(domain: &Domain<S, L>, slice: &SliceMeta, first: *mut Link) -> u32 {
-    if first.is_null() {
-        return 0;
-    }
-    let key = domain.link_key();
-    let mut count = 1;
-    let mut last = first;
-    // SAFETY: the caller guarantees free objects of the slice; each link is
-    // checked before it is followed.
-    unsafe {
-        loop {
-            let next = Link::next(last, key);
-            if next == 0 {
-                break;
-            }
-            if !cfg!(strata_unhardened) && (!Link::same_region(last as usize, next) || Link::is_end(next)) {
-                domain.corrupted(last as usize);
-            }
-            last = next as *mut Link;
-            count += 1;
-        }
-        Link::set_next(last, slice.free.get() as usize, key);
-    }
-    slice.free.set(first as *mut FreeObject);
-    count
+/// A slice on its way back from a heap to the domain: its remote list
+/// closed and walked outside the lock ([`Domain::close`]), waiting for the
+/// splice under it ([`Domain::take_back`]). Between the two the slice is
+/// orphaned but still `CACHED`, on no list, so no heap can be handed it.
+#[derive(Clone, Copy)]
+struct Closed<'a> {
+    slice: &'a SliceMeta,
+    /// The remote frees detached when the list was closed.
+    remote: Walked,
 }
 
 #[path = "large.rs"]

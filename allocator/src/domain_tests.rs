@@ -706,3 +706,250 @@ fn a_huge_block_moved_by_remap_is_found_at_its_new_address_only() {
         libc::munmap(guard, 4096);
     }
 }
+
+/// Checks every invariant of the domain's lists and the pages' files, and
+/// returns the number of slices filed on them. Lock held.
+fn check_lists(inner: &mut Inner) -> usize {
+    let mut filed = 0;
+    let mut page = inner.all_pages;
+    while !page.is_null() {
+        // SAFETY: live page header.
+        let header = unsafe { &*page };
+        let occupancy = header.slices[FIRST_SLICE..].iter().filter(|s| s.in_use()).count() as u32;
+        assert_eq!(header.occupancy.get(), occupancy);
+        assert_eq!(header.bucket.get(), bucket_of(occupancy));
+        // How many slices of the page name each file in their `linked`.
+        let mut named = [0usize; PAGE_FILES];
+        for slice in &header.slices[FIRST_SLICE..] {
+            if let Some(file) = Inner::file_of(slice.linked.get()) {
+                named[file] += 1;
+            }
+        }
+        for (file, &named) in named.iter().enumerate() {
+            // The file's list, walked forwards, with its back links: exactly
+            // the slices whose `linked` names the file.
+            let mut on_file = 0;
+            let mut prev: *mut SliceMeta = ptr::null_mut();
+            let mut slice = header.file_head(file);
+            while !slice.is_null() {
+                // SAFETY: a descriptor of this page.
+                let s = unsafe { &*slice };
+                assert_eq!(s.prev.get(), prev);
+                assert_eq!(Inner::file_of(s.linked.get()), Some(file));
+                on_file += 1;
+                prev = slice;
+                slice = s.next.get();
+            }
+            assert_eq!(on_file, named, "file {file}");
+            filed += named;
+            let (mask, bit) = if file < CLASS_COUNT {
+                (header.partial_classes.get(), file)
+            } else {
+                (header.dirty_classes.get(), file - CLASS_COUNT)
+            };
+            assert_eq!(mask & (1 << bit) != 0, named != 0, "mask bit of file {file}");
+            // A page with slices on the file is on the domain's list for the
+            // file and its bucket (that it is on no other list follows from
+            // the check of every list below).
+            if named != 0 {
+                let mut listed = false;
+                let mut other = *inner.pages(file, header.bucket.get());
+                while !other.is_null() {
+                    listed |= other == page;
+                    // SAFETY: live page headers.
+                    other = unsafe { (*other).file_next[file].get() };
+                }
+                assert!(listed, "file {file}: page not on its bucket's list");
+            }
+        }
+        for slice in &header.slices[FIRST_SLICE..] {
+            assert_eq!(slice.linked.get(), Inner::list_for(slice), "every slice where its state puts it");
+        }
+        page = header.all_next.get();
+    }
+    // The domain's lists hold only pages of the right bucket with the file,
+    // with sound back links, and `dirty_classes` says which are not empty.
+    for file in 0..PAGE_FILES {
+        for bucket in 0..BUCKETS as u8 {
+            let mut prev: *mut PageHeader = ptr::null_mut();
+            let mut page = *inner.pages(file, bucket);
+            if file >= CLASS_COUNT {
+                let bit = inner.dirty_classes[bucket as usize] & (1 << (file - CLASS_COUNT)) != 0;
+                assert_eq!(bit, !page.is_null(), "dirty_classes of file {file}, bucket {bucket}");
+            }
+            while !page.is_null() {
+                // SAFETY: live page headers.
+                let header = unsafe { &*page };
+                assert_eq!(header.file_prev[file].get(), prev);
+                assert_eq!(header.bucket.get(), bucket);
+                assert!(!header.file_head(file).is_null());
+                prev = page;
+                page = header.file_next[file].get();
+            }
+        }
+    }
+    filed
+}
+
+/// What `choose` must give, found by looking at every slice: the tier (0
+/// partial, 1 dirty of the class, 2 any dirty, 3 fresh, 4 full), the bucket
+/// of its page, and for tier 2 the class (the lowest of that bucket).
+fn expected_choice(inner: &Inner, class: usize) -> Option<(u8, u8, u8)> {
+    let mut best: Option<(u8, u8, u8)> = None;
+    let mut page = inner.all_pages;
+    while !page.is_null() {
+        // SAFETY: live page header.
+        let header = unsafe { &*page };
+        let bucket = header.bucket.get();
+        for slice in &header.slices[FIRST_SLICE..] {
+            let candidate = match slice.linked.get() {
+                Linked::Partial { class: c } if c as usize == class => Some((0, bucket, c)),
+                Linked::Dirty { class: c } if c as usize == class => Some((1, bucket, c)),
+                Linked::Dirty { class: c } => Some((2, bucket, c)),
+                Linked::Full { class: c } if c as usize == class => Some((4, 0, c)),
+                _ if slice.state.get() == SliceState::Clean || slice.has(SliceFlags::PURGED) => {
+                    (!slice.has(SliceFlags::CACHED)).then_some((3, bucket, 0))
+                }
+                _ => None,
+            };
+            // Lower tier first, then higher bucket, then lower class.
+            let key = |(tier, bucket, class): (u8, u8, u8)| (tier, u8::MAX - bucket, class);
+            if let Some(candidate) = candidate {
+                let candidate = if candidate.0 == 2 { candidate } else { (candidate.0, candidate.1, 0) };
+                if best.is_none_or(|b| key(candidate) < key(b)) {
+                    best = Some(candidate);
+                }
+            }
+        }
+        page = header.all_next.get();
+    }
+    best.map(|(tier, bucket, class)| if tier == 4 { (4, 0, 0) } else { (tier, bucket, class) })
+}
+
+/// The tier, bucket and (tier 2) class of what `choose` gave, as
+/// `expected_choice` names them.
+fn actual_choice(inner: &Inner, class: usize) -> Option<(u8, u8, u8)> {
+    let slice = inner.choose(class)?;
+    // SAFETY: descriptors live in page headers.
+    let bucket = unsafe { page_of_slice(slice) }.bucket.get();
+    Some(match slice.linked.get() {
+        Linked::Partial { .. } => (0, bucket, 0),
+        Linked::Dirty { class: c } if c as usize == class => (1, bucket, 0),
+        Linked::Dirty { class: c } => (2, bucket, c),
+        Linked::Full { .. } => (4, 0, 0),
+        Linked::None => (3, bucket, 0),
+    })
+}
+
+/// Random transitions over three pages, slices of a few classes in every
+/// state: after each, the lists and files are consistent and `choose` picks
+/// from the right tier and the fullest bucket.
+#[test]
+fn random_transitions_keep_the_files_and_the_cost_order() {
+    let d = domain();
+    let pages = [page(d), page(d), page(d)];
+    let classes = [CLASS, OTHER, 30, 41];
+    // The classes asked for: those slices are formatted for, and one never
+    // formatted (only dirty slices of other classes, fresh or nothing).
+    let asked = [CLASS, OTHER, 30, 41, 55];
+    let steps = if cfg!(miri) { 40 } else { 20_000 };
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let mut bucket_changes = 0;
+    for step in 0..steps {
+        // Mostly fill, sometimes drain, in phases, so that pages move across
+        // every bucket.
+        let filling = (step / 500) % 2 == 0;
+        let page = pages[random(pages.len())];
+        let slice = &page.slices[FIRST_SLICE + random(USABLE_SLICES)];
+        let before = page.bucket.get();
+        d.locked(|inner| {
+            let class = classes[random(classes.len())];
+            let flags = slice.flags.get();
+            match slice.state.get() {
+                _ if flags.contains(SliceFlags::CACHED) => {
+                    // A heap gives it back: empty, or nearly full.
+                    let capacity = slice.capacity.get();
+                    let used = if random(2) == 0 { 0 } else { capacity - random(capacity as usize / 8) as u32 };
+                    slice.set_used(used);
+                    inner.transition(slice, state_for(used, slice.capacity.get()), SliceFlags::empty(), step as u64);
+                }
+                SliceState::Clean | SliceState::Dirty if filling || random(4) == 0 => {
+                    // Formatted for a class and handed out, or left partial.
+                    // Mostly full (few partial slices: the later tiers
+                    // get chosen too), sometimes with no free object left.
+                    let capacity = objects_per_slice(class) as u32;
+                    slice.class.set(class as u8);
+                    slice.capacity.set(capacity);
+                    let used = match random(24) {
+                        0 => 1 + random(capacity as usize) as u32,
+                        1 => capacity,
+                        _ => capacity - random(capacity as usize / 8) as u32,
+                    };
+                    slice.set_used(used.min(capacity));
+                    let flags = if random(3) == 0 { SliceFlags::CACHED } else { SliceFlags::empty() };
+                    inner.transition(slice, state_for(slice.used(), capacity), flags, step as u64);
+                }
+                SliceState::Dirty if !flags.contains(SliceFlags::PURGED) && random(3) == 0 => {
+                    inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, step as u64);
+                }
+                SliceState::Partial | SliceState::Full if !filling || random(4) == 0 => {
+                    // Drains, mostly, or changes its count.
+                    let used = if random(8) != 0 { 0 } else { random(slice.capacity.get() as usize) as u32 };
+                    slice.set_used(used);
+                    inner.transition(slice, state_for(used, slice.capacity.get()), SliceFlags::empty(), step as u64);
+                }
+                _ => {}
+            }
+            check_lists(inner);
+            for class in asked {
+                assert_eq!(actual_choice(inner, class), expected_choice(inner, class), "step {step}, class {class}");
+            }
+        });
+        bucket_changes += usize::from(page.bucket.get() != before);
+    }
+    assert!(bucket_changes > if cfg!(miri) { 0 } else { 20 }, "only {bucket_changes} bucket changes");
+}
+
+/// A bucket change moves the page's memberships, one per class it has
+/// filed slices of; its slices stay linked as they were.
+#[test]
+fn a_bucket_change_moves_the_page_not_its_slices() {
+    let d = domain();
+    let p = page(d);
+    // Twelve partial slices of one class and eight dirty ones of another:
+    // 12 slices of 63 in use, bucket 0.
+    let partial: std::vec::Vec<usize> = (FIRST_SLICE..FIRST_SLICE + 12).collect();
+    let dirty: std::vec::Vec<usize> = (20..28).collect();
+    for &i in &partial {
+        put(d, p, i, CLASS, SliceState::Partial, 1);
+    }
+    for &i in &dirty {
+        put(d, p, i, OTHER, SliceState::Dirty, 0);
+    }
+    assert_eq!(p.bucket.get(), 0);
+    let links = |indices: &[usize]| -> std::vec::Vec<(usize, usize)> {
+        indices.iter().map(|&i| (p.slices[i].next.get() as usize, p.slices[i].prev.get() as usize)).collect()
+    };
+    let (partial_links, dirty_links) = (links(&partial), links(&dirty));
+    // Four more slices in use: 16 of 63, bucket 1.
+    occupy(d, p, 40, 4);
+    assert_eq!(p.bucket.get(), 1);
+    assert_eq!(links(&partial), partial_links, "partial slices untouched by the bucket change");
+    assert_eq!(links(&dirty), dirty_links, "dirty slices untouched by the bucket change");
+    d.locked(|inner| {
+        check_lists(inner);
+        assert_eq!(inner.partial[CLASS][1], p as *const PageHeader as *mut PageHeader);
+        assert!(inner.partial[CLASS][0].is_null());
+        assert_eq!(inner.dirty[OTHER][1], p as *const PageHeader as *mut PageHeader);
+        assert_eq!(inner.dirty_classes[1], 1 << OTHER);
+        assert_eq!(inner.dirty_classes[0], 0);
+    });
+    // The most recently filed partial slice comes first.
+    assert_eq!(chosen(d, CLASS), Some(p.slice_address(*partial.last().unwrap())));
+}

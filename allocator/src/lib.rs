@@ -44,9 +44,13 @@
 //! | state   | live objects                 | on which list                         | can become |
 //! |---------|------------------------------|---------------------------------------|------------|
 //! | clean   | none, never used             | page's fresh mask                     | partial, full (span) |
-//! | partial | below the full threshold     | `partial[class][bucket]`, or a heap   | full, dirty |
+//! | partial | below the full threshold     | its page's partial file of its class (the page on `partial[class][bucket]`), or a heap | full, dirty |
 //! | full    | at least the threshold (7/8) | `full[class]` if a free object is left, or a heap | partial, dirty |
-//! | dirty   | none, was used; keeps class  | `dirty[class][bucket]` and the age list | partial, full, dirty+purged |
+//! | dirty   | none, was used; keeps class  | its page's dirty file of its class (the page on `dirty[class][bucket]`) and the age list | partial, full, dirty+purged |
+//!
+//! The domain lists pages, not slices, by class and occupancy bucket, so a
+//! page whose bucket changes moves once per class it holds, never slice by
+//! slice (see [`domain`]).
 //!
 //! Flags combine with the state: *purged* (a dirty slice whose memory went
 //! back to the source; it costs what a clean slice costs but is never called
@@ -83,6 +87,37 @@
 //! ([`PageSource::owns`]: the [`registry`] in user space; in the kernel, a
 //! mark in the `struct page` of buddy pages and an xarray of vmalloc'ed
 //! ones).
+//!
+//! No lock is held while walking a list whose length the workload decides.
+//! The one such list on the way to the domain lock is the remote list of a
+//! slice a heap gives back (a refill retiring the heap's oldest parked
+//! slice, or the release of a heap), and it is walked before the lock:
+//!
+//! 1. Without any lock, the owning heap clears the slice's owner word and
+//!    *closes* the remote list: one swap (acquire-release) detaches every
+//!    object pushed so far and marks the slice orphaned. The detached
+//!    objects are the heap's alone from then on.
+//! 2. Still without the lock, the heap walks the detached list: counts it,
+//!    finds its last object, and checks every link (`remote::Walked`). An
+//!    overwritten link is reported as corruption, never followed.
+//! 3. Under the domain lock, O(1): the last object is linked to the slice's
+//!    free list, the first becomes its head, the count comes off the
+//!    slice's objects in use, and the slice is filed by its new state
+//!    (`Domain::take_back`).
+//!
+//! A remote free that reaches the slice after the swap is refused (the
+//! slice is orphaned) and takes the domain lock, where it frees the object
+//! straight into the slice's free list: between steps 1 and 3 the slice is
+//! orphaned but still `CACHED` (on no list, so no heap is handed it), and
+//! the free changes only its list and count. The lock orders that free and
+//! the splice either way, and the swap's release makes the heap's own last
+//! writes to the list visible to it. So every object freed into the slice
+//! ends up exactly once on it: on the detached list if its push came before
+//! the swap, through the lock if after (the loom model checks this). A heap
+//! released whole gives its slices back in batches of a few (closed and
+//! walked before each batch's critical section), and the domain's lists are
+//! kept so that a slice's change of state costs a bounded amount of work
+//! under the lock (see [`domain`]).
 //!
 //! ## Allocation context
 //!

@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use static_assertions::const_assert;
 
+use crate::size_class::CLASS_COUNT;
 use crate::slice::SliceMeta;
 
 /// log2 of [`PAGE_SIZE`].
@@ -42,6 +43,25 @@ pub const MAX_SPAN: usize = MAX_SPAN_SLICES * SLICE_SIZE;
 
 /// Number of occupancy buckets used to prefer slices in fuller pages.
 pub(crate) const BUCKETS: usize = 4;
+
+/// Files of a page (see [`PageHeader::file_first`]): file `c` holds the
+/// page's partial slices of class `c`, file `CLASS_COUNT + c` its dirty
+/// slices that last held class `c` (`c` up to `SPAN_CLASS`, which is
+/// `CLASS_COUNT`, for spans).
+pub(crate) const PAGE_FILES: usize = 2 * CLASS_COUNT + 1;
+
+/// The file of the page's partial slices of `class` (a small class).
+#[inline(always)]
+pub(crate) fn partial_file(class: usize) -> usize {
+    class.min(CLASS_COUNT - 1)
+}
+
+/// The file of the page's dirty slices that last held `class` (a small
+/// class, or `SPAN_CLASS`).
+#[inline(always)]
+pub(crate) fn dirty_file(class: usize) -> usize {
+    CLASS_COUNT + class.min(CLASS_COUNT)
+}
 
 /// What a page holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +165,9 @@ pub(crate) struct PageHeader {
     /// Slices in state partial or full (owned slices and spans included).
     /// Domain lock.
     pub(crate) occupancy: Cell<u32>,
-    /// Bucket the page's listed slices and its fresh entry are filed under:
-    /// always `bucket_of(occupancy)`. Domain lock.
+    /// Bucket the page is filed under, with its fresh entry and its
+    /// memberships of the domain's partial and dirty lists (one per
+    /// non-empty file): always `bucket_of(occupancy)`. Domain lock.
     pub(crate) bucket: Cell<u8>,
     /// Bit i: slice i is clean or purged (the "fresh" cost tier). Domain lock.
     pub(crate) fresh: Cell<u64>,
@@ -166,11 +187,43 @@ pub(crate) struct PageHeader {
     /// Links in those span lists, one pair per kind. Domain lock.
     pub(crate) run_next: [Cell<*mut PageHeader>; 2],
     pub(crate) run_prev: [Cell<*mut PageHeader>; 2],
+    /// Bit `c`: file `c` (partial slices of class `c`) is not empty.
+    /// Invariant: equals the set of `c < CLASS_COUNT` with
+    /// `file_first[c] != 0`. Domain lock.
+    pub(crate) partial_classes: Cell<u128>,
+    /// Bit `c`: file `CLASS_COUNT + c` (dirty slices that last held class
+    /// `c`, or spans for `SPAN_CLASS`) is not empty. Invariant: as
+    /// `partial_classes`, for the dirty files. Domain lock.
+    pub(crate) dirty_classes: Cell<u128>,
+    /// The page's files ([`PAGE_FILES`]): the partial and dirty slices of
+    /// the page that no heap owns, one list per state and class, instead of
+    /// one list per state, class and bucket across the domain. Entry `f` is
+    /// the index of the first slice on file `f` (the most recently filed),
+    /// 0 (the header slice, never filed) when the file is empty; the
+    /// others follow through the slices' `next` and `prev` links.
+    /// Invariant: a slice is on file `f` exactly when its `linked` names
+    /// that state and class. An index, not a pointer, so that the files fit
+    /// the header's fifth OS page (see the assertion below). Domain lock.
+    pub(crate) file_first: [Cell<u8>; PAGE_FILES],
+    /// Per file, the page's links in the domain's list of pages with slices
+    /// on that file and in the page's bucket (`partial[class][bucket]` or
+    /// `dirty[class][bucket]`). Invariant: the page is on that list, for
+    /// its current `bucket`, exactly while the file is not empty; a bucket
+    /// change moves one membership per non-empty file, never a slice.
+    /// Domain lock.
+    pub(crate) file_next: [Cell<*mut PageHeader>; PAGE_FILES],
+    pub(crate) file_prev: [Cell<*mut PageHeader>; PAGE_FILES],
     /// Descriptors; index 0 describes the header slice and is never used.
     pub(crate) slices: [SliceMeta; SLICES_PER_PAGE],
 }
 
 const_assert!(size_of::<PageHeader>() <= SLICE_SIZE * FIRST_SLICE);
+// The header, files included, is written when the page is mapped and stays
+// resident: five 4 KiB pages (the descriptors take four of them), counted
+// in `Stats::bytes_resident`. Growing it past that costs every page 4 KiB.
+const_assert!(size_of::<PageHeader>() <= 5 * 4096);
+const_assert!(CLASS_COUNT < 128); // the class masks are u128, SPAN_CLASS (CLASS_COUNT) included
+const_assert!(SLICES_PER_PAGE <= 256); // file heads are u8 slice indices
 const_assert!(size_of::<PageCommon>() <= 64);
 const_assert!(SLICES_PER_PAGE == 64); // the fresh and dirty masks are u64
 const_assert!(MAX_SPAN_SLICES <= USABLE_SLICES);
@@ -212,6 +265,14 @@ impl PageHeader {
             ptr::addr_of_mut!((*page).runs).write([Cell::new(0), Cell::new(0)]);
             ptr::addr_of_mut!((*page).run_next).write([Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())]);
             ptr::addr_of_mut!((*page).run_prev).write([Cell::new(ptr::null_mut()), Cell::new(ptr::null_mut())]);
+            ptr::addr_of_mut!((*page).partial_classes).write(Cell::new(0));
+            ptr::addr_of_mut!((*page).dirty_classes).write(Cell::new(0));
+            // Every file empty: zero bytes are index 0 and null pointers,
+            // valid values of these `Cell`s (written in place: the arrays
+            // are too large for a kernel stack).
+            ptr::addr_of_mut!((*page).file_first).write_bytes(0, 1);
+            ptr::addr_of_mut!((*page).file_next).write_bytes(0, 1);
+            ptr::addr_of_mut!((*page).file_prev).write_bytes(0, 1);
             let slices = ptr::addr_of_mut!((*page).slices) as *mut SliceMeta;
             for i in 0..SLICES_PER_PAGE {
                 slices.add(i).write(SliceMeta::new());
@@ -235,6 +296,43 @@ impl PageHeader {
     #[inline]
     pub(crate) fn index_of(&self, slice: &SliceMeta) -> usize {
         (slice as *const SliceMeta as usize - self.slices.as_ptr() as usize) / size_of::<SliceMeta>()
+    }
+
+    /// The first slice on file `file` (see [`PageHeader::file_first`]), or
+    /// null when the file is empty.
+    #[inline]
+    pub(crate) fn file_head(&self, file: usize) -> *mut SliceMeta {
+        let index = self.file_first[file.min(PAGE_FILES - 1)].get() as usize;
+        if index == 0 {
+            ptr::null_mut()
+        } else {
+            &self.slices[index & (SLICES_PER_PAGE - 1)] as *const SliceMeta as *mut SliceMeta
+        }
+    }
+
+    /// Sets (`on`) or clears the bit of file `file` in the class masks
+    /// (`partial_classes`, `dirty_classes`).
+    #[inline]
+    pub(crate) fn set_file_bit(&self, file: usize, on: bool) {
+        let (mask, bit) = if file < CLASS_COUNT {
+            (&self.partial_classes, 1u128 << file)
+        } else {
+            (&self.dirty_classes, 1u128 << ((file - CLASS_COUNT) & 127))
+        };
+        mask.set(if on { mask.get() | bit } else { mask.get() & !bit });
+    }
+
+    /// Makes `slice` (a descriptor of this page, or null for none) the first
+    /// slice on file `file`.
+    #[inline]
+    pub(crate) fn set_file_head(&self, file: usize, slice: *const SliceMeta) {
+        let index = if slice.is_null() {
+            0
+        } else {
+            (slice as usize - self.slices.as_ptr() as usize) / size_of::<SliceMeta>()
+        };
+        debug_assert!((FIRST_SLICE..SLICES_PER_PAGE).contains(&index) || slice.is_null());
+        self.file_first[file.min(PAGE_FILES - 1)].set(index as u8);
     }
 }
 

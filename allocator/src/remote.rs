@@ -12,6 +12,17 @@
 //! after the owner's [`RemoteList::orphan`] swap, nobody can add to a list that
 //! nobody will drain.
 //!
+//! Giving a slice back therefore *closes* its list: the owner swaps in
+//! [`ORPHAN`] without any lock, which detaches every object pushed so far in
+//! one step, and walks the detached list (counting it and checking its links)
+//! still without the lock. The detached objects are the owner's alone: no
+//! push can reach them any more. Every push after the swap is refused and
+//! goes to the domain lock, where it finds the slice orphaned and frees the
+//! object into the slice's free list directly. So each object ends up exactly
+//! once on one side: on the detached list (pushed before the swap) or on the
+//! locked path (refused after it). Only the splice of the walked list onto
+//! the slice's free list, O(1), needs the domain lock (`Domain::take_back`).
+//!
 //! Objects are at least 2-byte aligned (every size class is even), so bit 0 of
 //! an object address is free to carry the flag.
 //!
@@ -123,6 +134,79 @@ impl Link {
     }
 }
 
+/// A remote list taken off its slice in one swap ([`RemoteList::take`] or
+/// [`RemoteList::orphan`]) and walked: its first and last objects and its
+/// length. Made without any lock by whoever took the list: once detached,
+/// the objects are theirs alone (no push reaches them any more) until
+/// [`Walked::prepend_to`] puts them in front of a free list.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Walked {
+    /// The first object (the last one pushed); null when the list is empty.
+    pub(crate) first: *mut Link,
+    /// The last object (the first one pushed), whose link decodes to 0;
+    /// null when the list is empty.
+    pub(crate) last: *mut Link,
+    /// Objects on the list.
+    pub(crate) count: u32,
+}
+
+impl Walked {
+    /// The walk of an empty list.
+    pub(crate) const EMPTY: Self = Self { first: core::ptr::null_mut(), last: core::ptr::null_mut(), count: 0 };
+
+    /// Walks the detached remote list that starts at `first` (null when
+    /// empty; links encoded with `key`, the last one decoding to 0), checking
+    /// every link before it is followed: it must lead into the same slice
+    /// ([`Link::same_region`]) and not be a free-list end. Returns the walk,
+    /// or `Err` with the address of the object whose link was overwritten
+    /// (a use-after-free write), which is not followed. Nothing is checked
+    /// when hardening is off.
+    ///
+    /// # Safety
+    /// The list must have been detached by the caller with one swap of a
+    /// [`RemoteList`]: every object on it is a free object of one slice,
+    /// readable, and the caller's alone.
+    pub(crate) unsafe fn walk(first: *mut Link, key: usize) -> Result<Self, usize> {
+        if first.is_null() {
+            return Ok(Self::EMPTY);
+        }
+        let mut count = 1;
+        let mut last = first;
+        loop {
+            // SAFETY: `last` is an object of the list (the caller's
+            // guarantee for the first; each later one passed the checks).
+            let next = unsafe { Link::next(last, key) };
+            if next == 0 {
+                break;
+            }
+            if !cfg!(strata_unhardened) && (!Link::same_region(last as usize, next) || Link::is_end(next)) {
+                return Err(last as usize);
+            }
+            last = next as *mut Link;
+            count += 1;
+        }
+        Ok(Self { first, last, count })
+    }
+
+    /// Puts the walked objects in front of the free list whose head is
+    /// `head` (an object or a list end), linking the last one to it with
+    /// `key`; returns the new head: the first walked object, or `head`
+    /// itself when the walk was empty. O(1).
+    ///
+    /// # Safety
+    /// The walk's objects must still be the caller's alone (see
+    /// [`Walked::walk`]), and the caller must hold the free list (its
+    /// slice's owner, or the domain lock for a slice no heap owns).
+    pub(crate) unsafe fn prepend_to(self, head: usize, key: usize) -> usize {
+        if self.count == 0 {
+            return head;
+        }
+        // SAFETY: the last object is the caller's, writable.
+        unsafe { Link::set_next(self.last, head, key) };
+        self.first as usize
+    }
+}
+
 /// Outcome of a remote push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
@@ -180,10 +264,17 @@ impl RemoteList {
         old as *mut Link
     }
 
-    /// Marks the slice orphaned and returns what was pushed before. Owner only,
-    /// when it gives the slice back.
+    /// Marks the slice orphaned and returns what was pushed before (closes
+    /// the list). Owner only, when it gives the slice back; no lock needed.
+    ///
+    /// Acquire: the pushes of the returned objects (Release) happen before
+    /// the owner reads their links. Release: the owner's last writes to the
+    /// slice (its free list, its count of objects in use) happen before the
+    /// writes of any thread that frees into the slice under the domain lock
+    /// after finding it orphaned ([`RemoteList::is_orphaned`], Acquire),
+    /// possibly before the owner itself takes the lock.
     pub(crate) fn orphan(&self) -> *mut Link {
-        let old = self.head.swap(ORPHAN, Ordering::Acquire);
+        let old = self.head.swap(ORPHAN, Ordering::AcqRel);
         debug_assert!(old & ORPHAN == 0, "orphan() on an orphaned slice");
         old as *mut Link
     }
@@ -196,7 +287,9 @@ impl RemoteList {
         self.head.store(0, Ordering::Release);
     }
 
-    /// Whether the slice has no owner.
+    /// Whether the slice has no owner. Acquire: pairs with the Release of
+    /// [`RemoteList::orphan`], so a thread that sees the slice orphaned also
+    /// sees the last owner's writes to its free list and count.
     pub(crate) fn is_orphaned(&self) -> bool {
         self.head.load(Ordering::Acquire) & ORPHAN != 0
     }

@@ -46,17 +46,22 @@ bitflags::bitflags! {
     }
 }
 
-/// Which domain list a slice is linked on.
+/// Which list a slice no heap owns is linked on. The partial and dirty
+/// lists are the files of the slice's own page (`PageHeader::file_first`),
+/// which the domain finds through its lists of pages by class and bucket;
+/// a bucket change moves the page, not its slices, so no bucket is
+/// recorded here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Linked {
     /// On no list.
     None,
-    /// `partial[class][bucket]`.
-    Partial { class: u8, bucket: u8 },
-    /// `full[class]`.
+    /// The page's partial file of `class` (`page::partial_file`).
+    Partial { class: u8 },
+    /// The domain's `full[class]`.
     Full { class: u8 },
-    /// `dirty[class][bucket]`, and the purge age list.
-    Dirty { class: u8, bucket: u8 },
+    /// The page's dirty file of `class` (`page::dirty_file`; `SPAN_CLASS`
+    /// for spans), and the purge age list.
+    Dirty { class: u8 },
 }
 
 /// A free object: its [`Link`] (the encoded next free object), followed by
@@ -259,18 +264,28 @@ pub(crate) struct CacheLine;
 /// fields, the remote list); each says which ordering it relies on. The
 /// `Cell` fields are touched only by the slice's holder: the owning heap
 /// while `CACHED` is set, else the domain-lock holder; the lock orders the
-/// hand-overs between them.
+/// hand-overs between them. The one exception is `free` (and `used`), which
+/// the owner hands back early, without the lock, when it closes the remote
+/// list of a slice it gives back (see `free`).
 #[repr(C, align(64))]
 pub(crate) struct SliceMeta {
     /// Free objects ready to hand out, linked through [`Link`]s; the list
     /// ends at an odd value (the slice's end marker, or [`NO_FREE`]).
     /// Invariant: on a formatted slice, every link and the head lead into
-    /// the slice: objects, or the end marker. The list is accessed only by the owning heap while `CACHED` is set, and
-    /// only under the domain lock otherwise.
+    /// the slice: objects, or the end marker. The list is accessed only by
+    /// the owning heap while it owns the slice, and only under the domain
+    /// lock otherwise. The owner gives it up when it closes the remote list
+    /// to give the slice back (`RemoteList::orphan`, Release), before it
+    /// takes the lock: from then on, while the slice is still `CACHED`, a
+    /// free refused by the closed list may already push onto this list
+    /// under the lock (`Domain::free_locked`), and the owner's splice of
+    /// the walked remote list comes under the lock too
+    /// (`Domain::take_back`).
     pub(crate) free: Cell<*mut FreeObject>,
     /// Objects handed out and not yet back on `free` (objects on the remote
-    /// list still count). Same access rule as `free`; relaxed loads and
-    /// stores only, so statistics can read it from another thread.
+    /// list, and on a closed list not yet spliced, still count). Same access
+    /// rule as `free`; relaxed loads and stores only, so statistics can read
+    /// it from another thread.
     pub(crate) used: AtomicU32,
 
     _read_mostly: CacheLine,
@@ -311,10 +326,13 @@ pub(crate) struct SliceMeta {
     /// `carved` is 0, so an unformatted slice refuses every offset).
     pub(crate) carved_limit: RelaxedU64,
     /// Address of the owning heap, 0 when the domain holds the slice.
-    /// Written under the domain lock; read without it by frees. Relaxed: a
-    /// heap only ever compares it with its own address, and only its own
-    /// thread (or heap-lock holder) stores that address or takes it away,
-    /// so the comparison is exact; other readers only learn "not mine".
+    /// Set under the domain lock when the slice is handed to a heap
+    /// (during that heap's refill), cleared by that heap without the lock
+    /// when it closes the slice to give it back (`Domain::close`); read
+    /// without a lock by frees. Relaxed: a heap only ever compares it with
+    /// its own address, and only its own thread (or heap-lock holder)
+    /// stores that address or takes it away, so the comparison is exact;
+    /// other readers only learn "not mine".
     pub(crate) owner: AtomicUsize,
     /// Current state. Written under the domain lock; read without it by
     /// look-ups of pointers that are not live small objects (span double
@@ -334,8 +352,10 @@ pub(crate) struct SliceMeta {
     /// domain lock; read without it by look-ups and resizes of the span.
     /// Relaxed, as `state`.
     pub(crate) span: RelaxedU32,
-    /// State-list links. Domain lock; while the slice is `CACHED`, `next`
-    /// belongs to the owning heap, which links its parked slices with it.
+    /// State-list links: in the domain's `full[class]`, or in the page
+    /// file the slice is on (see `linked`). Domain lock; while the slice is
+    /// `CACHED`, `next` belongs to the owning heap, which links its parked
+    /// slices with it.
     pub(crate) next: Cell<*mut SliceMeta>,
     pub(crate) prev: Cell<*mut SliceMeta>,
     /// Purge age-list links (dirty slices, oldest first). Domain lock.

@@ -2,12 +2,16 @@
 //!
 //! The core never asks the environment for memory except through
 //! [`PageSource`]. Userspace uses [`MmapSource`]; `no_std` targets hand a
-//! static region to [`ArenaSource`]; tests wrap either in [`FailingSource`] to
-//! make mapping fail on demand. The kernel module implements the trait with
-//! the kernel page allocator.
+//! static region to [`ArenaSource`]. The kernel module implements the trait
+//! with the kernel page allocator. For tests only, the hidden feature
+//! `testing` adds `FailingSource`, which wraps a source and makes mapping
+//! fail on demand; it is not part of the public API.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(any(feature = "arena", feature = "testing"))]
+use core::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "testing")]
+use core::sync::atomic::AtomicUsize;
 
 /// The supply of page memory, and the map from addresses back to pages.
 ///
@@ -481,7 +485,11 @@ unsafe impl PageSource for ArenaSource {
     }
 }
 
-/// A page source that fails on demand, wrapping another one. For tests.
+/// A page source that fails on demand, wrapping another one. For tests
+/// only (this crate's and the fuzz targets'): behind the hidden feature
+/// `testing`, and not part of the public API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub struct FailingSource<S> {
     inner: S,
     failing: AtomicBool,
@@ -489,6 +497,7 @@ pub struct FailingSource<S> {
     refused: AtomicUsize,
 }
 
+#[cfg(feature = "testing")]
 impl<S> FailingSource<S> {
     /// Wraps `inner`; mapping works until [`FailingSource::set_failing`].
     pub const fn new(inner: S) -> Self {
@@ -512,6 +521,7 @@ impl<S> FailingSource<S> {
 }
 
 // SAFETY: every call is forwarded unchanged to a valid source, or refused.
+#[cfg(feature = "testing")]
 unsafe impl<S: PageSource> PageSource for FailingSource<S> {
     type Context = S::Context;
     const ZEROED: bool = S::ZEROED;

@@ -63,11 +63,14 @@ pub struct Stats {
     /// Of `lock_acquisitions`, the times the lock was held by another thread
     /// when asked for, so that the caller waited.
     pub lock_contended: u64,
-    /// Remote-free objects walked with the domain lock held, when a slice
-    /// went back to the domain with frees still pending on it.
-    pub remote_walked: u64,
-    /// The walks counted in `remote_walked`: slices that went back to the
-    /// domain with remote frees pending.
+    /// Remote-free objects still pending on slices that went back to the
+    /// domain, walked (counted and checked) by the heap giving them back
+    /// *before* it took the domain lock; under the lock each list is only
+    /// spliced onto its slice's free list, in constant time. No list whose
+    /// length the workload decides is walked with the lock held.
+    pub remote_walked_unlocked: u64,
+    /// The walks counted in `remote_walked_unlocked`: slices that went back
+    /// to the domain with remote frees pending.
     pub remote_lists_walked: u64,
     /// Figures per size class.
     pub classes: [ClassStats; CLASS_COUNT],
@@ -94,7 +97,7 @@ impl Stats {
             remote_frees: 0,
             lock_acquisitions: 0,
             lock_contended: 0,
-            remote_walked: 0,
+            remote_walked_unlocked: 0,
             remote_lists_walked: 0,
             classes: [ClassStats { slices: 0, cached_slices: 0, objects_live: 0 }; CLASS_COUNT],
         }
@@ -123,8 +126,13 @@ impl fmt::Display for Stats {
         writeln!(f, "  remote frees     {:>14}", self.remote_frees)?;
         writeln!(
             f,
-            "  domain lock      {:>14} taken, {} contended, {} remote frees walked in {} lists",
-            self.lock_acquisitions, self.lock_contended, self.remote_walked, self.remote_lists_walked
+            "  domain lock      {:>14} taken, {} contended",
+            self.lock_acquisitions, self.lock_contended
+        )?;
+        writeln!(
+            f,
+            "  remote walked    {:>14} objects in {} lists given back, outside the lock",
+            self.remote_walked_unlocked, self.remote_lists_walked
         )?;
         writeln!(f, "  {:>8} {:>8} {:>8} {:>12}", "class", "slices", "cached", "objects")?;
         for (class, c) in self.classes.iter().enumerate() {

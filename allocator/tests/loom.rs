@@ -4,6 +4,9 @@
 //! `src/remote.rs` is compiled here against loom's atomics. Each model checks
 //! that every object handed to the list is accounted for exactly once: taken
 //! by the owner, or refused (orphaned) and then freed through the domain lock.
+//! One models the whole hand-back of a slice: the owner closes the list and
+//! walks it outside the lock, then splices it under the lock, while other
+//! threads free into the slice (see `closing_and_walking_outside_the_lock_loses_nothing`).
 //!
 //! `src/futex.rs` is compiled against loom's atomics and a futex built of a
 //! loom mutex and condition variable (a wait sleeps only if the word still
@@ -46,9 +49,10 @@ mod sync {
     }
 }
 
+use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use remote::{Link, Push, RemoteList, ORPHAN};
+use remote::{Link, Push, RemoteList, Walked, LINK_REGION, ORPHAN};
 
 /// Objects for a model run, leaked as raw pointers (loom runs many times).
 fn objects(count: usize) -> Vec<usize> {
@@ -147,44 +151,251 @@ fn push_racing_orphan_is_either_collected_or_refused() {
 
 #[test]
 fn refused_frees_follow_the_slice_to_its_next_owner() {
-    // The freeing thread retries under the domain lock: if the slice was
-    // adopted meanwhile it pushes to the new owner, otherwise the domain
-    // frees it. The old owner orphans, and a new owner adopts, under the lock.
+    // The freeing thread retries under the domain lock (`free_pending`): if
+    // the slice was adopted meanwhile it pushes to the new owner, otherwise
+    // the domain frees it. The old owner closes the list without the lock
+    // and splices under it; a new owner adopts under the lock.
     loom::model(|| {
-        let list = Arc::new(owned_list());
-        let lock = Arc::new(Mutex::new(Vec::<usize>::new())); // objects freed by the domain
-        let object = objects(1)[0];
+        let (slice, objs) = ModelSlice::new(1);
+        let slice = Arc::new(slice);
+        let object = objs[0];
         let freer = {
-            let list = list.clone();
-            let lock = lock.clone();
-            thread::spawn(move || {
-                // SAFETY: the freer owns the object.
-                if unsafe { list.push(object as *mut Link, KEY) } == Push::Orphaned {
-                    let mut domain = lock.lock().unwrap();
-                    if list.is_orphaned() {
-                        domain.push(object);
-                    } else {
-                        // SAFETY: as above.
-                        assert_eq!(unsafe { list.push(object as *mut Link, KEY) }, Push::Pushed);
-                    }
-                }
-            })
+            let slice = slice.clone();
+            thread::spawn(move || slice.free_remote(object))
         };
-        let mut seen = Vec::new();
+        slice.give_back(); // the old owner
         {
-            let _domain = lock.lock().unwrap();
-            collect(list.orphan(), &mut seen); // old owner gives the slice back
-        }
-        {
-            let _domain = lock.lock().unwrap();
-            list.adopt(); // a new owner takes it
+            let _domain = slice.domain.lock().unwrap();
+            slice.remote.adopt(); // a new owner takes it
         }
         freer.join().unwrap();
-        collect(list.take(), &mut seen);
-        seen.extend(lock.lock().unwrap().iter().copied());
+        // The new owner collects its remote frees.
+        let mut seen = slice.free_objects();
+        collect(slice.remote.take(), &mut seen);
         assert_eq!(seen, vec![object]);
-        assert_ne!(list.head.load(sync::Ordering::Relaxed), ORPHAN);
-        release(&[object]);
+        assert_ne!(slice.remote.head.load(sync::Ordering::Relaxed), ORPHAN);
+    });
+}
+
+#[test]
+fn a_retried_free_races_the_next_owner_closing_the_list() {
+    // An object refused while the slice had no owner waits in a heap's
+    // pending batch; the slice is adopted by a new owner, which gives it
+    // back again, closing its list without the lock, while the batch is
+    // flushed under the lock (`free_pending` pushes first): the object is
+    // either pushed before the swap (on the detached list, spliced) or
+    // refused after it (freed under the lock), never lost or counted twice.
+    loom::model(|| {
+        let (slice, objs) = ModelSlice::new(1);
+        let slice = Arc::new(slice);
+        slice.remote.head.store(ORPHAN, sync::Ordering::Relaxed); // nobody owns it
+        let object = objs[0];
+        // SAFETY: the object is the freer's; refused, it stays the freer's.
+        assert_eq!(unsafe { slice.remote.push(object as *mut Link, KEY) }, Push::Orphaned);
+        {
+            let _domain = slice.domain.lock().unwrap();
+            slice.remote.adopt(); // the next owner
+        }
+        let flusher = {
+            let slice = slice.clone();
+            thread::spawn(move || {
+                let _domain = slice.domain.lock().unwrap();
+                slice.free_pending(object);
+            })
+        };
+        slice.give_back(); // the next owner gives the slice back
+        flusher.join().unwrap();
+        assert_eq!(slice.free_objects(), vec![object]);
+        assert_eq!(slice.local.with(|local| unsafe { (*local).used }), 0, "counted free once");
+        assert_eq!(slice.remote.head.load(sync::Ordering::Relaxed), ORPHAN);
+    });
+}
+
+/// A slice of the model: its remote list, and its free list and count of
+/// objects in use, which the owner holds without a lock until it closes the
+/// remote list, and the domain lock holder holds after that (as
+/// `SliceMeta::free` and `SliceMeta::used`). A loom `UnsafeCell`, so loom
+/// reports any access to them that is not ordered after the previous one.
+struct ModelSlice {
+    remote: RemoteList,
+    local: UnsafeCell<Local>,
+    /// The domain lock.
+    domain: Mutex<()>,
+    /// The slice's memory: one region aligned to its size, as a slice is,
+    /// so that the links pass the walk's checks.
+    base: usize,
+}
+
+/// What the holder of a slice holds: its free list and count.
+struct Local {
+    /// Head of the free list: an object, or the slice's end marker.
+    free: usize,
+    /// Objects handed out and not back on `free`.
+    used: u32,
+}
+
+// SAFETY: the model's threads share the slice as the allocator's do; loom
+// checks every access to `local`.
+unsafe impl Sync for ModelSlice {}
+unsafe impl Send for ModelSlice {}
+
+impl ModelSlice {
+    /// A slice owned by the model's main thread, with `count` objects all
+    /// handed out; returns it and the objects.
+    fn new(count: usize) -> (Self, Vec<usize>) {
+        let layout = std::alloc::Layout::from_size_align(LINK_REGION, LINK_REGION).unwrap();
+        // SAFETY: a non-zero size.
+        let base = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
+        assert_ne!(base, 0);
+        let objects = (0..count).map(|i| base + 16 * i).collect();
+        let slice = ModelSlice {
+            remote: owned_list(),
+            local: UnsafeCell::new(Local { free: Link::end_of(base), used: count as u32 }),
+            domain: Mutex::new(()),
+            base,
+        };
+        (slice, objects)
+    }
+
+    /// Frees `object` onto the free list, as the owner's fast path does
+    /// and as `Domain::free_locked` does under the lock: the caller holds
+    /// the list.
+    fn free_local(&self, object: usize) {
+        self.local.with_mut(|local| {
+            // SAFETY: the caller holds the list; the object is its own.
+            let local = unsafe { &mut *local };
+            unsafe { Link::set_next(object as *mut Link, local.free, KEY) };
+            local.free = object;
+            local.used -= 1;
+        });
+    }
+
+    /// A free by a thread that does not own the slice: the push, and when
+    /// it is refused, the domain lock.
+    fn free_remote(&self, object: usize) {
+        // SAFETY: the caller's object, freed once.
+        if unsafe { self.remote.push(object as *mut Link, KEY) } == Push::Orphaned {
+            let _domain = self.domain.lock().unwrap();
+            self.free_pending(object);
+        }
+    }
+
+    /// `Domain::free_pending`, domain lock held: the push again (the slice
+    /// may have an owner by now, which may be closing the list this very
+    /// moment), and when it is refused, the free list. Returns whether the
+    /// object was pushed.
+    fn free_pending(&self, object: usize) -> bool {
+        // SAFETY: the caller's object, freed once.
+        match unsafe { self.remote.push(object as *mut Link, KEY) } {
+            Push::Pushed => true,
+            Push::Orphaned => {
+                // Adoption takes the lock, which the caller holds.
+                assert!(self.remote.is_orphaned());
+                self.free_local(object);
+                false
+            }
+        }
+    }
+
+    /// An owner gives the slice back: closes and walks the remote list
+    /// without the lock (`Domain::close`), then splices the walk onto the
+    /// free list under it (`Domain::take_back`).
+    fn give_back(&self) {
+        let detached = self.remote.orphan();
+        // SAFETY: detached by the swap; objects of the slice, ours alone.
+        let walked = unsafe { Walked::walk(detached, KEY) }.expect("links of pushed objects are sound");
+        let _domain = self.domain.lock().unwrap();
+        self.local.with_mut(|local| {
+            // SAFETY: the lock holder holds the list of an orphaned slice.
+            let local = unsafe { &mut *local };
+            // SAFETY: the walked objects are ours alone.
+            local.free = unsafe { walked.prepend_to(local.free, KEY) };
+            local.used -= walked.count;
+        });
+    }
+
+    /// The objects on the free list, checking every link as an allocation
+    /// would.
+    fn free_objects(&self) -> Vec<usize> {
+        self.local.with(|local| {
+            // SAFETY: every thread but the caller has finished.
+            let mut link = unsafe { (*local).free };
+            let mut seen = Vec::new();
+            while !Link::is_end(link) {
+                seen.push(link);
+                // SAFETY: objects of the model's region.
+                link = unsafe { Link::next_checked(link as *mut Link, KEY) }.expect("a link left the slice");
+            }
+            assert_eq!(link, Link::end_of(self.base));
+            seen
+        })
+    }
+}
+
+impl Drop for ModelSlice {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(LINK_REGION, LINK_REGION).unwrap();
+        // SAFETY: allocated by `new` with this layout.
+        unsafe { std::alloc::dealloc(self.base as *mut u8, layout) };
+    }
+}
+
+#[test]
+fn closing_and_walking_outside_the_lock_loses_nothing() {
+    // The hand-back of `Domain::close` and `Domain::take_back`: the owner
+    // frees one object of its own (no lock), closes the remote list with
+    // the orphan swap and walks what it detached (no lock), then splices the
+    // walk onto the free list and subtracts its count under the domain lock.
+    // Two other threads free three objects meanwhile: each push lands on
+    // the detached list, or is refused and freed under the lock, before or
+    // after the splice. At the end every object is on the free list exactly
+    // once and the count of objects in use is 0; loom also checks that the
+    // free list and count are never touched by two threads without an
+    // order between them (the swap's Release matters here: the lock-side
+    // free must see the owner's own free).
+    loom::model(|| {
+        let (slice, objs) = ModelSlice::new(4);
+        let slice = Arc::new(slice);
+        let freers: Vec<_> = [vec![objs[0], objs[1]], vec![objs[2]]]
+            .into_iter()
+            .map(|mine| {
+                let slice = slice.clone();
+                thread::spawn(move || {
+                    for object in mine {
+                        slice.free_remote(object);
+                    }
+                })
+            })
+            .collect();
+        // The owner, holding the slice: a free of its own, without a lock;
+        // then it gives the slice back.
+        slice.free_local(objs[3]);
+        slice.give_back();
+        for freer in freers {
+            freer.join().unwrap();
+        }
+        assert_eq!(slice.remote.head.load(sync::Ordering::Relaxed), ORPHAN);
+        assert_eq!(sorted(slice.free_objects()), sorted(objs.clone()));
+        assert_eq!(slice.local.with(|local| unsafe { (*local).used }), 0, "every object counted free once");
+    });
+}
+
+#[test]
+fn a_walk_refuses_a_link_that_leaves_the_slice() {
+    loom::model(|| {
+        let (slice, objs) = ModelSlice::new(3);
+        // SAFETY: the model's objects, pushed once each.
+        unsafe {
+            for &object in &objs {
+                assert_eq!(slice.remote.push(object as *mut Link, KEY), Push::Pushed);
+            }
+            // A use-after-free write of a plain pointer over the middle link.
+            std::ptr::write_unaligned(objs[1] as *mut usize, objs[0]);
+        }
+        let detached = slice.remote.orphan();
+        // SAFETY: detached by the swap.
+        let refused = unsafe { Walked::walk(detached, KEY) }.unwrap_err();
+        assert_eq!(refused, objs[1]);
     });
 }
 

@@ -72,7 +72,9 @@
 //! after, so a child forked while other threads allocate finds them free.
 //! Slices cached by the parent's other threads stay owned by heaps that do
 //! not exist in the child: the child can free into them (their objects go on
-//! remote lists) but they are not reused there.
+//! remote lists, or, for a slice whose heap was giving it back at the fork,
+//! its remote list already closed, onto its free list under the domain
+//! lock) but they are not reused there.
 
 use core::alloc::Layout;
 use core::ptr;

@@ -33,9 +33,10 @@
 //! For Strata (the `strata` contender) a second table gives the domain
 //! lock's counts per million pairs, summed over the recorded rounds:
 //! acquisitions, contended acquisitions (the lock was held when asked for),
-//! and remote-free objects walked with the lock held. Unlike times, these
-//! counts barely move from run to run, so they show contention even on a
-//! machine with fewer cores than threads.
+//! and the remote-free objects of slices given back to the domain, which the
+//! heap giving them back walks before it takes the lock (none is walked
+//! under it). Unlike times, these counts barely move from run to run, so
+//! they show contention even on a machine with fewer cores than threads.
 //!
 //! The allocators are the statics of `strata_benches::contenders`, called
 //! through `GlobalAlloc` directly; threads, channels and vectors use the
@@ -381,6 +382,7 @@ fn run(workload: Workload, contender: Contender, duration: Duration) -> Run {
 struct LockCounts {
     acquisitions: u64,
     contended: u64,
+    /// Remote-free objects walked outside the lock (`remote_walked_unlocked`).
     walked: u64,
     /// Pairs done while the counts were taken (in sums of runs).
     pairs: u64,
@@ -394,7 +396,7 @@ impl LockCounts {
         LockCounts {
             acquisitions: stats.lock_acquisitions,
             contended: stats.lock_contended,
-            walked: stats.remote_walked,
+            walked: stats.remote_walked_unlocked,
             pairs: 0,
         }
     }
@@ -508,7 +510,7 @@ fn main() -> ExitCode {
         "lock / Mpair",
         "contended / Mpair",
         "contended %",
-        "walked / Mpair",
+        "walked unlocked / Mpair",
     ]);
 
     for &workload in &options.workloads {
@@ -529,7 +531,7 @@ fn main() -> ExitCode {
             }
         }
         if options.contenders.contains(&Contender::Strata) {
-            let per_million = |count: u64| format!("{:.0}", count as f64 * 1e6 / counted.pairs as f64);
+            let per_million = |count: u64| format!("{:.1}", count as f64 * 1e6 / counted.pairs as f64);
             locks.row(&[
                 workload.name(),
                 workload.threads().to_string(),
