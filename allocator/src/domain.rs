@@ -1071,21 +1071,25 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let mut class = 0;
         loop {
             let mut batch: [Option<Closed<'_>>; RELEASE_BATCH] = [None; RELEASE_BATCH];
-            let mut count = 0;
-            while count < RELEASE_BATCH && class < CLASS_COUNT {
-                match heap.take_slice(class) {
-                    Some(slice) => {
-                        // SAFETY: a slice the heap owned; descriptors are
-                        // never freed while their page is in use.
-                        batch[count] = Some(self.close(unsafe { slice.as_ref() }));
-                        count += 1;
+            // Filled in order, through an iterator (no index to check).
+            for entry in batch.iter_mut() {
+                let slice = loop {
+                    if class == CLASS_COUNT {
+                        break None;
                     }
-                    None => class += 1,
-                }
+                    match heap.take_slice(class) {
+                        Some(slice) => break Some(slice),
+                        None => class += 1,
+                    }
+                };
+                let Some(slice) = slice else { break };
+                // SAFETY: a slice the heap owned; descriptors are never
+                // freed while their page is in use.
+                *entry = Some(self.close(unsafe { slice.as_ref() }));
             }
             let last = class == CLASS_COUNT;
             self.locked(|inner| {
-                for closed in batch.iter().take(count).flatten() {
+                for closed in batch.iter().flatten() {
                     self.take_back(inner, *closed, now);
                 }
                 if last {
