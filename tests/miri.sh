@@ -11,7 +11,7 @@
 # under Miri: it over-maps and trims the ends of each mapping to align it,
 # and Miri's `munmap` accepts only whole mappings (a partial unmap is
 # "unsupported"); it also calls `madvise`. The unit tests therefore build
-# their domains on an arena under `cfg(miri)` (src/domain_tests.rs), and
+# their domains on an arena under `cfg(miri)` (src/domain/tests.rs), and
 # every test that needs mmap is left out (below).
 #
 # Provenance: `-Zmiri-permissive-provenance`. Strict provenance is not

@@ -1,0 +1,67 @@
+//! Pointer lookup: whether an address is an allocation of this domain, and
+//! which. The one place that validates a pointer in full; the heap's free
+//! fast path takes only pointers of slices it owns and sends every other
+//! here.
+
+use super::*;
+
+impl<S: PageSource, L: RawLock> Domain<S, L> {
+    /// Validates `address` as an allocation of this domain.
+    #[inline]
+    pub(crate) fn lookup(&self, address: usize) -> Result<Lookup<'_>, FreeError> {
+        let not_ours = FreeError::new(FreeErrorKind::NotAllocated, address);
+        let page = page_of(address);
+        if address == 0 || !self.source.owns(page) {
+            return Err(not_ours);
+        }
+        // SAFETY: registered pages are live and start with a header.
+        let common = unsafe { &*(page as *const PageCommon) };
+        match common.kind_in(self.id()) {
+            None => Err(not_ours),
+            Some(PageKind::Huge) => {
+                if address != common.object() || common.object_size() == 0 {
+                    return Err(not_ours);
+                }
+                Ok(Lookup::Huge { common })
+            }
+            Some(PageKind::Slab) => {
+                // SAFETY: as above; slab pages carry a full header.
+                let header = unsafe { &*(page as *const PageHeader) };
+                let index = (address - page) >> SLICE_SHIFT;
+                let Some(slice) = header.slices.get(index) else { return Err(not_ours) };
+                let size = slice.object_size.get() as usize;
+                let offset = address & (SLICE_SIZE - 1);
+                if size != 0 {
+                    // The free fast path's test (see `is_carved_object`):
+                    // a boundary of one of the carved objects.
+                    if !is_carved_object(offset as u32, slice.multiplier.get(), slice.carved_limit.get()) {
+                        return Err(not_ours);
+                    }
+                    // SAFETY: a carved object boundary: at least 16 bytes
+                    // of the slice, readable.
+                    let marker = unsafe { FreeObject::marker(address as *mut FreeObject) };
+                    if marker == FreeObject::marker_of(self.key()) {
+                        return Err(FreeError::new(FreeErrorKind::Freed, address));
+                    }
+                    return Ok(Lookup::Small { slice });
+                }
+                if offset == 0 && slice.has(SliceFlags::SPAN_HEAD) {
+                    return Ok(Lookup::Span { slice });
+                }
+                if offset == 0 && slice.state.get() == SliceState::Dirty && slice.class.get() == SPAN_CLASS {
+                    return Err(FreeError::new(FreeErrorKind::Freed, address));
+                }
+                Err(not_ours)
+            }
+        }
+    }
+
+    /// The usable size of the allocation at `address`.
+    pub fn usable_size(&self, address: usize) -> Result<usize, FreeError> {
+        Ok(match self.lookup(address)? {
+            Lookup::Small { slice } => slice.object_size.get() as usize,
+            Lookup::Span { slice } => slice.span.get() as usize * SLICE_SIZE,
+            Lookup::Huge { common } => common.object_size(),
+        })
+    }
+}

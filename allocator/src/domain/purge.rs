@@ -1,0 +1,236 @@
+//! Purging: dirty slices given back to the page source after the purge
+//! delay, unused pages unmapped, cached huge mappings returned. The source
+//! calls run with the domain lock released, a batch at a time.
+
+use super::*;
+
+impl<S: PageSource, L: RawLock> Domain<S, L> {
+    /// Purges dirty slices and gives back cached huge mappings older than
+    /// the purge delay, if a check is due.
+    pub(crate) fn maybe_purge(&self) {
+        let now = self.source.now_ms();
+        let delay = self.purge_delay_ms();
+        let due = self.locked(|inner| {
+            let oldest_slice = if inner.age_head.is_null() {
+                None
+            } else {
+                // SAFETY: live descriptor at the head of the age list.
+                Some(unsafe { (*inner.age_head).dirty_since.get() })
+            };
+            let oldest = match (oldest_slice, inner.huge_cache.oldest()) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => return false,
+            };
+            if now < inner.last_purge_check + delay / 4 {
+                return false;
+            }
+            inner.last_purge_check = now;
+            now >= oldest + delay
+        });
+        if due {
+            let cutoff = now.saturating_sub(delay);
+            self.release_cached_mappings(cutoff);
+            self.purge_older_than(cutoff, false);
+        }
+    }
+
+    /// Runs the delayed purge if it is due, as a cache refill does: for
+    /// fronts whose threads may go on working without refilling. Returns
+    /// whether memory is still waiting for its delay to pass (dirty slices
+    /// or cached huge mappings).
+    pub fn purge_if_due(&self) -> bool {
+        self.maybe_purge();
+        self.memory_waiting()
+    }
+
+    /// Whether the domain holds memory waiting for the purge delay: dirty
+    /// slices not yet purged, or cached huge mappings.
+    pub fn memory_waiting(&self) -> bool {
+        self.locked(|inner| !inner.age_head.is_null() || inner.huge_cache.oldest().is_some())
+    }
+
+    /// Gives back the cached huge mappings freed at or before `cutoff`.
+    pub(super) fn release_cached_mappings(&self, cutoff: u64) -> usize {
+        let mut unmaps = large::Unmaps::new();
+        self.locked(|inner| inner.huge_cache.expire(cutoff, &mut unmaps));
+        unmaps.release(&self.source)
+    }
+
+    /// Purges every dirty slice now and returns every empty page and cached
+    /// huge mapping to the source.
+    pub fn purge_all(&self) {
+        self.release_cached_mappings(u64::MAX);
+        self.release_unused_pages();
+        self.purge_older_than(u64::MAX, true);
+    }
+
+    /// Gives back every page with no slice in use, dirty slices and all:
+    /// its memory goes back whole, so purging its slices one by one first
+    /// would be wasted work.
+    pub(super) fn release_unused_pages(&self) {
+        loop {
+            let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
+            let now = self.source.now_ms();
+            let released = self.locked(|inner| self.remove_unused_pages(inner, &mut empty, now));
+            for &page in empty.iter().take(released) {
+                // As in `purge_older_than`: the pointer comes from the
+                // address, with the provenance exposed when it was mapped.
+                let memory = ptr::with_exposed_provenance_mut::<u8>(page as usize);
+                // SAFETY: removed from every list and the registry; a
+                // mapping of PAGE_SIZE bytes from `map_page`.
+                unsafe { self.source.unmap(NonNull::new_unchecked(memory), PAGE_SIZE) };
+            }
+            if released < PURGE_BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Takes up to `out.len()` pages with no slice in use (and none being
+    /// purged) out of the domain, their dirty slices counted as purged;
+    /// returns how many. Lock held.
+    pub(super) fn remove_unused_pages(&self, inner: &mut Inner, out: &mut [*mut PageHeader], now: u64) -> usize {
+        let mut count = 0;
+        let mut page = inner.all_pages;
+        while !page.is_null() && count < out.len() {
+            // SAFETY: live page header.
+            let header = unsafe { &*page };
+            let next = header.all_next.get();
+            let unused = header.occupancy.get() == 0
+                && header.slices[FIRST_SLICE..].iter().all(|slice| !slice.has(SliceFlags::PURGING));
+            if unused {
+                for slice in &header.slices[FIRST_SLICE..] {
+                    if slice.state.get() == SliceState::Dirty && !slice.has(SliceFlags::PURGED) {
+                        inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
+                        inner.purges += 1;
+                    }
+                }
+                debug_assert_eq!(header.fresh.get(), USABLE_MASK);
+                self.remove_page(inner, header);
+                out[count] = page;
+                count += 1;
+            }
+            page = next;
+        }
+        count
+    }
+
+    pub(super) fn purge_older_than(&self, cutoff: u64, all: bool) {
+        loop {
+            let mut batch: [*const SliceMeta; PURGE_BATCH] = [ptr::null(); PURGE_BATCH];
+            let now = self.source.now_ms();
+            let count = self.locked(|inner| {
+                let mut count = 0;
+                while count < PURGE_BATCH && !inner.age_head.is_null() {
+                    // SAFETY: live descriptor on the age list.
+                    let slice = unsafe { &*inner.age_head };
+                    if !all && slice.dirty_since.get() > cutoff {
+                        break;
+                    }
+                    inner.transition(slice, SliceState::Dirty, SliceFlags::PURGING, now);
+                    batch[count] = slice;
+                    count += 1;
+                }
+                count
+            });
+            for &slice in batch.iter().take(count) {
+                // SAFETY: PURGING slices are on no list; nobody touches them.
+                let slice = unsafe { &*slice };
+                let page = unsafe { page_of_slice(slice) };
+                let address = page.slice_address(page.index_of(slice));
+                // Whether the memory now reads as zero is not used: a purged
+                // slice is re-formatted, and spans zero what they need.
+                // SAFETY: the slice holds no live object and is ours alone.
+                unsafe { self.source.purge(NonNull::new_unchecked(address as *mut u8), SLICE_SIZE) };
+            }
+            let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
+            let released = self.locked(|inner| {
+                let mut released = 0;
+                for &slice in batch.iter().take(count) {
+                    // SAFETY: as above.
+                    let slice = unsafe { &*slice };
+                    slice.object_size.set(0);
+                    slice.set_carved(0);
+                    slice.free.set(NO_FREE);
+                    inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
+                    inner.purges += 1;
+                    // SAFETY: as above.
+                    let page = unsafe { page_of_slice(slice) };
+                    let page_pointer = page as *const PageHeader as *mut PageHeader;
+                    if page.occupancy.get() == 0
+                        && page.fresh.get() == USABLE_MASK
+                        && !empty.iter().take(released).any(|&p| p == page_pointer)
+                    {
+                        if let Some(entry) = empty.get_mut(released) {
+                            self.remove_page(inner, page);
+                            *entry = page_pointer;
+                            released += 1;
+                        }
+                    }
+                }
+                if all {
+                    if let Some(rest) = empty.get_mut(released..) {
+                        released += self.remove_empty_pages(inner, rest);
+                    }
+                }
+                released
+            });
+            for &page in empty.iter().take(released) {
+                // The pointer that gives the page back is made from its
+                // address, with the provenance exposed when the page was
+                // mapped and registered: the list pointers in `empty` come
+                // from `&PageHeader` references, which grant no writes to
+                // the header's plain fields, and the source may write there
+                // (the arena links a free block over it) or unmap it.
+                let memory = ptr::with_exposed_provenance_mut::<u8>(page as usize);
+                // SAFETY: removed from every list and the registry; the
+                // address is a mapping of PAGE_SIZE bytes from `map_page`.
+                unsafe { self.source.unmap(NonNull::new_unchecked(memory), PAGE_SIZE) };
+            }
+            if count < PURGE_BATCH && (!all || released == 0) {
+                break;
+            }
+        }
+    }
+
+    /// Takes a page with no slice in use and nothing dirty out of the domain.
+    pub(super) fn remove_page(&self, inner: &mut Inner, page: &PageHeader) {
+        debug_assert_eq!(page.partial_classes.get() | page.dirty_classes.get(), 0, "a page leaves with filed slices");
+        inner.fresh_unlink(page);
+        inner.unfile_runs(page);
+        let (prev, next) = (page.all_prev.get(), page.all_next.get());
+        // SAFETY: live page headers on the page list.
+        unsafe {
+            if !next.is_null() {
+                (*next).all_prev.set(prev);
+            }
+            if prev.is_null() {
+                inner.all_pages = next;
+            } else {
+                (*prev).all_next.set(next);
+            }
+        }
+        self.source.unregister(page.base());
+        inner.pages_mapped -= 1;
+        inner.pages_released += 1;
+    }
+
+    /// Removes up to `out.len()` entirely fresh pages; returns how many.
+    pub(super) fn remove_empty_pages(&self, inner: &mut Inner, out: &mut [*mut PageHeader]) -> usize {
+        let mut count = 0;
+        let mut page = inner.all_pages;
+        while !page.is_null() && count < out.len() {
+            // SAFETY: live page header.
+            let header = unsafe { &*page };
+            let next = header.all_next.get();
+            if header.occupancy.get() == 0 && header.fresh.get() == USABLE_MASK {
+                self.remove_page(inner, header);
+                out[count] = page;
+                count += 1;
+            }
+            page = next;
+        }
+        count
+    }
+}
