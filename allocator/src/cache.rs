@@ -699,13 +699,15 @@ impl Heap {
         true
     }
 
-    /// Frees the object at `address` of `slice`: refuses it if it carries
-    /// the free marker already, else marks it and gives it back, to the
-    /// slice's free list if this heap owns the slice, else remotely.
+    /// Frees the object at `address` of `slice`, which [`Domain::lookup`]
+    /// found live (without the free marker): marks it and gives it back, to
+    /// the slice's free list if this heap owns the slice, else remotely.
     ///
     /// # Safety
     /// `address` must be a carved object boundary of `slice`, a formatted
-    /// slice of `domain`, and the caller's contract of [`Heap::free`] holds.
+    /// slice of `domain`, that `lookup` has just validated (it refuses an
+    /// object that carries the marker), and the caller's contract of
+    /// [`Heap::free`] holds.
     #[inline(always)]
     unsafe fn free_object<S: PageSource, L: RawLock>(
         &mut self,
@@ -713,8 +715,9 @@ impl Heap {
         slice: &SliceMeta,
         address: usize,
     ) -> Result<(), FreeError> {
-        // SAFETY: the caller guarantees a carved object of `slice`.
-        let object = unsafe { FreeObject::mark_freed(address, self.key)? };
+        let object = address as *mut FreeObject;
+        // SAFETY: a carved object of `slice`: at least 16 writable bytes.
+        unsafe { FreeObject::set_marker(object, FreeObject::marker_of(self.key)) };
         if slice.owner.load(Ordering::Relaxed) == self.id() {
             // SAFETY: this heap owns the slice.
             unsafe { FreeObject::set_next(object, slice.free.get(), self.link_key) };
@@ -772,7 +775,8 @@ impl Heap {
             return unsafe { domain.free_uncached(address) };
         }
         match domain.lookup(address).map_err(FreeError::in_free)? {
-            // SAFETY: `lookup` validated the object boundary.
+            // SAFETY: `lookup` validated the object boundary and found the
+            // object live.
             Lookup::Small { slice } => unsafe { self.free_object(domain, slice, address) },
             // SAFETY: the caller's contract.
             _ => unsafe { domain.free_large(address) },

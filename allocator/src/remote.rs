@@ -233,6 +233,7 @@ impl RemoteList {
     /// # Safety
     /// `object` must be valid for writes of one [`Link`], owned by the caller,
     /// and belong to the slice of this list.
+    #[inline]
     pub(crate) unsafe fn push(&self, object: *mut Link, key: usize) -> Push {
         let mut old = self.head.load(Ordering::Relaxed);
         loop {
