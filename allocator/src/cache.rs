@@ -769,18 +769,30 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn free_slow<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, address: usize) -> Result<(), FreeError> {
-        self.bind(domain);
         if self.domain != domain.id() {
-            // SAFETY: the caller's contract.
-            return unsafe { domain.free_uncached(address) };
+            return self.free_unbound(domain, address);
         }
-        match domain.lookup(address).map_err(FreeError::in_free)? {
+        // The heap is bound to `domain`: its key is the domain's.
+        match domain.lookup_with_key(address, self.key).map_err(FreeError::in_free)? {
             // SAFETY: `lookup` validated the object boundary and found the
             // object live.
             Lookup::Small { slice } => unsafe { self.free_object(domain, slice, address) },
             // SAFETY: the caller's contract.
             _ => unsafe { domain.free_large(address) },
         }
+    }
+
+    /// [`Heap::free_slow`] for a heap not bound to `domain`: binds it if it
+    /// is bound to none, else frees without the cache.
+    #[cold]
+    #[inline(never)]
+    fn free_unbound<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, address: usize) -> Result<(), FreeError> {
+        self.bind(domain);
+        if self.domain != domain.id() {
+            // SAFETY: the caller's contract.
+            return unsafe { domain.free_uncached(address) };
+        }
+        self.free_slow(domain, address)
     }
 
     /// Resizes the allocation at `ptr` to `layout`, in place when its class

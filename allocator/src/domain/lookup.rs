@@ -9,6 +9,13 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Validates `address` as an allocation of this domain.
     #[inline]
     pub(crate) fn lookup(&self, address: usize) -> Result<Lookup<'_>, FreeError> {
+        self.lookup_with_key(address, self.key())
+    }
+
+    /// [`Domain::lookup`] for a caller that holds the domain's marker key
+    /// already (a bound heap's copy), so that the key is not read again.
+    #[inline]
+    pub(crate) fn lookup_with_key(&self, address: usize, key: usize) -> Result<Lookup<'_>, FreeError> {
         let not_ours = FreeError::new(FreeErrorKind::NotAllocated, address);
         let page = page_of(address);
         if address == 0 || !self.source.owns(page) {
@@ -40,7 +47,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     // SAFETY: a carved object boundary: at least 16 bytes
                     // of the slice, readable.
                     let marker = unsafe { FreeObject::marker(address as *mut FreeObject) };
-                    if marker == FreeObject::marker_of(self.key()) {
+                    if marker == FreeObject::marker_of(key) {
                         return Err(FreeError::new(FreeErrorKind::Freed, address));
                     }
                     return Ok(Lookup::Small { slice });
