@@ -997,13 +997,11 @@ unsafe fn collect_remote<S: PageSource, L: RawLock>(domain: &Domain<S, L>, slice
     let key = domain.link_key();
     // SAFETY: taken in one swap: free objects of this slice, ours alone; the
     // caller owns the slice, so its free list is ours too.
-    let count = unsafe {
+    unsafe {
         let remote = Walked::walk(slice.remote.take(), key).unwrap_or_else(|object| domain.corrupted(object));
-        slice.free.set(remote.prepend_to(slice.free.get() as usize, key) as *mut FreeObject);
+        slice.take_walked(remote, key);
         remote.count
-    };
-    slice.set_used(slice.used() - count);
-    count
+    }
 }
 
 #[cfg(all(test, feature = "mmap"))]

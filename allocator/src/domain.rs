@@ -964,9 +964,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let Closed { slice, remote } = closed;
         // SAFETY: the walked objects are ours alone (detached by `close`);
         // the free list is the lock holder's since the slice was orphaned.
-        let head = unsafe { remote.prepend_to(slice.free.get() as usize, self.link_key()) };
-        slice.free.set(head as *mut FreeObject);
-        slice.set_used(slice.used() - remote.count);
+        unsafe { slice.take_walked(remote, self.link_key()) };
         inner.remote_walked_unlocked += u64::from(remote.count);
         inner.remote_lists_walked += u64::from(remote.count != 0);
         let state = state_for(slice.used(), slice.capacity.get());

@@ -11,7 +11,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::{FreeError, FreeErrorKind};
-use crate::remote::{Link, RemoteList, ORPHAN};
+use crate::remote::{Link, RemoteList, Walked, ORPHAN};
 
 /// The state of a slice. See the state table in the crate documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,6 +444,22 @@ impl SliceMeta {
     #[inline(always)]
     pub(crate) fn set_used(&self, used: u32) {
         self.used.store(used, Ordering::Relaxed)
+    }
+
+    /// Puts the walked remote frees `walked` (objects of this slice) in
+    /// front of its free list, linked with `key`, and counts them free: the
+    /// free list and the count of objects in use move together. O(1).
+    ///
+    /// # Safety
+    /// The walked objects must be the caller's alone (detached from this
+    /// slice's remote list in one swap, see [`Walked::walk`]), and the caller
+    /// must hold the free list (own the slice, or hold the domain lock for a
+    /// slice no heap owns).
+    pub(crate) unsafe fn take_walked(&self, walked: Walked, key: usize) {
+        // SAFETY: the caller's contract.
+        let head = unsafe { walked.prepend_to(self.free.get() as usize, key) };
+        self.free.set(head as *mut FreeObject);
+        self.set_used(self.used() - walked.count);
     }
 
     pub(crate) fn has(&self, flag: SliceFlags) -> bool {
