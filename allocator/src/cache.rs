@@ -38,13 +38,13 @@ use core::sync::atomic::Ordering;
 
 use crate::domain::{Domain, FreeError, Lookup};
 use crate::lock::RawLock;
-use crate::page::{page_of_slice, SLICE_SHIFT, SLICE_SIZE};
+use crate::page::{SLICE_SHIFT, SLICE_SIZE};
 use crate::remote::{Link, Push, Walked};
 use crate::size_class::{
     class_index, class_of, direct8_entry, direct_entry, is_carved_object, CLASS_COUNT, DIRECT8_ENTRIES, DIRECT8_ENTRIES_OF,
     DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
 };
-use crate::slice::{FreeObject, SliceMeta};
+use crate::slice::{FreeObject, SliceMeta, NO_ADDRESS};
 use crate::source::PageSource;
 
 /// Frees into orphaned slices batched before the domain lock is taken.
@@ -59,7 +59,7 @@ pub const MAX_PARKED: usize = 4;
 struct EmptySlice(SliceMeta);
 // SAFETY: nothing ever writes to the sentinel.
 unsafe impl Sync for EmptySlice {}
-static EMPTY: EmptySlice = EmptySlice(SliceMeta::new());
+static EMPTY: EmptySlice = EmptySlice(SliceMeta::new(NO_ADDRESS));
 
 const fn empty() -> *mut SliceMeta {
     &EMPTY.0 as *const SliceMeta as *mut SliceMeta
@@ -227,9 +227,7 @@ impl Heap {
 
     /// The address of a slice (from its descriptor).
     fn slice_address(slice: &SliceMeta) -> usize {
-        // SAFETY: descriptors live in page headers.
-        let page = unsafe { page_of_slice(slice) };
-        page.slice_address(page.index_of(slice))
+        slice.address
     }
 
     /// Lists a slice the heap has just received in `owned`, if its entry
@@ -410,30 +408,17 @@ impl Heap {
     }
 
     /// Takes the first object off `slice`'s free list, or returns null when
-    /// the list is empty or its first link was overwritten (the slow path
-    /// then reports it, keeping the report out of the inlined code).
+    /// the list is empty or its head came from an overwritten link (the
+    /// slow path then reports it, keeping the report out of the inlined
+    /// code).
     ///
     /// # Safety
     /// `slice` must be the empty sentinel or a slice this heap owns.
     #[inline(always)]
     unsafe fn pop(&self, slice: *mut SliceMeta) -> *mut u8 {
-        // SAFETY: the caller's contract.
-        let slice = unsafe { &*slice };
-        let object = slice.free.get();
-        if !Link::is_end(object as usize) {
-            // SAFETY: objects on an owned free list are at least 16 bytes
-            // of the slice. A link that leaves the slice is not followed.
-            if let Some(next) = unsafe { FreeObject::next(object, self.link_key) } {
-                // SAFETY: as above.
-                unsafe {
-                    slice.free.set(next);
-                    FreeObject::set_marker(object, 0);
-                }
-                slice.set_used(slice.used() + 1);
-                return object as *mut u8;
-            }
-        }
-        ptr::null_mut()
+        // SAFETY: the caller's contract: this heap holds the list, whose
+        // links are encoded with its link key.
+        unsafe { (*slice).take(self.link_key) as *mut u8 }
     }
 
     #[cold]
@@ -451,15 +436,15 @@ impl Heap {
         }
         let current = self.current[class];
         // SAFETY: `current` holds the sentinel or a slice this heap owns.
-        let head = unsafe { (*current).free.get() };
-        if !Link::is_end(head as usize) {
-            // The fast path found an object but refused its link: report
-            // it. A class out of range, now clamped, also comes here with a
-            // good link: serve it from the fast path.
-            // SAFETY: an object on an owned free list.
-            if unsafe { FreeObject::next(head, self.link_key) }.is_none() {
-                domain.corrupted(head as usize);
-            }
+        let slice = unsafe { &*current };
+        // The fast path refused the head: report it if a link decoded from
+        // an overwritten word put it there. A class out of range, now
+        // clamped, also comes here with an object at the head: serve it
+        // from the fast path.
+        if slice.corrupt_head().is_some() {
+            domain.corrupted_list(slice);
+        }
+        if slice.head_is_object(slice.free.get()) {
             return self.alloc_small_in(domain, class, context);
         }
         if current != empty() {
@@ -537,26 +522,19 @@ impl Heap {
                 // SAFETY: `current` holds the sentinel or a slice this heap
                 // owns; the sentinel's list is empty, so it is not written.
                 let slice = unsafe { &*slice };
-                let mut object = slice.free.get();
                 let mut taken = 0;
                 for entry in out[filled..].iter_mut() {
-                    if Link::is_end(object as usize) {
+                    // SAFETY: as in `pop`. A head that is not an object
+                    // (the list's end, or a corrupt link, which the slow
+                    // path below reports) stops the run.
+                    let object = unsafe { slice.take(self.link_key) };
+                    if object.is_null() {
                         break;
                     }
-                    // SAFETY: as in `alloc_small_in`.
-                    unsafe {
-                        let Some(next) = FreeObject::next(object, self.link_key) else {
-                            domain.corrupted(object as usize)
-                        };
-                        FreeObject::set_marker(object, 0);
-                        *entry = object as *mut u8;
-                        object = next;
-                    }
+                    *entry = object as *mut u8;
                     taken += 1;
                 }
                 if taken != 0 {
-                    slice.free.set(object);
-                    slice.set_used(slice.used() + taken as u32);
                     filled += taken;
                     continue;
                 }
@@ -1075,6 +1053,44 @@ mod tests {
         }
         // SAFETY: a live block of this heap.
         assert!(unsafe { heap.free_owned(domain, block) });
+        heap.release(domain, false);
+    }
+
+    #[test]
+    fn only_a_head_inside_the_slice_is_taken() {
+        let domain = domain();
+        let mut heap = Heap::new();
+        let block = heap.alloc_small(domain, 0);
+        assert!(!block.is_null());
+        let current = heap.current[0];
+        // SAFETY: the heap's current slice, owned, its list ours.
+        let slice = unsafe { &*current };
+        let address = slice.address;
+        assert_eq!(block as usize & !(SLICE_SIZE - 1), address);
+        let head = slice.free.get();
+        assert!(slice.head_is_object(head), "a carved list starts at an object");
+        assert!(slice.head_is_object(address as *mut FreeObject));
+        for refused in [slice.end() as usize, 1, address - 16, address + SLICE_SIZE, address ^ (1 << 40), 0] {
+            assert!(!slice.head_is_object(refused as *mut FreeObject), "{refused:#x} taken as an object");
+        }
+        assert!(slice.corrupt_head().is_none());
+        // A head decoded from an overwritten link: refused, and told apart
+        // from an empty list, before anything is read through it.
+        for corrupt in [address + SLICE_SIZE, address - 16, 0x1000] {
+            slice.free.set(corrupt as *mut FreeObject);
+            assert_eq!(slice.corrupt_head(), Some(corrupt));
+            assert!(!slice.free_is_empty());
+            // SAFETY: the heap owns the slice.
+            assert!(unsafe { slice.take(heap.link_key) }.is_null());
+        }
+        slice.free.set(slice.end());
+        assert!(slice.free_is_empty() && slice.corrupt_head().is_none());
+        slice.free.set(head);
+        // The empty sentinel's list is never taken from.
+        // SAFETY: nothing is written through the sentinel when its head is refused.
+        assert!(unsafe { (*empty()).take(heap.link_key) }.is_null());
+        // SAFETY: a live block of this heap.
+        unsafe { heap.free(domain, block).unwrap() };
         heap.release(domain, false);
     }
 

@@ -107,8 +107,15 @@ pub enum FreeErrorKind {
     NotAllocated,
     /// Heap corruption: the free-list link of the free object at `address`
     /// was overwritten (a use-after-free write) and leads out of its slice.
-    /// Found by an allocation, not by a free; the link is not followed.
+    /// Found while walking a remote-free list, before the link is followed.
     Corrupted,
+    /// Heap corruption: a free-list link of a free object in the slice at
+    /// `address` was overwritten (a use-after-free write). Found by an
+    /// allocation when that link became the head of the slice's free list
+    /// (the object it belonged to had just been handed out, legitimately:
+    /// it was free): the head does not lead into the slice and is not
+    /// followed.
+    CorruptedList,
 }
 
 /// A rejected free, with the offending address.
@@ -156,6 +163,11 @@ impl core::fmt::Display for FreeError {
             FreeErrorKind::Corrupted => write!(
                 f,
                 "heap corruption: the free-list link of freed object {:#x} was overwritten (use after free)",
+                self.address
+            ),
+            FreeErrorKind::CorruptedList => write!(
+                f,
+                "heap corruption: the free-list link of a freed object in the slice at {:#x} was overwritten (use after free)",
                 self.address
             ),
         }
@@ -769,6 +781,13 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         self.source.corrupted(FreeError::new(FreeErrorKind::Corrupted, object))
     }
 
+    /// Reports a slice whose free-list head is corrupt
+    /// ([`SliceMeta::corrupt_head`]) through the page source; never returns.
+    #[cold]
+    pub(crate) fn corrupted_list(&self, slice: &SliceMeta) -> ! {
+        self.source.corrupted(FreeError::new(FreeErrorKind::CorruptedList, slice.address))
+    }
+
     /// Delay before an unused dirty slice is purged.
     pub fn set_purge_delay_ms(&self, delay: u64) {
         self.purge_delay_ms.store(delay, Ordering::Relaxed);
@@ -1120,26 +1139,20 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// cache is gone (exiting) or serves another domain.
     pub fn alloc_uncached(&self, class: usize, context: S::Context) -> *mut u8 {
         let object = self.with_slice(class, context, |domain, inner, slice, now| {
+            if slice.corrupt_head().is_some() {
+                domain.corrupted_list(slice);
+            }
             if slice.free_is_empty() {
                 // SAFETY: an unowned slice, held under the lock.
                 unsafe { slice.carve(domain.key(), domain.link_key(), domain.random()) };
             }
-            let object = slice.free.get();
-            if Link::is_end(object as usize) {
+            // SAFETY: an unowned slice, its list held under the lock.
+            let object = unsafe { slice.take(domain.link_key()) };
+            if object.is_null() {
                 // The chosen slice was owned or exhausted (never, by `choose`).
                 return ptr::null_mut();
             }
-            // SAFETY: free objects are at least 16 bytes of the slice; an
-            // overwritten link is reported, never followed.
-            unsafe {
-                let Some(next) = FreeObject::next(object, domain.link_key()) else {
-                    domain.corrupted(object as usize)
-                };
-                slice.free.set(next);
-                FreeObject::set_marker(object, 0);
-            }
-            let used = slice.used() + 1;
-            slice.set_used(used);
+            let used = slice.used();
             let flags = slice.flags.get() - SliceFlags::PURGED;
             inner.transition(slice, state_for(used, slice.capacity.get()), flags, now);
             object as *mut u8

@@ -275,7 +275,7 @@ impl PageHeader {
             ptr::addr_of_mut!((*page).file_prev).write_bytes(0, 1);
             let slices = ptr::addr_of_mut!((*page).slices) as *mut SliceMeta;
             for i in 0..SLICES_PER_PAGE {
-                slices.add(i).write(SliceMeta::new());
+                slices.add(i).write(SliceMeta::new(page as usize + i * SLICE_SIZE));
             }
         }
     }

@@ -48,12 +48,13 @@ pub(crate) const LINK_REGION: usize = 64 * 1024;
 /// (`Domain::link_key`), so a use-after-free write
 /// of a plain pointer decodes to an address that is outside the object's
 /// slice (but for a chance of 2^-48 for a value chosen without the key),
-/// and [`Link::next_checked`]
-/// refuses it. The list ends are not null inside a slice's free list but the
-/// slice's own address with bit 0 set ([`Link::end_of`]), which lies in the
-/// slice, so one range test checks every link, the last included. With
-/// `strata_unhardened`, the word holds `next` as is and
-/// nothing is checked.
+/// which is never followed. A slice's free list checks each decoded link
+/// when it becomes the list's head, before anything is read through it
+/// (`SliceMeta::head_is_object`); a remote list checks each one as it is
+/// walked ([`Walked::walk`]). The ends of a slice's free list are not null
+/// but the slice's last byte ([`Link::end_of`]), which lies in the slice,
+/// so that a corrupt last link is caught like any other. With
+/// `strata_unhardened`, the word holds `next` as is and nothing is checked.
 ///
 /// Callers guarantee that every object is at least 16 bytes, 2-byte aligned
 /// and writable, and that they own it (it is on no other list). Objects may
@@ -66,11 +67,13 @@ pub(crate) struct Link {
 
 impl Link {
     /// The end marker of the free list of the slice holding `object`: the
-    /// slice's address with bit 0 set. Never an object (objects are 2-byte
-    /// aligned), and inside the slice, so it passes [`Link::same_region`].
+    /// address of the slice's last byte. Never an object (objects are 2-byte
+    /// aligned and at least 16 bytes long), inside the slice, so it passes
+    /// [`Link::same_region`], and the one offset in the slice that
+    /// `SliceMeta::head_is_object` refuses besides those outside it.
     #[inline(always)]
     pub(crate) fn end_of(object: usize) -> usize {
-        (object & !(LINK_REGION - 1)) | 1
+        object | (LINK_REGION - 1)
     }
 
     /// Whether `next` is a list end rather than an object.
@@ -103,24 +106,6 @@ impl Link {
     pub(crate) unsafe fn next(this: *mut Link, key: usize) -> usize {
         // SAFETY: the caller guarantees a readable word.
         Self::encode(unsafe { core::ptr::read_unaligned(this.cast::<usize>()) }, key)
-    }
-
-    /// The decoded next object of a slice's free list, or `None` when the
-    /// link does not lead into the object's own slice: the word was
-    /// overwritten (a use-after-free write). Always `Some` when hardening is
-    /// off.
-    ///
-    /// # Safety
-    /// As for [`Link::next`].
-    #[inline(always)]
-    pub(crate) unsafe fn next_checked(this: *mut Link, key: usize) -> Option<usize> {
-        // SAFETY: forwarded.
-        let next = unsafe { Self::next(this, key) };
-        if cfg!(strata_unhardened) || Self::same_region(this as usize, next) {
-            Some(next)
-        } else {
-            None
-        }
     }
 
     /// Sets the next link, encoded.

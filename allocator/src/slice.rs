@@ -11,7 +11,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::{FreeError, FreeErrorKind};
-use crate::remote::{Link, RemoteList, Walked, ORPHAN};
+use crate::remote::{Link, RemoteList, Walked, LINK_REGION, ORPHAN};
 
 /// The state of a slice. See the state table in the crate documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,16 +78,17 @@ pub(crate) struct FreeObject {
 }
 
 impl FreeObject {
-    /// The next free object of a slice's free list (an object of the same
-    /// slice, or the slice's end marker), or `None` if the link was
-    /// overwritten (see [`Link::next_checked`]).
+    /// The next free object of a slice's free list as decoded, unchecked:
+    /// an object of the same slice or the slice's end marker, unless the
+    /// link was overwritten. Whoever makes it a list's head checks it before
+    /// reading through it ([`SliceMeta::head_is_object`]).
     ///
     /// # Safety
     /// `this` must point to a readable object of at least 16 bytes.
     #[inline(always)]
-    pub(crate) unsafe fn next(this: *mut Self, key: usize) -> Option<*mut Self> {
+    pub(crate) unsafe fn next(this: *mut Self, key: usize) -> *mut Self {
         // SAFETY: the caller guarantees 16 readable bytes; no alignment needed.
-        unsafe { Link::next_checked(this.cast::<Link>(), key).map(|next| next as *mut Self) }
+        unsafe { Link::next(this.cast::<Link>(), key) as *mut Self }
     }
 
     /// Sets the next free object (or the end marker), encoded with `key`.
@@ -272,7 +273,11 @@ pub(crate) struct SliceMeta {
     /// Free objects ready to hand out, linked through [`Link`]s; the list
     /// ends at an odd value (the slice's end marker, or [`NO_FREE`]).
     /// Invariant: on a formatted slice, every link and the head lead into
-    /// the slice: objects, or the end marker. The list is accessed only by
+    /// the slice (objects, or the end marker), unless a use-after-free write
+    /// overwrote a link. Links are checked when they become the head: a
+    /// taker reads through the head only once [`SliceMeta::head_is_object`]
+    /// passes, and a head that is neither an object nor a list end is
+    /// reported ([`SliceMeta::corrupt_head`]). The list is accessed only by
     /// the owning heap while it owns the slice, and only under the domain
     /// lock otherwise. The owner gives it up when it closes the remote list
     /// to give the slice back (`RemoteList::orphan`, Release), before it
@@ -287,6 +292,10 @@ pub(crate) struct SliceMeta {
     /// rule as `free`; relaxed loads and stores only, so statistics can read
     /// it from another thread.
     pub(crate) used: AtomicU32,
+    /// The slice's address (its first object's), fixed when the page is set
+    /// up; [`NO_ADDRESS`] for the empty sentinel. Read by the allocation
+    /// fast path's head test, on the same cache line as `free`.
+    pub(crate) address: usize,
 
     _read_mostly: CacheLine,
     /// Object size in bytes while formatted for a small class, else 0.
@@ -381,6 +390,12 @@ pub(crate) const MIN_CARVE: usize = if cfg!(strata_unhardened) { 1 } else { 8 };
 /// empty list holds its own end marker instead ([`SliceMeta::end`]).
 pub(crate) const NO_FREE: *mut FreeObject = ptr::without_provenance_mut(1);
 
+/// The address recorded by a descriptor that describes no slice (the heaps'
+/// empty sentinel): no head passes [`SliceMeta::head_is_object`] against it
+/// but values in the top 64 KiB of the address space, where no list head
+/// of the sentinel (always [`NO_FREE`]) lies.
+pub(crate) const NO_ADDRESS: usize = usize::MAX;
+
 /// The start position and stride of a shuffled carve of `count` objects:
 /// position `i` of the list is object `(start + i * stride) % count` of the
 /// run. The stride is coprime to `count`, so every object comes exactly once;
@@ -409,11 +424,13 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
 pub(crate) const SPAN_CLASS: u8 = crate::size_class::CLASS_COUNT as u8;
 
 impl SliceMeta {
-    /// A clean, orphaned descriptor.
-    pub(crate) const fn new() -> Self {
+    /// A clean, orphaned descriptor of the slice at `address` (a multiple of
+    /// the slice size, or [`NO_ADDRESS`]).
+    pub(crate) const fn new(address: usize) -> Self {
         Self {
             free: Cell::new(NO_FREE),
             used: AtomicU32::new(0),
+            address,
             _read_mostly: CacheLine,
             object_size: RelaxedU32::new(0),
             multiplier: RelaxedU64::new(0),
@@ -468,15 +485,73 @@ impl SliceMeta {
 
     /// The end marker of this slice's free list (see [`Link::end_of`]).
     pub(crate) fn end(&self) -> *mut FreeObject {
-        // SAFETY: descriptors live in page headers.
-        let page = unsafe { crate::page::page_of_slice(self) };
-        Link::end_of(page.slice_address(page.index_of(self))) as *mut FreeObject
+        Link::end_of(self.address) as *mut FreeObject
     }
 
-    /// Whether the free list is empty.
+    /// Whether `head`, read from this slice's free list, is a free object of
+    /// the slice that can be taken: the list's first object. One test does
+    /// it, the allocation fast path's: the offset from the slice's address
+    /// must be below the end marker's (`LINK_REGION - 1`). Every other value
+    /// fails it: the end marker, [`NO_FREE`] (below any slice), any head of
+    /// the empty sentinel, and a link decoded from an overwritten word (bar
+    /// a chance of 2^-48 for a value written without the key, which still
+    /// leads into the slice). Without hardening, the head is taken unless it
+    /// is a list end.
+    #[inline(always)]
+    pub(crate) fn head_is_object(&self, head: *mut FreeObject) -> bool {
+        if cfg!(strata_unhardened) {
+            !Link::is_end(head as usize)
+        } else {
+            (head as usize ^ self.address) < LINK_REGION - 1
+        }
+    }
+
+    /// Takes the first object off the free list and counts it in use, or
+    /// returns null when the head is not an object ([`SliceMeta::head_is_object`]):
+    /// the list is empty, or its head came from an overwritten link, which
+    /// the caller's slow path tells apart ([`SliceMeta::corrupt_head`]).
+    /// The object's own link becomes the head unchecked: the next take
+    /// checks it before reading through it.
+    ///
+    /// # Safety
+    /// The caller must hold the free list (own the slice, or hold the domain
+    /// lock for one no heap owns), and `link_key` must be the key its links
+    /// are encoded with. The empty sentinel qualifies: its head is never an
+    /// object, so nothing is written.
+    #[inline(always)]
+    pub(crate) unsafe fn take(&self, link_key: usize) -> *mut FreeObject {
+        let object = self.free.get();
+        if !self.head_is_object(object) {
+            return ptr::null_mut();
+        }
+        // SAFETY: an object of the slice, at least 16 bytes, on the list the
+        // caller holds.
+        unsafe {
+            self.free.set(FreeObject::next(object, link_key));
+            FreeObject::set_marker(object, 0);
+        }
+        self.set_used(self.used() + 1);
+        object
+    }
+
+    /// Whether the free list is empty: its head is the slice's end marker or
+    /// [`NO_FREE`]. A corrupt head (see [`SliceMeta::corrupt_head`]) is not.
     #[inline(always)]
     pub(crate) fn free_is_empty(&self) -> bool {
-        Link::is_end(self.free.get() as usize)
+        let head = self.free.get();
+        head == NO_FREE || head == self.end()
+    }
+
+    /// The head of the free list if it is neither an object of the slice
+    /// nor a list end: a link decoded from a word that a use-after-free
+    /// write overwrote, which must be reported and never followed.
+    pub(crate) fn corrupt_head(&self) -> Option<usize> {
+        let head = self.free.get();
+        if self.head_is_object(head) || self.free_is_empty() {
+            None
+        } else {
+            Some(head as usize)
+        }
     }
 
     /// Carves the next run of never-used objects (about one OS page of them,
@@ -506,9 +581,7 @@ impl SliceMeta {
         let last = capacity.min(first + (CARVE_BYTES / size).max(MIN_CARVE));
         let count = last - first;
         let (mut position, stride) = shuffle(count, random);
-        // SAFETY: descriptors live in page headers.
-        let page = unsafe { crate::page::page_of_slice(self) };
-        let base = page.slice_address(page.index_of(self)) + first * size;
+        let base = self.address + first * size;
         let mut head: *mut FreeObject = ptr::null_mut();
         let mut previous: *mut FreeObject = ptr::null_mut();
         for _ in 0..count {

@@ -129,7 +129,8 @@ pub unsafe trait PageSource {
     }
 
     /// Reports heap corruption found by the core (an overwritten free-list
-    /// link, [`FreeErrorKind::Corrupted`](crate::FreeErrorKind)) and never
+    /// link, [`FreeErrorKind::Corrupted`](crate::FreeErrorKind) or
+    /// [`FreeErrorKind::CorruptedList`](crate::FreeErrorKind)) and never
     /// returns: the heap cannot be trusted any more. The default panics with
     /// the error's message; [`MmapSource`] prints one line to stderr and
     /// aborts without allocating. A kernel source can override it to `BUG()`

@@ -324,7 +324,9 @@ impl ModelSlice {
             while !Link::is_end(link) {
                 seen.push(link);
                 // SAFETY: objects of the model's region.
-                link = unsafe { Link::next_checked(link as *mut Link, KEY) }.expect("a link left the slice");
+                let next = unsafe { Link::next(link as *mut Link, KEY) };
+                assert!(Link::same_region(link, next), "a link left the slice");
+                link = next;
             }
             assert_eq!(link, Link::end_of(self.base));
             seen

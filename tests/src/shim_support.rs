@@ -26,6 +26,10 @@ use std::time::Duration;
 /// library serves the process's `malloc`.
 pub const INTERPOSED: &str = "malloc interposed: yes";
 
+/// Bytes in one Strata slice (the core's `page::SLICE_SIZE`): the unit that
+/// some diagnostics name, by its address.
+pub const SLICE_SIZE: usize = 64 * 1024;
+
 /// How long a program may run before [`run`] kills it and fails the test: a
 /// guard against hangs (deadlocks), not a performance limit.
 pub const HANG_GUARD: Duration = Duration::from_secs(300);

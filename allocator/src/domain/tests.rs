@@ -76,14 +76,11 @@ fn put_with_first(
                 // SAFETY: held under the lock, formatted, free list empty.
                 unsafe { slice.carve(domain.key(), domain.link_key(), domain.random()) };
             }
-            let object = slice.free.get();
+            // SAFETY: held under the lock.
+            let object = unsafe { slice.take(domain.link_key()) };
+            assert!(!object.is_null(), "a formatted slice with room hands out an object");
             if first == 0 {
                 first = object as usize;
-            }
-            // SAFETY: formatted objects carry valid links.
-            unsafe {
-                slice.free.set(FreeObject::next(object, domain.link_key()).unwrap());
-                FreeObject::set_marker(object, 0);
             }
         }
         slice.set_used(used);
@@ -231,8 +228,9 @@ fn dirty_same_class_keeps_its_free_list() {
         // SAFETY: formatted objects carry valid links.
         unsafe {
             let key = d.link_key();
-            let second = FreeObject::next(first, key).unwrap();
-            FreeObject::set_next(first, FreeObject::next(second, key).unwrap(), key);
+            let second = FreeObject::next(first, key);
+            assert!(slice.head_is_object(second), "formatted objects carry valid links");
+            FreeObject::set_next(first, FreeObject::next(second, key), key);
             FreeObject::set_next(second, first, key);
             slice.free.set(second);
         }
