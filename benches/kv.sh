@@ -6,11 +6,17 @@
 # redis-benchmark SET, GET, LPUSH, LPOP and MSET with -P 16, -r 100000 random
 # keys and -d SIZE; then 90% of the keys are deleted and a compaction is
 # forced (COMPACT), and the peak RSS (VmHWM) and the RSS after that (VmRSS)
-# are read from /proc/PID/status.
+# are read from /proc/PID/status, beside the RSS of the same server idle
+# just after it started (its fixed cost: binary, runtime, thread stacks).
+#
+# With ROUNDS above 1, the whole sweep runs that many times (allocators
+# still interleaved within each round) and every figure is the median of
+# the rounds: single runs move a lot on a shared 2-core machine, where the
+# background compaction and the log's fsync land at different moments.
 #
 # Environment: N (requests per test, default 100000), SIZES (default
 # "16 256 4096"), CLIENTS (default 50), ALLOCATORS (default
-# "strata mimalloc system"), CARGO_TARGET_DIR.
+# "strata mimalloc system"), ROUNDS (default 1), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +25,7 @@ N=${N:-100000}
 SIZES=${SIZES:-"16 256 4096"}
 CLIENTS=${CLIENTS:-50}
 ALLOCATORS=${ALLOCATORS:-"strata mimalloc system"}
+ROUNDS=${ROUNDS:-1}
 KEYSPACE=100000
 TESTS=set,get,lpush,lpop,mset
 
@@ -53,6 +60,7 @@ MEMORY=$WORK/memory.csv
 : >"$RESULTS"
 : >"$MEMORY"
 
+for round in $(seq 1 "$ROUNDS"); do
 for d in $SIZES; do
     for a in $ALLOCATORS; do
         dir=$WORK/data-$a-$d
@@ -70,7 +78,9 @@ for d in $SIZES; do
             sleep 0.05
         done
         [ -n "$port" ] || { echo "server did not start" >&2; cat "$WORK/server.err" >&2; exit 1; }
-        echo "$a d=$d on port $port" >&2
+        redis-cli -p "$port" PING >/dev/null
+        idle=$(status_kb "$SERVER_PID" VmRSS)
+        echo "round $round: $a d=$d on port $port" >&2
         # A guard against a redis-benchmark that stalls (it spins when it
         # cannot connect); the run is then tried again.
         for try in 1 2; do
@@ -90,28 +100,58 @@ for d in $SIZES; do
         keys=$(redis-cli -p "$port" DBSIZE)
         live=$(redis-cli -p "$port" INFO memory | tr -d '\r' | awk -F: '$1 == "strata_bytes_live" { print $2 }')
         disk=$(du -sk "$dir" | cut -f1)
-        echo "$a,$d,$keys_before,$keys,$peak,$rss,${live:--},$disk" >>"$MEMORY"
+        echo "$a,$d,$keys_before,$keys,$peak,$rss,${live:-0},$disk,$idle" >>"$MEMORY"
         redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=
         rm -rf "$dir"
     done
 done
+done
+
+# The median of column $2 of CSV file $1 for each distinct key formed by the
+# columns before it (sorted by key, then value): one line per key, "key,median".
+median_by() {
+    local file=$1 column=$2
+    awk -F, -v c="$column" '{ key = $1; for (i = 2; i < c; i++) key = key "," $i; print key "\t" $c }' "$file" |
+        sort -t"$(printf '\t')" -k1,1 -k2,2g |
+        awk -F'\t' '
+            function flush() { if (n) print last "," (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) }
+            $1 != last { flush(); n = 0; last = $1 }
+            { v[++n] = $2 }
+            END { flush() }'
+}
 
 echo
 echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N (MSET: 10 keys per request); latency in ms"
 printf '%-9s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
-sort -t, -k2,2n -k3,3 -k1,1 "$RESULTS" | while IFS=, read -r a d cmd rps p50 p99; do
-    printf '%-9s %6s %-15s %12s %8s %8s\n' "$a" "$d" "$cmd" "$rps" "$p50" "$p99"
+cut -d, -f1-4 "$RESULTS" >"$WORK/rps.csv"
+cut -d, -f1-3,5 "$RESULTS" >"$WORK/p50.csv"
+cut -d, -f1-3,6 "$RESULTS" >"$WORK/p99.csv"
+join -t, <(median_by "$WORK/rps.csv" 4 | sed 's/,/|/; s/,/|/' | sort) \
+    <(median_by "$WORK/p50.csv" 4 | sed 's/,/|/; s/,/|/' | sort) |
+    join -t, - <(median_by "$WORK/p99.csv" 4 | sed 's/,/|/; s/,/|/' | sort) |
+    tr '|' , | sort -t, -k2,2n -k3,3 -k1,1 | while IFS=, read -r a d cmd rps p50 p99; do
+    printf '%-9s %6s %-15s %12.0f %8.3f %8.3f\n' "$a" "$d" "$cmd" "$rps" "$p50" "$p99"
 done
 
 echo
-echo "memory: peak RSS (VmHWM) during the run; RSS after deleting 90% of the keys and COMPACT (+2 s);"
-echo "estimate = keys x (16-byte key + value + 64 bytes of index per entry); ratio = RSS after / estimate"
-printf '%-9s %6s %8s %8s %10s %10s %10s %7s %12s %9s\n' allocator size keys0 keys1 peak_MiB after_MiB est_MiB ratio strata_live disk_KiB
-sort -t, -k2,2n -k1,1 "$MEMORY" | while IFS=, read -r a d k0 k1 peak rss live disk; do
-    est=$((k1 * (16 + d + 64)))
-    awk -v a="$a" -v d="$d" -v k0="$k0" -v k1="$k1" -v peak="$peak" -v rss="$rss" -v est="$est" -v live="$live" -v disk="$disk" 'BEGIN {
-        printf "%-9s %6s %8s %8s %10.1f %10.1f %10.1f %7.2f %12s %9s\n", a, d, k0, k1, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, live, disk
+echo "memory: idle RSS just after start; peak RSS (VmHWM) during the run; RSS after deleting 90% of the"
+echo "keys and COMPACT (+2 s); estimate = keys x (16-byte key + value + 64 bytes of index per entry);"
+echo "ratio = RSS after / estimate; net ratio = (RSS after - idle RSS) / estimate; strata_live = the heap"
+echo "bytes Strata counts live after COMPACT (the program's own data, index, buffers; Strata build only)"
+[ "$ROUNDS" -gt 1 ] && echo "(medians of $ROUNDS rounds, each column on its own)"
+for column in 3 4 5 6 7 8 9; do
+    cut -d, -f1,2,"$column" "$MEMORY" >"$WORK/memory-$column.csv"
+    median_by "$WORK/memory-$column.csv" 3 | sed 's/,/|/' | sort >"$WORK/memory-$column.median"
+done
+printf '%-9s %6s %8s %8s %9s %10s %10s %10s %7s %9s %12s %9s\n' allocator size keys0 keys1 idle_MiB peak_MiB after_MiB est_MiB ratio net_ratio strata_live disk_KiB
+join -t, "$WORK/memory-3.median" "$WORK/memory-4.median" | join -t, - "$WORK/memory-5.median" |
+    join -t, - "$WORK/memory-6.median" | join -t, - "$WORK/memory-7.median" |
+    join -t, - "$WORK/memory-8.median" | join -t, - "$WORK/memory-9.median" |
+    tr '|' , | sort -t, -k2,2n -k1,1 | while IFS=, read -r a d k0 k1 peak rss live disk idle; do
+    awk -v a="$a" -v d="$d" -v k0="$k0" -v k1="$k1" -v peak="$peak" -v rss="$rss" -v live="$live" -v disk="$disk" -v idle="$idle" 'BEGIN {
+        est = k1 * (16 + d + 64)
+        printf "%-9s %6s %8.0f %8.0f %9.1f %10.1f %10.1f %10.1f %7.2f %9.2f %12s %9.0f\n", a, d, k0, k1, idle / 1024, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, (rss - idle) * 1024 / est, (live > 0 ? sprintf("%.0f", live) : "-"), disk
     }'
 done
