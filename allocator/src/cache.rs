@@ -11,12 +11,15 @@
 //!
 //! - **allocation** ([`Heap::try_alloc_aligned16`]): the current slice from
 //!   the heap's direct table, indexed by `(size + 15) / 16` up to
-//!   [`DIRECT_MAX`]; pop its free list (the link decoded and checked to stay
-//!   in the slice); clear the object's free marker; count it used.
-//! - **free** ([`Heap::free_owned`]): the pointer's page must be in the heap's
-//!   table of pages it owns slices in, the heap must own the slice, the
-//!   pointer must be a carved object boundary, and the object must not carry
-//!   the free marker; then mark it, push it, count it free.
+//!   [`DIRECT_MAX`]; take its free list's head if the head lies in the
+//!   slice (which also tells the end of the list apart), making the head's
+//!   decoded link the new head, checked by the next allocation; clear the
+//!   object's free marker; count it used.
+//! - **free** ([`Heap::free_owned`]): the pointer's slice must be in the
+//!   heap's table of the slices it owns, the pointer must be a carved object
+//!   boundary, and the object must not carry the free marker; then mark it,
+//!   push it, and count it free and one step of the slice's housekeeping
+//!   countdown, in one subtraction ([`Heap::free_owned_counted`]).
 //!
 //! Whatever they do not take goes to the slow paths, which are out of line.
 //!
@@ -44,7 +47,7 @@ use crate::size_class::{
     class_index, class_of, direct8_entry, direct_entry, is_carved_object, CLASS_COUNT, DIRECT8_ENTRIES, DIRECT8_ENTRIES_OF,
     DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
 };
-use crate::slice::{FreeObject, SliceMeta, NO_ADDRESS};
+use crate::slice::{FreeObject, SliceMeta, MAX_COUNTDOWN, NO_ADDRESS};
 use crate::source::PageSource;
 
 /// Frees into orphaned slices batched before the domain lock is taken.
@@ -157,6 +160,26 @@ pub struct Heap {
     pending: [*mut FreeObject; PENDING],
     pending_len: usize,
     counters: Counters,
+    /// Fast-path frees into one slice between two housekeeping checks
+    /// ([`Heap::free_owned_counted`]), from 1 to [`MAX_COUNTDOWN`]: the
+    /// countdown armed on every slice the heap receives.
+    check_interval: u16,
+}
+
+/// What [`Heap::free_owned_counted`] did with a pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum OwnedFree {
+    /// Not a live small object of a slice this heap owns: nothing changed;
+    /// the pointer goes to [`Heap::free`] (or the front's slow path).
+    Refused,
+    /// Freed.
+    Freed,
+    /// Freed, and the slice's countdown of frees ran out: the caller's
+    /// housekeeping check is due, after which it re-arms the countdown with
+    /// [`Heap::rearm_check`] (until then every free into the slice answers
+    /// this).
+    CheckDue,
 }
 
 // SAFETY: a heap is used by one thread at a time; the fronts guarantee it.
@@ -184,6 +207,50 @@ impl Heap {
             pending: [ptr::null_mut(); PENDING],
             pending_len: 0,
             counters: Counters { remote_frees: 0, flushes: 0 },
+            check_interval: MAX_COUNTDOWN,
+        }
+    }
+
+    /// Sets how many fast-path frees into one slice come between two
+    /// housekeeping checks ([`Heap::free_owned_counted`]) on the slices the
+    /// heap receives from now on (1 to [`MAX_COUNTDOWN`], the default; other
+    /// values are clamped). A front that keeps no such check leaves the
+    /// default.
+    pub fn set_check_interval(&mut self, frees: u16) {
+        self.check_interval = frees.clamp(1, MAX_COUNTDOWN);
+    }
+
+    /// Re-arms the housekeeping countdown of the slice that holds `ptr` with
+    /// `frees` frees (clamped as in [`Heap::set_check_interval`]), if the
+    /// heap still owns that slice and lists it; does nothing otherwise (a
+    /// slice given back meanwhile is re-armed by the next heap that
+    /// receives it). Reads nothing through `ptr`: only the heap's own table.
+    pub fn rearm_check(&self, ptr: *mut u8, frees: u16) {
+        let address = ptr as usize;
+        let entry = self.owned[owned_index(address)];
+        if address.wrapping_sub(entry.address) < SLICE_SIZE {
+            // SAFETY: a listed slice is this heap's, its descriptor live.
+            unsafe { (*entry.meta).arm_countdown(frees) };
+        }
+    }
+
+    /// Re-arms the countdown of every slice the heap owns with `frees`
+    /// frees: for a front whose checks must come sooner from now on.
+    pub fn rearm_checks(&self, frees: u16) {
+        for class in 0..CLASS_COUNT {
+            let current = self.current[class];
+            if current != empty() {
+                // SAFETY: an owned slice.
+                unsafe { (*current).arm_countdown(frees) };
+            }
+            let mut parked = self.parked[class];
+            while !parked.is_null() {
+                // SAFETY: parked entries are owned slices.
+                unsafe {
+                    (*parked).arm_countdown(frees);
+                    parked = (*parked).next.get();
+                }
+            }
         }
     }
 
@@ -231,8 +298,9 @@ impl Heap {
     }
 
     /// Lists a slice the heap has just received in `owned`, if its entry
-    /// is free.
+    /// is free, and arms its countdown of frees.
     fn note_owned(&mut self, slice: &SliceMeta) {
+        slice.arm_countdown(self.check_interval);
         let address = Self::slice_address(slice);
         let entry = &mut self.owned[owned_index(address)];
         if entry.address == NO_SLICE {
@@ -634,6 +702,29 @@ impl Heap {
     /// As for [`Heap::free`].
     #[inline(always)]
     pub unsafe fn free_owned<S: PageSource, L: RawLock>(&self, domain: &Domain<S, L>, ptr: *mut u8) -> bool {
+        // SAFETY: the caller's contract.
+        match unsafe { self.free_owned_counted(domain, ptr) } {
+            OwnedFree::Refused => false,
+            OwnedFree::Freed => true,
+            OwnedFree::CheckDue => {
+                self.rearm_default(ptr);
+                true
+            }
+        }
+    }
+
+    /// [`Heap::free_owned`] for a front that keeps a housekeeping check:
+    /// the same frees, and besides a countdown of frees into each slice
+    /// (armed with the heap's [`Heap::set_check_interval`] when the heap
+    /// receives the slice), kept in the same word as the slice's count of
+    /// objects in use, so that both cost one subtraction. When it runs out,
+    /// the answer is [`OwnedFree::CheckDue`]: the caller makes its check,
+    /// then re-arms with [`Heap::rearm_check`].
+    ///
+    /// # Safety
+    /// As for [`Heap::free`].
+    #[inline(always)]
+    pub unsafe fn free_owned_counted<S: PageSource, L: RawLock>(&self, domain: &Domain<S, L>, ptr: *mut u8) -> OwnedFree {
         let _ = domain; // The heap's own: see above.
         let address = ptr as usize;
         // SAFETY: the index is reduced modulo the table's length.
@@ -644,7 +735,7 @@ impl Heap {
         // which has no carved object: the boundary test below refuses them.
         let offset = address.wrapping_sub(entry.address);
         if offset >= SLICE_SIZE {
-            return false;
+            return OwnedFree::Refused;
         }
         // SAFETY: a listed slice is this heap's, its descriptor live; an
         // unused entry names the empty slice, a static.
@@ -659,7 +750,7 @@ impl Heap {
         // plain reads race with no write.
         let (multiplier, limit) = unsafe { (slice.multiplier.read_owned(), slice.carved_limit.read_owned()) };
         if !is_carved_object(offset, multiplier, limit) {
-            return false;
+            return OwnedFree::Refused;
         }
         let object = address as *mut FreeObject;
         let marker = FreeObject::marker_of(self.key);
@@ -667,14 +758,25 @@ impl Heap {
         // and this heap alone touches the slice's free list.
         unsafe {
             if FreeObject::marker(object) == marker {
-                return false;
+                return OwnedFree::Refused;
             }
             FreeObject::set_marker(object, marker);
             FreeObject::set_next(object, slice.free.get(), self.link_key);
         }
         slice.free.set(object);
-        slice.set_used(slice.used() - 1);
-        true
+        if slice.count_freed() {
+            OwnedFree::CheckDue
+        } else {
+            OwnedFree::Freed
+        }
+    }
+
+    /// Re-arms the countdown of `ptr`'s slice with the heap's interval, for
+    /// [`Heap::free_owned`], whose callers keep no check of their own.
+    #[cold]
+    #[inline(never)]
+    fn rearm_default(&self, ptr: *mut u8) {
+        self.rearm_check(ptr, self.check_interval);
     }
 
     /// Frees the object at `address` of `slice`, which [`Domain::lookup`]
@@ -803,7 +905,7 @@ impl Heap {
     ) -> Result<*mut u8, FreeError> {
         let address = ptr as usize;
         let size = layout.size();
-        let aligned = address % layout.align() == 0;
+        let aligned = address.is_multiple_of(layout.align());
         let (usable, keep) = match domain.lookup(address)? {
             Lookup::Small { slice } => {
                 let usable = slice.object_size.get() as usize;

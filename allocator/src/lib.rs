@@ -150,21 +150,29 @@
 //!   from the marker key (from [`PageSource::entropy`]: `getrandom` in user
 //!   space; the kernel source gives its own). One type, `remote::Link`, owns
 //!   the encoding for both the slices' free lists and the remote lists. A
-//!   slice's free list ends not at null but at the slice's own address with
-//!   bit 0 set, inside the slice, so that one test checks every link an
-//!   allocation follows: the decoded target must lie in the same 64 KiB
-//!   slice as the object it was read from (`(object ^ next) < SLICE_SIZE`);
-//!   the remote lists, which end at 0, are checked link by link when the
-//!   owner takes them back. A use-after-free write of a plain pointer
-//!   decodes to an address outside the slice (but for a chance of 2^-48 for
-//!   a value chosen without the key), and is reported through
-//!   [`PageSource::corrupted`] ([`FreeErrorKind::Corrupted`]; the mmap
-//!   source prints one line and aborts, the default panics, a kernel source
-//!   may override it) instead of being followed. What it does not stop: a
-//!   write that keeps the link inside its slice (it needs the key), or
-//!   reads that leak the key (a freed object shows `next ^ link_key`, and
-//!   `next` is a neighbour). Cost on the fast path: one `xor` on free, an
-//!   `xor` and a range test on allocation (figures in `benches/RESULTS.md`).
+//!   slice's free list ends not at null but at the slice's last byte, inside
+//!   the slice, and an allocation takes the list's head only if its offset
+//!   in the slice is below that end's (`(head ^ slice_address) <
+//!   SLICE_SIZE - 1`): one test says both that the list holds an object and
+//!   that the link the head was decoded from stayed in its 64 KiB slice.
+//!   An allocation takes the head and makes the object's decoded link the
+//!   new head without looking at it; the next allocation tests it before
+//!   reading through it, so a bad link is never followed, only found one
+//!   allocation later (the object it belonged to was free, and is handed
+//!   out as it should be). The remote lists, which end at 0, are checked
+//!   link by link when the owner takes them back. A use-after-free write of
+//!   a plain pointer decodes to an address outside the slice (but for a
+//!   chance of 2^-48 for a value chosen without the key), and is reported
+//!   through [`PageSource::corrupted`] ([`FreeErrorKind::CorruptedList`],
+//!   naming the slice, or [`FreeErrorKind::Corrupted`] on a remote list,
+//!   naming the object; the mmap source prints one line and aborts, the
+//!   default panics, a kernel source may override it) instead of being
+//!   followed. What it does not stop: a write that keeps the link inside its
+//!   slice (it needs the key), or reads that leak the key (a freed object
+//!   shows `next ^ link_key`, and `next` is a neighbour). Cost on the fast
+//!   path: the key's load on free, and on allocation an `xor` to decode and
+//!   two more instructions for the head test than a plain end test needs
+//!   (figures in `benches/RESULTS.md`).
 //! - **Shuffled carving.** Each run of a fresh slice that is carved (about
 //!   an OS page, at least 8 objects) is linked from a random start with a
 //!   random stride coprime to the run's length, never 1, so consecutive
@@ -205,7 +213,8 @@ mod global;
 #[cfg(feature = "allocator-api2")]
 mod api2;
 
-pub use cache::Heap;
+pub use cache::{Heap, OwnedFree};
+pub use slice::MAX_COUNTDOWN;
 pub use domain::{Domain, FreeError, FreeErrorKind};
 #[cfg(all(feature = "std", feature = "mmap"))]
 pub use global::Strata;

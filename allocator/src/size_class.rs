@@ -311,7 +311,7 @@ mod tests {
                 // The table rounds to 8: the class of the rounded size,
                 // which is the class `class_of` gives at alignment 8.
                 assert_eq!(Some(class), class_of(size, 8), "size {size}");
-                assert!(class_size(class) >= size && class_size(class) % align == 0);
+                assert!(class_size(class) >= size && class_size(class).is_multiple_of(align));
                 let (first, end) = DIRECT8_ENTRIES_OF[class];
                 assert!((first as usize..end as usize).contains(&entry), "size {size}");
             }

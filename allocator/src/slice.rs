@@ -287,10 +287,21 @@ pub(crate) struct SliceMeta {
     /// the walked remote list comes under the lock too
     /// (`Domain::take_back`).
     pub(crate) free: Cell<*mut FreeObject>,
-    /// Objects handed out and not yet back on `free` (objects on the remote
-    /// list, and on a closed list not yet spliced, still count). Same access
-    /// rule as `free`; relaxed loads and stores only, so statistics can read
-    /// it from another thread.
+    /// Two counts in one word, so that the free fast path keeps both with
+    /// one subtraction ([`SliceMeta::count_freed`]):
+    /// - bits 0 to 15 ([`USED_MASK`]): objects handed out and not yet back
+    ///   on `free` (objects on the remote list, and on a closed list not yet
+    ///   spliced, still count); read through [`SliceMeta::used`]. Never above
+    ///   the capacity (at most 4096), so adding or taking one never carries
+    ///   into the other half;
+    /// - bits 16 to 31, signed: the owning heap's countdown of fast-path
+    ///   frees into this slice before its next housekeeping check
+    ///   ([`Heap::free_owned_counted`](crate::Heap::free_owned_counted)),
+    ///   due once it is negative; armed when a heap receives the slice and
+    ///   after each check, meaningless while the domain holds the slice.
+    ///
+    /// Same access rule as `free`; relaxed loads and stores only, so
+    /// statistics can read it from another thread.
     pub(crate) used: AtomicU32,
     /// The slice's address (its first object's), fixed when the page is set
     /// up; [`NO_ADDRESS`] for the empty sentinel. Read by the allocation
@@ -390,6 +401,18 @@ pub(crate) const MIN_CARVE: usize = if cfg!(strata_unhardened) { 1 } else { 8 };
 /// empty list holds its own end marker instead ([`SliceMeta::end`]).
 pub(crate) const NO_FREE: *mut FreeObject = ptr::without_provenance_mut(1);
 
+/// The bits of `SliceMeta::used` that count objects in use; the rest is the
+/// owner's countdown of frees.
+pub(crate) const USED_MASK: u32 = 0xffff;
+
+/// What one fast-path free takes from `SliceMeta::used`: one object in use
+/// and one step of the countdown.
+const FREE_STEP: u32 = 1 << 16 | 1;
+
+/// The longest countdown of frees between two housekeeping checks, in frees
+/// into one slice.
+pub const MAX_COUNTDOWN: u16 = 0x8000;
+
 /// The address recorded by a descriptor that describes no slice (the heaps'
 /// empty sentinel): no head passes [`SliceMeta::head_is_object`] against it
 /// but values in the top 64 KiB of the address space, where no list head
@@ -453,14 +476,78 @@ impl SliceMeta {
         }
     }
 
+    /// Objects of the slice in use (see the `used` field).
     #[inline(always)]
     pub(crate) fn used(&self) -> u32 {
-        self.used.load(Ordering::Relaxed)
+        self.used.load(Ordering::Relaxed) & USED_MASK
     }
 
+    /// Sets the count of objects in use, keeping the countdown. The caller
+    /// holds the slice, as for `free`.
     #[inline(always)]
     pub(crate) fn set_used(&self, used: u32) {
-        self.used.store(used, Ordering::Relaxed)
+        debug_assert!(used <= USED_MASK);
+        let word = self.used.load(Ordering::Relaxed);
+        self.used.store((word & !USED_MASK) | used, Ordering::Relaxed)
+    }
+
+    /// Counts one object handed out: one addition to the whole word, which
+    /// cannot carry into the countdown (the count stays within the
+    /// capacity). The caller holds the slice.
+    #[inline(always)]
+    fn count_taken(&self) {
+        let word = self.used.load(Ordering::Relaxed);
+        self.used.store(word.wrapping_add(1), Ordering::Relaxed)
+    }
+
+    /// Counts one object back on `free` and one step of the countdown, with
+    /// one subtraction of [`FREE_STEP`]; returns whether the countdown has
+    /// run out (the owner's housekeeping check is due). The count of objects
+    /// in use is at least 1 before (the object was in use), so nothing
+    /// borrows from the countdown; the countdown itself wraps harmlessly if
+    /// nobody re-arms it. The caller owns the slice.
+    ///
+    /// On x86-64 this is one `sub` on the word in memory and a branch on its
+    /// sign (the compiler makes a load, an add and a store of the relaxed
+    /// atomic word, and a branch): an unlocked read-modify-write, that is an
+    /// aligned 4-byte load and store, each single-copy atomic, as the relaxed
+    /// load and store elsewhere are. Only the owner writes the word now;
+    /// other threads only load it.
+    #[inline(always)]
+    pub(crate) fn count_freed(&self) -> bool {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            // SAFETY: `used` is a live, aligned `AtomicU32`; see above for
+            // why the unlocked `sub` races with nothing. `nostack`: no push.
+            unsafe {
+                core::arch::asm!(
+                    "sub dword ptr [{meta} + {used}], {step}",
+                    "js {due}",
+                    meta = in(reg) self as *const Self,
+                    used = const core::mem::offset_of!(SliceMeta, used),
+                    step = const FREE_STEP,
+                    due = label { return true; },
+                    options(nostack),
+                );
+            }
+            false
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        {
+            let word = self.used.load(Ordering::Relaxed).wrapping_sub(FREE_STEP);
+            self.used.store(word, Ordering::Relaxed);
+            (word as i32) < 0
+        }
+    }
+
+    /// Arms the countdown: the `frees`-th fast-path free from now finds the
+    /// check due (`frees` from 1 to [`MAX_COUNTDOWN`]; larger values are
+    /// taken as that). The caller owns the slice.
+    #[inline]
+    pub(crate) fn arm_countdown(&self, frees: u16) {
+        let countdown = u32::from(frees.clamp(1, MAX_COUNTDOWN) - 1);
+        let word = self.used.load(Ordering::Relaxed);
+        self.used.store((word & USED_MASK) | countdown << 16, Ordering::Relaxed)
     }
 
     /// Puts the walked remote frees `walked` (objects of this slice) in
@@ -530,7 +617,7 @@ impl SliceMeta {
             self.free.set(FreeObject::next(object, link_key));
             FreeObject::set_marker(object, 0);
         }
-        self.set_used(self.used() + 1);
+        self.count_taken();
         object
     }
 
@@ -627,3 +714,5 @@ impl SliceMeta {
 // One line for the owner, two for the read-mostly and lock-protected fields,
 // one for remote frees.
 static_assertions::const_assert_eq!(core::mem::size_of::<SliceMeta>(), 4 * 64);
+// The count of objects in use fits its half of `used`, with room to spare.
+static_assertions::const_assert!(crate::page::SLICE_SIZE / crate::size_class::MIN_SMALL < USED_MASK as usize);

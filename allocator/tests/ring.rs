@@ -65,7 +65,7 @@ fn objects_freed_round_a_ring_of_threads_come_back() {
                         // SAFETY: a fresh object of this size.
                         unsafe { p.write_bytes(fill, layout.size()) };
                         // Two thirds travel, a third is freed here.
-                        if seed % 3 == 0 {
+                        if seed.is_multiple_of(3) {
                             kept.push((p as usize, layout, fill));
                         } else {
                             outgoing.push((p as usize, layout, fill));

@@ -56,13 +56,18 @@
 //! than the purge delay whenever a cache refills or gives slices back. A
 //! thread that only frees never refills, and one that works lightly (a small
 //! `malloc`/`free` now and then) is served from its cache and never refills
-//! either. So every [`TIDY_EVERY`] frees, and at most twice per purge delay,
-//! the shim has the thread's heap give its slices back ([`Heap::release`]),
-//! which runs that delayed purge; while the domain still has memory waiting
-//! for the delay, the check comes every [`TIDY_SOON`] frees, so light work
-//! reaches it too. The fast path pays one decrement and one branch for
-//! this: a countdown of frees in the thread slot, which `tidy` sets to the
-//! next interval. `malloc_trim` purges everything at once.
+//! either. So the shim's frees count down to a check (`tidy`), which, at
+//! most twice per purge delay, has the thread's heap give its slices back
+//! ([`Heap::release`]) and so runs that delayed purge. The check comes every
+//! [`TIDY_EVERY`] frees, or every [`TIDY_SOON`] while the domain has memory
+//! waiting for the delay, so that light work reaches it too. Frees that
+//! take the fast path count down in the slice they free into
+//! ([`Heap::free_owned_counted`]: the countdown shares a word with the
+//! slice's count of objects in use, so the fast path pays nothing for it
+//! but the branch); the others (remote frees, frees into slices the thread
+//! does not own, batches) count down in the thread slot. A check that finds
+//! memory newly waiting re-arms every slice the heap owns with the shorter
+//! interval. `malloc_trim` purges everything at once.
 //!
 //! # Locks and `fork`
 //!
@@ -81,7 +86,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use strata_core::source::MmapSource;
-use strata_core::{Domain, FreeError, FutexLock, Heap, PageSource, Stats};
+use strata_core::{Domain, FreeError, FutexLock, Heap, OwnedFree, PageSource, Stats};
 
 use crate::tls::{self, SlotState, ThreadSlot};
 
@@ -91,13 +96,17 @@ pub type ShimDomain = Domain<MmapSource, FutexLock>;
 /// The process's single domain.
 pub static DOMAIN: ShimDomain = Domain::new(MmapSource::new());
 
-/// Frees between two tidying checks; a power of two.
+/// Frees between two tidying checks (into one slice, or counted in the
+/// thread slot); a power of two.
 pub const TIDY_EVERY: usize = 1024;
 
 /// Frees between two tidying checks while memory waits for the purge delay
 /// (see [`tidy`]): a thread that works lightly then still reaches the
 /// delayed purge after a few calls.
 pub const TIDY_SOON: usize = 16;
+
+// Both intervals are countdowns a slice can hold.
+const _: () = assert!(TIDY_SOON >= 1 && TIDY_EVERY <= strata_core::MAX_COUNTDOWN as usize);
 
 /// Process set-up progress: [`NOT_STARTED`], [`RUNNING`], [`DONE`] or
 /// [`FAILED`].
@@ -246,13 +255,42 @@ pub unsafe fn free(ptr: *mut u8) -> Result<(), FreeError> {
 #[inline(always)]
 pub unsafe fn free_fast(ptr: *mut u8) -> bool {
     // SAFETY: as in `try_alloc16`; the pointer is vetted by the core.
-    if unsafe { (*tls::cache()).free_owned(&DOMAIN, ptr) } {
-        // SAFETY: only a real heap owns slices, so the thread's heap is
-        // live, as `tidy` needs.
-        tls::count_free(|| unsafe { tidy(tls::slot()) });
-        return true;
+    match unsafe { (*tls::cache()).free_owned_counted(&DOMAIN, ptr) } {
+        OwnedFree::Freed => true,
+        OwnedFree::CheckDue => {
+            // SAFETY: only a real heap owns slices, so the thread's heap is
+            // live, as `tidy` needs.
+            unsafe { tidy_after_free(ptr) };
+            true
+        }
+        OwnedFree::Refused => false,
     }
-    false
+}
+
+/// The check a fast-path free found due: tidies, then re-arms the countdown
+/// of the slice it freed into (if the heap still owns it).
+///
+/// # Safety
+/// The calling thread's heap must be live.
+#[cold]
+#[inline(never)]
+unsafe fn tidy_after_free(ptr: *mut u8) {
+    let slot = tls::slot();
+    // SAFETY: the caller's contract.
+    unsafe {
+        tidy(slot);
+        (*(*slot).heap).rearm_check(ptr, tidy_interval(slot));
+    }
+}
+
+/// Frees until the next check, from the thread's state: [`TIDY_SOON`] while
+/// memory waits for the purge delay, else [`TIDY_EVERY`].
+///
+/// # Safety
+/// `slot` must be the calling thread's slot.
+unsafe fn tidy_interval(slot: *mut ThreadSlot) -> u16 {
+    // SAFETY: the caller's contract.
+    (if unsafe { (*slot).purge_waiting } { TIDY_SOON } else { TIDY_EVERY }) as u16
 }
 
 /// [`free`] for every pointer [`free_fast`] refused (and only for those):
@@ -300,6 +338,7 @@ unsafe fn tidy(slot: *mut ThreadSlot) {
     let now = DOMAIN.source().now_ms();
     // SAFETY: the caller passes this thread's slot, with a live heap.
     unsafe {
+        let was_waiting = (*slot).purge_waiting;
         if now >= (*slot).next_tidy_ms {
             (*slot).next_tidy_ms = now + DOMAIN.purge_delay_ms() / 2;
             (*(*slot).heap).release(&DOMAIN, false);
@@ -310,8 +349,16 @@ unsafe fn tidy(slot: *mut ThreadSlot) {
             (*slot).purge_waiting = DOMAIN.memory_waiting();
         }
         // Look again after TIDY_SOON more frees rather than TIDY_EVERY
-        // while memory waits for the purge delay.
-        (*slot).frees_left = if (*slot).purge_waiting { TIDY_SOON } else { TIDY_EVERY } - 1;
+        // while memory waits for the purge delay: in the thread slot, in
+        // the slices the heap receives from now on, and, when memory has
+        // just begun to wait, in every slice it owns already.
+        let interval = tidy_interval(slot);
+        (*slot).frees_left = interval as usize - 1;
+        let heap = &mut *(*slot).heap;
+        heap.set_check_interval(interval);
+        if (*slot).purge_waiting && !was_waiting {
+            heap.rearm_checks(interval);
+        }
     }
 }
 
@@ -563,6 +610,7 @@ fn new_heap() -> HeapSetup {
     unsafe {
         heap.write(Heap::new());
         (*heap).bind(&DOMAIN);
+        (*heap).set_check_interval(TIDY_EVERY as u16);
     }
     let key = EXIT_KEY.load(Ordering::Acquire);
     // SAFETY: a key created by `process_init`. It fails only with ENOMEM,

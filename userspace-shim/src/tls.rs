@@ -82,9 +82,10 @@ pub struct ThreadSlot {
     /// Set-up state. Stored as a `usize` so that all-zero memory is valid.
     state: usize,
     /// Frees left before [`crate::front`]'s next tidying check, counted
-    /// down by frees made with the heap; the check comes once it goes
+    /// down by the frees made with the heap that do not take the fast path
+    /// (those count down in their slice); the check comes once it goes
     /// negative (as an `isize`), so a new thread (0) checks at its first
-    /// free.
+    /// such free.
     pub frees_left: usize,
     /// Coarse-clock time (ms) before which tidying is skipped.
     pub next_tidy_ms: u64,

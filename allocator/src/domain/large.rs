@@ -468,7 +468,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// `address` must be a live allocation the caller owns; on `Some`, the
     /// old address must not be used unless it is the one returned.
     pub unsafe fn resize_large(&self, address: usize, size: usize, align: usize, context: S::Context) -> Option<*mut u8> {
-        if address % align != 0 {
+        if !address.is_multiple_of(align) {
             return None;
         }
         match self.lookup(address).ok()? {
@@ -543,7 +543,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let (base, old_len) = self.locked(|_| unsafe { ((*common).map_base, (*common).map_len) });
         let offset = address - base;
         let map_align = PAGE_SIZE.max(offset.next_power_of_two());
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return None;
         }
         let need = round_to_4k(size.checked_add(offset)?)?;

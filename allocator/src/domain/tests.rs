@@ -246,7 +246,7 @@ fn dirty_same_class_keeps_its_free_list() {
     assert_eq!(carved, (crate::slice::CARVE_BYTES / class_size(OTHER)).max(crate::slice::MIN_CARVE));
     // The new list starts at one of them (in a shuffled order).
     let head = slice.free.get() as usize - address;
-    assert!(head % class_size(OTHER) == 0 && head / class_size(OTHER) < carved, "re-formatted for another class");
+    assert!(head.is_multiple_of(class_size(OTHER)) && head / class_size(OTHER) < carved, "re-formatted for another class");
     assert!(carved < objects_per_slice(OTHER));
     assert_eq!(d.usable_size(address + carved * class_size(OTHER)).unwrap_err().kind, FreeErrorKind::NotAllocated);
 }
