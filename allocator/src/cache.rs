@@ -703,14 +703,7 @@ impl Heap {
     #[inline(always)]
     pub unsafe fn free_owned<S: PageSource, L: RawLock>(&self, domain: &Domain<S, L>, ptr: *mut u8) -> bool {
         // SAFETY: the caller's contract.
-        match unsafe { self.free_owned_counted(domain, ptr) } {
-            OwnedFree::Refused => false,
-            OwnedFree::Freed => true,
-            OwnedFree::CheckDue => {
-                self.rearm_default(ptr);
-                true
-            }
-        }
+        unsafe { self.free_owned_in::<S, L, false>(domain, ptr) != OwnedFree::Refused }
     }
 
     /// [`Heap::free_owned`] for a front that keeps a housekeeping check:
@@ -725,6 +718,22 @@ impl Heap {
     /// As for [`Heap::free`].
     #[inline(always)]
     pub unsafe fn free_owned_counted<S: PageSource, L: RawLock>(&self, domain: &Domain<S, L>, ptr: *mut u8) -> OwnedFree {
+        // SAFETY: the caller's contract.
+        unsafe { self.free_owned_in::<S, L, true>(domain, ptr) }
+    }
+
+    /// The body of [`Heap::free_owned`] (`COUNTDOWN` false: the slice's
+    /// countdown is left alone, and the answer is never
+    /// [`OwnedFree::CheckDue`]) and [`Heap::free_owned_counted`] (true).
+    ///
+    /// # Safety
+    /// As for [`Heap::free`].
+    #[inline(always)]
+    unsafe fn free_owned_in<S: PageSource, L: RawLock, const COUNTDOWN: bool>(
+        &self,
+        domain: &Domain<S, L>,
+        ptr: *mut u8,
+    ) -> OwnedFree {
         let _ = domain; // The heap's own: see above.
         let address = ptr as usize;
         // SAFETY: the index is reduced modulo the table's length.
@@ -764,19 +773,14 @@ impl Heap {
             FreeObject::set_next(object, slice.free.get(), self.link_key);
         }
         slice.free.set(object);
-        if slice.count_freed() {
+        if !COUNTDOWN {
+            slice.count_returned();
+            OwnedFree::Freed
+        } else if slice.count_freed() {
             OwnedFree::CheckDue
         } else {
             OwnedFree::Freed
         }
-    }
-
-    /// Re-arms the countdown of `ptr`'s slice with the heap's interval, for
-    /// [`Heap::free_owned`], whose callers keep no check of their own.
-    #[cold]
-    #[inline(never)]
-    fn rearm_default(&self, ptr: *mut u8) {
-        self.rearm_check(ptr, self.check_interval);
     }
 
     /// Frees the object at `address` of `slice`, which [`Domain::lookup`]
@@ -1193,6 +1197,62 @@ mod tests {
         assert!(unsafe { (*empty()).take(heap.link_key) }.is_null());
         // SAFETY: a live block of this heap.
         unsafe { heap.free(domain, block).unwrap() };
+        heap.release(domain, false);
+    }
+
+    #[test]
+    fn the_countdown_of_frees_comes_due_and_is_re_armed() {
+        let domain = domain();
+        let mut heap = Heap::new();
+        heap.set_check_interval(4);
+        // One object stays live, so the frees below never empty the slice.
+        let keep = heap.alloc_small(domain, 0);
+        assert!(!keep.is_null());
+        // SAFETY: the heap's current slice, owned.
+        let slice = unsafe { &*heap.current[0] };
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            let block = heap.alloc_small(domain, 0);
+            assert_eq!(slice.used(), 2);
+            // SAFETY: a live block of this heap.
+            let answer = unsafe { heap.free_owned_counted(domain, block) };
+            assert_eq!(slice.used(), 1, "the countdown never shows in the count of objects in use");
+            if answer == OwnedFree::CheckDue {
+                heap.rearm_check(block, 3);
+            }
+            answers.push(answer == OwnedFree::CheckDue);
+        }
+        // Armed with 4 when the heap received the slice, then with 3.
+        let due: Vec<usize> = answers.iter().enumerate().filter(|(_, &due)| due).map(|(i, _)| i + 1).collect();
+        assert_eq!(due, [4, 7, 10]);
+        // Frees through `free_owned` leave the countdown alone.
+        slice.set_used(slice.used());
+        for _ in 0..10 {
+            let block = heap.alloc_small(domain, 0);
+            // SAFETY: a live block of this heap.
+            assert!(unsafe { heap.free_owned(domain, block) });
+        }
+        let block = heap.alloc_small(domain, 0);
+        // SAFETY: a live block of this heap.
+        let answer = unsafe { heap.free_owned_counted(domain, block) };
+        assert_eq!(answer, OwnedFree::Freed, "the countdown was re-armed with 3 and has had one free since");
+        // Once due, every counted free answers so until re-armed; a
+        // re-arm of a pointer in no slice the heap owns changes nothing.
+        for _ in 0..2 {
+            let block = heap.alloc_small(domain, 0);
+            // SAFETY: a live block of this heap.
+            let _ = unsafe { heap.free_owned_counted(domain, block) };
+        }
+        heap.rearm_check(0x1000 as *mut u8, 100);
+        for _ in 0..3 {
+            let block = heap.alloc_small(domain, 0);
+            // SAFETY: a live block of this heap.
+            assert_eq!(unsafe { heap.free_owned_counted(domain, block) }, OwnedFree::CheckDue);
+        }
+        assert_eq!(slice.used(), 1);
+        // SAFETY: a live block of this heap.
+        unsafe { heap.free(domain, keep).unwrap() };
+        assert_eq!(slice.used(), 0);
         heap.release(domain, false);
     }
 

@@ -500,6 +500,16 @@ impl SliceMeta {
         self.used.store(word.wrapping_add(1), Ordering::Relaxed)
     }
 
+    /// Counts one object back on `free`, leaving the countdown alone: one
+    /// subtraction from the whole word, which cannot borrow from the
+    /// countdown (the object was in use, so the count is at least 1). The
+    /// caller holds the slice.
+    #[inline(always)]
+    pub(crate) fn count_returned(&self) {
+        let word = self.used.load(Ordering::Relaxed);
+        self.used.store(word.wrapping_sub(1), Ordering::Relaxed)
+    }
+
     /// Counts one object back on `free` and one step of the countdown, with
     /// one subtraction of [`FREE_STEP`]; returns whether the countdown has
     /// run out (the owner's housekeeping check is due). The count of objects
