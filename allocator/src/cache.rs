@@ -23,11 +23,14 @@
 //!
 //! Whatever they do not take goes to the slow paths, which are out of line.
 //!
-//! A free of an object whose slice another heap owns is a *remote free*: one
-//! compare-and-swap onto that slice's remote list, which the owner drains when
-//! its free list runs dry. A free into a slice that no heap owns is batched in
-//! `Heap::pending` and handed to the domain under its lock, at most every
-//! [`PENDING`] frees.
+//! A free of an object whose slice another heap owns is a *remote free*: the
+//! freeing heap links it into its batch of remote frees of that slice, and
+//! pushes the batch onto the slice's remote list with one compare-and-swap
+//! once it holds [`REMOTE_BATCH`] objects, when a remote free of another
+//! slice comes, or when the heap is flushed or released; the owner drains
+//! the list when its free list runs dry. A free into a slice that no heap
+//! owns is batched in `Heap::pending` and handed to the domain under its
+//! lock, at most every [`PENDING`] frees.
 //!
 //! When the current slice has nothing left, the heap first looks for freed
 //! objects on its parked slices and switches to one that has some. Only when
@@ -160,11 +163,39 @@ pub struct Heap {
     pending: [*mut FreeObject; PENDING],
     pending_len: usize,
     counters: Counters,
+    /// Remote frees not yet pushed (see [`Heap::batch_remote`]).
+    remote: RemoteBatch,
     /// Fast-path frees into one slice between two housekeeping checks
     /// ([`Heap::free_owned_counted`]), from 1 to [`MAX_COUNTDOWN`]: the
     /// countdown armed on every slice the heap receives.
     check_interval: u16,
 }
+
+/// Remote frees a heap holds back, to push them onto their slice's remote
+/// list together: [`REMOTE_BATCH`] objects of one slice cost one
+/// compare-and-swap instead of one each.
+#[derive(Clone, Copy)]
+struct RemoteBatch {
+    /// The slice of every object in the batch; null when it is empty.
+    slice: *const SliceMeta,
+    /// The newest object; its link leads to the next newest, and so on to
+    /// `last`, links encoded with the heap's link key.
+    first: *mut FreeObject,
+    /// The oldest object, whose link is set when the batch is pushed.
+    last: *mut FreeObject,
+    /// Objects in the batch, at most [`REMOTE_BATCH`]. They count as in use
+    /// in their slice until the owner takes them off the remote list, as
+    /// remote frees do, so the slice (and its page) stays formatted.
+    count: u32,
+}
+
+impl RemoteBatch {
+    const EMPTY: Self = Self { slice: ptr::null(), first: ptr::null_mut(), last: ptr::null_mut(), count: 0 };
+}
+
+/// Remote frees of one slice a heap holds back and pushes together onto the
+/// slice's remote list, with one compare-and-swap.
+pub const REMOTE_BATCH: u32 = 32;
 
 /// What [`Heap::free_owned_counted`] did with a pointer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +238,7 @@ impl Heap {
             pending: [ptr::null_mut(); PENDING],
             pending_len: 0,
             counters: Counters { remote_frees: 0, flushes: 0 },
+            remote: RemoteBatch::EMPTY,
             check_interval: MAX_COUNTDOWN,
         }
     }
@@ -802,19 +834,88 @@ impl Heap {
         let object = address as *mut FreeObject;
         // SAFETY: a carved object of `slice`: at least 16 writable bytes.
         unsafe { FreeObject::set_marker(object, FreeObject::marker_of(self.key)) };
-        if slice.owner.load(Ordering::Relaxed) == self.id() {
+        let owner = slice.owner.load(Ordering::Relaxed);
+        if owner == self.id() {
             // SAFETY: this heap owns the slice.
             unsafe { FreeObject::set_next(object, slice.free.get(), self.link_key) };
             slice.free.set(object);
             slice.set_used(slice.used() - 1);
             return Ok(());
         }
-        // SAFETY: the object is the caller's, freed and marked.
-        match unsafe { slice.remote.push(object as *mut Link, self.link_key) } {
-            Push::Pushed => self.counters.remote_frees += 1,
-            Push::Orphaned => self.free_orphaned(domain, object),
+        if owner == 0 {
+            // No heap owns the slice: the domain frees it under its lock
+            // (which also copes with a heap that took the slice meanwhile).
+            self.free_orphaned(domain, object);
+            return Ok(());
         }
+        // SAFETY: the object is the caller's, freed and marked.
+        unsafe { self.batch_remote(domain, slice, object) };
         Ok(())
+    }
+
+    /// Adds a freed object of `slice`, a slice this heap does not own, to
+    /// the heap's batch of remote frees, which goes onto the slice's remote
+    /// list in one compare-and-swap ([`Heap::flush_remote`]) once it holds
+    /// [`REMOTE_BATCH`] objects or the next remote free is of another
+    /// slice. A producer's objects reach a consumer mostly in the order
+    /// they were carved, slice by slice, so most batches fill.
+    ///
+    /// # Safety
+    /// `object` must be a freed, marked object of `slice`, the caller's
+    /// alone.
+    #[inline]
+    unsafe fn batch_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
+        if !ptr::eq(self.remote.slice, slice) {
+            self.flush_remote(domain);
+            self.remote = RemoteBatch { slice, first: object, last: object, count: 1 };
+            return;
+        }
+        // SAFETY: the batch's objects are this heap's alone until pushed.
+        unsafe { FreeObject::set_next(object, self.remote.first, self.link_key) };
+        self.remote.first = object;
+        self.remote.count += 1;
+        if self.remote.count >= REMOTE_BATCH {
+            self.flush_remote(domain);
+        }
+    }
+
+    /// Pushes the batch of remote frees onto its slice's remote list, or,
+    /// when the slice has no owner any more, hands its objects to the
+    /// domain like any free into an orphaned slice. The fronts' flushes
+    /// ([`Heap::flush`], [`Heap::release`]) come here first.
+    pub(crate) fn flush_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>) {
+        let batch = core::mem::replace(&mut self.remote, RemoteBatch::EMPTY);
+        if batch.slice.is_null() {
+            return;
+        }
+        // SAFETY: a batch holds freed objects of one slice, linked from
+        // `first` to `last`, this heap's alone; the slice is in use while
+        // they count as used, so its descriptor is live.
+        let slice = unsafe { &*batch.slice };
+        if slice.owner.load(Ordering::Relaxed) == self.id() {
+            // The heap has received the slice since: the batch goes onto
+            // its free list directly.
+            let walked = Walked { first: batch.first as *mut Link, last: batch.last as *mut Link, count: batch.count };
+            // SAFETY: the heap owns the slice, and the batch is its own.
+            unsafe { slice.take_walked(walked, self.link_key) };
+            return;
+        }
+        // SAFETY: as above.
+        match unsafe { slice.remote.push_chain(batch.first as *mut Link, batch.last as *mut Link, self.link_key) } {
+            Push::Pushed => self.counters.remote_frees += u64::from(batch.count),
+            Push::Orphaned => {
+                let mut object = batch.first;
+                for left in (0..batch.count).rev() {
+                    // SAFETY: as above; read before the object is handed on.
+                    let next = unsafe { FreeObject::next(object, self.link_key) };
+                    self.free_orphaned(domain, object);
+                    if left == 0 {
+                        break;
+                    }
+                    object = next;
+                }
+            }
+        }
     }
 
     /// Keeps a freed object whose slice no heap owns for the domain, which
@@ -822,7 +923,11 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn free_orphaned<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, object: *mut FreeObject) {
-        // Invariant: `pending_len < PENDING` between calls.
+        // Invariant: `pending_len < PENDING` between calls, so the slot
+        // exists: `Domain::flush_heap` empties `pending` under the lock and
+        // frees nothing through here (the batch of remote frees, whose
+        // flush does, is pushed by the callers of `flush_heap` first).
+        debug_assert!(self.pending_len < PENDING);
         if let Some(slot) = self.pending.get_mut(self.pending_len) {
             *slot = object;
             self.pending_len += 1;
@@ -960,12 +1065,16 @@ impl Heap {
         }
     }
 
-    /// Collects remote frees on the current slices and hands pending frees
-    /// and counters to the domain, keeping the slices.
+    /// Pushes the heap's batch of remote frees, collects remote frees on
+    /// the current slices and hands pending frees and counters to the
+    /// domain, keeping the slices.
     pub fn flush<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>) {
         if self.domain != domain.id() {
             return;
         }
+        // First, so that a batch of frees into slices this heap owns by now
+        // is counted free before the statistics are read.
+        self.flush_remote(domain);
         for class in 0..CLASS_COUNT {
             let current = self.current[class];
             if current != empty() {

@@ -1092,6 +1092,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// lists are closed and walked before the lock is taken, and only
     /// spliced under it. The pending frees go with the last batch.
     pub(crate) fn release_heap(&self, heap: &mut Heap) {
+        // First the remote frees the heap holds back: they may belong to
+        // slices it owns by now, which it is about to close.
+        heap.flush_remote(self);
         let now = self.source.now_ms();
         let mut class = 0;
         loop {

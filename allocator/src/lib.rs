@@ -81,7 +81,8 @@
 //!    ([`source::ArenaSource`]); in the kernel, the page index's lock, taken
 //!    under the domain lock when a page is forgotten.
 //!
-//! Lock-free: each slice's remote list (one CAS per push, one swap per drain;
+//! Lock-free: each slice's remote list (one CAS per push of a batch of
+//! remote frees, one swap per drain;
 //! see the loom model in `tests/loom.rs`), the slice owner word, and the
 //! page source's page map that vets pointers before they are dereferenced
 //! ([`PageSource::owns`]: the [`registry`] in user space; in the kernel, a

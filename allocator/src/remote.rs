@@ -1,8 +1,9 @@
 //! The remote-free list: the one lock-free structure of the core.
 //!
-//! Every slice has a [`RemoteList`]. A thread that frees an object of a slice owned
-//! by another heap pushes it here with a single compare-and-swap; it never waits
-//! for the owner. The owner takes the whole list with one swap when its free list
+//! Every slice has a [`RemoteList`]. A thread that frees objects of a slice owned
+//! by another heap pushes them here, a chain of up to `REMOTE_BATCH` at a time
+//! (`Heap::flush_remote`), with a single compare-and-swap; it never waits for
+//! the owner. The owner takes the whole list with one swap when its free list
 //! runs dry.
 //!
 //! The word also records whether the slice has an owner. When no heap owns the
@@ -220,19 +221,32 @@ impl RemoteList {
     /// and belong to the slice of this list.
     #[inline]
     pub(crate) unsafe fn push(&self, object: *mut Link, key: usize) -> Push {
+        // SAFETY: a chain of one object, the caller's.
+        unsafe { self.push_chain(object, object, key) }
+    }
+
+    /// Pushes a chain of objects, `first` to `last`, with one
+    /// compare-and-swap, unless the slice is orphaned (then nothing is
+    /// written). The chain's links from `first` up to `last` are the
+    /// caller's, encoded with `key`; `last`'s link is set here, to the list's
+    /// old head. Release: every write the caller made to the chain's objects
+    /// (their links, their free markers) happens before the owner's swap
+    /// that takes them (Acquire).
+    ///
+    /// # Safety
+    /// Every object of the chain must be valid for writes of one [`Link`],
+    /// owned by the caller (on no other list), and belong to the slice of
+    /// this list; `first` must lead to `last` through the chain's links.
+    #[inline]
+    pub(crate) unsafe fn push_chain(&self, first: *mut Link, last: *mut Link, key: usize) -> Push {
         let mut old = self.head.load(Ordering::Relaxed);
         loop {
             if old & ORPHAN != 0 {
                 return Push::Orphaned;
             }
-            // SAFETY: the caller owns `object` until the CAS publishes it.
-            unsafe { Link::set_next(object, old, key) };
-            match self.head.compare_exchange_weak(
-                old,
-                object as usize,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            // SAFETY: the caller owns the chain until the CAS publishes it.
+            unsafe { Link::set_next(last, old, key) };
+            match self.head.compare_exchange_weak(old, first as usize, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return Push::Pushed,
                 Err(now) => old = now,
             }

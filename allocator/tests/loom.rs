@@ -118,6 +118,52 @@ fn concurrent_pushes_are_all_taken_once() {
 }
 
 #[test]
+fn chains_racing_a_take_and_a_close_are_taken_whole_or_refused_whole() {
+    // A heap's batch of remote frees goes onto the list as one chain
+    // (`Heap::flush_remote`): two freeing threads push a chain of two and a
+    // chain of one while the owner takes the list once and then closes it.
+    // Every object must come out exactly once: taken or walked by the
+    // owner, or refused with its whole chain (then freed through the lock).
+    loom::model(|| {
+        let list = Arc::new(owned_list());
+        let objs = objects(3);
+        // The chain objs[1] -> objs[0], linked by its thread before the push.
+        let chain = {
+            let list = list.clone();
+            let (first, last) = (objs[1], objs[0]);
+            thread::spawn(move || {
+                // SAFETY: the thread's own objects.
+                unsafe { Link::set_next(first as *mut Link, last, KEY) };
+                // SAFETY: as above; `first` leads to `last`.
+                match unsafe { list.push_chain(first as *mut Link, last as *mut Link, KEY) } {
+                    Push::Pushed => Vec::new(),
+                    Push::Orphaned => vec![first, last],
+                }
+            })
+        };
+        let single = {
+            let list = list.clone();
+            let object = objs[2];
+            thread::spawn(move || {
+                // SAFETY: the thread's own object.
+                match unsafe { list.push_chain(object as *mut Link, object as *mut Link, KEY) } {
+                    Push::Pushed => Vec::new(),
+                    Push::Orphaned => vec![object],
+                }
+            })
+        };
+        let mut seen = Vec::new();
+        collect(list.take(), &mut seen);
+        collect(list.orphan(), &mut seen);
+        seen.extend(chain.join().unwrap());
+        seen.extend(single.join().unwrap());
+        assert_eq!(list.head.load(sync::Ordering::Relaxed), ORPHAN);
+        assert_eq!(sorted(seen), sorted(objs.clone()));
+        release(&objs);
+    });
+}
+
+#[test]
 fn push_racing_orphan_is_either_collected_or_refused() {
     loom::model(|| {
         let list = Arc::new(owned_list());

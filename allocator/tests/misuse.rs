@@ -67,13 +67,16 @@ fn child() {
                 eprintln!("followed: {first:p} {second:p} (live {live:p})");
             }
             "forged_remote_link" => {
-                // The same through another thread's free: the object waits
-                // on its slice's remote list, and the owner finds the forged
-                // link when it takes the list back.
+                // The same through another thread's frees: two objects of
+                // one slice go onto its remote list together, the second
+                // linked to the first, and the owner finds the second's
+                // forged link when it walks the list it takes back.
                 let mut local = [0u64; 8];
+                let older = STRATA.alloc(layout) as usize;
                 let freed = STRATA.alloc(layout) as usize;
                 let forged = local.as_mut_ptr() as usize;
                 std::thread::spawn(move || {
+                    STRATA.dealloc(older as *mut u8, layout);
                     STRATA.dealloc(freed as *mut u8, layout);
                     (freed as *mut usize).write_unaligned(forged);
                 })

@@ -129,8 +129,11 @@ fn two_threads_swap_objects() {
                 // SAFETY: a live object, freed once, here.
                 unsafe { heap.free(&SWAP, parcel.0 as *mut u8) }.unwrap();
             }
-            // Wait until the other side has freed ours too, so the frees
-            // went onto the remote list of a slice this heap still owns.
+            // Push the remote frees this heap holds back (a heap batches
+            // them by slice), then wait until the other side has pushed
+            // ours too, so that every free went onto the remote list of a
+            // slice its owner still held.
+            heap.flush(&SWAP);
             send.send(Vec::new()).unwrap();
             assert!(receive.recv().unwrap().is_empty());
             heap.flush(&SWAP);

@@ -5,7 +5,9 @@
  *
  *   forged-link         a use-after-free write of a live block's address
  *                       into a freed block's free-list link
- *   forged-remote-link  the same, the block freed by another thread
+ *   forged-remote-link  the same, the block freed by another thread (after
+ *                       a neighbour, so that the two reach the slice's
+ *                       remote list together, the forged link between them)
  *   overrun-small       (STRATA_DEBUG=1) one byte written past a 40-byte
  *                       block, then the block freed
  *   overrun-large       (STRATA_DEBUG=1) writes running on past the end of
@@ -26,10 +28,13 @@ static void announce(void *p)
 
 static void *free_and_forge(void *arg)
 {
-    void **pair = arg;
-    free(pair[0]);
+    void **blocks = arg;
+    /* Two blocks of one slice, freed by this thread, go onto the slice's
+     * remote list together, the second linked to the first. */
+    free(blocks[0]);
+    free(blocks[1]);
     /* The use after free: the freed block's first word is its link. */
-    memcpy(pair[0], &pair[1], sizeof(void *));
+    memcpy(blocks[1], &blocks[2], sizeof(void *));
     return NULL;
 }
 
@@ -48,10 +53,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "followed: %p %p (live %p)\n", first, second, live);
     } else if (strcmp(what, "forged-remote-link") == 0) {
         long on_stack[8] = {0};
-        void *pair[2] = {malloc(48), on_stack};
-        announce(pair[0]);
+        void *older = malloc(48);
+        void *blocks[3] = {older, malloc(48), on_stack};
+        announce(blocks[1]);
         pthread_t thread;
-        pthread_create(&thread, NULL, free_and_forge, pair);
+        pthread_create(&thread, NULL, free_and_forge, blocks);
         pthread_join(thread, NULL);
         /* Run the slice dry, so its owner takes the remote frees back. */
         for (int i = 0; i < 3000; i++)
