@@ -488,9 +488,13 @@ impl KernelStrata {
     }
 
     /// Collects every heap's remote and pending frees, so the statistics see
-    /// them.
+    /// them. Two rounds: a heap's flush pushes the remote frees it batched,
+    /// and its pending frees, onto the remote lists of slices other CPUs'
+    /// heaps own, which their flushes collect in the second round.
     pub fn flush(&self) {
-        self.on_each_heap(|heap, domain| heap.flush(domain));
+        for _round in 0..2 {
+            self.on_each_heap(|heap, domain| heap.flush(domain));
+        }
     }
 
     /// Gives every heap's slices back and returns every empty page.

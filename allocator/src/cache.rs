@@ -163,8 +163,9 @@ pub struct Heap {
     pending: [*mut FreeObject; PENDING],
     pending_len: usize,
     counters: Counters,
-    /// Remote frees not yet pushed (see [`Heap::batch_remote`]).
-    remote: RemoteBatch,
+    /// Remote frees not yet pushed, one batch per slice, direct-mapped by
+    /// the slice's descriptor (see [`Heap::batch_remote`]).
+    remote: [RemoteBatch; REMOTE_BATCHES],
     /// Fast-path frees into one slice between two housekeeping checks
     /// ([`Heap::free_owned_counted`]), from 1 to [`MAX_COUNTDOWN`]: the
     /// countdown armed on every slice the heap receives.
@@ -196,6 +197,18 @@ impl RemoteBatch {
 /// Remote frees of one slice a heap holds back and pushes together onto the
 /// slice's remote list, with one compare-and-swap.
 pub const REMOTE_BATCH: u32 = 32;
+
+/// Batches of remote frees a heap keeps open at once, for as many slices:
+/// a consumer that frees objects of mixed sizes frees into one slice per
+/// class in turn. A power of two.
+const REMOTE_BATCHES: usize = 16;
+
+/// The entry of a heap's batches for `slice`: descriptors are 256 bytes
+/// apart, and neighbouring slices take neighbouring entries.
+#[inline(always)]
+fn remote_batch_index(slice: &SliceMeta) -> usize {
+    (slice as *const SliceMeta as usize / size_of::<SliceMeta>()) % REMOTE_BATCHES
+}
 
 /// What [`Heap::free_owned_counted`] did with a pointer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,7 +251,7 @@ impl Heap {
             pending: [ptr::null_mut(); PENDING],
             pending_len: 0,
             counters: Counters { remote_frees: 0, flushes: 0 },
-            remote: RemoteBatch::EMPTY,
+            remote: [RemoteBatch::EMPTY; REMOTE_BATCHES],
             check_interval: MAX_COUNTDOWN,
         }
     }
@@ -854,37 +867,49 @@ impl Heap {
     }
 
     /// Adds a freed object of `slice`, a slice this heap does not own, to
-    /// the heap's batch of remote frees, which goes onto the slice's remote
-    /// list in one compare-and-swap ([`Heap::flush_remote`]) once it holds
-    /// [`REMOTE_BATCH`] objects or the next remote free is of another
-    /// slice. A producer's objects reach a consumer mostly in the order
-    /// they were carved, slice by slice, so most batches fill.
+    /// the heap's batch of remote frees for that slice, which goes onto the
+    /// slice's remote list in one compare-and-swap
+    /// ([`Heap::flush_batch`]) once it holds [`REMOTE_BATCH`] objects, or
+    /// when a remote free of another slice needs its entry. A producer's
+    /// objects reach a consumer mostly in the order they were carved, slice
+    /// by slice (one slice per size class at a time), so most batches fill.
     ///
     /// # Safety
     /// `object` must be a freed, marked object of `slice`, the caller's
     /// alone.
     #[inline]
     unsafe fn batch_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
-        if !ptr::eq(self.remote.slice, slice) {
-            self.flush_remote(domain);
-            self.remote = RemoteBatch { slice, first: object, last: object, count: 1 };
+        let index = remote_batch_index(slice);
+        // SAFETY: reduced modulo the table's length.
+        let batch = unsafe { self.remote.get_unchecked_mut(index) };
+        if !ptr::eq(batch.slice, slice) {
+            let old = core::mem::replace(batch, RemoteBatch { slice, first: object, last: object, count: 1 });
+            self.flush_batch(domain, old);
             return;
         }
         // SAFETY: the batch's objects are this heap's alone until pushed.
-        unsafe { FreeObject::set_next(object, self.remote.first, self.link_key) };
-        self.remote.first = object;
-        self.remote.count += 1;
-        if self.remote.count >= REMOTE_BATCH {
-            self.flush_remote(domain);
+        unsafe { FreeObject::set_next(object, batch.first, self.link_key) };
+        batch.first = object;
+        batch.count += 1;
+        if batch.count >= REMOTE_BATCH {
+            let full = core::mem::replace(batch, RemoteBatch::EMPTY);
+            self.flush_batch(domain, full);
         }
     }
 
-    /// Pushes the batch of remote frees onto its slice's remote list, or,
-    /// when the slice has no owner any more, hands its objects to the
-    /// domain like any free into an orphaned slice. The fronts' flushes
-    /// ([`Heap::flush`], [`Heap::release`]) come here first.
+    /// Pushes every batch of remote frees (see [`Heap::flush_batch`]). The
+    /// fronts' flushes ([`Heap::flush`], [`Heap::release`]) come here first.
     pub(crate) fn flush_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>) {
-        let batch = core::mem::replace(&mut self.remote, RemoteBatch::EMPTY);
+        for index in 0..REMOTE_BATCHES {
+            let batch = core::mem::replace(&mut self.remote[index], RemoteBatch::EMPTY);
+            self.flush_batch(domain, batch);
+        }
+    }
+
+    /// Pushes `batch`, taken out of the heap's table, onto its slice's
+    /// remote list, or, when the slice has no owner any more, hands its
+    /// objects to the domain like any free into an orphaned slice.
+    fn flush_batch<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, batch: RemoteBatch) {
         if batch.slice.is_null() {
             return;
         }

@@ -169,14 +169,22 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         }
     }
 
-    /// A snapshot, after flushing every heap's pending frees.
+    /// A snapshot, after flushing every heap's remote and pending frees.
+    ///
+    /// Two passes over the heaps: a heap's flush pushes the remote frees it
+    /// batched, and its pending frees, onto the remote lists of slices other
+    /// heaps own, which those heaps' flushes collect in the second pass.
+    /// With no other call running meanwhile, every freed object then counts
+    /// as freed.
     pub fn stats(&self) -> Stats {
-        for slot in &self.heaps {
-            slot.lock.lock();
-            // SAFETY: the slot's lock is held.
-            unsafe { (*slot.heap.get()).flush(&self.domain) };
-            // SAFETY: taken above.
-            unsafe { slot.lock.unlock() };
+        for _pass in 0..2 {
+            for slot in &self.heaps {
+                slot.lock.lock();
+                // SAFETY: the slot's lock is held.
+                unsafe { (*slot.heap.get()).flush(&self.domain) };
+                // SAFETY: taken above.
+                unsafe { slot.lock.unlock() };
+            }
         }
         self.domain.stats()
     }

@@ -145,10 +145,10 @@ static LIMBO_TID: [AtomicI32; LIMBO_ENTRIES] = [const { AtomicI32::new(0) }; LIM
 const CLAIMED: *mut Heap = ptr::dangling_mut();
 
 // Heaps are allocated as small objects from the domain, of a class no
-// larger than 4608 bytes: the fault-injection tests (tests/c/fault_points.c)
-// take requests of 5000 bytes and more as classes that no allocation made
+// larger than 5120 bytes: the fault-injection tests (tests/c/fault_points.c)
+// take requests of 5500 bytes and more as classes that no allocation made
 // before the source failed can serve.
-const _: () = assert!(core::mem::size_of::<Heap>() <= 4608);
+const _: () = assert!(core::mem::size_of::<Heap>() <= 5120);
 
 /// The malloc fast path: a block of `size` bytes aligned to 16 from the
 /// calling thread's cache, or null when the fast path cannot serve it (no

@@ -612,11 +612,12 @@ impl Model<'_> {
     ///
     /// `bytes_live` counts objects waiting on a slice's remote list as live
     /// (see `ClassStats::objects_live`); flushing a heap collects the remote
-    /// lists of its own slices, but also moves its pending frees onto the
-    /// remote lists of slices another heap has taken since. So one pass over
-    /// the heaps (as `SharedStrata::stats` makes) can leave freed objects
-    /// counted; a second pass collects them, and then `bytes_live` is exactly
-    /// the sum of the usable sizes of the live blocks.
+    /// lists of its own slices, but also pushes its batched remote frees
+    /// and its pending frees onto the remote lists of slices other heaps
+    /// own. So one pass over the heaps can leave freed objects counted; a
+    /// second pass collects them (as `SharedStrata::stats` does), and then
+    /// `bytes_live` is exactly the sum of the usable sizes of the live
+    /// blocks.
     fn domain_stats(&mut self) -> Stats {
         for _pass in 0..2 {
             for heap in self.heaps.iter_mut() {
@@ -627,7 +628,7 @@ impl Model<'_> {
     }
 
     fn shared_stats() -> Stats {
-        let _first_pass = SHARED.stats();
+        // `SharedStrata::stats` makes both passes itself.
         SHARED.stats()
     }
 
