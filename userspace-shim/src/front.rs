@@ -79,7 +79,9 @@
 //! not exist in the child: the child can free into them (their objects go on
 //! remote lists, or, for a slice whose heap was giving it back at the fork,
 //! its remote list already closed, onto its free list under the domain
-//! lock) but they are not reused there.
+//! lock) but they are not reused there. Likewise, the objects those threads
+//! had freed but not yet pushed (their batches of remote frees) stay in use
+//! in the child.
 
 use core::alloc::Layout;
 use core::ptr;
