@@ -488,9 +488,10 @@ impl KernelStrata {
     }
 
     /// Collects every heap's remote and pending frees, so the statistics see
-    /// them. Two rounds: a heap's flush pushes the remote frees it batched,
-    /// and its pending frees, onto the remote lists of slices other CPUs'
-    /// heaps own, which their flushes collect in the second round.
+    /// them. Two rounds: a heap's flush pushes its pending frees (frees into
+    /// slices that were orphaned when freed) onto the remote lists of slices
+    /// other CPUs' heaps have taken since, which their flushes collect in
+    /// the second round.
     pub fn flush(&self) {
         for _round in 0..2 {
             self.on_each_heap(|heap, domain| heap.flush(domain));

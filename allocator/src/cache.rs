@@ -23,12 +23,14 @@
 //!
 //! Whatever they do not take goes to the slow paths, which are out of line.
 //!
-//! A free of an object whose slice another heap owns is a *remote free*: the
-//! freeing heap links it into its batch of remote frees of that slice, and
-//! pushes the batch onto the slice's remote list with one compare-and-swap
-//! once it holds [`REMOTE_BATCH`] objects, when a remote free of another
-//! slice comes, or when the heap is flushed or released; the owner drains
-//! the list when its free list runs dry. A free into a slice that no heap
+//! A free of an object whose slice another heap owns is a *remote free*: one
+//! compare-and-swap onto that slice's remote list, which the owner drains
+//! when its free list runs dry. A heap whose front turned batching on
+//! ([`Heap::set_remote_batching`]: the std front and the malloc shim, whose
+//! threads keep their heap) links its remote frees into a batch per slice
+//! instead, and pushes each batch with one compare-and-swap once it holds
+//! [`REMOTE_BATCH`] objects, when its entry is needed for another slice, or
+//! when the heap is flushed or released. A free into a slice that no heap
 //! owns is batched in `Heap::pending` and handed to the domain under its
 //! lock, at most every [`PENDING`] frees.
 //!
@@ -164,8 +166,11 @@ pub struct Heap {
     pending_len: usize,
     counters: Counters,
     /// Remote frees not yet pushed, one batch per slice, direct-mapped by
-    /// the slice's descriptor (see [`Heap::batch_remote`]).
+    /// the slice's descriptor (see [`Heap::batch_remote`]); all empty
+    /// unless `batching`.
     remote: [RemoteBatch; REMOTE_BATCHES],
+    /// Whether remote frees are batched ([`Heap::set_remote_batching`]).
+    batching: bool,
     /// Fast-path frees into one slice between two housekeeping checks
     /// ([`Heap::free_owned_counted`]), from 1 to [`MAX_COUNTDOWN`]: the
     /// countdown armed on every slice the heap receives.
@@ -252,8 +257,26 @@ impl Heap {
             pending_len: 0,
             counters: Counters { remote_frees: 0, flushes: 0 },
             remote: [RemoteBatch::EMPTY; REMOTE_BATCHES],
+            batching: false,
             check_interval: MAX_COUNTDOWN,
         }
+    }
+
+    /// Has the heap batch its remote frees (see [`REMOTE_BATCH`]): up to 32
+    /// objects of one slice go onto its remote list with one
+    /// compare-and-swap, instead of one each, but the slice's owner sees
+    /// them only once the batch is pushed (when it fills, when its entry is
+    /// needed, or when the heap is flushed or released). Off by default.
+    /// For a front whose threads each keep their heap (the std front, the
+    /// malloc shim); a front that picks a heap per call (`SharedStrata`)
+    /// leaves it off, so that a block freed through one heap is seen at
+    /// once by the heap that allocates next. Turning it off pushes what the
+    /// heap holds (`domain` is the heap's own).
+    pub fn set_remote_batching<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, on: bool) {
+        if !on && self.domain == domain.id() {
+            self.flush_remote(domain);
+        }
+        self.batching = on;
     }
 
     /// Sets how many fast-path frees into one slice come between two
@@ -861,8 +884,16 @@ impl Heap {
             self.free_orphaned(domain, object);
             return Ok(());
         }
-        // SAFETY: the object is the caller's, freed and marked.
-        unsafe { self.batch_remote(domain, slice, object) };
+        if self.batching {
+            // SAFETY: the object is the caller's, freed and marked.
+            unsafe { self.batch_remote(domain, slice, object) };
+        } else {
+            // SAFETY: as above.
+            match unsafe { slice.remote.push(object as *mut Link, self.link_key) } {
+                Push::Pushed => self.counters.remote_frees += 1,
+                Push::Orphaned => self.free_orphaned(domain, object),
+            }
+        }
         Ok(())
     }
 
@@ -1388,6 +1419,56 @@ mod tests {
         unsafe { heap.free(domain, keep).unwrap() };
         assert_eq!(slice.used(), 0);
         heap.release(domain, false);
+    }
+
+    #[test]
+    fn remote_frees_wait_in_batches_and_are_all_counted_once_pushed() {
+        let domain = domain();
+        let mut owner = Heap::new();
+        let mut other = Heap::new();
+        other.bind(domain);
+        other.set_remote_batching(domain, true);
+        let blocks: Vec<*mut u8> = (0..40).map(|_| owner.alloc_small(domain, 0)).collect();
+        assert!(blocks.iter().all(|block| !block.is_null()));
+        // SAFETY: the owner's current slice.
+        let slice = unsafe { &*owner.current[0] };
+        assert_eq!(slice.used(), 40);
+        for &block in &blocks[..31] {
+            // SAFETY: live blocks, freed once, by a heap that does not own
+            // their slice: remote frees.
+            unsafe { other.free(domain, block).unwrap() };
+        }
+        // Held back: nothing on the remote list yet.
+        // SAFETY: the owner's slice.
+        assert_eq!(unsafe { collect_remote(domain, slice) }, 0);
+        assert_eq!(slice.used(), 40);
+        // The 32nd fills the batch, which goes out whole.
+        // SAFETY: as above.
+        unsafe { other.free(domain, blocks[31]).unwrap() };
+        // SAFETY: the owner's slice.
+        assert_eq!(unsafe { collect_remote(domain, slice) }, REMOTE_BATCH);
+        assert_eq!(slice.used(), 8);
+        // A freed block that waits in a batch is still caught as freed.
+        for &block in &blocks[32..36] {
+            // SAFETY: as above.
+            unsafe { other.free(domain, block).unwrap() };
+        }
+        // SAFETY: a block freed just above: misuse the heap must refuse.
+        let again = unsafe { other.free(domain, blocks[32]) };
+        assert_eq!(again.unwrap_err().kind, crate::FreeErrorKind::DoubleFree);
+        // The owner gives the slice back before the batch goes out: the
+        // push is refused and the domain frees the blocks instead.
+        owner.release(domain, false);
+        assert_eq!(slice.used(), 8);
+        other.flush(domain);
+        assert_eq!(slice.used(), 4);
+        for &block in &blocks[36..] {
+            // SAFETY: the rest, freed once.
+            unsafe { other.free(domain, block).unwrap() };
+        }
+        other.release(domain, false);
+        assert_eq!(slice.used(), 0);
+        assert_eq!(domain.stats().bytes_live, 0);
     }
 
     #[test]

@@ -123,6 +123,9 @@ impl Strata {
         // SAFETY: as above.
         let heap = unsafe { &mut *heap };
         heap.bind(&self.domain);
+        // A thread keeps its heap for life: its remote frees can wait in
+        // batches (pushed at the latest when the thread exits).
+        heap.set_remote_batching(&self.domain, true);
         cached(heap)
     }
 

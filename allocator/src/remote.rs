@@ -1,9 +1,9 @@
 //! The remote-free list: the one lock-free structure of the core.
 //!
 //! Every slice has a [`RemoteList`]. A thread that frees objects of a slice owned
-//! by another heap pushes them here, a chain of up to `REMOTE_BATCH` at a time
-//! (`Heap::flush_remote`), with a single compare-and-swap; it never waits for
-//! the owner. The owner takes the whole list with one swap when its free list
+//! by another heap pushes them here with a single compare-and-swap, one object
+//! or a chain of up to `REMOTE_BATCH` (a heap that batches its remote frees,
+//! `Heap::flush_remote`); it never waits for the owner. The owner takes the whole list with one swap when its free list
 //! runs dry.
 //!
 //! The word also records whether the slice has an owner. When no heap owns the

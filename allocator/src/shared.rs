@@ -171,9 +171,10 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
 
     /// A snapshot, after flushing every heap's remote and pending frees.
     ///
-    /// Two passes over the heaps: a heap's flush pushes the remote frees it
-    /// batched, and its pending frees, onto the remote lists of slices other
-    /// heaps own, which those heaps' flushes collect in the second pass.
+    /// Two passes over the heaps: a heap's flush pushes its pending frees
+    /// (frees into slices that were orphaned when freed) onto the remote
+    /// lists of slices other heaps have taken since, which those heaps'
+    /// flushes collect in the second pass.
     /// With no other call running meanwhile, every freed object then counts
     /// as freed.
     pub fn stats(&self) -> Stats {

@@ -24,10 +24,11 @@ pub struct Stats {
     /// Bytes in live objects, spans and huge allocations, counted at their
     /// usable size. Objects freed by a thread other than their slice's
     /// owner count until the owner takes them back: while they wait on the
-    /// slice's remote list, and while the freeing heap holds them in a
-    /// batch (up to 32 per slice, 16 slices), until that heap is flushed
-    /// (the statistics calls flush the calling thread's heap, or every heap
-    /// of a `SharedStrata`), released, or its thread exits.
+    /// slice's remote list, and, in the std front and the malloc shim,
+    /// while the freeing thread's heap holds them in a batch (up to 32 per
+    /// slice, 16 slices; see `Heap::set_remote_batching`), until that heap
+    /// is flushed (the statistics calls flush the calling thread's heap),
+    /// released, or its thread exits.
     pub bytes_live: usize,
     /// Bytes that are (or may be) backed by physical memory: page headers,
     /// slices that are neither clean nor purged, and huge mappings.

@@ -613,6 +613,9 @@ fn new_heap() -> HeapSetup {
         heap.write(Heap::new());
         (*heap).bind(&DOMAIN);
         (*heap).set_check_interval(TIDY_EVERY as u16);
+        // A thread keeps its heap until it exits: its remote frees can wait
+        // in batches (pushed by `tidy` and at thread exit at the latest).
+        (*heap).set_remote_batching(&DOMAIN, true);
     }
     let key = EXIT_KEY.load(Ordering::Acquire);
     // SAFETY: a key created by `process_init`. It fails only with ENOMEM,

@@ -612,9 +612,9 @@ impl Model<'_> {
     ///
     /// `bytes_live` counts objects waiting on a slice's remote list as live
     /// (see `ClassStats::objects_live`); flushing a heap collects the remote
-    /// lists of its own slices, but also pushes its batched remote frees
-    /// and its pending frees onto the remote lists of slices other heaps
-    /// own. So one pass over the heaps can leave freed objects counted; a
+    /// lists of its own slices, but also pushes its pending frees (and its
+    /// batched remote frees, for the heaps that batch) onto the remote
+    /// lists of slices other heaps own. So one pass over the heaps can leave freed objects counted; a
     /// second pass collects them (as `SharedStrata::stats` does), and then
     /// `bytes_live` is exactly the sum of the usable sizes of the live
     /// blocks.
@@ -729,6 +729,11 @@ impl Model<'_> {
 
 fuzz_target!(|data: &[u8]| {
     let mut threads = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    // Half the simulated threads batch their remote frees, as the std
+    // front's and the shim's heaps do; the others push each one at once.
+    for (index, heap) in threads.iter_mut().enumerate() {
+        heap.set_remote_batching(&DOMAIN, index % 2 == 0);
+    }
     let mut model = Model {
         heaps: &mut threads,
         blocks: Vec::new(),
