@@ -305,17 +305,24 @@ impl Heap {
     /// Re-arms the countdown of every slice the heap owns with `frees`
     /// frees: for a front whose checks must come sooner from now on.
     pub fn rearm_checks(&self, frees: u16) {
+        self.for_each_owned(|slice| slice.arm_countdown(frees));
+    }
+
+    /// Runs `f` on every slice the heap owns: current, then parked, class
+    /// by class. `f` must not change which slices the heap owns.
+    fn for_each_owned(&self, mut f: impl FnMut(&SliceMeta)) {
         for class in 0..CLASS_COUNT {
             let current = self.current[class];
             if current != empty() {
                 // SAFETY: an owned slice.
-                unsafe { (*current).arm_countdown(frees) };
+                f(unsafe { &*current });
             }
             let mut parked = self.parked[class];
             while !parked.is_null() {
-                // SAFETY: parked entries are owned slices.
+                // SAFETY: parked entries are owned slices; `next` is read
+                // after `f`, which leaves the parked list alone.
                 unsafe {
-                    (*parked).arm_countdown(frees);
+                    f(&*parked);
                     parked = (*parked).next.get();
                 }
             }
@@ -360,16 +367,11 @@ impl Heap {
         self as *const Self as usize
     }
 
-    /// The address of a slice (from its descriptor).
-    fn slice_address(slice: &SliceMeta) -> usize {
-        slice.address
-    }
-
     /// Lists a slice the heap has just received in `owned`, if its entry
     /// is free, and arms its countdown of frees.
     fn note_owned(&mut self, slice: &SliceMeta) {
         slice.arm_countdown(self.check_interval);
-        let address = Self::slice_address(slice);
+        let address = slice.address;
         let entry = &mut self.owned[owned_index(address)];
         if entry.address == NO_SLICE {
             *entry = OwnedSlice { address, meta: slice };
@@ -378,7 +380,7 @@ impl Heap {
 
     /// Unlists a slice the heap is about to give back.
     fn forget_owned(&mut self, slice: &SliceMeta) {
-        let address = Self::slice_address(slice);
+        let address = slice.address;
         let entry = &mut self.owned[owned_index(address)];
         if entry.address == address {
             *entry = NO_OWNED_SLICE;
@@ -888,11 +890,8 @@ impl Heap {
             // SAFETY: the object is the caller's, freed and marked.
             unsafe { self.batch_remote(domain, slice, object) };
         } else {
-            // SAFETY: as above.
-            match unsafe { slice.remote.push(object as *mut Link, self.link_key) } {
-                Push::Pushed => self.counters.remote_frees += 1,
-                Push::Orphaned => self.free_orphaned(domain, object),
-            }
+            // SAFETY: as above; a chain of one.
+            unsafe { self.push_remote(domain, slice, object, object, 1) };
         }
         Ok(())
     }
@@ -957,11 +956,32 @@ impl Heap {
             return;
         }
         // SAFETY: as above.
-        match unsafe { slice.remote.push_chain(batch.first as *mut Link, batch.last as *mut Link, self.link_key) } {
-            Push::Pushed => self.counters.remote_frees += u64::from(batch.count),
+        unsafe { self.push_remote(domain, slice, batch.first, batch.last, batch.count) };
+    }
+
+    /// Pushes the chain of `count` freed objects of `slice`, `first` to
+    /// `last`, onto the slice's remote list with one compare-and-swap, or,
+    /// when the slice has no owner, hands each object to the domain like any
+    /// free into an orphaned slice.
+    ///
+    /// # Safety
+    /// The chain's objects must be freed, marked objects of `slice`, this
+    /// heap's alone, linked from `first` to `last` with the heap's link key
+    /// (`last`'s own link is set here).
+    unsafe fn push_remote<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        slice: &SliceMeta,
+        first: *mut FreeObject,
+        last: *mut FreeObject,
+        count: u32,
+    ) {
+        // SAFETY: the caller's contract.
+        match unsafe { slice.remote.push_chain(first as *mut Link, last as *mut Link, self.link_key) } {
+            Push::Pushed => self.counters.remote_frees += u64::from(count),
             Push::Orphaned => {
-                let mut object = batch.first;
-                for left in (0..batch.count).rev() {
+                let mut object = first;
+                for left in (0..count).rev() {
                     // SAFETY: as above; read before the object is handed on.
                     let next = unsafe { FreeObject::next(object, self.link_key) };
                     self.free_orphaned(domain, object);
@@ -1131,21 +1151,10 @@ impl Heap {
         // First, so that a batch of frees into slices this heap owns by now
         // is counted free before the statistics are read.
         self.flush_remote(domain);
-        for class in 0..CLASS_COUNT {
-            let current = self.current[class];
-            if current != empty() {
-                // SAFETY: an owned slice.
-                unsafe { collect_remote(domain, &*current) };
-            }
-            let mut parked = self.parked[class];
-            while !parked.is_null() {
-                // SAFETY: parked entries are owned slices.
-                unsafe {
-                    collect_remote(domain, &*parked);
-                    parked = (*parked).next.get();
-                }
-            }
-        }
+        // SAFETY: every slice passed is owned by this heap.
+        self.for_each_owned(|slice| unsafe {
+            collect_remote(domain, slice);
+        });
         domain.flush_heap(self);
     }
 
@@ -1299,12 +1308,12 @@ mod tests {
             assert_eq!(owned_index(entry.address), index);
             assert!(slices.contains(&(entry.meta as *mut SliceMeta)), "entry {index} lists a slice the heap does not own");
             // SAFETY: an owned slice.
-            assert_eq!(Heap::slice_address(unsafe { &*entry.meta }), entry.address);
+            assert_eq!(unsafe { (*entry.meta).address }, entry.address);
         }
         slices
             .iter()
             // SAFETY: owned slices.
-            .filter(|&&slice| !core::ptr::eq(heap.owned[owned_index(Heap::slice_address(unsafe { &*slice }))].meta, slice))
+            .filter(|&&slice| !core::ptr::eq(heap.owned[owned_index(unsafe { (*slice).address })].meta, slice))
             .count()
     }
 
