@@ -123,7 +123,7 @@ static long stats_figure(const char *name)
     } while (0)
 
 /* Sizes of classes the program has not used before the source fails: each
- * needs a fresh slice. (The shim's thread heaps take the 5120-byte class:
+ * needs a fresh slice. (The shim's thread heaps take the 13312-byte class:
  * see the size assertion in userspace-shim/src/front.rs.) */
 static void check_all_fail(int small_too)
 {
@@ -135,7 +135,7 @@ static void check_all_fail(int small_too)
         CHECK_ENOMEM(aligned_alloc(2048, 11000));
         void *out = (void *)0x1;
         errno = 0;
-        CHECK(posix_memalign(&out, 1024, 13000) == ENOMEM, "posix_memalign did not return ENOMEM");
+        CHECK(posix_memalign(&out, 1024, 15000) == ENOMEM, "posix_memalign did not return ENOMEM");
         CHECK(out == (void *)0x1, "posix_memalign wrote *out on failure");
         void *bulk[8];
         memset(bulk, 0xff, sizeof bulk);
