@@ -8,6 +8,13 @@
 # forced (COMPACT), and the peak RSS (VmHWM) and the RSS after that (VmRSS)
 # are read from /proc/PID/status, beside the RSS of the same server idle
 # just after it started (its fixed cost: binary, runtime, thread stacks).
+# The anonymous part of the RSS (RssAnon: heap memory, stacks; not the
+# binary's and libraries' pages, which the benchmark's code paths fault in
+# whatever the allocator) is read at the same two moments. The servers run
+# with glibc's cache of finished threads' stacks off
+# (GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0), the same for all three,
+# so that the stacks of the benchmark's finished connections, which no
+# allocator controls, do not count as heap.
 #
 # With ROUNDS above 1, the whole sweep runs that many times (allocators
 # still interleaved within each round) and every figure is the median of
@@ -69,7 +76,8 @@ for d in $SIZES; do
         # server's port when the new server's redirection has not yet
         # truncated it.
         out=$WORK/server-$a-$d.out
-        "$WORK/strata-kv-$a" --port 0 --dir "$dir" >"$out" 2>"$WORK/server.err" &
+        GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 \
+            "$WORK/strata-kv-$a" --port 0 --dir "$dir" >"$out" 2>"$WORK/server.err" &
         SERVER_PID=$!
         port=
         for _ in $(seq 1 200); do
@@ -80,6 +88,7 @@ for d in $SIZES; do
         [ -n "$port" ] || { echo "server did not start" >&2; cat "$WORK/server.err" >&2; exit 1; }
         redis-cli -p "$port" PING >/dev/null
         idle=$(status_kb "$SERVER_PID" VmRSS)
+        anon_idle=$(status_kb "$SERVER_PID" RssAnon)
         echo "round $round: $a d=$d on port $port" >&2
         # A guard against a redis-benchmark that stalls (it spins when it
         # cannot connect); the run is then tried again.
@@ -97,10 +106,11 @@ for d in $SIZES; do
         redis-cli -p "$port" COMPACT >/dev/null
         sleep 2
         rss=$(status_kb "$SERVER_PID" VmRSS)
+        anon=$(status_kb "$SERVER_PID" RssAnon)
         keys=$(redis-cli -p "$port" DBSIZE)
         live=$(redis-cli -p "$port" INFO memory | tr -d '\r' | awk -F: '$1 == "strata_bytes_live" { print $2 }')
         disk=$(du -sk "$dir" | cut -f1)
-        echo "$a,$d,$keys_before,$keys,$peak,$rss,${live:-0},$disk,$idle" >>"$MEMORY"
+        echo "$a,$d,$keys_before,$keys,$peak,$rss,${live:-0},$disk,$idle,$anon,$anon_idle" >>"$MEMORY"
         redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=
@@ -139,19 +149,29 @@ echo
 echo "memory: idle RSS just after start; peak RSS (VmHWM) during the run; RSS after deleting 90% of the"
 echo "keys and COMPACT (+2 s); estimate = keys x (16-byte key + value + 64 bytes of index per entry);"
 echo "ratio = RSS after / estimate; net ratio = (RSS after - idle RSS) / estimate; strata_live = the heap"
-echo "bytes Strata counts live after COMPACT (the program's own data, index, buffers; Strata build only)"
+echo "bytes Strata counts live after COMPACT (the program's own data, index, buffers; Strata build only);"
+echo "anon = RssAnon after COMPACT less RssAnon idle (heap and stacks, no code pages), in MiB and as a"
+echo "multiple of strata_live (the same program state under every allocator)"
 [ "$ROUNDS" -gt 1 ] && echo "(medians of $ROUNDS rounds, each column on its own)"
-for column in 3 4 5 6 7 8 9; do
+for column in 3 4 5 6 7 8 9 10 11; do
     cut -d, -f1,2,"$column" "$MEMORY" >"$WORK/memory-$column.csv"
     median_by "$WORK/memory-$column.csv" 3 | sed 's/,/|/' | sort >"$WORK/memory-$column.median"
 done
-printf '%-9s %6s %8s %8s %9s %10s %10s %10s %7s %9s %12s %9s\n' allocator size keys0 keys1 idle_MiB peak_MiB after_MiB est_MiB ratio net_ratio strata_live disk_KiB
+# strata_live of the Strata build at each size, for the anon ratio of all three.
+declare -A strata_live=()
+while IFS=, read -r key live; do
+    [ "${key%%|*}" = strata ] && strata_live[${key#*|}]=$live
+done <"$WORK/memory-7.median"
+printf '%-9s %6s %8s %8s %9s %10s %10s %10s %7s %9s %12s %9s %9s %10s\n' allocator size keys0 keys1 idle_MiB peak_MiB after_MiB est_MiB ratio net_ratio strata_live disk_KiB anon_MiB anon/live
 join -t, "$WORK/memory-3.median" "$WORK/memory-4.median" | join -t, - "$WORK/memory-5.median" |
     join -t, - "$WORK/memory-6.median" | join -t, - "$WORK/memory-7.median" |
     join -t, - "$WORK/memory-8.median" | join -t, - "$WORK/memory-9.median" |
-    tr '|' , | sort -t, -k2,2n -k1,1 | while IFS=, read -r a d k0 k1 peak rss live disk idle; do
-    awk -v a="$a" -v d="$d" -v k0="$k0" -v k1="$k1" -v peak="$peak" -v rss="$rss" -v live="$live" -v disk="$disk" -v idle="$idle" 'BEGIN {
+    join -t, - "$WORK/memory-10.median" | join -t, - "$WORK/memory-11.median" |
+    tr '|' , | sort -t, -k2,2n -k1,1 | while IFS=, read -r a d k0 k1 peak rss live disk idle anon anon_idle; do
+    awk -v a="$a" -v d="$d" -v k0="$k0" -v k1="$k1" -v peak="$peak" -v rss="$rss" -v live="$live" -v disk="$disk" -v idle="$idle" \
+        -v anon="$anon" -v anon_idle="$anon_idle" -v slive="${strata_live[$d]:-0}" 'BEGIN {
         est = k1 * (16 + d + 64)
-        printf "%-9s %6s %8.0f %8.0f %9.1f %10.1f %10.1f %10.1f %7.2f %9.2f %12s %9.0f\n", a, d, k0, k1, idle / 1024, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, (rss - idle) * 1024 / est, (live > 0 ? sprintf("%.0f", live) : "-"), disk
+        net_anon = (anon - anon_idle) * 1024
+        printf "%-9s %6s %8.0f %8.0f %9.1f %10.1f %10.1f %10.1f %7.2f %9.2f %12s %9.0f %9.2f %10s\n", a, d, k0, k1, idle / 1024, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, (rss - idle) * 1024 / est, (live > 0 ? sprintf("%.0f", live) : "-"), disk, net_anon / 1048576, (slive > 0 ? sprintf("%.2f", net_anon / slive) : "-")
     }'
 done

@@ -42,6 +42,12 @@ if ((quick)); then
 fi
 step "build (release)" cargo build --release --workspace
 step "workspace tests (release)" cargo test --workspace --release --all-features
+# The workspace tests build strata-kv with Strata (its default); the same
+# tests run against its other two builds, which differ only in the allocator.
+step "strata-kv tests, mimalloc build" \
+    cargo test -p strata-kv --release --no-default-features --features alloc-mimalloc
+step "strata-kv tests, system-allocator build" \
+    cargo test -p strata-kv --release --no-default-features --features alloc-system
 step "core without std: arena source" \
     cargo test -p strata-alloc --release --no-default-features --features arena --test arena
 step "core builds with no features" cargo build -p strata-alloc --no-default-features

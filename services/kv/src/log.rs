@@ -341,8 +341,12 @@ pub fn new_log(rec: &Recovered, compact_bytes: u64, defrag: bool) -> Log {
     }
 }
 
+/// How long the log writer waits for work before it gives its allocator
+/// cache back (once per idle period).
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Starts the log writer and the compactor. `seg_id` comes from recovery.
-pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn()) -> io::Result<()> {
+pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), thread_idle: fn()) -> io::Result<()> {
     let mut seg_id = rec_seg_id;
     let mut file = OpenOptions::new().create(true).append(true).open(seg_path(&dir, seg_id))?;
     sync_dir(&dir)?;
@@ -361,16 +365,30 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn()) ->
     std::thread::Builder::new().name("kv-log".into()).spawn(move || {
         let log = &db.log;
         let mut batch = Vec::new();
+        let mut idle = false;
         loop {
             let (last, rotate) = {
                 let mut st = log.state.lock().unwrap();
                 while st.pending.is_empty() && (!st.compact_requested || log.compacting.load(Ordering::Acquire)) {
                     st = if st.compact_requested {
                         log.work.wait_timeout(st, std::time::Duration::from_millis(10)).unwrap().0
+                    } else if !idle {
+                        // Nothing to write for a while: give this thread's
+                        // allocator cache back once (outside the lock).
+                        let (st, timeout) = log.work.wait_timeout(st, IDLE_AFTER).unwrap();
+                        if timeout.timed_out() && st.pending.is_empty() {
+                            drop(st);
+                            thread_idle();
+                            idle = true;
+                            log.state.lock().unwrap()
+                        } else {
+                            st
+                        }
                     } else {
                         log.work.wait(st).unwrap()
                     };
                 }
+                idle = false;
                 std::mem::swap(&mut st.pending, &mut batch);
                 let rotate = st.compact_requested && !log.compacting.load(Ordering::Acquire);
                 if rotate {

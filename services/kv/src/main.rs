@@ -40,9 +40,25 @@ mod alloc_front {
         );
         let _ = write!(s, "strata_purges:{}\r\n", st.purges);
         let _ = write!(s, "strata_remote_frees:{}\r\n", st.remote_frees);
+        // One line per size class in use: its slices (those in thread
+        // caches among them) and objects live, for reading fragmentation.
+        for (class, c) in st.classes.iter().enumerate().filter(|(_, c)| c.slices > 0) {
+            let size = strata::size_class::class_size(class);
+            let _ = write!(
+                s,
+                "strata_class_{size}:slices={},cached={},objects_live={},capacity={}\r\n",
+                c.slices,
+                c.cached_slices,
+                c.objects_live,
+                c.slices * strata::size_class::objects_per_slice(class)
+            );
+        }
     }
     pub fn after_compact() {
         super::GLOBAL.purge();
+    }
+    pub fn thread_idle() {
+        super::GLOBAL.release_thread_cache();
     }
 }
 
@@ -59,6 +75,10 @@ mod alloc_front {
     pub fn after_compact() {
         // SAFETY: mi_collect has no preconditions.
         unsafe { mi_collect(true) }
+    }
+    pub fn thread_idle() {
+        // SAFETY: as above; collects the calling thread's heap.
+        unsafe { mi_collect(false) }
     }
 }
 
@@ -77,6 +97,10 @@ mod alloc_front {
         unsafe {
             malloc_trim(0);
         }
+    }
+    pub fn thread_idle() {
+        // glibc's per-thread cache (tcache) is small and has no call to
+        // give it back; its arenas are trimmed by `after_compact`.
     }
 }
 
@@ -144,7 +168,7 @@ fn main() {
         allocator: alloc_front::NAME,
         alloc_info: alloc_front::info,
     });
-    if let Err(e) = log::start(db.clone(), dir.clone(), seg_id, alloc_front::after_compact) {
+    if let Err(e) = log::start(db.clone(), dir.clone(), seg_id, alloc_front::after_compact, alloc_front::thread_idle) {
         fail(format!("cannot open the log in {}: {e}", dir.display()));
     }
     let addr = listener.local_addr().unwrap();
@@ -154,11 +178,18 @@ fn main() {
         let Ok(stream) = stream else { continue };
         let db = db.clone();
         let _ = std::thread::Builder::new().name("kv-conn".into()).stack_size(256 << 10).spawn(move || serve(&db, stream));
+        alloc_front::thread_idle();
     }
 }
 
+/// How long a connection waits for a request before its thread gives its
+/// allocator cache back (once per idle period; see `alloc_front::thread_idle`).
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn serve(db: &Db, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(IDLE_AFTER));
+    let mut idle = false;
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     loop {
@@ -225,9 +256,25 @@ fn serve(db: &Db, mut stream: TcpStream) {
         let len = buf.len();
         let room = (64 << 10).min(MAX_REQUEST - len);
         buf.resize(len + room, 0);
-        match stream.read(&mut buf[len..]) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.truncate(len + n),
+        loop {
+            match stream.read(&mut buf[len..]) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    idle = false;
+                    break;
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    // No request for a while: give the thread's cached
+                    // memory back once, then keep waiting.
+                    if !idle {
+                        alloc_front::thread_idle();
+                        idle = true;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
         }
     }
 }

@@ -62,8 +62,13 @@ fn bad_input_is_refused() {
         hogs.push(c);
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
+    // 8 MiB arrived against 4 GiB declared. The buffers grow by doubling
+    // as data arrives, and how much of the outgrown ones stays resident is
+    // the allocator's business (mimalloc kept about 80 MiB in one run,
+    // Strata and glibc under 64 MiB): the bound is far below what was
+    // declared, not a measure of any allocator.
     let rss_during = info_field(&mut keeper, "used_memory_rss");
-    assert!(rss_during < rss_before + (64 << 20), "{rss_before} -> {rss_during}");
+    assert!(rss_during < rss_before + (256 << 20), "{rss_before} -> {rss_during}");
     for c in hogs {
         let _ = c.stream().shutdown(Shutdown::Both);
         let _ = c.stream().flush();
