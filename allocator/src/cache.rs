@@ -11,7 +11,8 @@
 //!
 //! - **allocation** ([`Heap::try_alloc_aligned16`]): the current slice from
 //!   the heap's direct table, indexed by `(size + 15) / 16` up to
-//!   [`DIRECT_MAX`] (by the size itself with the `byte-table` feature); take its free list's head if the head lies in the
+//!   [`DIRECT_MAX`] (by the size itself with the `byte-table` feature);
+//!   take its free list's head if the head lies in the
 //!   slice (which also tells the end of the list apart), making the head's
 //!   decoded link the new head, checked by the next allocation; clear the
 //!   object's free marker; count it used.
