@@ -40,6 +40,10 @@ mod alloc_front {
         );
         let _ = write!(s, "strata_purges:{}\r\n", st.purges);
         let _ = write!(s, "strata_remote_frees:{}\r\n", st.remote_frees);
+        let _ = write!(s, "strata_lock_acquisitions:{}\r\n", st.lock_acquisitions);
+        let _ = write!(s, "strata_lock_contended:{}\r\n", st.lock_contended);
+        let _ = write!(s, "strata_flushes:{}\r\n", st.flushes);
+        let _ = write!(s, "strata_refills:{}\r\n", st.refills);
         // One line per size class in use: its slices (those in thread
         // caches among them) and objects live, for reading fragmentation.
         for (class, c) in st.classes.iter().enumerate().filter(|(_, c)| c.slices > 0) {

@@ -133,7 +133,10 @@ impl Db {
         self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
     }
 
-    /// Runs one request, appending its reply to `out`.
+    /// Runs one request, appending its reply to `out`. Values a write
+    /// replaces or deletes are freed after the shard locks are released,
+    /// so that no lock is held while the allocator frees them (often a
+    /// free into another thread's memory).
     pub fn execute(&self, mut args: Vec<Vec<u8>>, out: &mut Vec<u8>) -> Next {
         if args.is_empty() {
             return Next::Wait(0);
@@ -161,9 +164,12 @@ impl Db {
                 let val = args.pop().unwrap();
                 let key = args.pop().unwrap();
                 let mut sh = self.shard(&key);
-                sh.insert(key, Value::Str(val));
+                let old = sh.insert(key, Value::Str(val));
                 let seq = self.log.append(rec);
                 drop(sh);
+                // Replaced values are freed outside the shard's lock (see
+                // `execute`).
+                drop(old);
                 reply::ok(out);
                 return Next::Wait(seq);
             }
@@ -181,11 +187,13 @@ impl Db {
                 if n < 2 {
                     return wrong_args(out, &name);
                 }
+                let mut removed: Vec<&[u8]> = Vec::with_capacity(n - 1);
+                let mut values = Vec::with_capacity(n - 1);
                 let mut guards = self.lock_many(args[1..].iter().map(|k| k.as_slice()));
-                let mut removed: Vec<&[u8]> = Vec::new();
                 for k in &args[1..] {
-                    if guards[shard_of(k)].as_mut().unwrap().remove(k).is_some() {
+                    if let Some(entry) = guards[shard_of(k)].as_mut().unwrap().remove_entry(k) {
                         removed.push(k);
+                        values.push(entry);
                     }
                 }
                 let mut seq = 0;
@@ -193,6 +201,7 @@ impl Db {
                     seq = self.log.append(encode(OP_DEL, &removed));
                 }
                 drop(guards);
+                drop(values);
                 reply::int(out, removed.len() as i64);
                 return Next::Wait(seq);
             }
@@ -204,13 +213,15 @@ impl Db {
                 let rec = encode(OP_SET, &refs);
                 drop(refs);
                 let keys: Vec<Vec<u8>> = args[1..].iter().step_by(2).cloned().collect();
+                let mut old = Vec::with_capacity(keys.len());
                 let mut guards = self.lock_many(keys.iter().map(|k| k.as_slice()));
                 let mut it = args.drain(1..);
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    guards[shard_of(&k)].as_mut().unwrap().insert(k, Value::Str(v));
+                    old.push(guards[shard_of(&k)].as_mut().unwrap().insert(k, Value::Str(v)));
                 }
                 let seq = self.log.append(rec);
                 drop(guards);
+                drop(old);
                 reply::ok(out);
                 return Next::Wait(seq);
             }
@@ -252,9 +263,10 @@ impl Db {
                 };
                 let val = new.to_string().into_bytes();
                 let rec = encode(OP_SET, &[&key, &val]);
-                sh.insert(key, Value::Str(val));
+                let old = sh.insert(key, Value::Str(val));
                 let seq = self.log.append(rec);
                 drop(sh);
+                drop(old);
                 reply::int(out, new);
                 return Next::Wait(seq);
             }
