@@ -4,8 +4,10 @@
 #
 # For each value size and each allocator: a server on a fresh directory;
 # redis-benchmark SET, GET, LPUSH, LPOP and MSET with -P 16, -r 100000 random
-# keys and -d SIZE; then 90% of the keys are deleted and a compaction is
-# forced (COMPACT), and the peak RSS (VmHWM) and the RSS after that (VmRSS)
+# keys and -d SIZE, one command per run of redis-benchmark, each started
+# once no background compaction is running (INFO's `compacting:0`); then
+# 90% of the keys are deleted and a compaction is forced (COMPACT), and the
+# peak RSS (VmHWM) and the RSS after that (VmRSS)
 # are read from /proc/PID/status, beside the RSS of the same server idle
 # just after it started (its fixed cost: binary, runtime, thread stacks).
 # The anonymous part of the RSS (RssAnon: heap memory, stacks; not the
@@ -92,14 +94,25 @@ for d in $SIZES; do
         echo "round $round: $a d=$d on port $port" >&2
         # A guard against a redis-benchmark that stalls (it spins when it
         # cannot connect); the run is then tried again.
-        for try in 1 2; do
-            if timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$N" -d "$d" \
-                -t $TESTS --csv >"$WORK/bench.csv" 2>/dev/null; then
-                break
-            fi
-            echo "redis-benchmark failed or stalled (try $try)" >&2
+        # One command at a time, each started once the compaction that the
+        # writes before it set off has finished: otherwise a build that
+        # ran the earlier commands faster meets that background compaction
+        # in a later command's window, and the later command's figure
+        # measures the earlier one's speed.
+        for t in ${TESTS//,/ }; do
+            for _ in $(seq 1 600); do
+                redis-cli -p "$port" INFO | tr -d '\r' | grep -qx 'compacting:0' && break
+                sleep 0.1
+            done
+            for try in 1 2; do
+                if timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$N" -d "$d" \
+                    -t "$t" --csv >"$WORK/bench.csv" 2>/dev/null; then
+                    break
+                fi
+                echo "redis-benchmark failed or stalled (try $try)" >&2
+            done
+            awk -F, -v a="$a" -v d="$d" 'NR > 1 { gsub(/"/, ""); print a "," d "," $1 "," $2 "," $5 "," $7 }' "$WORK/bench.csv" >>"$RESULTS"
         done
-        awk -F, -v a="$a" -v d="$d" 'NR > 1 { gsub(/"/, ""); print a "," d "," $1 "," $2 "," $5 "," $7 }' "$WORK/bench.csv" >>"$RESULTS"
         keys_before=$(redis-cli -p "$port" DBSIZE)
         peak=$(status_kb "$SERVER_PID" VmHWM)
         redis-cli -p "$port" --pipe <"$WORK/del.resp" >/dev/null
