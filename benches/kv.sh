@@ -146,7 +146,7 @@ median_by() {
 }
 
 echo
-echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N (MSET: 10 keys per request); latency in ms"
+echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N, one command per run, each after any compaction (MSET: 10 keys per request); latency in ms"
 printf '%-9s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
 cut -d, -f1-4 "$RESULTS" >"$WORK/rps.csv"
 cut -d, -f1-3,5 "$RESULTS" >"$WORK/p50.csv"
