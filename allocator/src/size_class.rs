@@ -180,14 +180,24 @@ pub(crate) const fn direct8_entry(size: usize) -> usize {
     (size + 7) >> 3
 }
 
-/// The classes of a direct table of `step`-byte entries (1, 8 or 16) for
-/// requests aligned to `align` (16 or 8): entry `i` holds the class of
-/// `step * i` bytes rounded up to `align` (the smallest class for entry 0).
+/// The class of entry `entry` of a direct table of `step`-byte entries
+/// (1, 8 or 16) for requests aligned to `align` (16 or 8): the class of
+/// `step * entry` bytes rounded up to `align` (the smallest class for
+/// entry 0).
+const fn direct_class(entry: usize, step: usize, align: usize) -> usize {
+    if entry == 0 {
+        0
+    } else {
+        compute_class((entry * step).next_multiple_of(align))
+    }
+}
+
+/// The classes of a direct table's entries (see [`direct_class`]).
 const fn direct_classes<const N: usize>(step: usize, align: usize) -> [u8; N] {
     let mut classes = [0u8; N];
-    let mut entry = 1;
+    let mut entry = 0;
     while entry < N {
-        classes[entry] = compute_class((entry * step).next_multiple_of(align)) as u8;
+        classes[entry] = direct_class(entry, step, align) as u8;
         entry += 1;
     }
     classes
@@ -198,7 +208,7 @@ const fn direct_entries_of(step: usize, align: usize) -> [(u16, u16); CLASS_COUN
     let mut ranges = [(0u16, 0u16); CLASS_COUNT];
     let mut entry = 0;
     while entry < entries {
-        let class = if entry == 0 { 0 } else { compute_class((entry * step).next_multiple_of(align)) };
+        let class = direct_class(entry, step, align);
         if ranges[class].0 == ranges[class].1 {
             ranges[class] = (entry as u16, entry as u16 + 1);
         } else {

@@ -341,9 +341,10 @@ pub fn new_log(rec: &Recovered, compact_bytes: u64, defrag: bool) -> Log {
     }
 }
 
-/// How long the log writer waits for work before it gives its allocator
-/// cache back (once per idle period).
-const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long a thread waits for work (the log writer for records, a
+/// connection for a request) before it gives its allocator cache back,
+/// once per idle period.
+pub const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Starts the log writer and the compactor. `seg_id` comes from recovery.
 pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), thread_idle: fn()) -> io::Result<()> {

@@ -186,13 +186,9 @@ fn main() {
     }
 }
 
-/// How long a connection waits for a request before its thread gives its
-/// allocator cache back (once per idle period; see `alloc_front::thread_idle`).
-const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
-
 fn serve(db: &Db, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(IDLE_AFTER));
+    let _ = stream.set_read_timeout(Some(log::IDLE_AFTER));
     let mut idle = false;
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
