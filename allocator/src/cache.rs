@@ -978,7 +978,7 @@ impl Heap {
         count: u32,
     ) {
         // SAFETY: the caller's contract.
-        match unsafe { slice.remote.push_chain(first as *mut Link, last as *mut Link, self.link_key) } {
+        match unsafe { slice.remote.push_chain(first as *mut Link, last as *mut Link, count, self.link_key) } {
             Push::Pushed => self.counters.remote_frees += u64::from(count),
             Push::Orphaned => {
                 let mut object = first;
@@ -1023,22 +1023,86 @@ impl Heap {
     ///
     /// # Safety
     /// As for [`Heap::free`].
-    #[inline]
+    ///
+    /// The slow path's body is inlined here: fronts call this from a cold
+    /// function of their own, which then holds the whole remote free with
+    /// no further call.
+    #[inline(always)]
     pub unsafe fn free_refused<S: PageSource, L: RawLock>(
         &mut self,
         domain: &Domain<S, L>,
         ptr: *mut u8,
     ) -> Result<(), FreeError> {
-        self.free_slow(domain, ptr as usize)
+        self.free_slow_inline(domain, ptr as usize)
     }
 
+    /// [`Heap::free_slow`], out of line, for [`Heap::free`].
     #[cold]
     #[inline(never)]
     fn free_slow<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, address: usize) -> Result<(), FreeError> {
+        self.free_slow_inline(domain, address)
+    }
+
+    /// Every free the fast path refuses. Its own body is the remote free
+    /// of a live small object into an open batch of its slice, the common
+    /// case of a thread that frees what others allocate, kept to a few
+    /// loads and stores with no call; every other case leaves through a
+    /// call of its own ([`Heap::free_unbound`], [`Heap::free_checked`],
+    /// [`Heap::free_object_outlined`]).
+    #[inline(always)]
+    fn free_slow_inline<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, address: usize) -> Result<(), FreeError> {
         if self.domain != domain.id() {
             return self.free_unbound(domain, address);
         }
         // The heap is bound to `domain`: its key is the domain's.
+        let Some(slice) = domain.live_small(address, self.key) else {
+            return self.free_checked(domain, address);
+        };
+        // SAFETY: reduced modulo the table's length.
+        let batch = unsafe { self.remote.get_unchecked_mut(remote_batch_index(slice)) };
+        // An open batch of the slice with room for more than this object
+        // (the one that fills it goes through `batch_remote`, which pushes
+        // it). Whoever owns the slice by now, the batch's objects reach it
+        // when it is pushed (see `flush_batch`). Only a heap that batches
+        // has open batches.
+        if !ptr::eq(batch.slice, slice) || batch.count >= REMOTE_BATCH - 1 {
+            // SAFETY: `live_small` validated the object boundary and found
+            // the object live; the caller's contract.
+            return unsafe { self.free_object_outlined(domain, slice, address) };
+        }
+        let object = address as *mut FreeObject;
+        // SAFETY: a live carved object, now the caller's to free: at least
+        // 16 writable bytes. The batch's objects are this heap's alone
+        // until pushed.
+        unsafe {
+            FreeObject::set_marker(object, FreeObject::marker_of(self.key));
+            FreeObject::set_next(object, batch.first, self.link_key);
+        }
+        batch.first = object;
+        batch.count += 1;
+        Ok(())
+    }
+
+    /// [`Heap::free_object`], out of line for [`Heap::free_slow`].
+    ///
+    /// # Safety
+    /// As for [`Heap::free_object`].
+    #[inline(never)]
+    unsafe fn free_object_outlined<S: PageSource, L: RawLock>(
+        &mut self,
+        domain: &Domain<S, L>,
+        slice: &SliceMeta,
+        address: usize,
+    ) -> Result<(), FreeError> {
+        // SAFETY: the caller's contract.
+        unsafe { self.free_object(domain, slice, address) }
+    }
+
+    /// [`Heap::free_slow`] for an address that is not a live small object:
+    /// a large allocation, or misuse, which the full lookup classifies.
+    #[cold]
+    #[inline(never)]
+    fn free_checked<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, address: usize) -> Result<(), FreeError> {
         match domain.lookup_with_key(address, self.key).map_err(FreeError::in_free)? {
             // SAFETY: `lookup` validated the object boundary and found the
             // object live.
@@ -1247,20 +1311,32 @@ impl Heap {
 }
 
 /// Moves the remote frees of an owned slice onto its free list; returns how
-/// many there were. A corrupted link on the way is reported through
-/// `domain`.
+/// many there were. Into an empty free list, the remote list goes as it is,
+/// in O(1): it ends with the slice's end marker, as a free list does, and
+/// each of its links is checked when it becomes the head, as every free
+/// list's are. In front of a non-empty one, it is walked to its last
+/// object, and a corrupted link on the way is reported through `domain`.
 ///
 /// # Safety
 /// The calling heap must own `slice`.
 unsafe fn collect_remote<S: PageSource, L: RawLock>(domain: &Domain<S, L>, slice: &SliceMeta) -> u32 {
+    let taken = slice.remote.take(slice.address);
+    if taken.count == 0 {
+        return 0;
+    }
     let key = domain.link_key();
     // SAFETY: taken in one swap: free objects of this slice, ours alone; the
     // caller owns the slice, so its free list is ours too.
     unsafe {
-        let remote = Walked::walk(slice.remote.take(), key).unwrap_or_else(|object| domain.corrupted(object));
-        slice.take_walked(remote, key);
-        remote.count
+        if slice.free_is_empty() {
+            slice.free.set(taken.first as *mut FreeObject);
+            slice.set_used(slice.used() - taken.count);
+        } else {
+            let remote = Walked::walk(taken, key).unwrap_or_else(|object| domain.corrupted(object));
+            slice.take_walked(remote, key);
+        }
     }
+    taken.count
 }
 
 #[cfg(all(test, feature = "mmap"))]

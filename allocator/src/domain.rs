@@ -969,7 +969,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// are the domain lock's from the swap on (see `RemoteList::orphan`).
     fn close<'a>(&self, slice: &'a SliceMeta) -> Closed<'a> {
         slice.owner.store(0, Ordering::Relaxed);
-        let detached = slice.remote.orphan();
+        let detached = slice.remote.orphan(slice.address);
         // SAFETY: detached by the swap: free objects of `slice`, ours alone.
         let remote = unsafe { Walked::walk(detached, self.link_key()) }.unwrap_or_else(|object| self.corrupted(object));
         Closed { slice, remote }

@@ -96,7 +96,13 @@ impl Strata {
     /// instance).
     #[inline(always)]
     fn with_heap<R>(&self, cached: impl FnOnce(&mut Heap) -> R, uncached: impl FnOnce() -> R) -> R {
-        let heap = HEAP.with(|heap| heap.get());
+        self.with_heap_at(HEAP.with(|heap| heap.get()), cached, uncached)
+    }
+
+    /// [`Strata::with_heap`] for a caller that has read this thread's heap
+    /// pointer already.
+    #[inline(always)]
+    fn with_heap_at<R>(&self, heap: *mut Heap, cached: impl FnOnce(&mut Heap) -> R, uncached: impl FnOnce() -> R) -> R {
         // SAFETY: the heap belongs to this thread and no other borrow of it
         // is live: allocator calls do not nest while holding it.
         if unsafe { (*heap).serves(&self.domain) } {
@@ -140,10 +146,12 @@ impl Strata {
     ///
     /// # Safety
     /// As for [`GlobalAlloc::dealloc`].
+    /// `heap` is this thread's heap pointer, as the fast path read it.
     #[cold]
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, ptr: *mut u8) {
-        let result = self.with_heap(
+    unsafe fn dealloc_slow(&self, heap: *mut Heap, ptr: *mut u8) {
+        let result = self.with_heap_at(
+            heap,
             // SAFETY: the caller's contract; the fast path refused `ptr`.
             |heap| unsafe { heap.free_refused(&self.domain, ptr) },
             || unsafe { self.domain.free_uncached(ptr as usize) },
@@ -338,7 +346,7 @@ unsafe impl GlobalAlloc for Strata {
             if (*heap).free_owned(&self.domain, ptr) {
                 return;
             }
-            self.dealloc_slow(ptr);
+            self.dealloc_slow(heap, ptr);
         }
     }
 

@@ -98,9 +98,11 @@
 //!    *closes* the remote list: one swap (acquire-release) detaches every
 //!    object pushed so far and marks the slice orphaned. The detached
 //!    objects are the heap's alone from then on.
-//! 2. Still without the lock, the heap walks the detached list: counts it,
-//!    finds its last object, and checks every link (`remote::Walked`). An
-//!    overwritten link is reported as corruption, never followed.
+//! 2. Still without the lock, the heap walks the detached list (as long as
+//!    the list's word counts: the word holds the count with the first
+//!    object's offset), finds its last object, and checks every link
+//!    (`remote::Walked`). An overwritten link is reported as corruption,
+//!    never followed.
 //! 3. Under the domain lock, O(1): the last object is linked to the slice's
 //!    free list, the first becomes its head, the count comes off the
 //!    slice's objects in use, and the slice is filed by its new state

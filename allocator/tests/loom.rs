@@ -52,26 +52,37 @@ mod sync {
 use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use remote::{Link, Push, RemoteList, Walked, LINK_REGION, ORPHAN};
+use remote::{Link, Push, RemoteList, Taken, Walked, LINK_REGION, ORPHAN};
 
-/// Objects for a model run, leaked as raw pointers (loom runs many times).
-fn objects(count: usize) -> Vec<usize> {
-    (0..count).map(|_| Box::into_raw(Box::new(Link { word: 0 })) as usize).collect()
+/// A region of the model, aligned to its size as a slice is, holding
+/// `count` objects of 16 bytes: the region's address and the objects.
+fn objects(count: usize) -> (usize, Vec<usize>) {
+    let layout = std::alloc::Layout::from_size_align(LINK_REGION, LINK_REGION).unwrap();
+    // SAFETY: a non-zero size.
+    let base = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
+    assert_ne!(base, 0);
+    (base, (0..count).map(|i| base + 16 * i).collect())
 }
 
-/// Frees the objects of a model run.
-fn release(objects: &[usize]) {
-    for &object in objects {
-        // SAFETY: made by `objects`, freed once.
-        drop(unsafe { Box::from_raw(object as *mut Link) });
-    }
+/// Frees a region made by `objects`.
+fn release(base: usize) {
+    let layout = std::alloc::Layout::from_size_align(LINK_REGION, LINK_REGION).unwrap();
+    // SAFETY: allocated by `objects` with this layout, freed once.
+    unsafe { std::alloc::dealloc(base as *mut u8, layout) };
 }
 
-fn collect(mut link: *mut Link, into: &mut Vec<usize>) {
-    while !link.is_null() {
-        into.push(link as usize);
+/// Appends the objects of a taken list to `into`, following exactly as
+/// many links as the list's word counted, and checks that the chain then
+/// ends with the region's end marker.
+fn collect(taken: Taken, into: &mut Vec<usize>) {
+    let mut link = taken.first as usize;
+    for _ in 0..taken.count {
+        into.push(link);
         // SAFETY: every link on a list is a live object of the model.
-        link = unsafe { Link::next(link, KEY) } as *mut Link;
+        link = unsafe { Link::next(link as *mut Link, KEY) };
+    }
+    if taken.count != 0 {
+        assert_eq!(link, Link::end_of(taken.first as usize), "the list ends at its count");
     }
 }
 
@@ -91,7 +102,7 @@ fn sorted(mut v: Vec<usize>) -> Vec<usize> {
 fn concurrent_pushes_are_all_taken_once() {
     loom::model(|| {
         let list = Arc::new(owned_list());
-        let objs = objects(3);
+        let (base, objs) = objects(3);
         let handles: Vec<_> = objs[..2]
             .iter()
             .map(|&object| {
@@ -105,15 +116,15 @@ fn concurrent_pushes_are_all_taken_once() {
         // The owner drains while the others push, then pushes one of its own
         // frees through the same path as a remote thread would.
         let mut taken = Vec::new();
-        collect(list.take(), &mut taken);
+        collect(list.take(base), &mut taken);
         // SAFETY: the owner's own object.
         assert_eq!(unsafe { list.push(objs[2] as *mut Link, KEY) }, Push::Pushed);
         for handle in handles {
             handle.join().unwrap();
         }
-        collect(list.take(), &mut taken);
+        collect(list.take(base), &mut taken);
         assert_eq!(sorted(taken), sorted(objs.clone()));
-        release(&objs);
+        release(base);
     });
 }
 
@@ -126,7 +137,7 @@ fn chains_racing_a_take_and_a_close_are_taken_whole_or_refused_whole() {
     // owner, or refused with its whole chain (then freed through the lock).
     loom::model(|| {
         let list = Arc::new(owned_list());
-        let objs = objects(3);
+        let (base, objs) = objects(3);
         // The chain objs[1] -> objs[0], linked by its thread before the push.
         let chain = {
             let list = list.clone();
@@ -135,7 +146,7 @@ fn chains_racing_a_take_and_a_close_are_taken_whole_or_refused_whole() {
                 // SAFETY: the thread's own objects.
                 unsafe { Link::set_next(first as *mut Link, last, KEY) };
                 // SAFETY: as above; `first` leads to `last`.
-                match unsafe { list.push_chain(first as *mut Link, last as *mut Link, KEY) } {
+                match unsafe { list.push_chain(first as *mut Link, last as *mut Link, 2, KEY) } {
                     Push::Pushed => Vec::new(),
                     Push::Orphaned => vec![first, last],
                 }
@@ -146,20 +157,20 @@ fn chains_racing_a_take_and_a_close_are_taken_whole_or_refused_whole() {
             let object = objs[2];
             thread::spawn(move || {
                 // SAFETY: the thread's own object.
-                match unsafe { list.push_chain(object as *mut Link, object as *mut Link, KEY) } {
+                match unsafe { list.push_chain(object as *mut Link, object as *mut Link, 1, KEY) } {
                     Push::Pushed => Vec::new(),
                     Push::Orphaned => vec![object],
                 }
             })
         };
         let mut seen = Vec::new();
-        collect(list.take(), &mut seen);
-        collect(list.orphan(), &mut seen);
+        collect(list.take(base), &mut seen);
+        collect(list.orphan(base), &mut seen);
         seen.extend(chain.join().unwrap());
         seen.extend(single.join().unwrap());
         assert_eq!(list.head.load(sync::Ordering::Relaxed), ORPHAN);
         assert_eq!(sorted(seen), sorted(objs.clone()));
-        release(&objs);
+        release(base);
     });
 }
 
@@ -167,7 +178,7 @@ fn chains_racing_a_take_and_a_close_are_taken_whole_or_refused_whole() {
 fn push_racing_orphan_is_either_collected_or_refused() {
     loom::model(|| {
         let list = Arc::new(owned_list());
-        let objs = objects(2);
+        let (base, objs) = objects(2);
         let pusher = {
             let list = list.clone();
             let objs = objs.clone();
@@ -183,7 +194,7 @@ fn push_racing_orphan_is_either_collected_or_refused() {
             })
         };
         let mut collected = Vec::new();
-        collect(list.orphan(), &mut collected);
+        collect(list.orphan(base), &mut collected);
         let refused = pusher.join().unwrap();
         assert!(list.is_orphaned());
         // Nothing may be left on an orphaned list: nobody would drain it.
@@ -191,7 +202,7 @@ fn push_racing_orphan_is_either_collected_or_refused() {
         let mut all = collected;
         all.extend(refused);
         assert_eq!(sorted(all), sorted(objs.clone()));
-        release(&objs);
+        release(base);
     });
 }
 
@@ -217,7 +228,7 @@ fn refused_frees_follow_the_slice_to_its_next_owner() {
         freer.join().unwrap();
         // The new owner collects its remote frees.
         let mut seen = slice.free_objects();
-        collect(slice.remote.take(), &mut seen);
+        collect(slice.remote.take(slice.base), &mut seen);
         assert_eq!(seen, vec![object]);
         assert_ne!(slice.remote.head.load(sync::Ordering::Relaxed), ORPHAN);
     });
@@ -289,11 +300,7 @@ impl ModelSlice {
     /// A slice owned by the model's main thread, with `count` objects all
     /// handed out; returns it and the objects.
     fn new(count: usize) -> (Self, Vec<usize>) {
-        let layout = std::alloc::Layout::from_size_align(LINK_REGION, LINK_REGION).unwrap();
-        // SAFETY: a non-zero size.
-        let base = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
-        assert_ne!(base, 0);
-        let objects = (0..count).map(|i| base + 16 * i).collect();
+        let (base, objects) = objects(count);
         let slice = ModelSlice {
             remote: owned_list(),
             local: UnsafeCell::new(Local { free: Link::end_of(base), used: count as u32 }),
@@ -347,7 +354,7 @@ impl ModelSlice {
     /// without the lock (`Domain::close`), then splices the walk onto the
     /// free list under it (`Domain::take_back`).
     fn give_back(&self) {
-        let detached = self.remote.orphan();
+        let detached = self.remote.orphan(self.base);
         // SAFETY: detached by the swap; objects of the slice, ours alone.
         let walked = unsafe { Walked::walk(detached, KEY) }.expect("links of pushed objects are sound");
         let _domain = self.domain.lock().unwrap();
@@ -382,9 +389,7 @@ impl ModelSlice {
 
 impl Drop for ModelSlice {
     fn drop(&mut self) {
-        let layout = std::alloc::Layout::from_size_align(LINK_REGION, LINK_REGION).unwrap();
-        // SAFETY: allocated by `new` with this layout.
-        unsafe { std::alloc::dealloc(self.base as *mut u8, layout) };
+        release(self.base);
     }
 }
 
@@ -440,7 +445,30 @@ fn a_walk_refuses_a_link_that_leaves_the_slice() {
             // A use-after-free write of a plain pointer over the middle link.
             std::ptr::write_unaligned(objs[1] as *mut usize, objs[0]);
         }
-        let detached = slice.remote.orphan();
+        let detached = slice.remote.orphan(slice.base);
+        // SAFETY: detached by the swap.
+        let refused = unsafe { Walked::walk(detached, KEY) }.unwrap_err();
+        assert_eq!(refused, objs[1]);
+    });
+}
+
+#[test]
+fn a_walk_refuses_a_chain_that_ends_before_its_count() {
+    // An overwritten link that leads to the end marker early (a write of
+    // the encoded end, or any odd value): the chain would hold fewer
+    // objects than the list's word counts, and the slice's count of
+    // objects in use would go wrong.
+    loom::model(|| {
+        let (slice, objs) = ModelSlice::new(3);
+        // SAFETY: the model's objects, pushed once each.
+        unsafe {
+            for &object in &objs {
+                assert_eq!(slice.remote.push(object as *mut Link, KEY), Push::Pushed);
+            }
+            Link::set_next(objs[1] as *mut Link, Link::end_of(slice.base), KEY);
+        }
+        let detached = slice.remote.orphan(slice.base);
+        assert_eq!(detached.count, 3);
         // SAFETY: detached by the swap.
         let refused = unsafe { Walked::walk(detached, KEY) }.unwrap_err();
         assert_eq!(refused, objs[1]);
