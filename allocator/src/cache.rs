@@ -355,12 +355,8 @@ impl Heap {
 
     /// The next word of the heap's shuffle generator (xorshift64).
     fn next_random(&mut self) -> u64 {
-        let mut x = self.random;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.random = x;
-        x
+        self.random = crate::slice::next_random(self.random);
+        self.random
     }
 
     #[inline(always)]

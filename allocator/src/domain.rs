@@ -840,8 +840,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     // ----- formatting and handing out slices -------------------------------
 
     /// Formats `slice` for `class` and carves its first objects onto the
-    /// free list, in address order, each with its free marker. The rest is
-    /// carved as it is needed.
+    /// free list (in the order of `SliceMeta::carve`), each with its free
+    /// marker. The rest is carved as it is needed.
     fn format(&self, slice: &SliceMeta, class: usize) {
         slice.free.set(slice.end());
         slice.set_used(0);

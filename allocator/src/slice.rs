@@ -392,6 +392,19 @@ pub(crate) struct SliceMeta {
 /// Bytes of objects carved at a time (see [`SliceMeta::carve`]).
 pub(crate) const CARVE_BYTES: usize = 4096;
 
+/// Objects of a carved run shuffled together. The run is linked window by
+/// window, in address order, and each window's objects in a random order
+/// (see [`shuffle`]): consecutive allocations from a fresh run are never
+/// more than a window apart, so that whoever reads them in that order
+/// (another thread, through the hardware prefetcher) still moves forward
+/// through memory, while the order within each window cannot be predicted.
+/// A window is 512 bytes of 16-byte objects, and the whole run (one OS
+/// page) for objects of 128 bytes and more. A shuffle of the whole run
+/// defeats the prefetcher of a thread that reads another's objects in the
+/// order they were allocated: see the hardening section of
+/// `benches/RESULTS.md` for what each costs.
+pub(crate) const SHUFFLE_WINDOW: usize = 32;
+
 /// Fewest objects carved at a time when the run is shuffled, so that even
 /// the large classes (a few objects per OS page) get a shuffled order.
 pub(crate) const MIN_CARVE: usize = if cfg!(strata_unhardened) { 1 } else { 8 };
@@ -419,9 +432,9 @@ pub const MAX_COUNTDOWN: u16 = 0x8000;
 /// of the sentinel (always [`NO_FREE`]) lies.
 pub(crate) const NO_ADDRESS: usize = usize::MAX;
 
-/// The start position and stride of a shuffled carve of `count` objects:
-/// position `i` of the list is object `(start + i * stride) % count` of the
-/// run. The stride is coprime to `count`, so every object comes exactly once;
+/// The start position and stride of a shuffled window of `count` objects
+/// (see [`SHUFFLE_WINDOW`]): position `i` of the list is object
+/// `(start + i * stride) % count` of the window. The stride is coprime to `count`, so every object comes exactly once;
 /// it is 1 (address order) only when `count <= 2` or hardening is off.
 pub(crate) fn shuffle(count: usize, random: u64) -> (usize, usize) {
     if cfg!(strata_unhardened) || count <= 2 {
@@ -434,6 +447,16 @@ pub(crate) fn shuffle(count: usize, random: u64) -> (usize, usize) {
         stride += 1;
     }
     (start, stride)
+}
+
+/// The word after `x` in a xorshift64 sequence (never 0 after a word that
+/// is not 0): the heaps' generator, and the choices of a carved run's later
+/// windows.
+pub(crate) fn next_random(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -660,10 +683,11 @@ impl SliceMeta {
     /// that holds a few objects costs a few pages of memory, not 64 KiB.
     ///
     /// Unless built with `--cfg strata_unhardened`, the run is linked in a
-    /// shuffled order: from a random start, with a random stride coprime to
-    /// the run's length (never 1 when the run has more than two objects), so
-    /// that consecutive allocations from a fresh slice are not neighbours in
-    /// memory. `random` supplies the choice.
+    /// shuffled order, window by window ([`SHUFFLE_WINDOW`]): within each
+    /// window, from a random start, with a random stride coprime to the
+    /// window's length (never 1 when it has more than two objects), so that
+    /// consecutive allocations from a fresh slice are not neighbours in
+    /// memory. `random` seeds the choices.
     ///
     /// # Safety
     /// The caller must hold the slice (own it, or hold the domain lock for an
@@ -677,15 +701,28 @@ impl SliceMeta {
         }
         let last = capacity.min(first + (CARVE_BYTES / size).max(MIN_CARVE));
         let count = last - first;
-        let (mut position, stride) = shuffle(count, random);
         let base = self.address + first * size;
         let mut head: *mut FreeObject = ptr::null_mut();
         let mut previous: *mut FreeObject = ptr::null_mut();
+        // The window being linked: its first object's index in the run, its
+        // length, the objects of it still to link, and the next one's
+        // position in it.
+        let (mut window_start, mut window, mut left) = (0, 0, 0);
+        let (mut position, mut stride) = (0, 1);
+        let mut random = random;
         for _ in 0..count {
-            let object = (base + position * size) as *mut FreeObject;
+            if left == 0 {
+                window_start += window;
+                window = (count - window_start).min(SHUFFLE_WINDOW);
+                left = window;
+                (position, stride) = shuffle(window, random);
+                random = next_random(random);
+            }
+            let object = (base + (window_start + position) * size) as *mut FreeObject;
+            left -= 1;
             position += stride;
-            if position >= count {
-                position -= count;
+            if position >= window {
+                position -= window;
             }
             // SAFETY: the object lies inside the slice, past every object
             // handed out so far; the caller holds the slice.

@@ -491,6 +491,36 @@ fn shuffled_carving_visits_every_object_once_out_of_address_order() {
     }
 }
 
+/// A carved run is shuffled window by window: each `SHUFFLE_WINDOW`
+/// consecutive objects of the free list are the objects of one window of
+/// the run, windows in address order, and (hardened) no window's objects
+/// come in address order.
+#[test]
+fn a_carved_run_is_shuffled_within_windows_in_address_order() {
+    use crate::slice::SHUFFLE_WINDOW;
+    let domain = domain();
+    let page = page(domain);
+    let class = class_of(16, 8).expect("a small class");
+    let slice = &page.slices[crate::page::FIRST_SLICE];
+    let run = crate::slice::CARVE_BYTES / 16;
+    assert_eq!(run % SHUFFLE_WINDOW, 0, "the test takes whole windows");
+    let order: std::vec::Vec<usize> = domain.locked(|_| {
+        // Formatting carves the first run.
+        domain.format(slice, class);
+        // SAFETY: held under the lock.
+        (0..run).map(|_| (unsafe { slice.take(domain.link_key()) } as usize - slice.address) / 16).collect()
+    });
+    for (window, objects) in order.chunks(SHUFFLE_WINDOW).enumerate() {
+        let mut sorted = objects.to_vec();
+        sorted.sort_unstable();
+        let expected: std::vec::Vec<usize> = (window * SHUFFLE_WINDOW..(window + 1) * SHUFFLE_WINDOW).collect();
+        assert_eq!(sorted, expected, "window {window}: {objects:?}");
+        if !cfg!(strata_unhardened) {
+            assert_ne!(objects, &expected[..], "window {window} in address order");
+        }
+    }
+}
+
 #[test]
 fn longest_runs_are_capped_at_the_largest_span() {
     use large::longest_run;
