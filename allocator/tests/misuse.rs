@@ -70,7 +70,8 @@ fn child() {
                 // The same through another thread's frees: two objects of
                 // one slice go onto its remote list together, the second
                 // linked to the first, and the owner finds the second's
-                // forged link when it walks the list it takes back.
+                // forged link when the list it takes back (as its free
+                // list) reaches it.
                 let mut local = [0u64; 8];
                 let older = STRATA.alloc(layout) as usize;
                 let freed = STRATA.alloc(layout) as usize;
