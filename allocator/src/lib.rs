@@ -162,8 +162,11 @@
 //!   new head without looking at it; the next allocation tests it before
 //!   reading through it, so a bad link is never followed, only found one
 //!   allocation later (the object it belonged to was free, and is handed
-//!   out as it should be). The remote lists, which end at 0, are checked
-//!   link by link when the owner takes them back. A use-after-free write of
+//!   out as it should be). The remote lists end at the same marker: one
+//!   taken back into an empty free list becomes that list as it is, and is
+//!   checked the same way; one put in front of a non-empty free list, or
+//!   detached when its slice is given back, is checked link by link as it
+//!   is walked, for exactly as many links as its word counts. A use-after-free write of
 //!   a plain pointer decodes to an address outside the slice (but for a
 //!   chance of 2^-48 for a value chosen without the key), and is reported
 //!   through [`PageSource::corrupted`] ([`FreeErrorKind::CorruptedList`],
@@ -177,9 +180,11 @@
 //!   two more instructions for the head test than a plain end test needs
 //!   (figures in `benches/RESULTS.md`).
 //! - **Shuffled carving.** Each run of a fresh slice that is carved (about
-//!   an OS page, at least 8 objects) is linked from a random start with a
-//!   random stride coprime to the run's length, never 1, so consecutive
-//!   allocations from a fresh slice are not neighbours in memory. The
+//!   an OS page, at least 8 objects) is linked window by window (32
+//!   objects, windows in address order), each window from a random start
+//!   with a random stride coprime to its length, never 1, so consecutive
+//!   allocations from a fresh slice are not neighbours in memory, while a
+//!   thread that reads them in allocation order still moves forward. The
 //!   heap's own xorshift generator, seeded from the domain, picks them; it
 //!   costs nothing on the fast path (carving is the slow path).
 //!
