@@ -30,8 +30,9 @@
 //! the chain ends with the slice's end marker, as a free list does, so when
 //! the slice's free list is empty the chain becomes the free list as it is,
 //! and each link is checked when it becomes the head, like every free
-//! list's. Only a list that goes in front of a non-empty free list is
-//! walked, to find its last object.
+//! list's. Only a list that goes in front of a non-empty free list, or one
+//! detached when the slice is given back, is walked, to find its last
+//! object.
 //!
 //! Objects are at least 2-byte aligned (every size class is even), so bit 0 of
 //! an object's offset is free to carry the flag.
