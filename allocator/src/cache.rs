@@ -209,11 +209,12 @@ pub const REMOTE_BATCH: u32 = 32;
 /// class in turn. A power of two.
 const REMOTE_BATCHES: usize = 16;
 
-/// The entry of a heap's batches for `slice`: descriptors are 256 bytes
-/// apart, and neighbouring slices take neighbouring entries.
+/// The entry of a heap's batches for the slice that holds `address` (any
+/// address in it: the slice's own, or an object's): neighbouring slices
+/// take neighbouring entries.
 #[inline(always)]
-fn remote_batch_index(slice: &SliceMeta) -> usize {
-    (slice as *const SliceMeta as usize / size_of::<SliceMeta>()) % REMOTE_BATCHES
+fn remote_batch_index(address: usize) -> usize {
+    (address >> SLICE_SHIFT) % REMOTE_BATCHES
 }
 
 /// What [`Heap::free_owned_counted`] did with a pointer.
@@ -906,7 +907,7 @@ impl Heap {
     /// alone.
     #[inline]
     unsafe fn batch_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, slice: &SliceMeta, object: *mut FreeObject) {
-        let index = remote_batch_index(slice);
+        let index = remote_batch_index(slice.address);
         // SAFETY: reduced modulo the table's length.
         let batch = unsafe { self.remote.get_unchecked_mut(index) };
         if !ptr::eq(batch.slice, slice) {
@@ -1051,32 +1052,49 @@ impl Heap {
             return self.free_unbound(domain, address);
         }
         // The heap is bound to `domain`: its key is the domain's.
+        // SAFETY: reduced modulo the table's length.
+        let batch = unsafe { self.remote.get_unchecked_mut(remote_batch_index(address)) };
+        // First, a free into the slice of an open batch with room for more
+        // than this object (the one that fills it goes through
+        // `batch_remote`, which pushes it). Only a heap that batches has
+        // open batches. The slice was found to be a formatted slice of this
+        // domain when its batch was opened, and stays so while the batch
+        // holds its objects (they count as in use), so only the object's own
+        // tests remain: a carved object boundary, without the free marker.
+        // Whoever owns the slice by now, the batch's objects reach it when
+        // the batch is pushed (see `flush_batch`).
+        let marker = FreeObject::marker_of(self.key);
+        let open = batch.slice;
+        if !open.is_null() && batch.count < REMOTE_BATCH - 1 {
+            // SAFETY: an open batch's slice is live (see above).
+            let slice = unsafe { &*open };
+            let offset = address.wrapping_sub(slice.address);
+            // SAFETY: a carved object boundary of a live slice: at least 16
+            // readable bytes.
+            if offset < SLICE_SIZE
+                && is_carved_object(offset as u32, slice.multiplier.get(), slice.carved_limit.get())
+                && unsafe { FreeObject::marker(address as *mut FreeObject) } != marker
+            {
+                let object = address as *mut FreeObject;
+                // SAFETY: a live carved object, now the caller's to free: at
+                // least 16 writable bytes. The batch's objects are this
+                // heap's alone until pushed.
+                unsafe {
+                    FreeObject::set_marker(object, marker);
+                    FreeObject::set_next(object, batch.first, self.link_key);
+                }
+                batch.first = object;
+                batch.count += 1;
+                return Ok(());
+            }
+        }
+        // Any other pointer is validated in full.
         let Some(slice) = domain.live_small(address, self.key) else {
             return self.free_checked(domain, address);
         };
-        // SAFETY: reduced modulo the table's length.
-        let batch = unsafe { self.remote.get_unchecked_mut(remote_batch_index(slice)) };
-        // An open batch of the slice with room for more than this object
-        // (the one that fills it goes through `batch_remote`, which pushes
-        // it). Whoever owns the slice by now, the batch's objects reach it
-        // when it is pushed (see `flush_batch`). Only a heap that batches
-        // has open batches.
-        if !ptr::eq(batch.slice, slice) || batch.count >= REMOTE_BATCH - 1 {
-            // SAFETY: `live_small` validated the object boundary and found
-            // the object live; the caller's contract.
-            return unsafe { self.free_object_outlined(domain, slice, address) };
-        }
-        let object = address as *mut FreeObject;
-        // SAFETY: a live carved object, now the caller's to free: at least
-        // 16 writable bytes. The batch's objects are this heap's alone
-        // until pushed.
-        unsafe {
-            FreeObject::set_marker(object, FreeObject::marker_of(self.key));
-            FreeObject::set_next(object, batch.first, self.link_key);
-        }
-        batch.first = object;
-        batch.count += 1;
-        Ok(())
+        // SAFETY: `live_small` validated the object boundary and found the
+        // object live; the caller's contract.
+        unsafe { self.free_object_outlined(domain, slice, address) }
     }
 
     /// [`Heap::free_object`], out of line for [`Heap::free_slow`].
