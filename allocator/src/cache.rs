@@ -1556,6 +1556,12 @@ mod tests {
         // SAFETY: a block freed just above: misuse the heap must refuse.
         let again = unsafe { other.free(domain, blocks[32]) };
         assert_eq!(again.unwrap_err().kind, crate::FreeErrorKind::DoubleFree);
+        // So is a pointer into the open batch's slice that starts no
+        // object: the batch's own shortcut tests the boundary too.
+        // SAFETY: refused before anything is written through it.
+        let interior = unsafe { other.free(domain, blocks[36].wrapping_add(8)) };
+        assert_eq!(interior.unwrap_err().kind, crate::FreeErrorKind::NotAllocated);
+        assert_eq!(slice.used(), 8, "nothing was freed by the refused calls");
         // The owner gives the slice back before the batch goes out: the
         // push is refused and the domain frees the blocks instead.
         owner.release(domain, false);
