@@ -2,7 +2,7 @@
 //! rounds.
 //!
 //! ```text
-//! throughput [--rounds N] [--ms MS] [--workloads a,b,...] [--allocators x,y,...]
+//! throughput [--rounds N] [--ms MS] [--workloads a,b,...] [--allocators x,y,...] [--depth N]
 //! ```
 //!
 //! Each round of a workload runs every allocator in turn for about `MS`
@@ -44,7 +44,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Barrier;
 use std::thread;
@@ -56,8 +56,17 @@ use strata_benches::{contenders, with_contender, Contender};
 
 /// Objects per batch sent between threads.
 const BATCH: usize = 64;
-/// Batches each sender may have in flight.
-const DEPTH: usize = 8;
+/// Batches each sender of the cross-thread workloads may have in flight
+/// (`--depth`, default 8). With few threads on few cores, a shallow queue
+/// makes the two sides of a pair sleep and wake each other at nearly
+/// every batch, and the run then measures the kernel's wake-ups as much
+/// as the allocator (see `benches/RESULTS.md`).
+static DEPTH: AtomicUsize = AtomicUsize::new(8);
+
+/// The queue depth in force ([`DEPTH`]).
+fn depth() -> usize {
+    DEPTH.load(Ordering::Relaxed)
+}
 /// Sizes of objects sent between threads.
 const CROSS_SIZES: [usize; 8] = [16, 24, 32, 48, 64, 96, 128, 256];
 /// Live objects per thread in the churn workloads.
@@ -254,9 +263,9 @@ fn cross_thread<A: GlobalAlloc + Sync>(allocator: &'static A, pairs: usize, dura
 
 /// A producer that allocates batches and a consumer that frees them.
 fn producer_and_consumer<A: GlobalAlloc + Sync>(allocator: &'static A, seed: u64) -> [Worker; 2] {
-    let (to_consumer, from_producer) = sync_channel::<Batch>(DEPTH);
-    let (to_producer, empties) = sync_channel::<Batch>(DEPTH);
-    for _ in 0..DEPTH {
+    let (to_consumer, from_producer) = sync_channel::<Batch>(depth());
+    let (to_producer, empties) = sync_channel::<Batch>(depth());
+    for _ in 0..depth() {
         to_producer
             .send(Vec::with_capacity(BATCH))
             .expect("receiver alive");
@@ -297,8 +306,9 @@ fn exchange<A: GlobalAlloc>(
     let mut rng = Rng::new(seed);
     let mut pairs = 0;
     let mut sent = 0;
+    let depth = depth();
     while !stop.load(Ordering::Relaxed) {
-        let mut batch = if sent < DEPTH {
+        let mut batch = if sent < depth {
             Vec::with_capacity(BATCH)
         } else {
             match from_peer.recv() {
@@ -325,10 +335,10 @@ fn exchange<A: GlobalAlloc>(
 
 /// Two threads, each allocating for and freeing for the other.
 fn cross_thread_symmetric<A: GlobalAlloc + Sync>(allocator: &'static A, duration: Duration) -> Run {
-    // Each side is at most DEPTH batches ahead of what it has received, so a
-    // queue of 2 * DEPTH never blocks a sender.
-    let (to_b, from_a) = sync_channel::<Batch>(2 * DEPTH);
-    let (to_a, from_b) = sync_channel::<Batch>(2 * DEPTH);
+    // Each side is at most `depth()` batches ahead of what it has received,
+    // so a queue of twice that never blocks a sender.
+    let (to_b, from_a) = sync_channel::<Batch>(2 * depth());
+    let (to_a, from_b) = sync_channel::<Batch>(2 * depth());
     let a = move |stop: &AtomicBool| exchange(allocator, 1, to_b, from_b, stop);
     let b = move |stop: &AtomicBool| exchange(allocator, 2, to_a, from_a, stop);
     timed(vec![Box::new(a), Box::new(b)], duration)
@@ -458,9 +468,16 @@ fn parse_options() -> Result<Options, String> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?;
             }
+            "--depth" => {
+                let depth: usize = value()?.parse().map_err(|e| format!("--depth: {e}"))?;
+                if depth == 0 {
+                    return Err("--depth: at least 1".into());
+                }
+                DEPTH.store(depth, Ordering::Relaxed);
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: throughput [--rounds N] [--ms MS] [--workloads a,b] [--allocators x,y]"
+                    "usage: throughput [--rounds N] [--ms MS] [--workloads a,b] [--allocators x,y] [--depth N]"
                         .into(),
                 )
             }
@@ -483,10 +500,11 @@ fn main() -> ExitCode {
     };
     contenders::init();
     println!(
-        "throughput: {} rounds of {} ms per allocator and workload, interleaved; {} CPUs",
+        "throughput: {} rounds of {} ms per allocator and workload, interleaved; {} CPUs; cross-thread queues {} batches deep",
         options.rounds,
         options.duration.as_millis(),
         thread::available_parallelism().map_or(0, |n| n.get()),
+        depth(),
     );
     println!("figures: millions of pairs (allocation + free) per second; median, min and max over rounds\n");
 
