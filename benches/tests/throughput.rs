@@ -1,0 +1,62 @@
+//! `throughput`'s options: a short run with a chosen queue depth reports it
+//! and its workload, and a depth of 0 is refused. No timing is asserted.
+
+use std::process::{Command, Output};
+
+fn throughput(args: &[&str]) -> (Output, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_throughput"))
+        .args(args)
+        .output()
+        .expect("run throughput");
+    let text = format!(
+        "status: {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, text)
+}
+
+#[test]
+fn a_chosen_queue_depth_is_used_and_reported() {
+    let (output, text) = throughput(&[
+        "--depth",
+        "3",
+        "--rounds",
+        "1",
+        "--ms",
+        "20",
+        "--workloads",
+        "xthread-1",
+        "--allocators",
+        "strata",
+    ]);
+    assert!(output.status.success(), "{text}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .ends_with("cross-thread queues 3 batches deep"),
+        "{text}"
+    );
+    let row = stdout
+        .lines()
+        .find(|line| line.split_whitespace().take(2).eq(["xthread-1", "strata"]));
+    let rate: f64 = row
+        .and_then(|line| line.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(rate > 0.0, "a positive rate for xthread-1\n{text}");
+}
+
+#[test]
+fn a_depth_of_zero_is_refused() {
+    let (output, text) = throughput(&["--depth", "0"]);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--depth: at least 1"),
+        "{text}"
+    );
+}
