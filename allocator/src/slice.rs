@@ -395,7 +395,7 @@ pub(crate) const CARVE_BYTES: usize = 4096;
 /// Objects of a carved run shuffled together. The run is linked window by
 /// window, in address order, and each window's objects in a random order
 /// (see [`shuffle`]): consecutive allocations from a fresh run are never
-/// more than a window apart, so that whoever reads them in that order
+/// more than two windows apart, so that whoever reads them in that order
 /// (another thread, through the hardware prefetcher) still moves forward
 /// through memory, while the order within each window cannot be predicted.
 /// A window is 512 bytes of 16-byte objects, and the whole run (one OS
@@ -434,8 +434,9 @@ pub(crate) const NO_ADDRESS: usize = usize::MAX;
 
 /// The start position and stride of a shuffled window of `count` objects
 /// (see [`SHUFFLE_WINDOW`]): position `i` of the list is object
-/// `(start + i * stride) % count` of the window. The stride is coprime to `count`, so every object comes exactly once;
-/// it is 1 (address order) only when `count <= 2` or hardening is off.
+/// `(start + i * stride) % count` of the window. The stride is coprime to
+/// `count`, so every object comes exactly once; it is 1 (address order)
+/// only when `count <= 2` or hardening is off.
 pub(crate) fn shuffle(count: usize, random: u64) -> (usize, usize) {
     if cfg!(strata_unhardened) || count <= 2 {
         return (0, 1);
