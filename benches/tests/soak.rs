@@ -5,21 +5,16 @@
 
 use std::process::{Command, Output};
 
+mod support;
+
 fn soak(args: &[&str]) -> (Output, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
-        .arg("soak")
-        .args(args)
-        .env_remove("LD_PRELOAD")
-        .env_remove("STRATA_SOAK_PRELOADED")
-        .output()
-        .expect("run strata-bench");
-    let text = format!(
-        "status: {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, text)
+    support::run(
+        Command::new(env!("CARGO_BIN_EXE_strata-bench"))
+            .arg("soak")
+            .args(args)
+            .env_remove("LD_PRELOAD")
+            .env_remove("STRATA_SOAK_PRELOADED"),
+    )
 }
 
 /// The value of the `name: value` line of the summary.

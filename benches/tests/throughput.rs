@@ -3,18 +3,10 @@
 
 use std::process::{Command, Output};
 
+mod support;
+
 fn throughput(args: &[&str]) -> (Output, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_throughput"))
-        .args(args)
-        .output()
-        .expect("run throughput");
-    let text = format!(
-        "status: {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, text)
+    support::run(Command::new(env!("CARGO_BIN_EXE_throughput")).args(args))
 }
 
 #[test]
