@@ -433,21 +433,34 @@ fn closing_and_walking_outside_the_lock_loses_nothing() {
     });
 }
 
+/// Pushes three objects of a model slice one by one (the list runs
+/// objs[2] -> objs[1] -> objs[0] -> end), lets `overwrite` write over the
+/// middle object's link, as a use after free would, closes the list and
+/// returns the object the walk refuses.
+fn walk_refusal(overwrite: impl FnOnce(&ModelSlice, &[usize])) -> (usize, Vec<usize>) {
+    let (slice, objs) = ModelSlice::new(3);
+    // SAFETY: the model's objects, pushed once each.
+    unsafe {
+        for &object in &objs {
+            assert_eq!(slice.remote.push(object as *mut Link, KEY), Push::Pushed);
+        }
+    }
+    overwrite(&slice, &objs);
+    let detached = slice.remote.orphan(slice.base);
+    assert_eq!(detached.count, 3);
+    // SAFETY: detached by the swap.
+    let refused = unsafe { Walked::walk(detached, KEY) }.unwrap_err();
+    (refused, objs)
+}
+
 #[test]
 fn a_walk_refuses_a_link_that_leaves_the_slice() {
     loom::model(|| {
-        let (slice, objs) = ModelSlice::new(3);
-        // SAFETY: the model's objects, pushed once each.
-        unsafe {
-            for &object in &objs {
-                assert_eq!(slice.remote.push(object as *mut Link, KEY), Push::Pushed);
-            }
-            // A use-after-free write of a plain pointer over the middle link.
-            std::ptr::write_unaligned(objs[1] as *mut usize, objs[0]);
-        }
-        let detached = slice.remote.orphan(slice.base);
-        // SAFETY: detached by the swap.
-        let refused = unsafe { Walked::walk(detached, KEY) }.unwrap_err();
+        // A plain pointer over the middle link.
+        let (refused, objs) = walk_refusal(|_, objs| {
+            // SAFETY: a word of the model's region.
+            unsafe { std::ptr::write_unaligned(objs[1] as *mut usize, objs[0]) }
+        });
         assert_eq!(refused, objs[1]);
     });
 }
@@ -459,18 +472,10 @@ fn a_walk_refuses_a_chain_that_ends_before_its_count() {
     // objects than the list's word counts, and the slice's count of
     // objects in use would go wrong.
     loom::model(|| {
-        let (slice, objs) = ModelSlice::new(3);
-        // SAFETY: the model's objects, pushed once each.
-        unsafe {
-            for &object in &objs {
-                assert_eq!(slice.remote.push(object as *mut Link, KEY), Push::Pushed);
-            }
-            Link::set_next(objs[1] as *mut Link, Link::end_of(slice.base), KEY);
-        }
-        let detached = slice.remote.orphan(slice.base);
-        assert_eq!(detached.count, 3);
-        // SAFETY: detached by the swap.
-        let refused = unsafe { Walked::walk(detached, KEY) }.unwrap_err();
+        let (refused, objs) = walk_refusal(|slice, objs| {
+            // SAFETY: a word of the model's region.
+            unsafe { Link::set_next(objs[1] as *mut Link, Link::end_of(slice.base), KEY) }
+        });
         assert_eq!(refused, objs[1]);
     });
 }
