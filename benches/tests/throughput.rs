@@ -1,5 +1,6 @@
-//! `throughput`'s options: a short run with a chosen queue depth reports it
-//! and its workload, and a depth of 0 is refused. No timing is asserted.
+//! `throughput`'s options: a short run with a chosen queue depth and way of
+//! waiting reports both and its workload, and a depth of 0 or an unknown way
+//! of waiting is refused. No timing is asserted.
 
 use std::process::{Command, Output};
 
@@ -30,7 +31,7 @@ fn a_chosen_queue_depth_is_used_and_reported() {
             .lines()
             .next()
             .unwrap_or("")
-            .ends_with("cross-thread queues 3 batches deep"),
+            .ends_with("cross-thread queues 3 batches deep, waits poll before blocking"),
         "{text}"
     );
     let row = stdout
@@ -49,6 +50,48 @@ fn a_depth_of_zero_is_refused() {
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("--depth: at least 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn waits_that_block_at_once_are_used_and_reported() {
+    let (output, text) = throughput(&[
+        "--wait",
+        "block",
+        "--rounds",
+        "1",
+        "--ms",
+        "20",
+        "--workloads",
+        "xthread-sym",
+        "--allocators",
+        "strata",
+    ]);
+    assert!(output.status.success(), "{text}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .ends_with("cross-thread queues 8 batches deep, waits block at once"),
+        "{text}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.split_whitespace().take(2).eq(["xthread-sym", "strata"])),
+        "a row for xthread-sym\n{text}"
+    );
+}
+
+#[test]
+fn an_unknown_way_of_waiting_is_refused() {
+    let (output, text) = throughput(&["--wait", "sometimes"]);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--wait: `poll` or `block`, not `sometimes`"),
         "{text}"
     );
 }

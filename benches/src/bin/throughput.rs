@@ -2,7 +2,8 @@
 //! rounds.
 //!
 //! ```text
-//! throughput [--rounds N] [--ms MS] [--workloads a,b,...] [--allocators x,y,...] [--depth N]
+//! throughput [--rounds N] [--ms MS] [--workloads a,b,...] [--allocators x,y,...]
+//!            [--depth N] [--wait poll|block]
 //! ```
 //!
 //! Each round of a workload runs every allocator in turn for about `MS`
@@ -30,6 +31,12 @@
 //!
 //! Any `churn-N` or `xthread-N` can be named with `--workloads`.
 //!
+//! A cross-thread worker that finds its queue empty (or full) polls it for
+//! a while, first spinning and then yielding to the scheduler, before it
+//! blocks (`--wait poll`, the default); `--wait block` blocks at once, as
+//! the benchmark did before. Blocking at once measures the kernel's
+//! wake-ups more than the allocator (see [`receive`]).
+//!
 //! For Strata (the `strata` contender) a second table gives the domain
 //! lock's counts per million pairs, summed over the recorded rounds:
 //! acquisitions, contended acquisitions (the lock was held when asked for),
@@ -45,7 +52,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvError, SendError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -66,6 +73,67 @@ static DEPTH: AtomicUsize = AtomicUsize::new(8);
 /// The queue depth in force ([`DEPTH`]).
 fn depth() -> usize {
     DEPTH.load(Ordering::Relaxed)
+}
+
+/// Whether a cross-thread worker that finds its queue empty (or full)
+/// blocks on it at once (`--wait block`) rather than polling it for a
+/// while first (`--wait poll`, the default; see [`receive`]).
+static BLOCK_AT_ONCE: AtomicBool = AtomicBool::new(false);
+/// Polls of an empty or full queue before the worker blocks on it: the
+/// first [`SPINS`] with a spin-loop hint, the rest with a yield to the
+/// scheduler, so that an oversubscribed machine runs the other threads.
+const POLLS: u32 = 4096;
+/// Polls that spin rather than yield.
+const SPINS: u32 = 64;
+
+/// Waits between two polls of a queue.
+fn pause(poll: u32) {
+    if poll < SPINS {
+        std::hint::spin_loop();
+    } else {
+        thread::yield_now();
+    }
+}
+
+/// Receives the next batch, or `Err` once every sender is gone.
+///
+/// A worker that blocked on an empty queue at once would sleep and be
+/// woken at nearly every batch, and the run would then measure the
+/// kernel's wake-ups rather than the allocator: with blocking waits,
+/// making the consumer of `xthread-1` *slower* (a busy loop after each
+/// batch) made the whole run faster, and with more threads than CPUs the
+/// rounds of one run split into a fast and a slow mode several times
+/// apart (`benches/RESULTS.md`). So a worker polls the queue for a while
+/// first ([`POLLS`]) and blocks only after that.
+fn receive(from: &Receiver<Batch>) -> Result<Batch, RecvError> {
+    if !BLOCK_AT_ONCE.load(Ordering::Relaxed) {
+        for poll in 0..POLLS {
+            match from.try_recv() {
+                Ok(batch) => return Ok(batch),
+                Err(TryRecvError::Disconnected) => return Err(RecvError),
+                Err(TryRecvError::Empty) => pause(poll),
+            }
+        }
+    }
+    from.recv()
+}
+
+/// Sends `batch`, or gives it back in `Err` if the receiver is gone. Polls
+/// a full queue before blocking, as [`receive`] polls an empty one.
+fn send(to: &SyncSender<Batch>, mut batch: Batch) -> Result<(), SendError<Batch>> {
+    if !BLOCK_AT_ONCE.load(Ordering::Relaxed) {
+        for poll in 0..POLLS {
+            match to.try_send(batch) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(back)) => return Err(SendError(back)),
+                Err(TrySendError::Full(back)) => {
+                    batch = back;
+                    pause(poll);
+                }
+            }
+        }
+    }
+    to.send(batch)
 }
 /// Sizes of objects sent between threads.
 const CROSS_SIZES: [usize; 8] = [16, 24, 32, 48, 64, 96, 128, 256];
@@ -273,9 +341,9 @@ fn producer_and_consumer<A: GlobalAlloc + Sync>(allocator: &'static A, seed: u64
     let producer = move |stop: &AtomicBool| {
         let mut rng = Rng::new(seed);
         while !stop.load(Ordering::Relaxed) {
-            let Ok(mut batch) = empties.recv() else { break };
+            let Ok(mut batch) = receive(&empties) else { break };
             fill(allocator, &mut rng, &mut batch);
-            if to_consumer.send(batch).is_err() {
+            if send(&to_consumer, batch).is_err() {
                 break;
             }
         }
@@ -284,10 +352,10 @@ fn producer_and_consumer<A: GlobalAlloc + Sync>(allocator: &'static A, seed: u64
     let consumer = move |_: &AtomicBool| {
         let mut pairs = 0;
         // Ends when the producer has stopped and dropped its sender.
-        for mut batch in from_producer {
+        while let Ok(mut batch) = receive(&from_producer) {
             pairs += drain(allocator, &mut batch);
             // The producer may be gone; then the batch is simply dropped.
-            let _ = to_producer.send(batch);
+            let _ = send(&to_producer, batch);
         }
         pairs
     };
@@ -311,7 +379,7 @@ fn exchange<A: GlobalAlloc>(
         let mut batch = if sent < depth {
             Vec::with_capacity(BATCH)
         } else {
-            match from_peer.recv() {
+            match receive(&from_peer) {
                 Ok(mut batch) => {
                     pairs += drain(allocator, &mut batch);
                     batch
@@ -320,14 +388,14 @@ fn exchange<A: GlobalAlloc>(
             }
         };
         fill(allocator, &mut rng, &mut batch);
-        if to_peer.send(batch).is_err() {
+        if send(&to_peer, batch).is_err() {
             break;
         }
         sent += 1;
     }
     // Stop sending, then free whatever the peer still sends until it stops.
     drop(to_peer);
-    for mut batch in from_peer {
+    while let Ok(mut batch) = receive(&from_peer) {
         pairs += drain(allocator, &mut batch);
     }
     pairs
@@ -475,9 +543,14 @@ fn parse_options() -> Result<Options, String> {
                 }
                 DEPTH.store(depth, Ordering::Relaxed);
             }
+            "--wait" => match value()?.as_str() {
+                "poll" => BLOCK_AT_ONCE.store(false, Ordering::Relaxed),
+                "block" => BLOCK_AT_ONCE.store(true, Ordering::Relaxed),
+                other => return Err(format!("--wait: `poll` or `block`, not `{other}`")),
+            },
             "-h" | "--help" => {
                 return Err(
-                    "usage: throughput [--rounds N] [--ms MS] [--workloads a,b] [--allocators x,y] [--depth N]"
+                    "usage: throughput [--rounds N] [--ms MS] [--workloads a,b] [--allocators x,y] [--depth N] [--wait poll|block]"
                         .into(),
                 )
             }
@@ -500,11 +573,16 @@ fn main() -> ExitCode {
     };
     contenders::init();
     println!(
-        "throughput: {} rounds of {} ms per allocator and workload, interleaved; {} CPUs; cross-thread queues {} batches deep",
+        "throughput: {} rounds of {} ms per allocator and workload, interleaved; {} CPUs; cross-thread queues {} batches deep, {}",
         options.rounds,
         options.duration.as_millis(),
         thread::available_parallelism().map_or(0, |n| n.get()),
         depth(),
+        if BLOCK_AT_ONCE.load(Ordering::Relaxed) {
+            "waits block at once"
+        } else {
+            "waits poll before blocking"
+        },
     );
     println!("figures: millions of pairs (allocation + free) per second; median, min and max over rounds\n");
 
