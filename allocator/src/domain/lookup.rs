@@ -16,42 +16,24 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// already (a bound heap's copy), so that the key is not read again.
     #[inline]
     pub(crate) fn lookup_with_key(&self, address: usize, key: usize) -> Result<Lookup<'_>, FreeError> {
-        if let Some(slice) = self.live_small(address, key) {
-            return Ok(Lookup::Small { slice });
-        }
         let not_ours = FreeError::new(FreeErrorKind::NotAllocated, address);
-        let page = page_of(address);
-        if address == 0 || !self.source.owns(page) {
-            return Err(not_ours);
-        }
-        // SAFETY: registered pages are live and start with a header.
-        let common = unsafe { &*(page as *const PageCommon) };
-        match common.kind_in(self.id()) {
-            None => Err(not_ours),
-            Some(PageKind::Huge) => {
+        match self.place(address) {
+            Place::Foreign => Err(not_ours),
+            Place::Huge { common } => {
                 if address != common.object() || common.object_size() == 0 {
                     return Err(not_ours);
                 }
                 Ok(Lookup::Huge { common })
             }
-            Some(PageKind::Slab) => {
-                // SAFETY: as above; slab pages carry a full header.
-                let header = unsafe { &*(page as *const PageHeader) };
-                let index = (address - page) >> SLICE_SHIFT;
-                let Some(slice) = header.slices.get(index) else { return Err(not_ours) };
-                let size = slice.object_size.get() as usize;
-                let offset = address & (SLICE_SIZE - 1);
-                if size != 0 {
-                    // `live_small` refused the address: either a carved
-                    // object carrying the free marker, or not an object.
-                    let carved = is_carved_object(offset as u32, slice.multiplier.get(), slice.carved_limit.get());
-                    // SAFETY: a carved object boundary: at least 16 bytes
-                    // of the slice, readable.
-                    if carved && unsafe { FreeObject::marker(address as *mut FreeObject) } == FreeObject::marker_of(key) {
-                        return Err(FreeError::new(FreeErrorKind::Freed, address));
-                    }
-                    return Err(not_ours);
+            Place::Slice { slice } => {
+                if slice.object_size.get() != 0 {
+                    return match small_object(slice, address, key) {
+                        SmallObject::Live => Ok(Lookup::Small { slice }),
+                        SmallObject::Freed => Err(FreeError::new(FreeErrorKind::Freed, address)),
+                        SmallObject::NotAnObject => Err(not_ours),
+                    };
                 }
+                let offset = address & (SLICE_SIZE - 1);
                 if offset == 0 && slice.has(SliceFlags::SPAN_HEAD) {
                     return Ok(Lookup::Span { slice });
                 }
@@ -63,35 +45,40 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
     }
 
-    /// The slice of `address` if it is a live small object of this domain:
-    /// a carved object boundary of a slab page's slice (an unformatted
-    /// slice has a carved limit of 0 and refuses every offset) that does
-    /// not carry the free marker of `key`, the domain's marker key. `None`
-    /// for every other address, which [`Domain::lookup_with_key`] then
-    /// classifies. These are all the tests of `lookup`'s small case and no
-    /// more, so that the remote free, their main user, stays short.
+    /// The slice of `address` if it is a live small object of this domain
+    /// ([`SmallObject::Live`]), else `None`: [`Domain::lookup`]'s small
+    /// case and no more, so that the remote free, its main user, stays
+    /// short.
     #[inline(always)]
     pub(crate) fn live_small(&self, address: usize, key: usize) -> Option<&SliceMeta> {
+        let Place::Slice { slice } = self.place(address) else { return None };
+        (small_object(slice, address, key) == SmallObject::Live).then_some(slice)
+    }
+
+    /// Where `address` lies: in a slice of one of this domain's slab pages,
+    /// in one of its huge pages, or in neither. The registry answers
+    /// whether the page is the page source's, then the page's own header
+    /// whether it is this domain's and of which kind.
+    #[inline(always)]
+    fn place(&self, address: usize) -> Place<'_> {
         let page = page_of(address);
         if address == 0 || !self.source.owns(page) {
-            return None;
+            return Place::Foreign;
         }
         // SAFETY: registered pages are live and start with a header.
         let common = unsafe { &*(page as *const PageCommon) };
-        if common.kind_in(self.id()) != Some(PageKind::Slab) {
-            return None;
+        match common.kind_in(self.id()) {
+            None => Place::Foreign,
+            Some(PageKind::Huge) => Place::Huge { common },
+            Some(PageKind::Slab) => {
+                // SAFETY: as above; slab pages carry a full header.
+                let header = unsafe { &*(page as *const PageHeader) };
+                match header.slices.get((address - page) >> SLICE_SHIFT) {
+                    Some(slice) => Place::Slice { slice },
+                    None => Place::Foreign,
+                }
+            }
         }
-        // SAFETY: as above; slab pages carry a full header.
-        let header = unsafe { &*(page as *const PageHeader) };
-        let slice = header.slices.get((address - page) >> SLICE_SHIFT)?;
-        let offset = (address & (SLICE_SIZE - 1)) as u32;
-        if !is_carved_object(offset, slice.multiplier.get(), slice.carved_limit.get()) {
-            return None;
-        }
-        // SAFETY: a carved object boundary: at least 16 bytes of the slice,
-        // readable.
-        let marker = unsafe { FreeObject::marker(address as *mut FreeObject) };
-        (marker != FreeObject::marker_of(key)).then_some(slice)
     }
 
     /// The usable size of the allocation at `address`.
@@ -101,5 +88,44 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             Lookup::Span { slice } => slice.span.get() as usize * SLICE_SIZE,
             Lookup::Huge { common } => common.object_size(),
         })
+    }
+}
+
+/// Where an address lies, as [`Domain::place`] finds it.
+enum Place<'a> {
+    /// In this slice of one of the domain's slab pages (formatted or not).
+    Slice { slice: &'a SliceMeta },
+    /// In one of the domain's huge pages.
+    Huge { common: &'a PageCommon },
+    /// In no page of the domain.
+    Foreign,
+}
+
+/// What an address is to the slice it lies in, for a small object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SmallObject {
+    /// A carved object boundary without the free marker: a live object.
+    Live,
+    /// A carved object boundary carrying the free marker: a freed object.
+    Freed,
+    /// Not a carved object boundary (an unformatted slice, whose carved
+    /// limit is 0, refuses every offset).
+    NotAnObject,
+}
+
+/// What `address`, an address inside `slice`, is as a small object, by the
+/// marker of `key` (the domain's marker key).
+#[inline(always)]
+fn small_object(slice: &SliceMeta, address: usize, key: usize) -> SmallObject {
+    let offset = (address & (SLICE_SIZE - 1)) as u32;
+    if !is_carved_object(offset, slice.multiplier.get(), slice.carved_limit.get()) {
+        return SmallObject::NotAnObject;
+    }
+    // SAFETY: a carved object boundary: at least 16 bytes of the slice,
+    // readable.
+    if unsafe { FreeObject::marker(address as *mut FreeObject) } == FreeObject::marker_of(key) {
+        SmallObject::Freed
+    } else {
+        SmallObject::Live
     }
 }
