@@ -64,10 +64,11 @@ use strata_benches::{contenders, with_contender, Contender};
 /// Objects per batch sent between threads.
 const BATCH: usize = 64;
 /// Batches each sender of the cross-thread workloads may have in flight
-/// (`--depth`, default 8). With few threads on few cores, a shallow queue
-/// makes the two sides of a pair sleep and wake each other at nearly
-/// every batch, and the run then measures the kernel's wake-ups as much
-/// as the allocator (see `benches/RESULTS.md`).
+/// (`--depth`, default 8). With blocking waits (`--wait block`) and few
+/// threads on few cores, a shallow queue makes the two sides of a pair
+/// sleep and wake each other at nearly every batch, and the run then
+/// measures the kernel's wake-ups as much as the allocator (see
+/// `benches/RESULTS.md`).
 static DEPTH: AtomicUsize = AtomicUsize::new(8);
 
 /// The queue depth in force ([`DEPTH`]).
@@ -135,6 +136,7 @@ fn send(to: &SyncSender<Batch>, mut batch: Batch) -> Result<(), SendError<Batch>
     }
     to.send(batch)
 }
+
 /// Sizes of objects sent between threads.
 const CROSS_SIZES: [usize; 8] = [16, 24, 32, 48, 64, 96, 128, 256];
 /// Live objects per thread in the churn workloads.
