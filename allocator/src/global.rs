@@ -86,6 +86,24 @@ impl Strata {
         Self { domain: Domain::new(MmapSource::new()) }
     }
 
+    /// An allocator that asks the kernel for transparent huge pages on its
+    /// mappings (see [`MmapSource`]): fewer page faults and TLB misses, for
+    /// more resident memory. Usable in a `static`.
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static GLOBAL: strata::Strata = strata::Strata::with_huge_pages();
+    ///
+    /// fn main() {
+    ///     let v: Vec<u64> = (0..1000).collect();
+    ///     assert_eq!(v.iter().sum::<u64>(), 499_500);
+    ///     assert!(GLOBAL.domain().source().huge_pages());
+    /// }
+    /// ```
+    pub const fn with_huge_pages() -> Self {
+        Self { domain: Domain::new(MmapSource::with_huge_pages()) }
+    }
+
     /// The underlying domain.
     pub fn domain(&self) -> &Domain<MmapSource, FutexLock> {
         &self.domain

@@ -332,7 +332,14 @@ pub fn preloaded(program: &Path) -> Command {
 /// Removes the shim's variables (and `LD_PRELOAD`) from `command`'s
 /// environment.
 pub fn clear_strata_env(command: &mut Command) {
-    for name in ["LD_PRELOAD", "STRATA_STATS", "STRATA_VERBOSE", "STRATA_PURGE_DELAY_MS", "STRATA_DEBUG"] {
+    for name in [
+        "LD_PRELOAD",
+        "STRATA_STATS",
+        "STRATA_VERBOSE",
+        "STRATA_PURGE_DELAY_MS",
+        "STRATA_DEBUG",
+        "STRATA_HUGE_PAGES",
+    ] {
         command.env_remove(name);
     }
 }

@@ -383,6 +383,27 @@ fn off_values_of_the_flags_are_accepted_silently() {
     }
 }
 
+/// `STRATA_HUGE_PAGES=1` advises the mappings made after start-up
+/// `MADV_HUGEPAGE` (the `hg` flag of `/proc/self/smaps`), a slab page's as
+/// a huge block's, and the banner says so; without the variable no mapping
+/// of Strata's carries the advice, and a value that is neither on nor off is
+/// reported and taken as off.
+#[test]
+fn strata_huge_pages_advises_the_new_mappings() {
+    let on = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "1"));
+    on.assert_on_strata().assert_ok();
+    assert!(on.stdout.starts_with("small: yes\nhuge: yes\n"), "{}", on.describe());
+    assert!(on.stderr.contains("huge pages: asked for"), "{}", on.describe());
+    let off = run(&mut preloaded(&program("huge_pages.c")));
+    off.assert_on_strata().assert_ok();
+    assert!(off.stdout.starts_with("small: no\nhuge: no\n"), "{}", off.describe());
+    assert!(off.stderr.contains("huge pages: off"), "{}", off.describe());
+    let bad = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "maybe"));
+    bad.assert_on_strata().assert_ok();
+    assert_eq!(bad.stderr_without_banner(), [flag_warning("STRATA_HUGE_PAGES", "maybe")], "{}", bad.describe());
+    assert!(bad.stdout.starts_with("small: no\nhuge: no\n"), "{}", bad.describe());
+}
+
 #[test]
 fn a_too_large_purge_delay_is_reported_with_the_maximum() {
     for value in ["18446744073709551615", "99999999999999999999999", "1000000000001"] {

@@ -36,6 +36,7 @@ struct Config {
     stats: bool,
     verbose: bool,
     purge_delay_ms: Option<u64>,
+    huge_pages: bool,
 }
 
 /// The constructor's signature under glibc.
@@ -50,12 +51,17 @@ static CONSTRUCTOR: Constructor = on_load;
 static DESTRUCTOR: extern "C" fn() = on_exit;
 
 extern "C" fn on_load(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
-    // Set up the loading thread's heap, and with it the fork handlers and the
-    // thread-exit key, if no allocation did so already.
-    front::ensure_thread_heap();
     // SAFETY: glibc passes the process environment, a null-terminated array
     // of C strings; fall back to `environ` if it did not.
     let config = unsafe { read_config(if envp.is_null() { environ() } else { envp }) };
+    // Before the loading thread's first page, if no allocation mapped one
+    // already: the advice applies to the pages mapped from now on.
+    if config.huge_pages {
+        DOMAIN.source().set_huge_pages(true);
+    }
+    // Set up the loading thread's heap, and with it the fork handlers and the
+    // thread-exit key, if no allocation did so already.
+    front::ensure_thread_heap();
     if let Some(delay) = config.purge_delay_ms {
         DOMAIN.set_purge_delay_ms(delay);
     }
@@ -96,7 +102,7 @@ fn environ() -> *const *const c_char {
 /// # Safety
 /// `envp` is null or a null-terminated array of pointers to C strings.
 unsafe fn read_config(envp: *const *const c_char) -> Config {
-    let mut config = Config { stats: false, verbose: false, purge_delay_ms: None };
+    let mut config = Config { stats: false, verbose: false, purge_delay_ms: None, huge_pages: false };
     if envp.is_null() {
         return config;
     }
@@ -114,6 +120,8 @@ unsafe fn read_config(envp: *const *const c_char) -> Config {
             config.verbose = flag("STRATA_VERBOSE", value);
         } else if let Some(value) = bytes.strip_prefix(b"STRATA_PURGE_DELAY_MS=") {
             config.purge_delay_ms = milliseconds(value);
+        } else if let Some(value) = bytes.strip_prefix(b"STRATA_HUGE_PAGES=") {
+            config.huge_pages = flag("STRATA_HUGE_PAGES", value);
         }
         // SAFETY: still inside the null-terminated array.
         entry = unsafe { entry.add(1) };
@@ -204,7 +212,7 @@ fn banner(config: &Config) {
     let _ = writeln!(
         out,
         "strata: {} {} loaded in pid {}; malloc interposed: {}; purge delay {} ms; stats at exit: {}; debug: {}; \
-         pages {} KiB, slices {} KiB, {} size classes; thread slots in {} TLS",
+         huge pages: {}; pages {} KiB, slices {} KiB, {} size classes; thread slots in {} TLS",
         path(here),
         env!("CARGO_PKG_VERSION"),
         // SAFETY: getpid has no preconditions.
@@ -213,6 +221,7 @@ fn banner(config: &Config) {
         DOMAIN.purge_delay_ms(),
         if config.stats { "on" } else { "off" },
         if crate::debug::enabled() { "on" } else { "off" },
+        if DOMAIN.source().huge_pages() { "asked for" } else { "off" },
         PAGE_SIZE / 1024,
         SLICE_SIZE / 1024,
         CLASS_COUNT,
