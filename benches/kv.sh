@@ -25,7 +25,8 @@
 #
 # Environment: N (requests per test, default 100000), SIZES (default
 # "16 256 4096"), CLIENTS (default 50), ALLOCATORS (default
-# "strata mimalloc system"), ROUNDS (default 1), CARGO_TARGET_DIR.
+# "strata mimalloc system"; `strata-huge` adds the Strata build run with
+# --huge-pages), ROUNDS (default 1), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,9 +48,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
+# The build (cargo feature alloc-NAME) and the server options of each
+# allocator name: `strata-huge` is the Strata build run with --huge-pages.
+build_of() { case $1 in strata-huge) echo strata ;; *) echo "$1" ;; esac; }
+options_of() { case $1 in strata-huge) echo --huge-pages ;; esac; }
 for a in $ALLOCATORS; do
-    echo "building strata-kv with alloc-$a" >&2
-    cargo build --release -q -p strata-kv --no-default-features --features "alloc-$a" --manifest-path "$ROOT/Cargo.toml"
+    echo "building strata-kv with alloc-$(build_of "$a")" >&2
+    cargo build --release -q -p strata-kv --no-default-features --features "alloc-$(build_of "$a")" --manifest-path "$ROOT/Cargo.toml"
     cp "$CARGO_TARGET_DIR/release/strata-kv" "$WORK/strata-kv-$a"
 done
 
@@ -79,7 +84,7 @@ for d in $SIZES; do
         # truncated it.
         out=$WORK/server-$a-$d.out
         GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 \
-            "$WORK/strata-kv-$a" --port 0 --dir "$dir" >"$out" 2>"$WORK/server.err" &
+            "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a") >"$out" 2>"$WORK/server.err" &
         SERVER_PID=$!
         port=
         for _ in $(seq 1 200); do
@@ -147,7 +152,7 @@ median_by() {
 
 echo
 echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N, one command per run, each after any compaction (MSET: 10 keys per request); latency in ms"
-printf '%-9s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
+printf '%-11s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
 cut -d, -f1-4 "$RESULTS" >"$WORK/rps.csv"
 cut -d, -f1-3,5 "$RESULTS" >"$WORK/p50.csv"
 cut -d, -f1-3,6 "$RESULTS" >"$WORK/p99.csv"
@@ -155,7 +160,7 @@ join -t, <(median_by "$WORK/rps.csv" 4 | sed 's/,/|/; s/,/|/' | sort) \
     <(median_by "$WORK/p50.csv" 4 | sed 's/,/|/; s/,/|/' | sort) |
     join -t, - <(median_by "$WORK/p99.csv" 4 | sed 's/,/|/; s/,/|/' | sort) |
     tr '|' , | sort -t, -k2,2n -k3,3 -k1,1 | while IFS=, read -r a d cmd rps p50 p99; do
-    printf '%-9s %6s %-15s %12.0f %8.3f %8.3f\n' "$a" "$d" "$cmd" "$rps" "$p50" "$p99"
+    printf '%-11s %6s %-15s %12.0f %8.3f %8.3f\n' "$a" "$d" "$cmd" "$rps" "$p50" "$p99"
 done
 
 echo
@@ -175,7 +180,7 @@ declare -A strata_live=()
 while IFS=, read -r key live; do
     [ "${key%%|*}" = strata ] && strata_live[${key#*|}]=$live
 done <"$WORK/memory-7.median"
-printf '%-9s %6s %8s %8s %9s %10s %10s %10s %7s %9s %12s %9s %9s %10s\n' allocator size keys0 keys1 idle_MiB peak_MiB after_MiB est_MiB ratio net_ratio strata_live disk_KiB anon_MiB anon/live
+printf '%-11s %6s %8s %8s %9s %10s %10s %10s %7s %9s %12s %9s %9s %10s\n' allocator size keys0 keys1 idle_MiB peak_MiB after_MiB est_MiB ratio net_ratio strata_live disk_KiB anon_MiB anon/live
 join -t, "$WORK/memory-3.median" "$WORK/memory-4.median" | join -t, - "$WORK/memory-5.median" |
     join -t, - "$WORK/memory-6.median" | join -t, - "$WORK/memory-7.median" |
     join -t, - "$WORK/memory-8.median" | join -t, - "$WORK/memory-9.median" |
@@ -185,6 +190,6 @@ join -t, "$WORK/memory-3.median" "$WORK/memory-4.median" | join -t, - "$WORK/mem
         -v anon="$anon" -v anon_idle="$anon_idle" -v slive="${strata_live[$d]:-0}" 'BEGIN {
         est = k1 * (16 + d + 64)
         net_anon = (anon - anon_idle) * 1024
-        printf "%-9s %6s %8.0f %8.0f %9.1f %10.1f %10.1f %10.1f %7.2f %9.2f %12s %9.0f %9.2f %10s\n", a, d, k0, k1, idle / 1024, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, (rss - idle) * 1024 / est, (live > 0 ? sprintf("%.0f", live) : "-"), disk, net_anon / 1048576, (slive > 0 ? sprintf("%.2f", net_anon / slive) : "-")
+        printf "%-11s %6s %8.0f %8.0f %9.1f %10.1f %10.1f %10.1f %7.2f %9.2f %12s %9.0f %9.2f %10s\n", a, d, k0, k1, idle / 1024, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, (rss - idle) * 1024 / est, (live > 0 ? sprintf("%.0f", live) : "-"), disk, net_anon / 1048576, (slive > 0 ? sprintf("%.2f", net_anon / slive) : "-")
     }'
 done

@@ -44,6 +44,7 @@ mod alloc_front {
         let _ = write!(s, "strata_lock_contended:{}\r\n", st.lock_contended);
         let _ = write!(s, "strata_flushes:{}\r\n", st.flushes);
         let _ = write!(s, "strata_refills:{}\r\n", st.refills);
+        let _ = write!(s, "strata_huge_pages:{}\r\n", u8::from(super::GLOBAL.domain().source().huge_pages()));
         // One line per size class in use: its slices (those in thread
         // caches among them) and objects live, for reading fragmentation.
         for (class, c) in st.classes.iter().enumerate().filter(|(_, c)| c.slices > 0) {
@@ -64,6 +65,12 @@ mod alloc_front {
     pub fn thread_idle() {
         super::GLOBAL.release_thread_cache();
     }
+    /// `--huge-pages`: the pages mapped from now on ask for transparent
+    /// huge pages.
+    pub fn huge_pages() -> Result<(), &'static str> {
+        super::GLOBAL.domain().source().set_huge_pages(true);
+        Ok(())
+    }
 }
 
 #[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-strata")))]
@@ -83,6 +90,9 @@ mod alloc_front {
     pub fn thread_idle() {
         // SAFETY: as above; collects the calling thread's heap.
         unsafe { mi_collect(false) }
+    }
+    pub fn huge_pages() -> Result<(), &'static str> {
+        Err("--huge-pages needs the Strata build (mimalloc takes MIMALLOC_* variables)")
     }
 }
 
@@ -106,6 +116,9 @@ mod alloc_front {
         // glibc's per-thread cache (tcache) is small and has no call to
         // give it back; its arenas are trimmed by `after_compact`.
     }
+    pub fn huge_pages() -> Result<(), &'static str> {
+        Err("--huge-pages needs the Strata build")
+    }
 }
 
 /// Largest request (all its frames' bytes) a connection may buffer.
@@ -116,7 +129,7 @@ const OUT_FLUSH: usize = 1 << 20;
 const HELP: &str = "\
 strata-kv: a RESP2 key-value server with an append-only log, on 127.0.0.1
 
-usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag]
+usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag] [--huge-pages]
 
   --port PORT         TCP port on 127.0.0.1 (default 6379; 0 picks one)
   --dir DIR           data directory for the log and snapshots (default ./kv-data)
@@ -124,6 +137,8 @@ usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag]
                       max(N, snapshot size) bytes (default 67108864)
   --no-defrag         compaction does not move live keys and values into
                       fresh allocations (it still resizes the index)
+  --huge-pages        the allocator asks for transparent huge pages on the
+                      memory it maps from start-up on (Strata build only)
   --help              this text
 
 Commands: PING SET GET DEL MSET MGET INCR LPUSH LPOP LRANGE DBSIZE FLUSHALL
@@ -150,6 +165,7 @@ fn main() {
             }
             "--port" => port = val("--port").parse().unwrap_or_else(|_| fail("bad --port".into())),
             "--no-defrag" => defrag = false,
+            "--huge-pages" => alloc_front::huge_pages().unwrap_or_else(|e| fail(e.into())),
             "--dir" => dir = PathBuf::from(val("--dir")),
             "--compact-bytes" => {
                 compact_bytes = val("--compact-bytes").parse().unwrap_or_else(|_| fail("bad --compact-bytes".into()))

@@ -131,3 +131,29 @@ fn command_line() {
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--huge-pages`: the Strata build serves with its allocator asking for
+/// transparent huge pages, and `INFO` says whether it does; the other
+/// builds refuse the option.
+#[test]
+fn huge_pages_option() {
+    let dir = temp_dir("huge-pages");
+    if cfg!(feature = "alloc-strata") {
+        for (extra, expected) in [(&["--huge-pages"][..], 1), (&[][..], 0)] {
+            let server = Server::start(&dir, extra);
+            let mut c = server.client();
+            assert_eq!(c.cmd(&["SET", "key", &"v".repeat(5000)]), Reply::ok());
+            assert_eq!(c.cmd(&["GET", "key"]), Reply::bulk(&"v".repeat(5000)));
+            assert_eq!(info_field(&mut c, "strata_huge_pages"), expected, "{extra:?}");
+        }
+    } else {
+        let out = std::process::Command::new(BIN)
+            .args(["--huge-pages", "--port", "0", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--huge-pages needs the Strata build"), "{out:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
