@@ -182,9 +182,11 @@
 //! - **Shuffled carving.** Each run of a fresh slice that is carved (about
 //!   an OS page, at least 8 objects) is linked window by window (32
 //!   objects, windows in address order), each window from a random start
-//!   with a random stride coprime to its length, never 1, so consecutive
-//!   allocations from a fresh slice are not neighbours in memory, while a
-//!   thread that reads them in allocation order still moves forward. The
+//!   with a random stride coprime to its length, neither 1 nor its length
+//!   less 1, so consecutive allocations from a window are not neighbours in
+//!   memory (bar windows of 3, 4 or 6 objects, the tail of some runs, which
+//!   have no such stride), while a thread that reads them in allocation
+//!   order still moves forward. The
 //!   heap's own xorshift generator, seeded from the domain, picks them; it
 //!   costs nothing on the fast path (carving is the slow path).
 //!

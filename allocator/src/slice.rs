@@ -435,17 +435,26 @@ pub(crate) const NO_ADDRESS: usize = usize::MAX;
 /// The start position and stride of a shuffled window of `count` objects
 /// (see [`SHUFFLE_WINDOW`]): position `i` of the list is object
 /// `(start + i * stride) % count` of the window. The stride is coprime to
-/// `count`, so every object comes exactly once; it is 1 (address order)
-/// only when `count <= 2` or hardening is off.
+/// `count`, so every object comes exactly once. It is 1 (address order)
+/// only when `count <= 2` or hardening is off. Otherwise it is neither 1
+/// nor `count - 1`, both of which step to a neighbour, so that two
+/// consecutive objects of the window are never neighbours in memory;
+/// windows of 3, 4 and 6 objects, for which no other stride is coprime to
+/// the count, are walked downwards (stride `count - 1`).
 pub(crate) fn shuffle(count: usize, random: u64) -> (usize, usize) {
     if cfg!(strata_unhardened) || count <= 2 {
         return (0, 1);
     }
     let start = (random % count as u64) as usize;
-    // 2..count; `count - 1` is always coprime to `count`, so the search ends.
-    let mut stride = 2 + ((random >> 32) % (count as u64 - 2)) as usize;
+    if matches!(count, 3 | 4 | 6) {
+        return (start, count - 1);
+    }
+    // A stride from 2 to `count - 2`, the first coprime one from a random
+    // point, wrapping: one exists, 2 for an odd count, else the odd one of
+    // `count / 2 - 1` and `count / 2 - 2` (`count` is 8 or more).
+    let mut stride = 2 + ((random >> 32) % (count as u64 - 3)) as usize;
     while gcd(stride, count) != 1 {
-        stride += 1;
+        stride = if stride == count - 2 { 2 } else { stride + 1 };
     }
     (start, stride)
 }
@@ -686,9 +695,9 @@ impl SliceMeta {
     /// Unless built with `--cfg strata_unhardened`, the run is linked in a
     /// shuffled order, window by window ([`SHUFFLE_WINDOW`]): within each
     /// window, from a random start, with a random stride coprime to the
-    /// window's length (never 1 when it has more than two objects), so that
-    /// consecutive allocations from a fresh slice are not neighbours in
-    /// memory. `random` seeds the choices.
+    /// window's length that steps to no neighbour (see [`shuffle`]), so that
+    /// consecutive allocations from a window are not neighbours in memory.
+    /// `random` seeds the choices.
     ///
     /// # Safety
     /// The caller must hold the slice (own it, or hold the domain lock for an
