@@ -183,10 +183,11 @@
 //!   an OS page, at least 8 objects) is linked window by window (32
 //!   objects, windows in address order), each window from a random start
 //!   with a random stride coprime to its length, neither 1 nor its length
-//!   less 1, so consecutive allocations from a window are not neighbours in
-//!   memory (bar windows of 3, 4 or 6 objects, the tail of some runs, which
-//!   have no such stride), while a thread that reads them in allocation
-//!   order still moves forward. The
+//!   less 1, and never from the neighbour of the object before it, so
+//!   consecutive allocations from a run are not neighbours in memory (bar
+//!   windows of 3, 4 or 6 objects, the tail of some runs, which have no
+//!   such stride), while a thread that reads them in allocation order
+//!   still moves forward. The
 //!   heap's own xorshift generator, seeded from the domain, picks them; it
 //!   costs nothing on the fast path (carving is the slow path).
 //!

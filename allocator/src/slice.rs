@@ -695,8 +695,10 @@ impl SliceMeta {
     /// Unless built with `--cfg strata_unhardened`, the run is linked in a
     /// shuffled order, window by window ([`SHUFFLE_WINDOW`]): within each
     /// window, from a random start, with a random stride coprime to the
-    /// window's length that steps to no neighbour (see [`shuffle`]), so that
-    /// consecutive allocations from a window are not neighbours in memory.
+    /// window's length that steps to no neighbour (see [`shuffle`]), and a
+    /// window never starts with the neighbour of the object before it, so
+    /// that consecutive allocations from a run are not neighbours in memory
+    /// (bar windows of 3, 4 or 6 objects and a last window of 1 or 2).
     /// `random` seeds the choices.
     ///
     /// # Safety
@@ -727,6 +729,12 @@ impl SliceMeta {
                 left = window;
                 (position, stride) = shuffle(window, random);
                 random = next_random(random);
+                // The window before may have ended with its last object, the
+                // neighbour of this one's first: start one further on.
+                let after_previous = previous as usize + size == base + window_start * size;
+                if stride != 1 && position == 0 && after_previous {
+                    position = 1;
+                }
             }
             let object = (base + (window_start + position) * size) as *mut FreeObject;
             left -= 1;

@@ -461,14 +461,17 @@ fn lock_acquisitions_and_contention_are_counted() {
     assert_eq!(later.lock_contended, 2);
 }
 
-/// The carving order: for every run length and many random words, each
-/// object of the run comes exactly once, and (hardened, more than two
-/// objects) never in address order.
+/// The carving order of one window: for every length and many random
+/// words, each object comes exactly once, and (hardened, more than two
+/// objects) never in address order, and no two neighbours come in a row
+/// but in windows of 3, 4 or 6 objects, which have no stride for it.
 #[test]
 fn shuffled_carving_visits_every_object_once_out_of_address_order() {
+    // Plain arithmetic, with nothing for Miri to check: a short range there.
+    let (counts, rounds) = if cfg!(miri) { (40, 4) } else { (300, 20) };
     let mut random = 0x9e37_79b9_7f4a_7c15u64;
-    for count in 1..=300usize {
-        for _ in 0..20 {
+    for count in 1..=counts {
+        for _ in 0..rounds {
             random = mix(random);
             let (start, stride) = crate::slice::shuffle(count, random);
             assert!(start < count && stride >= 1 && stride < count.max(2), "{count}: {start} {stride}");
@@ -498,7 +501,8 @@ fn shuffled_carving_visits_every_object_once_out_of_address_order() {
 /// A carved run is shuffled window by window: each `SHUFFLE_WINDOW`
 /// consecutive objects of the free list are the objects of one window of
 /// the run, windows in address order, and (hardened) no window's objects
-/// come in address order.
+/// come in address order, and no two objects in a row of the whole run,
+/// across windows too, are neighbours in memory.
 #[test]
 fn a_carved_run_is_shuffled_within_windows_in_address_order() {
     use crate::slice::SHUFFLE_WINDOW;
@@ -523,6 +527,52 @@ fn a_carved_run_is_shuffled_within_windows_in_address_order() {
             assert_ne!(objects, &expected[..], "window {window} in address order");
         }
     }
+    if !cfg!(strata_unhardened) {
+        let neighbours = order.windows(2).position(|pair| pair[0].abs_diff(pair[1]) == 1);
+        assert_eq!(neighbours, None, "neighbours in a row: {order:?}");
+    }
+}
+
+/// Over every run of many slices, each carved from its own random word, no
+/// two objects in a row of a run are neighbours in memory, at window
+/// boundaries too: a window never starts with the neighbour of the object
+/// before it. (Under Miri, two slices, for time.)
+#[test]
+#[cfg(not(strata_unhardened))]
+fn carved_runs_never_hand_out_neighbours_in_a_row() {
+    let domain = domain();
+    let page = page(domain);
+    let class = class_of(16, 8).expect("a small class");
+    let slices = if cfg!(miri) { 2 } else { USABLE_SLICES };
+    let mut random = 0x2545_f491_4f6c_dd1du64;
+    let mut runs = 0;
+    domain.locked(|_| {
+        for slice in &page.slices[crate::page::FIRST_SLICE..][..slices] {
+            // Formatting carves the first run.
+            domain.format(slice, class);
+            loop {
+                let mut order = std::vec::Vec::new();
+                loop {
+                    // SAFETY: held under the lock.
+                    let object = unsafe { slice.take(domain.link_key()) };
+                    if object.is_null() {
+                        break;
+                    }
+                    order.push((object as usize - slice.address) / 16);
+                }
+                let neighbours = order.windows(2).position(|pair| pair[0].abs_diff(pair[1]) == 1);
+                assert_eq!(neighbours, None, "run {runs}: neighbours in a row: {order:?}");
+                runs += 1;
+                random = mix(random);
+                // SAFETY: held under the lock; the free list is empty and
+                // the slice formatted.
+                if !unsafe { slice.carve(domain.key(), domain.link_key(), random) } {
+                    break;
+                }
+            }
+        }
+    });
+    assert_eq!(runs, slices * SLICE_SIZE / crate::slice::CARVE_BYTES, "every run of every slice");
 }
 
 #[test]
