@@ -53,7 +53,7 @@ use crate::size_class::{
     class_index, class_of, direct8_entry, direct_entry, is_carved_object, CLASS_COUNT, DIRECT8_ENTRIES, DIRECT8_ENTRIES_OF,
     DIRECT_CLASS, DIRECT_ENTRIES, DIRECT_ENTRIES_OF, DIRECT_MAX, MAX_SMALL,
 };
-use crate::slice::{FreeObject, SliceMeta, MAX_COUNTDOWN, NO_ADDRESS};
+use crate::slice::{FreeObject, SliceMeta, SmallObject, MAX_COUNTDOWN, NO_ADDRESS};
 use crate::source::PageSource;
 
 /// Frees into orphaned slices batched before the domain lock is taken.
@@ -1063,24 +1063,20 @@ impl Heap {
         // tests remain: a carved object boundary, without the free marker.
         // Whoever owns the slice by now, the batch's objects reach it when
         // the batch is pushed (see `flush_batch`).
-        let marker = FreeObject::marker_of(self.key);
         let open = batch.slice;
         if !open.is_null() && batch.count < REMOTE_BATCH - 1 {
             // SAFETY: an open batch's slice is live (see above).
             let slice = unsafe { &*open };
-            let offset = address.wrapping_sub(slice.address);
-            // SAFETY: a carved object boundary of a live slice: at least 16
-            // readable bytes.
-            if offset < SLICE_SIZE
-                && is_carved_object(offset as u32, slice.multiplier.get(), slice.carved_limit.get())
-                && unsafe { FreeObject::marker(address as *mut FreeObject) } != marker
+            // SAFETY: tested only for an address inside the live slice.
+            if address.wrapping_sub(slice.address) < SLICE_SIZE
+                && unsafe { slice.small_object(address, self.key) } == SmallObject::Live
             {
                 let object = address as *mut FreeObject;
                 // SAFETY: a live carved object, now the caller's to free: at
                 // least 16 writable bytes. The batch's objects are this
                 // heap's alone until pushed.
                 unsafe {
-                    FreeObject::set_marker(object, marker);
+                    FreeObject::set_marker(object, FreeObject::marker_of(self.key));
                     FreeObject::set_next(object, batch.first, self.link_key);
                 }
                 batch.first = object;

@@ -71,9 +71,9 @@ use crate::page::{
 };
 use crate::remote::{Link, Push, Walked};
 use crate::size_class::{
-    boundary_multiplier, class_index, class_of, class_size, is_carved_object, objects_per_slice, CLASS_COUNT,
+    boundary_multiplier, class_index, class_of, class_size, objects_per_slice, CLASS_COUNT,
 };
-use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, NO_FREE, SPAN_CLASS};
+use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SmallObject, NO_FREE, SPAN_CLASS};
 use crate::source::PageSource;
 use crate::stats::Stats;
 

@@ -12,6 +12,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::{FreeError, FreeErrorKind};
 use crate::remote::{Link, RemoteList, Walked, LINK_REGION, ORPHAN};
+use crate::page::SLICE_SIZE;
+use crate::size_class::is_carved_object;
 
 /// The state of a slice. See the state table in the crate documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,6 +478,18 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a
 }
 
+/// What an address is to the slice it lies in, for a small object
+/// ([`SliceMeta::small_object`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SmallObject {
+    /// A carved object boundary without the free marker: a live object.
+    Live,
+    /// A carved object boundary carrying the free marker: a freed object.
+    Freed,
+    /// Not a carved object boundary.
+    NotAnObject,
+}
+
 /// Pseudo-class recorded by slices of multi-slice spans.
 pub(crate) const SPAN_CLASS: u8 = crate::size_class::CLASS_COUNT as u8;
 
@@ -768,6 +782,29 @@ impl SliceMeta {
         self.carved.set(carved);
         let limit = crate::size_class::carved_limit(carved, self.object_size.get(), self.multiplier.get());
         self.carved_limit.set(limit);
+    }
+
+    /// What `address` is as a small object of this slice, by the free
+    /// marker of `key` (the domain's marker key): a live object, a freed
+    /// one, or not a carved object boundary (every address of an
+    /// unformatted slice, whose carved limit is 0).
+    ///
+    /// # Safety
+    /// `address` must lie in this slice, and the slice in a live page: an
+    /// object boundary is then at least 16 readable bytes.
+    #[inline(always)]
+    pub(crate) unsafe fn small_object(&self, address: usize, key: usize) -> SmallObject {
+        let offset = (address & (SLICE_SIZE - 1)) as u32;
+        if !is_carved_object(offset, self.multiplier.get(), self.carved_limit.get()) {
+            return SmallObject::NotAnObject;
+        }
+        // SAFETY: a carved object boundary of a live slice (the caller's
+        // contract).
+        if unsafe { FreeObject::marker(address as *mut FreeObject) } == FreeObject::marker_of(key) {
+            SmallObject::Freed
+        } else {
+            SmallObject::Live
+        }
     }
 
     /// Whether objects of this slice count as in use (the page's occupancy).

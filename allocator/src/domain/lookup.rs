@@ -27,7 +27,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             }
             Place::Slice { slice } => {
                 if slice.object_size.get() != 0 {
-                    return match small_object(slice, address, key) {
+                    // SAFETY: `address` lies in `slice`, a slice of a live
+                    // page of this domain.
+                    return match unsafe { slice.small_object(address, key) } {
                         SmallObject::Live => Ok(Lookup::Small { slice }),
                         SmallObject::Freed => Err(FreeError::new(FreeErrorKind::Freed, address)),
                         SmallObject::NotAnObject => Err(not_ours),
@@ -52,7 +54,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     #[inline(always)]
     pub(crate) fn live_small(&self, address: usize, key: usize) -> Option<&SliceMeta> {
         let Place::Slice { slice } = self.place(address) else { return None };
-        (small_object(slice, address, key) == SmallObject::Live).then_some(slice)
+        // SAFETY: as in `lookup_with_key`.
+        (unsafe { slice.small_object(address, key) } == SmallObject::Live).then_some(slice)
     }
 
     /// Where `address` lies: in a slice of one of this domain's slab pages,
@@ -99,33 +102,4 @@ enum Place<'a> {
     Huge { common: &'a PageCommon },
     /// In no page of the domain.
     Foreign,
-}
-
-/// What an address is to the slice it lies in, for a small object.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SmallObject {
-    /// A carved object boundary without the free marker: a live object.
-    Live,
-    /// A carved object boundary carrying the free marker: a freed object.
-    Freed,
-    /// Not a carved object boundary (an unformatted slice, whose carved
-    /// limit is 0, refuses every offset).
-    NotAnObject,
-}
-
-/// What `address`, an address inside `slice`, is as a small object, by the
-/// marker of `key` (the domain's marker key).
-#[inline(always)]
-fn small_object(slice: &SliceMeta, address: usize, key: usize) -> SmallObject {
-    let offset = (address & (SLICE_SIZE - 1)) as u32;
-    if !is_carved_object(offset, slice.multiplier.get(), slice.carved_limit.get()) {
-        return SmallObject::NotAnObject;
-    }
-    // SAFETY: a carved object boundary: at least 16 bytes of the slice,
-    // readable.
-    if unsafe { FreeObject::marker(address as *mut FreeObject) } == FreeObject::marker_of(key) {
-        SmallObject::Freed
-    } else {
-        SmallObject::Live
-    }
 }
