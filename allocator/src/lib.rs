@@ -238,3 +238,15 @@ pub use lock::FutexLock;
 pub use shared::SharedStrata;
 pub use source::PageSource;
 pub use stats::Stats;
+
+/// Whether this build has the default hardening (encoded free-list links and
+/// shuffled carving; see "Hardening" above): `false` only in a build made
+/// with `RUSTFLAGS="--cfg strata_unhardened"`, which exists to measure what
+/// the hardening costs and is never shipped. Fronts report it (the shim's
+/// `STRATA_VERBOSE=1` line) so that a measurement can tell its builds apart.
+///
+/// ```
+/// // The default build is hardened.
+/// assert!(strata::HARDENED);
+/// ```
+pub const HARDENED: bool = !cfg!(strata_unhardened);

@@ -216,3 +216,79 @@ fn bad_options_are_rejected() {
         assert!(!output.stderr.is_empty(), "{args:?}");
     }
 }
+
+/// `--allocators strata,strata-unhardened` measures the default hardening:
+/// the second is the shim built with `--cfg strata_unhardened` (its banner
+/// says so), and the report gives the paired time ratio per workload and
+/// its geometric means.
+#[test]
+fn hardening_cost_is_measured_beside_the_unhardened_shim() {
+    let out = scratch("hardening");
+    let output = compare(
+        &[
+            "--rounds",
+            "2",
+            "--size",
+            "tiny",
+            "--workloads",
+            "fragmentation,xmalloc",
+            "--allocators",
+            "strata,strata-unhardened",
+            "--out",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+        Path::new(env!("CARGO_BIN_EXE_strata-workloads")),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "compare failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+
+    // The two libraries are the two builds: ask each for its banner.
+    let unhardened = strata_tests::real_programs::target_dir()
+        .join("unhardened")
+        .join("release")
+        .join("libstrata.so");
+    for (library, hardening) in [
+        (strata_tests::real_programs::build_shim().expect("the shim"), "hardening: on;"),
+        (unhardened, "hardening: off (built with --cfg strata_unhardened"),
+    ] {
+        let run = Command::new("/bin/true")
+            .env("LD_PRELOAD", &library)
+            .env("STRATA_VERBOSE", "1")
+            .output()
+            .expect("run /bin/true");
+        let banner = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success() && banner.contains(hardening), "{}: {banner}", library.display());
+    }
+
+    // Per workload a ratio of two measured times, then the means.
+    let markdown = read(&out.join(MARKDOWN));
+    let (_, section) = markdown
+        .split_once("## Cost of Strata's default hardening")
+        .unwrap_or_else(|| panic!("no hardening section in:\n{markdown}"));
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let ratio_of = |label: &str| -> f64 {
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label:?} in:\n{section}"));
+        let last = row.trim_end_matches(" |").rsplit("| ").next().expect("a last cell");
+        last.trim_matches('*').parse().unwrap_or_else(|_| panic!("no ratio in {row:?}"))
+    };
+    let mut ratios = Vec::new();
+    for workload in ["fragmentation", "xmalloc"] {
+        let ratio = ratio_of(&format!("| {workload} | "));
+        assert!(ratio > 0.0 && ratio.is_finite(), "{workload}: {ratio}");
+        ratios.push(ratio);
+    }
+    let mean = ratio_of("| **geometric mean, all**");
+    let expected = (ratios[0] * ratios[1]).sqrt();
+    // The table prints three decimals.
+    assert!((mean - expected).abs() < 0.002, "mean {mean} of {ratios:?}");
+    assert!(stdout.contains("Cost of Strata's default hardening"), "{stdout}");
+    fs::remove_dir_all(&out).expect("remove the scratch directory");
+}

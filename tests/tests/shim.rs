@@ -328,6 +328,7 @@ fn strata_verbose_reports_the_settings() {
     assert!(banner.contains(&shim().library.display().to_string()), "{banner}");
     assert!(banner.contains("purge delay 1234 ms"), "{banner}");
     assert!(banner.contains("stats at exit: off"), "{banner}");
+    assert!(banner.contains("; hardening: on;"), "{banner}");
 }
 
 #[test]

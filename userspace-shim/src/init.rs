@@ -212,7 +212,7 @@ fn banner(config: &Config) {
     let _ = writeln!(
         out,
         "strata: {} {} loaded in pid {}; malloc interposed: {}; purge delay {} ms; stats at exit: {}; debug: {}; \
-         huge pages: {}; pages {} KiB, slices {} KiB, {} size classes; thread slots in {} TLS",
+         huge pages: {}; hardening: {}; pages {} KiB, slices {} KiB, {} size classes; thread slots in {} TLS",
         path(here),
         env!("CARGO_PKG_VERSION"),
         // SAFETY: getpid has no preconditions.
@@ -222,6 +222,7 @@ fn banner(config: &Config) {
         if config.stats { "on" } else { "off" },
         if crate::debug::enabled() { "on" } else { "off" },
         if DOMAIN.source().huge_pages() { "asked for" } else { "off" },
+        if strata_core::HARDENED { "on" } else { "off (built with --cfg strata_unhardened, for measurement only)" },
         PAGE_SIZE / 1024,
         SLICE_SIZE / 1024,
         CLASS_COUNT,

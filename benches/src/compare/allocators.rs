@@ -1,10 +1,13 @@
 //! The allocators compared: glibc's own malloc, the Strata shim, and
 //! Debian's jemalloc, tcmalloc and mimalloc, all put in front of glibc with
-//! `LD_PRELOAD`.
+//! `LD_PRELOAD`; and, for measuring what Strata's default hardening costs,
+//! the shim built without it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
-use strata_tests::real_programs::{require_file, Allocator};
+use strata_tests::real_programs::{require_file, target_dir, workspace_root, Allocator};
 
 /// Debian's peer allocators: name, library, package.
 pub const PEERS: [(&str, &str, &str); 3] = [
@@ -25,8 +28,19 @@ pub const PEERS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-/// Every allocator name `--allocators` accepts, in table order.
+/// The allocators compared by default, in table order.
 pub const ALLOCATORS: [&str; 5] = ["glibc", "strata", "jemalloc", "tcmalloc", "mimalloc"];
+
+/// The shim built with `--cfg strata_unhardened` (no encoded free-list
+/// links, no shuffled carving), which `--allocators` also accepts: run
+/// beside `strata`, the report gives what the default hardening costs.
+/// For measurement only; it is never shipped.
+pub const UNHARDENED: &str = "strata-unhardened";
+
+/// Whether `--allocators` accepts `name`.
+pub fn is_known(name: &str) -> bool {
+    ALLOCATORS.contains(&name) || name == UNHARDENED
+}
 
 /// Resolves an allocator name: builds the shim for `strata` (or takes
 /// `STRATA_SHIM`), installs a peer's Debian package when missing (as root).
@@ -34,6 +48,7 @@ pub fn resolve(name: &str) -> Result<Allocator, String> {
     match name {
         "glibc" => Ok(Allocator::glibc()),
         "strata" => Allocator::strata(),
+        UNHARDENED => Ok(Allocator::preloaded(UNHARDENED, build_unhardened_shim()?)),
         _ => {
             let (_, library, package) = PEERS
                 .iter()
@@ -45,4 +60,40 @@ pub fn resolve(name: &str) -> Result<Allocator, String> {
             ))
         }
     }
+}
+
+/// Builds the shim with `--cfg strata_unhardened` into
+/// `<target>/unhardened/` (its own target directory, as the flag changes
+/// every crate of the build), once per process, and returns its path.
+fn build_unhardened_shim() -> Result<PathBuf, String> {
+    static SHIM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    SHIM.get_or_init(|| {
+        let target = target_dir().join("unhardened");
+        let flags = match std::env::var("RUSTFLAGS") {
+            Ok(flags) if !flags.trim().is_empty() => format!("{flags} --cfg strata_unhardened"),
+            _ => "--cfg strata_unhardened".to_string(),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(&cargo)
+            .args(["build", "--release", "-p", "strata-shim"])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTFLAGS", &flags)
+            .current_dir(workspace_root())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "building the unhardened shim (RUSTFLAGS=\"{flags}\" cargo build --release -p strata-shim) failed ({}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let shim = target.join("release").join("libstrata.so");
+        if shim.is_file() {
+            Ok(shim)
+        } else {
+            Err(format!("the unhardened shim built, but {} does not exist", shim.display()))
+        }
+    })
+    .clone()
 }

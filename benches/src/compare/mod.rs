@@ -40,6 +40,12 @@
 //! (`$CARGO_TARGET_DIR/strata-report` when set): `report.md`, `report.csv`,
 //! `runs.csv`, `time-ratio.svg`, `rss-ratio.svg`.
 //!
+//! `--allocators strata,strata-unhardened` measures what Strata's default
+//! hardening costs: `strata-unhardened` is the shim built with `--cfg
+//! strata_unhardened` (into `<target>/unhardened/`, for measurement only),
+//! and the report adds, per subject, the median over the rounds of the
+//! hardened ÷ unhardened time ratio within a round, and its geometric means.
+//!
 //! The default is the quick mode: 3 rounds, own workloads at size `quick`,
 //! a few minutes in all. `--full` runs 7 rounds at size `full`.
 
@@ -84,8 +90,11 @@ fn usage() -> String {
     format!(
         "usage: strata-bench compare [--full] [--rounds N] [--size tiny|quick|full] \
          [--workloads NAME,...] [--allocators {}] [--out DIR] [--stats] [--list]\n\
-         Workload names: see --list; `programs` and `own` select a whole kind.",
-        ALLOCATORS.join(",")
+         Workload names: see --list; `programs` and `own` select a whole kind.\n\
+         `--allocators` also takes {}: the shim without its default hardening, \
+         to measure what the hardening costs beside `strata`.",
+        ALLOCATORS.join(","),
+        allocators::UNHARDENED
     )
 }
 
@@ -150,7 +159,7 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
                 allocators = value()?.split(',').map(str::to_string).collect();
                 if let Some(bad) = allocators
                     .iter()
-                    .find(|a| !ALLOCATORS.contains(&a.as_str()))
+                    .find(|a| !allocators::is_known(a))
                 {
                     return Err(format!("unknown allocator {bad}"));
                 }
@@ -412,6 +421,10 @@ fn run(options: &Options, command: &str) -> Result<bool, String> {
     print!("{}", output::markdown_table(&results));
     if let Some(table) = output::fragmentation_table(&results) {
         println!("\nFragmentation phase change: peak RSS ÷ peak live bytes\n");
+        print!("{table}");
+    }
+    if let Some(table) = output::hardening_table(&results) {
+        println!("\nCost of Strata's default hardening: time ÷ {}'s, paired by round\n", allocators::UNHARDENED);
         print!("{table}");
     }
     println!("\nReport: {}", options.out.join(MARKDOWN).display());

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use super::charts::RatioChart;
+use super::allocators::UNHARDENED;
 use super::results::Results;
 use super::stats::format_ratio;
 
@@ -176,6 +177,44 @@ pub fn fragmentation_table(results: &Results) -> Option<String> {
     Some(out)
 }
 
+/// What Strata's default hardening costs, when the run had both `strata`
+/// and the shim built without the hardening: per subject, the median time
+/// of each and the median over the rounds of their time ratio within a
+/// round (hardened ÷ unhardened, above 1 is a cost), then the geometric
+/// means of those ratios over the own workloads, the real programs, and
+/// all subjects.
+pub fn hardening_table(results: &Results) -> Option<String> {
+    if !results.has_allocator("strata") || !results.has_allocator(UNHARDENED) {
+        return None;
+    }
+    let paired = |s: &str| results.paired_time_ratio(s, "strata", UNHARDENED);
+    let mut out = format!(
+        "| workload | strata (s) | {UNHARDENED} (s) | time ratio, hardened ÷ unhardened |\n\
+         | --- | ---: | ---: | ---: |\n"
+    );
+    for (subject, _) in &results.subjects {
+        let _ = writeln!(
+            out,
+            "| {subject} | {} | {} | {} |",
+            option_cell(results.time(subject, "strata"), 3),
+            option_cell(results.time(subject, UNHARDENED), 3),
+            option_cell(paired(subject), 3),
+        );
+    }
+    for (label, kind) in [
+        ("own workloads", Some("own")),
+        ("real programs", Some("program")),
+        ("all", None),
+    ] {
+        let _ = writeln!(
+            out,
+            "| **geometric mean, {label}** | | | **{}** |",
+            option_cell(results.mean_ratio(kind, paired), 3),
+        );
+    }
+    Some(out)
+}
+
 /// Geometric means of the ratios to glibc, per allocator and kind.
 fn means_table(results: &Results) -> Option<String> {
     if !results.has_allocator("glibc") {
@@ -233,6 +272,17 @@ pub fn markdown(results: &Results, context: &Context, descriptions: &[(String, S
              are the payload the workload holds at its peak; peak RSS also holds the \
              process's fixed costs (binary, libc, 8 bytes of bookkeeping per block), the \
              same under every allocator. Lower is better.\n\n",
+        );
+        out.push_str(&table);
+    }
+    if let Some(table) = hardening_table(results) {
+        out.push_str("\n## Cost of Strata's default hardening\n\n");
+        let _ = write!(
+            out,
+            "`{UNHARDENED}` is the shim built with `--cfg strata_unhardened`: no encoded \
+             free-list links, no shuffled carving (for this measurement only). Each ratio is \
+             the median over the rounds of Strata's time ÷ {UNHARDENED}'s in the same round; \
+             above 1 is what the hardening costs.\n\n"
         );
         out.push_str(&table);
     }

@@ -82,6 +82,23 @@ impl Results {
         ratio(self.time(subject, allocator), self.time(subject, reference))
     }
 
+    /// The median over the rounds of `allocator`'s time ÷ `reference`'s
+    /// time in the same round. Within a round the two ran close together,
+    /// so pairing them cancels most of a shared machine's drift; rounds in
+    /// which either run failed are left out.
+    pub fn paired_time_ratio(&self, subject: &str, allocator: &str, reference: &str) -> Option<f64> {
+        let time = |round: usize, name: &str| {
+            self.runs
+                .iter()
+                .find(|r| r.round == round && r.subject == subject && r.allocator == name)
+                .and_then(|r| r.time_s)
+        };
+        let ratios: Vec<f64> = (1..=self.rounds)
+            .filter_map(|round| ratio(time(round, allocator), time(round, reference)))
+            .collect();
+        median_of(&ratios)
+    }
+
     /// Median peak RSS ÷ the reference's median peak RSS.
     pub fn rss_ratio(&self, subject: &str, allocator: &str, reference: &str) -> Option<f64> {
         ratio(
@@ -171,6 +188,35 @@ mod tests {
         assert_eq!(results.rss_per_live("frag", "strata"), Some(2.0));
         assert_eq!(results.rss_per_live("sqlite", "strata"), None);
         assert_eq!(results.time_ratio("frag", "strata", "mimalloc"), None);
+    }
+
+    #[test]
+    fn paired_ratios_take_the_median_over_rounds() {
+        let mut results = sample();
+        let mut run = |round: usize, allocator: &str, time_s: Option<f64>| {
+            results.runs.push(RunRecord {
+                round,
+                subject: "frag".into(),
+                allocator: allocator.into(),
+                time_s,
+                peak_rss_kib: time_s.map(|_| 1024),
+                status: if time_s.is_some() { "ok".into() } else { "failed".into() },
+            });
+        };
+        // Rounds 1-3 give ratios 1.1, 1.0 and 1.3; round 4's failure drops it.
+        run(1, "strata", Some(2.2));
+        run(1, "glibc", Some(2.0));
+        run(2, "glibc", Some(5.0));
+        run(2, "strata", Some(5.0));
+        run(3, "strata", Some(1.3));
+        run(3, "glibc", Some(1.0));
+        run(4, "strata", None);
+        run(4, "glibc", Some(1.0));
+        results.rounds = 4;
+        let paired = results.paired_time_ratio("frag", "strata", "glibc").expect("three pairs");
+        assert!((paired - 1.1).abs() < 1e-12, "{paired}");
+        assert_eq!(results.paired_time_ratio("frag", "strata", "mimalloc"), None);
+        assert_eq!(results.paired_time_ratio("sqlite", "strata", "glibc"), None);
     }
 
     #[test]
