@@ -35,6 +35,20 @@ fn compare(args: &[&str], workloads: &Path) -> Output {
         .expect("run strata-bench")
 }
 
+/// Runs `strata-bench compare ARGS` with our own workload binary, asserts
+/// that it succeeded, and returns its stdout and stderr.
+fn compare_succeeds(args: &[&str]) -> (String, String) {
+    let output = compare(args, Path::new(env!("CARGO_BIN_EXE_strata-workloads")));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "compare failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    (stdout, stderr)
+}
+
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
@@ -42,7 +56,7 @@ fn read(path: &Path) -> String {
 #[test]
 fn tiny_comparison_writes_the_whole_report() {
     let out = scratch("tiny");
-    let output = compare(
+    let (stdout, stderr) = compare_succeeds(
         &[
             "--rounds",
             "1",
@@ -55,14 +69,6 @@ fn tiny_comparison_writes_the_whole_report() {
             "--out",
             out.to_str().expect("a UTF-8 path"),
         ],
-        Path::new(env!("CARGO_BIN_EXE_strata-workloads")),
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "compare failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
     );
     // Plain progress lines in CI: one per run, 2 warm-ups and 4 measured.
     assert_eq!(
@@ -224,7 +230,7 @@ fn bad_options_are_rejected() {
 #[test]
 fn hardening_cost_is_measured_beside_the_unhardened_shim() {
     let out = scratch("hardening");
-    let output = compare(
+    let (stdout, _) = compare_succeeds(
         &[
             "--rounds",
             "2",
@@ -237,14 +243,6 @@ fn hardening_cost_is_measured_beside_the_unhardened_shim() {
             "--out",
             out.to_str().expect("a UTF-8 path"),
         ],
-        Path::new(env!("CARGO_BIN_EXE_strata-workloads")),
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "compare failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
     );
 
     // The two libraries are the two builds: ask each for its banner.

@@ -92,30 +92,45 @@ pub fn build_shim() -> Result<PathBuf, String> {
                 Err(format!("STRATA_SHIM={} is not a file", path.display()))
             };
         }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(&cargo)
-            .args(["build", "--release", "-p", "strata-shim"])
-            .current_dir(workspace_root())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "`cargo build --release -p strata-shim` failed ({}):\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        let shim = target_dir().join("release").join("libstrata.so");
-        if shim.is_file() {
-            Ok(shim)
-        } else {
-            Err(format!(
-                "the shim built, but {} does not exist",
-                shim.display()
-            ))
-        }
+        cargo_build_shim(&target_dir(), &[])
     })
     .clone()
+}
+
+/// Runs `cargo build --release -p strata-shim` from the workspace root, with
+/// `env` added to cargo's environment, and returns the path of the
+/// `libstrata.so` it made in `target`, the target directory that build
+/// uses (set `CARGO_TARGET_DIR` in `env` to build elsewhere).
+pub fn cargo_build_shim(target: &Path, env: &[(&str, &OsStr)]) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command
+        .args(["build", "--release", "-p", "strata-shim"])
+        .current_dir(workspace_root());
+    let mut described = String::new();
+    for (name, value) in env {
+        command.env(name, value);
+        let _ = write!(described, "{name}=\"{}\" ", value.to_string_lossy());
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{described}cargo build --release -p strata-shim` failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let shim = target.join("release").join("libstrata.so");
+    if shim.is_file() {
+        Ok(shim)
+    } else {
+        Err(format!(
+            "the shim built, but {} does not exist",
+            shim.display()
+        ))
+    }
 }
 
 /// Finds `name` in [`SYSTEM_PATH`], like `which`.

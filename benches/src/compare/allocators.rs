@@ -3,11 +3,11 @@
 //! `LD_PRELOAD`; and, for measuring what Strata's default hardening costs,
 //! the shim built without it.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use strata_tests::real_programs::{require_file, target_dir, workspace_root, Allocator};
+use strata_tests::real_programs::{cargo_build_shim, require_file, target_dir, Allocator};
 
 /// Debian's peer allocators: name, library, package.
 pub const PEERS: [(&str, &str, &str); 3] = [
@@ -73,27 +73,10 @@ fn build_unhardened_shim() -> Result<PathBuf, String> {
             Ok(flags) if !flags.trim().is_empty() => format!("{flags} --cfg strata_unhardened"),
             _ => "--cfg strata_unhardened".to_string(),
         };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(&cargo)
-            .args(["build", "--release", "-p", "strata-shim"])
-            .env("CARGO_TARGET_DIR", &target)
-            .env("RUSTFLAGS", &flags)
-            .current_dir(workspace_root())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "building the unhardened shim (RUSTFLAGS=\"{flags}\" cargo build --release -p strata-shim) failed ({}):\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        let shim = target.join("release").join("libstrata.so");
-        if shim.is_file() {
-            Ok(shim)
-        } else {
-            Err(format!("the unhardened shim built, but {} does not exist", shim.display()))
-        }
+        cargo_build_shim(
+            &target,
+            &[("CARGO_TARGET_DIR", target.as_os_str()), ("RUSTFLAGS", OsStr::new(&flags))],
+        )
     })
     .clone()
 }
