@@ -86,9 +86,13 @@ impl Strata {
         Self { domain: Domain::new(MmapSource::new()) }
     }
 
-    /// An allocator that asks the kernel for transparent huge pages on its
-    /// mappings (see [`MmapSource`]): fewer page faults and TLB misses, for
-    /// more resident memory. Usable in a `static`.
+    /// An allocator that moves the memory it has in use onto transparent
+    /// huge pages (see [`MmapSource`]): each 2 MiB part of a slab page once
+    /// all its slices are taken, and huge blocks as they are touched. Fewer
+    /// page faults and TLB misses, for more resident memory: a part is
+    /// resident whole once collapsed, until a purge in it splits it again
+    /// ([`Strata::purge`] gives back what lies past the objects carved).
+    /// Usable in a `static`.
     ///
     /// ```
     /// #[global_allocator]
@@ -259,7 +263,10 @@ impl Strata {
 
     /// Returns memory to the OS now: gives the calling thread's cached
     /// slices back to the domain (as [`Strata::release_thread_cache`] does),
-    /// then purges every dirty slice and unmaps every page left empty.
+    /// then purges every dirty slice, unmaps every page left empty, and
+    /// gives back the memory past the last carved object of every slice in
+    /// use that no thread caches (resident from an earlier use of the slice,
+    /// or from a huge page).
     ///
     /// Only the calling thread's cache can be given back from here: slices
     /// cached by other threads stay with them until those threads allocate

@@ -20,7 +20,12 @@
 //! - **Carving**: writing the free-list links of a slice's never-used
 //!   objects, a page at a time, as they are needed.
 //! - **Remote free**: a free by a thread whose heap does not own the slice.
-//! - **Purge**: giving a dirty slice's memory back to the page source.
+//! - **Purge**: giving a dirty slice's memory back to the page source (and,
+//!   on an explicit purge, the memory past the last carved object of the
+//!   slices in use).
+//! - **Collapse**: moving a 2 MiB part of a page, once none of its slices
+//!   is fresh, onto one huge page ([`PageSource::collapse`]); only when
+//!   huge pages are asked for. A purge in the part splits it again.
 //! - **Page source**: where pages come from ([`PageSource`]): mmap, a static
 //!   arena, or the kernel page allocator.
 //!

@@ -36,6 +36,16 @@ pub const SLICES_PER_PAGE: usize = PAGE_SIZE / SLICE_SIZE;
 pub const FIRST_SLICE: usize = 1;
 /// Slices per page that hold objects.
 pub const USABLE_SLICES: usize = SLICES_PER_PAGE - FIRST_SLICE;
+/// The part of a page the domain asks the page source to move onto one
+/// huge page ([`PageSource::collapse`](crate::source::PageSource::collapse)):
+/// 2 MiB, the transparent huge page of x86_64 and of arm64 with 4 KiB
+/// pages. A page has [`COLLAPSE_PARTS`] of them.
+pub const COLLAPSE_SIZE: usize = 2 << 20;
+/// Collapse parts per page.
+pub const COLLAPSE_PARTS: usize = PAGE_SIZE / COLLAPSE_SIZE;
+// Parts are bits of a `u8` (`PageHeader::collapse`), and whole slices.
+static_assertions::const_assert!(PAGE_SIZE.is_multiple_of(COLLAPSE_SIZE) && COLLAPSE_PARTS <= 7);
+static_assertions::const_assert!(COLLAPSE_SIZE.is_multiple_of(SLICE_SIZE));
 /// The largest multi-slice span; larger requests map directly.
 pub const MAX_SPAN_SLICES: usize = 32;
 /// The largest request served from a span.
@@ -158,6 +168,22 @@ impl PageCommon {
     }
 }
 
+/// Bits of [`PageHeader::collapse`]: every part asked for.
+pub(crate) const COLLAPSE_ALL: u8 = (1 << COLLAPSE_PARTS) - 1;
+
+/// The slices of collapse part `part`, as a mask of the page's `fresh` bits.
+#[inline]
+pub(crate) const fn part_slices(part: usize) -> u64 {
+    const PER_PART: usize = SLICES_PER_PAGE / COLLAPSE_PARTS;
+    (!0u64 >> (64 - PER_PART)) << (part * PER_PART)
+}
+
+/// The collapse part slice `index` lies in.
+#[inline]
+pub(crate) const fn part_of_slice(index: usize) -> usize {
+    index / (SLICES_PER_PAGE / COLLAPSE_PARTS)
+}
+
 /// Header of a slab page.
 #[repr(C)]
 pub(crate) struct PageHeader {
@@ -169,6 +195,10 @@ pub(crate) struct PageHeader {
     /// memberships of the domain's partial and dirty lists (one per
     /// non-empty file): always `bucket_of(occupancy)`. Domain lock.
     pub(crate) bucket: Cell<u8>,
+    /// Bit `p`: collapse part `p` (see [`COLLAPSE_SIZE`]) was asked for,
+    /// by the heap handed the slice that left the part with no fresh slice,
+    /// and none of its slices turned fresh since. Domain lock.
+    pub(crate) collapse: Cell<u8>,
     /// Bit i: slice i is clean or purged (the "fresh" cost tier). Domain lock.
     pub(crate) fresh: Cell<u64>,
     /// Bit i: slice i is dirty and not purged. Domain lock.
@@ -256,6 +286,7 @@ impl PageHeader {
             ptr::addr_of_mut!((*page).occupancy).write(Cell::new(0));
             ptr::addr_of_mut!((*page).bucket).write(Cell::new(0));
             let usable = !0u64 << FIRST_SLICE;
+            ptr::addr_of_mut!((*page).collapse).write(Cell::new(0));
             ptr::addr_of_mut!((*page).fresh).write(Cell::new(usable));
             ptr::addr_of_mut!((*page).dirty).write(Cell::new(0));
             ptr::addr_of_mut!((*page).fresh_next).write(Cell::new(ptr::null_mut()));

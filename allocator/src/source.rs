@@ -101,6 +101,35 @@ pub unsafe trait PageSource {
     /// contents must no longer be needed.
     unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool;
 
+    /// Asks for `[part, part + COLLAPSE_SIZE)`, a
+    /// [`COLLAPSE_SIZE`](crate::page::COLLAPSE_SIZE) (2 MiB) aligned part of
+    /// a slab page none of whose slices is fresh (clean or purged) any
+    /// more, to be backed by one huge page (a transparent huge page for
+    /// [`MmapSource`] with huge pages on): fewer TLB misses on memory in
+    /// use. The contents do not change. Returns whether the part is on a
+    /// huge page now. Either way the domain does not ask again for the part
+    /// until a purge in it has split it. The default refuses.
+    ///
+    /// Called without the domain lock, since it may take a while (the mmap
+    /// source copies the part into a huge page: about half a millisecond
+    /// here).
+    ///
+    /// # Safety
+    /// `part` must be the address of a collapse part of a live slab page of
+    /// this source, which stays live until the call returns.
+    unsafe fn collapse(&self, part: NonNull<u8>) -> bool {
+        let _ = part;
+        false
+    }
+
+    /// Whether [`PageSource::collapse`] may act now. While it is `false` the
+    /// domain asks for no part, so that a part that fills while it is
+    /// `false` is still asked for at a later refill once it turns `true`.
+    /// The default is `false`.
+    fn collapses(&self) -> bool {
+        false
+    }
+
     /// Records `page`, the [`PAGE_SIZE`](crate::page::PAGE_SIZE)-aligned
     /// address of a page header the core has just written inside a mapping
     /// of this source, so that [`PageSource::owns`] finds it. Returns `false`
@@ -190,17 +219,29 @@ macro_rules! registry_methods {
 /// Page source backed by anonymous `mmap`, for Linux and Unix userspace.
 ///
 /// With huge pages asked for ([`MmapSource::with_huge_pages`] or
-/// [`MmapSource::set_huge_pages`]), every mapping made from then on is
-/// advised `MADV_HUGEPAGE`, so that the kernel may back it with transparent
-/// huge pages: fewer page faults and TLB misses, for more resident memory
-/// (a huge page is resident whole, and the kernel's `khugepaged` may fill
-/// ranges that a purge emptied). A kernel without transparent huge pages
-/// refuses the advice, and the mapping keeps small pages.
+/// [`MmapSource::set_huge_pages`]), the source moves memory that is in use
+/// onto transparent huge pages, for fewer page faults and TLB misses:
+///
+/// - each 2 MiB part of a slab page, once none of its slices is fresh, is
+///   collapsed onto a huge page ([`PageSource::collapse`], `MADV_COLLAPSE`,
+///   Linux 6.1 or later). The part is resident whole from then on, slices
+///   not yet carved to the end included. A purge in it later splits the
+///   huge page again (`MADV_DONTNEED` gives back exactly the slice), and
+///   nothing fills it back: slab pages carry no `MADV_HUGEPAGE` advice, so
+///   `khugepaged` leaves them alone. Parts that still have fresh slices, a
+///   heap's new pages among them, keep small pages;
+/// - every other mapping made from then on (huge blocks) is advised
+///   `MADV_HUGEPAGE`, and the kernel backs it with huge pages as it is
+///   touched.
+///
+/// A kernel without transparent huge pages, or with them set to `never`,
+/// refuses both, and the memory keeps small pages.
 #[cfg(feature = "mmap")]
 #[derive(Debug, Default)]
 pub struct MmapSource {
-    /// Whether new mappings are advised `MADV_HUGEPAGE`. Relaxed: each
-    /// mapping reads it once, and no other memory depends on it.
+    /// Whether memory in use is moved onto huge pages (see above). Relaxed:
+    /// each mapping and collapse reads it once, and no other memory
+    /// depends on it.
     huge_pages: core::sync::atomic::AtomicBool,
 }
 
@@ -211,19 +252,20 @@ impl MmapSource {
         Self { huge_pages: core::sync::atomic::AtomicBool::new(false) }
     }
 
-    /// The source, asking for transparent huge pages on its mappings.
+    /// The source, moving memory in use onto transparent huge pages.
     pub const fn with_huge_pages() -> Self {
         Self { huge_pages: core::sync::atomic::AtomicBool::new(true) }
     }
 
-    /// Asks for transparent huge pages on the mappings made from now on
-    /// (`true`), or stops asking (`false`). Mappings made before keep their
-    /// advice.
+    /// Moves memory in use onto transparent huge pages from now on (`true`),
+    /// or stops (`false`); see the type's documentation. Mappings made
+    /// before keep their advice, and parts collapsed before stay so until a
+    /// purge splits them.
     pub fn set_huge_pages(&self, on: bool) {
         self.huge_pages.store(on, core::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether new mappings ask for transparent huge pages.
+    /// Whether memory in use is moved onto transparent huge pages.
     pub fn huge_pages(&self) -> bool {
         self.huge_pages.load(core::sync::atomic::Ordering::Relaxed)
     }
@@ -269,7 +311,12 @@ unsafe impl PageSource for MmapSource {
             if tail != 0 {
                 libc::munmap((aligned + size) as *mut libc::c_void, tail);
             }
-            if self.huge_pages() {
+            // Slab pages are collapsed part by part as they fill instead
+            // (see the type's documentation). A huge block whose mapping
+            // is exactly a page's size and alignment is taken for one, and
+            // keeps small pages.
+            let slab_page = size == crate::page::PAGE_SIZE && align == crate::page::PAGE_SIZE;
+            if self.huge_pages() && !slab_page {
                 // Advice only: a kernel without transparent huge pages
                 // refuses it, and the mapping keeps small pages.
                 libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
@@ -325,6 +372,24 @@ unsafe impl PageSource for MmapSource {
     unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool {
         // SAFETY: the range is inside a live private anonymous mapping.
         unsafe { libc::madvise(ptr.as_ptr().cast(), size, libc::MADV_DONTNEED) == 0 }
+    }
+
+    unsafe fn collapse(&self, part: NonNull<u8>) -> bool {
+        /// `MADV_COLLAPSE` (Linux 6.1), spelled out: the `libc` crate has it
+        /// for glibc targets only.
+        const MADV_COLLAPSE: libc::c_int = 25;
+        if !self.collapses() {
+            return false;
+        }
+        // SAFETY: the caller passes a part of a live page of ours; the
+        // collapse keeps its contents. A kernel without MADV_COLLAPSE, or
+        // with transparent huge pages off, refuses (EINVAL), as does one
+        // with no huge page to spare now (EAGAIN, ENOMEM).
+        unsafe { libc::madvise(part.as_ptr().cast(), crate::page::COLLAPSE_SIZE, MADV_COLLAPSE) == 0 }
+    }
+
+    fn collapses(&self) -> bool {
+        cfg!(target_os = "linux") && self.huge_pages()
     }
 
     fn now_ms(&self) -> u64 {
@@ -591,6 +656,15 @@ unsafe impl<S: PageSource> PageSource for FailingSource<S> {
     unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner.purge(ptr, size) }
+    }
+
+    unsafe fn collapse(&self, part: NonNull<u8>) -> bool {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.collapse(part) }
+    }
+
+    fn collapses(&self) -> bool {
+        self.inner.collapses()
     }
 
     unsafe fn remap(

@@ -58,6 +58,12 @@ pub struct Stats {
     pub slices_purged: usize,
     /// Slice purges performed so far.
     pub purges: u64,
+    /// Parts of slab pages ([`COLLAPSE_SIZE`](crate::page::COLLAPSE_SIZE),
+    /// 2 MiB) moved onto huge pages so far, each once none of its slices
+    /// was fresh any more (with huge pages on; see
+    /// `source::MmapSource`). A part is counted again
+    /// if a purge split it and it filled up once more.
+    pub parts_collapsed: u64,
     /// Batches of objects handed to caches (a cache taking a slice).
     pub refills: u64,
     /// Times a cache gave objects or slices back to the domain.
@@ -98,6 +104,7 @@ impl Stats {
             slices_dirty: 0,
             slices_purged: 0,
             purges: 0,
+            parts_collapsed: 0,
             refills: 0,
             flushes: 0,
             remote_frees: 0,
@@ -127,6 +134,7 @@ impl fmt::Display for Stats {
             self.slices_clean, self.slices_partial, self.slices_full, self.slices_dirty, self.slices_purged
         )?;
         writeln!(f, "  purges           {:>14}", self.purges)?;
+        writeln!(f, "  parts collapsed  {:>14}", self.parts_collapsed)?;
         writeln!(f, "  cache refills    {:>14}", self.refills)?;
         writeln!(f, "  cache flushes    {:>14}", self.flushes)?;
         writeln!(f, "  remote frees     {:>14}", self.remote_frees)?;

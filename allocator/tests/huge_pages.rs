@@ -1,19 +1,27 @@
-//! Huge pages on request: the mappings of an `MmapSource` that asks for
-//! them carry the `MADV_HUGEPAGE` advice (the `hg` flag of
-//! `/proc/self/smaps`), those of one that does not never do, and
-//! `Strata::with_huge_pages` allocates from advised mappings.
+//! Huge pages on request. A source that asks for them advises its huge
+//! blocks' mappings `MADV_HUGEPAGE` (the `hg` flag of `/proc/self/smaps`)
+//! but not its slab pages, whose 2 MiB parts it collapses onto huge pages
+//! once they fill instead; a source that does not ask does neither.
+//!
+//! The collapse needs a kernel with `MADV_COLLAPSE` (6.1) and transparent
+//! huge pages not set to `never`, as this project's machines have.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 use strata::source::{MmapSource, PageSource};
 use strata::Strata;
 
 const PAGE: usize = 4 << 20;
 
-/// Whether the mapping that holds `address` carries the huge-page advice.
-/// Panics if no mapping holds it.
-fn advised(address: usize) -> bool {
+/// Held by the tests that read `AnonHugePages`: the allocators of the tests
+/// running beside them may map pages next to theirs, in the same mapping.
+static SMAPS: Mutex<()> = Mutex::new(());
+
+/// A field (`VmFlags`, `AnonHugePages`, ...) of the `/proc/self/smaps` entry
+/// of the mapping that holds `address`. Panics if no mapping holds it.
+fn smaps_field(address: usize, field: &str) -> String {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps is readable");
     let mut inside = false;
     for line in smaps.lines() {
@@ -21,50 +29,147 @@ fn advised(address: usize) -> bool {
         if let Some((start, end)) = range.and_then(|(s, e)| Some((usize::from_str_radix(s, 16).ok()?, usize::from_str_radix(e, 16).ok()?))) {
             inside = (start..end).contains(&address);
         } else if inside {
-            if let Some(flags) = line.strip_prefix("VmFlags:") {
-                return flags.split_whitespace().any(|flag| flag == "hg");
+            if let Some(value) = line.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')) {
+                return value.trim().to_string();
             }
         }
     }
-    panic!("no mapping holds {address:#x}");
+    panic!("no mapping holds {address:#x}, or it has no {field}");
 }
 
-/// Maps one page from `source`, reports whether it is advised, and unmaps it.
-fn map_and_look(source: &MmapSource) -> bool {
-    let page: NonNull<u8> = source.map(PAGE, PAGE, ()).expect("a 4 MiB mapping");
+/// Whether the mapping that holds `address` carries the huge-page advice.
+fn advised(address: usize) -> bool {
+    smaps_field(address, "VmFlags").split_whitespace().any(|flag| flag == "hg")
+}
+
+/// Kilobytes of the mapping holding `address` that are on huge pages.
+fn huge_kilobytes(address: usize) -> usize {
+    let value = smaps_field(address, "AnonHugePages");
+    value.trim_end_matches("kB").trim().parse().expect("AnonHugePages in kB")
+}
+
+/// Maps `size` bytes from `source`, reports whether they are advised, and
+/// unmaps them.
+fn map_and_look(source: &MmapSource, size: usize) -> bool {
+    let memory: NonNull<u8> = source.map(size, PAGE, ()).expect("a mapping");
     // SAFETY: a fresh mapping of ours, writable.
-    unsafe { page.as_ptr().write(1) };
-    let advice = advised(page.as_ptr() as usize);
+    unsafe { memory.as_ptr().write(1) };
+    let advice = advised(memory.as_ptr() as usize);
     // SAFETY: the mapping just made, unused from here on.
-    unsafe { source.unmap(page, PAGE) };
+    unsafe { source.unmap(memory, size) };
     advice
 }
 
 #[test]
-fn only_a_source_that_asks_advises_its_mappings() {
-    assert!(map_and_look(&MmapSource::with_huge_pages()));
-    assert!(!map_and_look(&MmapSource::new()));
+fn only_a_source_that_asks_advises_its_huge_blocks_and_never_its_pages() {
+    let huge_block = 3 * PAGE;
+    let asking = MmapSource::with_huge_pages();
+    assert!(asking.collapses());
+    assert!(map_and_look(&asking, huge_block));
+    assert!(!map_and_look(&asking, PAGE), "a slab page is collapsed as it fills, not advised");
+    assert!(!map_and_look(&MmapSource::new(), huge_block));
     let source = MmapSource::new();
+    assert!(!source.collapses());
     source.set_huge_pages(true);
-    assert!(source.huge_pages());
-    assert!(map_and_look(&source));
+    assert!(source.huge_pages() && source.collapses());
+    assert!(map_and_look(&source, huge_block));
     source.set_huge_pages(false);
-    assert!(!source.huge_pages());
-    assert!(!map_and_look(&source));
+    assert!(!source.huge_pages() && !source.collapses());
+    assert!(!map_and_look(&source, huge_block));
+}
+
+/// `count` blocks of `size` bytes from `strata`, block `i` filled with the
+/// byte `i as u8`.
+fn fill(strata: &Strata, count: usize, size: usize) -> Vec<(usize, Layout)> {
+    let layout = Layout::from_size_align(size, 16).expect("a valid layout");
+    (0..count)
+        .map(|index| {
+            // SAFETY: a non-zero size.
+            let block = unsafe { strata.alloc(layout) };
+            assert!(!block.is_null());
+            // SAFETY: `block` holds `size` bytes.
+            unsafe { block.write_bytes(index as u8, size) };
+            (block as usize, layout)
+        })
+        .collect()
+}
+
+/// Frees the blocks of [`fill`], checking their contents on the way.
+fn check_and_free(strata: &Strata, blocks: Vec<(usize, Layout)>) {
+    for (index, (block, layout)) in blocks.into_iter().enumerate() {
+        // SAFETY: a live block of `layout.size()` bytes, written by `fill`.
+        let bytes = unsafe { std::slice::from_raw_parts(block as *const u8, layout.size()) };
+        assert!(bytes.iter().all(|&byte| byte == index as u8), "block {index} changed");
+        // SAFETY: allocated by `fill` with `layout`.
+        unsafe { strata.dealloc(block as *mut u8, layout) };
+    }
 }
 
 #[test]
-fn strata_with_huge_pages_allocates_from_advised_mappings() {
+fn with_huge_pages_the_filled_parts_of_a_page_are_collapsed_and_keep_their_contents() {
     static HUGE: Strata = Strata::with_huge_pages();
-    for size in [16, 4096, 3 << 20] {
-        let layout = Layout::from_size_align(size, 16).expect("a valid layout");
-        // SAFETY: a non-zero size.
-        let block = unsafe { HUGE.alloc(layout) };
-        assert!(!block.is_null(), "{size} bytes");
-        // SAFETY: `block` holds `size` bytes.
-        unsafe { block.write_bytes(0x5a, size) };
-        assert!(advised(block as usize), "the block of {size} bytes lies in an advised mapping");
-        // SAFETY: allocated above with `layout`.
-        unsafe { HUGE.dealloc(block, layout) };
-    }
+    let _serial = SMAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // 40,000 blocks of 256 bytes: 10 MB, two pages filled and a third begun.
+    let blocks = fill(&HUGE, 40_000, 256);
+    let stats = HUGE.stats();
+    assert!(stats.pages_mapped >= 3, "{stats}");
+    assert!(stats.parts_collapsed >= 4, "both parts of each filled page: {stats}");
+    assert!(huge_kilobytes(blocks[0].0) >= 4096, "the first page is on huge pages");
+    // A huge block is advised, and so backed by huge pages as it is written.
+    let layout = Layout::from_size_align(3 * PAGE, 16).expect("a valid layout");
+    // SAFETY: a non-zero size.
+    let block = unsafe { HUGE.alloc(layout) };
+    assert!(!block.is_null());
+    // SAFETY: `block` holds the layout's size.
+    unsafe { block.write_bytes(0x5a, layout.size()) };
+    assert!(advised(block as usize));
+    // SAFETY: allocated above with `layout`.
+    unsafe { HUGE.dealloc(block, layout) };
+    check_and_free(&HUGE, blocks);
+    HUGE.purge();
+    assert_eq!(HUGE.stats().bytes_live, 0);
+}
+
+#[test]
+fn without_huge_pages_nothing_is_collapsed_or_advised() {
+    static SMALL: Strata = Strata::new();
+    let blocks = fill(&SMALL, 40_000, 256);
+    let stats = SMALL.stats();
+    assert!(stats.pages_mapped >= 3, "{stats}");
+    assert_eq!(stats.parts_collapsed, 0, "{stats}");
+    assert!(!advised(blocks[0].0));
+    check_and_free(&SMALL, blocks);
+}
+
+/// A purge in a collapsed part splits its huge page; the part is collapsed
+/// again once its purged slices are taken again, and every block keeps its
+/// contents throughout.
+#[test]
+fn a_purge_splits_a_collapsed_part_and_a_refill_collapses_it_again() {
+    static AGAIN: Strata = Strata::with_huge_pages();
+    let _serial = SMAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut blocks = fill(&AGAIN, 40_000, 256);
+    let kept = blocks[4096].0;
+    let before = AGAIN.stats();
+    let huge_before = huge_kilobytes(kept);
+    assert!(before.parts_collapsed >= 4 && huge_before >= 4096, "{before}");
+    // The first 4,096 blocks fill the first 16 slices of 256 objects each
+    // (a thread takes a slice's objects before the next slice's), all in
+    // the first page's first part: freed and purged, they split it.
+    let freed: Vec<_> = blocks.drain(..4096).collect();
+    check_and_free(&AGAIN, freed);
+    AGAIN.purge();
+    let purged = AGAIN.stats();
+    assert!(purged.slices_purged >= 16, "{purged}");
+    assert!(huge_kilobytes(kept) < huge_before, "the purge split a huge page");
+    // As many blocks again: the fuller page's purged slices are taken
+    // first, no page is mapped, and the part is collapsed again.
+    let refill = fill(&AGAIN, 4096, 256);
+    let refilled = AGAIN.stats();
+    assert_eq!(refilled.pages_mapped, before.pages_mapped, "{refilled}");
+    assert!(refilled.parts_collapsed > before.parts_collapsed, "{refilled}");
+    assert!(huge_kilobytes(kept) >= huge_before, "the part is on a huge page again");
+    check_and_free(&AGAIN, refill);
+    // Block `i` of those left was block `i + 4096` of `fill`: the same byte.
+    check_and_free(&AGAIN, blocks);
 }

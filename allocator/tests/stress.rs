@@ -1,14 +1,18 @@
 //! Multi-threaded stress: 8 threads on a 2-core machine allocate, fill,
 //! exchange and free objects; every object's contents are verified by the
-//! thread that frees it.
+//! thread that frees it. A second run adds a thread that purges all the
+//! while (never-carved ends of slices in use included), on an allocator
+//! that collapses its filled pages onto huge pages.
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
 use strata::Strata;
 
 static STRATA: Strata = Strata::new();
+static HUGE: Strata = Strata::with_huge_pages();
 
 const THREADS: usize = 8;
 const ROUNDS: usize = 30;
@@ -25,14 +29,14 @@ fn pattern(seed: u64, index: usize) -> u8 {
     (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8 ^ index as u8
 }
 
-fn make(seed: u64) -> Parcel {
+fn make(strata: &Strata, seed: u64) -> Parcel {
     let size = match seed % 10 {
         0 => 40_000 + (seed % 100_000) as usize, // spans
         _ => 1 + (seed % 2_000) as usize,
     };
     let layout = Layout::from_size_align(size, 1 << (seed % 6)).unwrap();
     // SAFETY: a valid layout.
-    let ptr = unsafe { STRATA.alloc(layout) };
+    let ptr = unsafe { strata.alloc(layout) };
     assert!(!ptr.is_null());
     assert_eq!(ptr as usize % layout.align(), 0);
     for i in 0..size {
@@ -42,7 +46,7 @@ fn make(seed: u64) -> Parcel {
     Parcel { address: ptr as usize, layout, seed }
 }
 
-fn verify_and_free(parcel: Parcel) {
+fn verify_and_free(strata: &Strata, parcel: Parcel) {
     let ptr = parcel.address as *mut u8;
     for i in 0..parcel.layout.size() {
         // SAFETY: within the allocation, which is live.
@@ -50,11 +54,50 @@ fn verify_and_free(parcel: Parcel) {
         assert_eq!(byte, pattern(parcel.seed, i), "object {ptr:p} byte {i} corrupted");
     }
     // SAFETY: live allocation with its layout.
-    unsafe { STRATA.dealloc(ptr, parcel.layout) };
+    unsafe { strata.dealloc(ptr, parcel.layout) };
 }
 
 #[test]
 fn eight_threads_cross_thread_frees_keep_contents() {
+    exchange(&STRATA, false);
+}
+
+#[test]
+fn eight_threads_keep_contents_beside_a_thread_that_purges() {
+    exchange(&HUGE, true);
+}
+
+/// Runs the eight threads on `strata`, with a ninth calling `purge` in a
+/// loop until they are done if `purging`.
+fn exchange(strata: &'static Strata, purging: bool) {
+    let done = AtomicBool::new(false);
+    let purges = thread::scope(|scope| {
+        let purger = scope.spawn(|| {
+            let mut purges = 0u64;
+            while purging && !done.load(Ordering::Relaxed) {
+                strata.purge();
+                purges += 1;
+                thread::yield_now();
+            }
+            purges
+        });
+        run_threads(strata);
+        done.store(true, Ordering::Relaxed);
+        purger.join().unwrap()
+    });
+    let stats = strata.stats();
+    if purging {
+        assert!(purges > 0, "the purging thread ran");
+        // Parts filled and were collapsed (then split by the purges, and
+        // collapsed again): transparent huge pages must not be `never`.
+        assert!(stats.parts_collapsed > 0, "{stats}");
+    }
+    assert_eq!(stats.bytes_live, 0, "{stats}");
+    assert!(stats.remote_frees > 0, "cross-thread frees took the remote path");
+    assert_eq!(stats.classes.iter().map(|c| c.cached_slices).sum::<usize>(), 0, "exited threads gave their slices back");
+}
+
+fn run_threads(strata: &'static Strata) {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<Vec<Parcel>>()).unzip();
     let handles: Vec<_> = receivers
         .into_iter()
@@ -67,7 +110,7 @@ fn eight_threads_cross_thread_frees_keep_contents() {
                     let mut outgoing: Vec<Vec<Parcel>> = (0..THREADS).map(|_| Vec::new()).collect();
                     for i in 0..BATCH {
                         let seed = ((me * ROUNDS + round) * BATCH + i) as u64 * 2654435761 + 1;
-                        let parcel = make(seed);
+                        let parcel = make(strata, seed);
                         // Two thirds travel to another thread, a third stays.
                         match seed % 3 {
                             0 => kept.push(parcel),
@@ -79,13 +122,13 @@ fn eight_threads_cross_thread_frees_keep_contents() {
                     }
                     // Free what arrived so far, and half of what we kept.
                     while let Ok(parcels) = inbox.try_recv() {
-                        parcels.into_iter().for_each(verify_and_free);
+                        parcels.into_iter().for_each(|parcel| verify_and_free(strata, parcel));
                     }
                     let half = kept.len() / 2;
-                    kept.drain(..half).for_each(verify_and_free);
+                    kept.drain(..half).for_each(|parcel| verify_and_free(strata, parcel));
                 }
                 drop(senders);
-                kept.into_iter().for_each(verify_and_free);
+                kept.into_iter().for_each(|parcel| verify_and_free(strata, parcel));
                 inbox
             })
         })
@@ -95,11 +138,7 @@ fn eight_threads_cross_thread_frees_keep_contents() {
     let inboxes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     for inbox in inboxes {
         for parcels in inbox.iter() {
-            parcels.into_iter().for_each(verify_and_free);
+            parcels.into_iter().for_each(|parcel| verify_and_free(strata, parcel));
         }
     }
-    let stats = STRATA.stats();
-    assert_eq!(stats.bytes_live, 0, "{stats}");
-    assert!(stats.remote_frees > 0, "cross-thread frees took the remote path");
-    assert_eq!(stats.classes.iter().map(|c| c.cached_slices).sum::<usize>(), 0, "exited threads gave their slices back");
 }

@@ -1,11 +1,13 @@
-/* Prints whether the mappings that hold a small block and a huge block
- * carry the huge-page advice (the "hg" flag of /proc/self/smaps), as
- * "small: yes|no" and "huge: yes|no". The small block is allocated after
- * 16 MiB of others, so that it lies in a page mapped well after start-up. */
+/* Prints whether the mapping that holds a small block has memory on huge
+ * pages ("AnonHugePages" of /proc/self/smaps above 0), as "small: yes|no",
+ * and whether the one that holds a huge block carries the huge-page advice
+ * (its "hg" flag), as "huge: yes|no". The small block is one of 16 MiB of
+ * others, in the middle, so that its page is filled whole. */
 #include "check.h"
 
-/* Whether the mapping that holds `block` has the "hg" flag. */
-static int advised(const void *block)
+/* Whether the /proc/self/smaps entry of the mapping that holds `block` has
+ * a line starting with `field` that `test` accepts. */
+static int mapping_has(const void *block, const char *field, int (*test)(const char *line))
 {
     char line[1024];
     unsigned long address = (unsigned long)block, start, end;
@@ -15,12 +17,21 @@ static int advised(const void *block)
     while (found < 0 && fgets(line, sizeof line, smaps)) {
         if (sscanf(line, "%lx-%lx ", &start, &end) == 2)
             inside = address >= start && address < end;
-        else if (inside && strncmp(line, "VmFlags:", 8) == 0)
-            found = strstr(line, " hg") != NULL;
+        else if (inside && strncmp(line, field, strlen(field)) == 0)
+            found = test(line);
     }
     fclose(smaps);
-    CHECK(found >= 0, "no mapping of /proc/self/smaps holds %p", block);
+    CHECK(found >= 0, "no mapping of /proc/self/smaps holds %p with %s", block, field);
     return found;
+}
+
+static int has_hg_flag(const char *line) { return strstr(line, " hg") != NULL; }
+
+static int has_huge_pages(const char *line)
+{
+    unsigned long kilobytes = 0;
+    CHECK(sscanf(line, "AnonHugePages: %lu kB", &kilobytes) == 1, "unreadable line: %s", line);
+    return kilobytes > 0;
 }
 
 int main(void)
@@ -36,8 +47,8 @@ int main(void)
     char *huge = malloc(8 << 20);
     CHECK(huge != NULL, "malloc of 8 MiB failed");
     memset(huge, 0x5a, 8 << 20);
-    printf("small: %s\n", advised(blocks[COUNT - 1]) ? "yes" : "no");
-    printf("huge: %s\n", advised(huge) ? "yes" : "no");
+    printf("small: %s\n", mapping_has(blocks[COUNT / 2], "AnonHugePages:", has_huge_pages) ? "yes" : "no");
+    printf("huge: %s\n", mapping_has(huge, "VmFlags:", has_hg_flag) ? "yes" : "no");
     for (int i = 0; i < COUNT; i++) {
         CHECK(blocks[i][0] == (char)(i & 0xff) && blocks[i][SIZE - 1] == (char)(i & 0xff), "block %d changed", i);
         free(blocks[i]);

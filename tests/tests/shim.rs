@@ -384,25 +384,43 @@ fn off_values_of_the_flags_are_accepted_silently() {
     }
 }
 
-/// `STRATA_HUGE_PAGES=1` advises the mappings made after start-up
-/// `MADV_HUGEPAGE` (the `hg` flag of `/proc/self/smaps`), a slab page's as
-/// a huge block's, and the banner says so; without the variable no mapping
-/// of Strata's carries the advice, and a value that is neither on nor off is
-/// reported and taken as off.
+/// `STRATA_HUGE_PAGES=1` moves the memory in use onto huge pages: the
+/// filled parts of slab pages are collapsed (the mapping of a small block
+/// amid 16 MiB of others has `AnonHugePages`, and the statistics count the
+/// parts), and huge blocks are advised (the `hg` flag of
+/// `/proc/self/smaps`); the banner says so. Without the variable nothing is
+/// collapsed or advised, and a value that is neither on nor off is reported
+/// and taken as off. (A machine whose transparent huge pages are `always`
+/// backs memory with them unasked: there only the count tells.)
 #[test]
-fn strata_huge_pages_advises_the_new_mappings() {
-    let on = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "1"));
+fn strata_huge_pages_collapses_filled_pages_and_advises_huge_blocks() {
+    let always = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .expect("transparent huge pages are configured")
+        .contains("[always]");
+    let on = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "1").env("STRATA_STATS", "1"));
     on.assert_on_strata().assert_ok();
     assert!(on.stdout.starts_with("small: yes\nhuge: yes\n"), "{}", on.describe());
     assert!(on.stderr.contains("huge pages: asked for"), "{}", on.describe());
-    let off = run(&mut preloaded(&program("huge_pages.c")));
+    assert!(parts_collapsed(&on) >= 4, "16 MiB fill both parts of at least two pages\n{}", on.describe());
+    let off = run(preloaded(&program("huge_pages.c")).env("STRATA_STATS", "1"));
     off.assert_on_strata().assert_ok();
-    assert!(off.stdout.starts_with("small: no\nhuge: no\n"), "{}", off.describe());
+    let small = if always { "" } else { "small: no\n" };
+    assert!(off.stdout.starts_with(small) && off.stdout.contains("huge: no\n"), "{}", off.describe());
     assert!(off.stderr.contains("huge pages: off"), "{}", off.describe());
+    assert_eq!(parts_collapsed(&off), 0, "{}", off.describe());
     let bad = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "maybe"));
     bad.assert_on_strata().assert_ok();
     assert_eq!(bad.stderr_without_banner(), [flag_warning("STRATA_HUGE_PAGES", "maybe")], "{}", bad.describe());
-    assert!(bad.stdout.starts_with("small: no\nhuge: no\n"), "{}", bad.describe());
+    assert!(bad.stdout.starts_with(small) && bad.stdout.contains("huge: no\n"), "{}", bad.describe());
+}
+
+/// The `parts collapsed` figure of the statistics table a run printed.
+fn parts_collapsed(run: &strata_tests::shim_support::Run) -> u64 {
+    run.stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("parts collapsed"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `parts collapsed` line\n{}", run.describe()))
 }
 
 #[test]

@@ -304,7 +304,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 self.take_span(inner, count, stride, now)
             });
         }
-        let Some((address, is_zero)) = found else { return ptr::null_mut() };
+        let Some((address, is_zero, parts)) = found else { return ptr::null_mut() };
+        if parts != 0 {
+            // SAFETY: the span is ours until returned, so its page is live.
+            unsafe { self.collapse_parts(address, parts) };
+        }
         if zeroed && !is_zero {
             // SAFETY: the span is ours and `count` slices long.
             unsafe { ptr::write_bytes(address as *mut u8, 0, count * SLICE_SIZE) };
@@ -313,15 +317,16 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     }
 
     /// Finds `count` consecutive fresh or dirty slices, starting at a
-    /// multiple of `stride`, and makes them a span. Returns its address and
-    /// whether its memory is known to be zero.
+    /// multiple of `stride`, and makes them a span. Returns its address,
+    /// whether its memory is known to be zero, and the parts of its page the
+    /// caller is to ask the source to collapse (`claim_collapse`).
     ///
     /// Dirty runs come first (resident already), then runs of any free
     /// slices; among pages, the shortest longest-run that fits, through the
     /// span lists: O(1) in the number of pages when `stride` is 1, since
     /// every page filed at a length of at least `count` has a fitting run.
     /// An aligned span may have to look at more pages of those lists.
-    fn take_span(&self, inner: &mut Inner, count: usize, stride: usize, now: u64) -> Option<(usize, bool)> {
+    fn take_span(&self, inner: &mut Inner, count: usize, stride: usize, now: u64) -> Option<(usize, bool, u8)> {
         for kind in [RUN_DIRTY, RUN_FREE] {
             let mut lengths = inner.run_lengths[kind & 1] & (!0u64 << count.min(63));
             while lengths != 0 {
@@ -341,7 +346,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                             let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
                             Self::make_span_member(inner, slice, flag, if i == first { count } else { 0 }, now);
                         }
-                        return Some((header.slice_address(first), zero));
+                        let parts = self.claim_collapse(header);
+                        return Some((header.slice_address(first), zero, parts));
                     }
                     page = header.run_next[kind & 1].get();
                 }

@@ -1,6 +1,7 @@
 //! Purging: dirty slices given back to the page source after the purge
-//! delay, unused pages unmapped, cached huge mappings returned. The source
-//! calls run with the domain lock released, a batch at a time.
+//! delay, unused pages unmapped, cached huge mappings returned, and on an
+//! explicit purge the never-carved ends of slices in use. The source calls
+//! run with the domain lock released, a batch at a time.
 
 use super::*;
 
@@ -57,12 +58,108 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         unmaps.release(&self.source)
     }
 
-    /// Purges every dirty slice now and returns every empty page and cached
-    /// huge mapping to the source.
+    /// Purges every dirty slice now, returns every empty page and cached
+    /// huge mapping to the source, and gives back the memory past the
+    /// carved objects of the slices in use that no heap owns
+    /// (`purge_tails`).
     pub fn purge_all(&self) {
         self.release_cached_mappings(u64::MAX);
         self.release_unused_pages();
         self.purge_older_than(u64::MAX, true);
+        self.purge_tails();
+    }
+
+    /// Gives back the memory past the last carved object of every slice in
+    /// use that no heap owns (partial or full; spans hold one object, all
+    /// in use). No object was ever handed out there since the slice was
+    /// formatted, but the memory may still be resident: from the slice's
+    /// use for another class before (a dirty slice is formatted anew with
+    /// nothing carved), or from a huge page the part was on. Only whole 4
+    /// KiB pages past the carved objects go, so the objects' own memory is
+    /// untouched.
+    ///
+    /// The slices go `PURGING` a batch at a time under the lock, which
+    /// keeps them from any heap (`list_for` files them nowhere) while the
+    /// source call runs without it, and so keeps their carved count, and
+    /// the range past it, fixed. Frees into them may still come (they take
+    /// the lock and touch carved objects only); a slice whose last object
+    /// is freed meanwhile turns dirty, and is filed as such when the batch
+    /// is re-filed.
+    pub(super) fn purge_tails(&self) {
+        // Where the walk goes on: a page and a slice index in it. The page
+        // stays mapped while the lock is released, since the slice before
+        // the cursor, the batch's last, is `PURGING` then (a page with a
+        // purging slice is never given back).
+        let mut cursor: (*mut PageHeader, usize) = (ptr::null_mut(), FIRST_SLICE);
+        let mut batch: [(*const SliceMeta, usize); PURGE_BATCH] = [(ptr::null(), 0); PURGE_BATCH];
+        let mut count = 0;
+        let mut started = false;
+        loop {
+            let now = self.source.now_ms();
+            count = self.locked(|inner| {
+                for &(slice, _) in batch.iter().take(count) {
+                    // SAFETY: a purging slice's descriptor, in a live page.
+                    let slice = unsafe { &*slice };
+                    let flags = slice.flags.get() - SliceFlags::PURGING;
+                    inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
+                }
+                if !started {
+                    cursor.0 = inner.all_pages;
+                    started = true;
+                }
+                let mut taken = 0;
+                while taken < PURGE_BATCH && !cursor.0.is_null() {
+                    // SAFETY: live page header (see `cursor`).
+                    let header = unsafe { &*cursor.0 };
+                    while taken < PURGE_BATCH && cursor.1 < SLICES_PER_PAGE {
+                        let slice = &header.slices[cursor.1];
+                        cursor.1 += 1;
+                        if let Some(tail) = Self::purgeable_tail(slice) {
+                            inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
+                            batch[taken] = (slice, tail);
+                            taken += 1;
+                        }
+                    }
+                    if cursor.1 == SLICES_PER_PAGE {
+                        cursor = (header.all_next.get(), FIRST_SLICE);
+                    }
+                }
+                taken
+            });
+            if count == 0 {
+                break;
+            }
+            for &(slice, tail) in batch.iter().take(count) {
+                // SAFETY: as above.
+                let address = unsafe { (*slice).address };
+                let memory = ptr::with_exposed_provenance_mut::<u8>(tail);
+                // SAFETY: whole 4 KiB pages of a live slice past its carved
+                // objects, which nobody touches while it is purging.
+                unsafe { self.source.purge(NonNull::new_unchecked(memory), address + SLICE_SIZE - tail) };
+            }
+        }
+    }
+
+    /// The start of the memory to give back past `slice`'s carved objects
+    /// (see [`Self::purge_tails`]), if the slice is one to purge and at
+    /// least a 4 KiB page lies there. Lock held.
+    fn purgeable_tail(slice: &SliceMeta) -> Option<usize> {
+        let flags = slice.flags.get();
+        let candidate = matches!(slice.state.get(), SliceState::Partial | SliceState::Full)
+            && !flags.intersects(
+                SliceFlags::CACHED
+                    | SliceFlags::PURGING
+                    | SliceFlags::PURGED
+                    | SliceFlags::SPAN_HEAD
+                    | SliceFlags::SPAN_TAIL,
+            )
+            && slice.object_size.get() != 0;
+        if !candidate {
+            return None;
+        }
+        let end_of_carved = slice.address + slice.carved.get() as usize * slice.object_size.get() as usize;
+        let tail = end_of_carved.next_multiple_of(4096);
+        (tail < slice.address + SLICE_SIZE).then_some(tail)
     }
 
     /// Gives back every page with no slice in use, dirty slices and all:

@@ -59,6 +59,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             stats.remote_walked_unlocked = inner.remote_walked_unlocked;
             stats.remote_lists_walked = inner.remote_lists_walked;
         });
+        stats.parts_collapsed = self.collapses.load(Ordering::Relaxed);
         stats
     }
 

@@ -1035,3 +1035,102 @@ fn a_bucket_change_moves_the_page_not_its_slices() {
     // The most recently filed partial slice comes first.
     assert_eq!(chosen(d, CLASS), Some(p.slice_address(*partial.last().unwrap())));
 }
+
+/// A domain over `source` (a page source made by the test).
+fn domain_with(source: TestSource) -> &'static TestDomain {
+    let domain: &'static TestDomain = std::boxed::Box::leak(std::boxed::Box::new(Domain::new(source)));
+    DOMAINS.lock().unwrap().push(domain as *const TestDomain as usize);
+    domain
+}
+
+/// Moves slice `index` of `page`, dirty, to purged, as a purge does.
+fn purge_slice(domain: &TestDomain, page: &PageHeader, index: usize) {
+    put(domain, page, index, CLASS, SliceState::Dirty, 0);
+    domain.locked(|inner| inner.transition(&page.slices[index], SliceState::Dirty, SliceFlags::PURGED, 0));
+}
+
+/// Each 2 MiB part of a page is asked for once, when its last fresh slice
+/// is taken; again only after a purge in it (which splits a huge page);
+/// and not at all while the source does not collapse, so that a part that
+/// filled then is asked for once it does. (The mmap source's answer needs
+/// `madvise`, which Miri lacks: see `tests/huge_pages.rs` for the rest.)
+#[test]
+#[cfg(not(miri))]
+fn each_filled_part_is_asked_for_once_until_a_purge_splits_it() {
+    let source = TestSource::new();
+    let domain = domain_with(source);
+    let page = page(domain);
+    let claim = || domain.locked(|_| domain.claim_collapse(page));
+    let half = SLICES_PER_PAGE / 2;
+    for index in FIRST_SLICE..half {
+        put(domain, page, index, CLASS, SliceState::Partial, 1);
+    }
+    // Part 0 is full, but the source does not collapse: nothing is asked.
+    assert_eq!(claim(), 0);
+    domain.source.set_huge_pages(true);
+    assert_eq!(claim(), 0b01);
+    assert_eq!(claim(), 0, "a part is asked for once");
+    for index in half..SLICES_PER_PAGE - 1 {
+        put(domain, page, index, CLASS, SliceState::Partial, 1);
+    }
+    assert_eq!(claim(), 0, "part 1 still has a fresh slice");
+    put(domain, page, SLICES_PER_PAGE - 1, CLASS, SliceState::Partial, 1);
+    assert_eq!(claim(), 0b10);
+    assert_eq!(claim(), 0);
+    // A purge in part 1 makes it fresh again: nothing to ask until the
+    // slice is taken, then part 1 alone.
+    purge_slice(domain, page, half + 3);
+    assert_eq!(claim(), 0);
+    put(domain, page, half + 3, OTHER, SliceState::Partial, 1);
+    assert_eq!(claim(), 0b10);
+    // A purge in part 0 clears part 0's bit alone.
+    purge_slice(domain, page, FIRST_SLICE);
+    assert_eq!(page.collapse.get(), 0b10, "the purge in part 0 cleared its bit");
+}
+
+/// An explicit purge gives back the memory past the last carved object of a
+/// slice in use that no heap owns (here written by an earlier use), keeps
+/// the carved objects and their contents, and files the slice back where
+/// it was, so that it is the one the next refill of its class takes.
+#[test]
+fn an_explicit_purge_gives_back_what_lies_past_the_carved_objects() {
+    let domain = domain();
+    let page = page(domain);
+    let index = FIRST_SLICE + 4;
+    let (address, first) = put_with_first(domain, page, index, CLASS, SliceState::Partial, 3);
+    let slice = &page.slices[index];
+    let carved_end = address + slice.carved.get() as usize * class_size(CLASS);
+    let tail = carved_end.next_multiple_of(4096);
+    assert!(tail < address + SLICE_SIZE, "a few objects leave most of the slice uncarved");
+    // SAFETY: a handed-out object of the slice (at least 16 bytes), and
+    // memory of the slice past its carved objects, which the test owns.
+    unsafe {
+        (first as *mut u64).write(0x5eed_f00d);
+        ptr::write_bytes(tail as *mut u8, 0x77, address + SLICE_SIZE - tail);
+    }
+    #[cfg(not(miri))]
+    assert_eq!(resident_pages(tail, address + SLICE_SIZE - tail), (address + SLICE_SIZE - tail) / 4096);
+    domain.purge_all();
+    #[cfg(not(miri))]
+    {
+        assert_eq!(resident_pages(tail, address + SLICE_SIZE - tail), 0, "the tail went back");
+        // SAFETY: as above; the purged range reads as zero.
+        assert_eq!(unsafe { (tail as *const u8).read() }, 0);
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { (first as *const u64).read() }, 0x5eed_f00d, "a carved object kept its contents");
+    assert_eq!(domain.slice_info(address), Some((SliceState::Partial, SliceFlags::empty(), CLASS)));
+    assert_eq!(chosen(domain, CLASS), Some(address), "the slice is filed as partial again");
+    let stats = domain.stats();
+    assert_eq!(stats.slices_partial, 1);
+}
+
+/// How many 4 KiB pages of `[start, start + len)` are resident.
+#[cfg(not(miri))]
+fn resident_pages(start: usize, len: usize) -> usize {
+    let mut vector = std::vec![0u8; len.div_ceil(4096)];
+    // SAFETY: a mapped range of the test's, and a vector with a byte per page.
+    let result = unsafe { libc::mincore(start as *mut libc::c_void, len, vector.as_mut_ptr().cast()) };
+    assert_eq!(result, 0, "mincore");
+    vector.iter().filter(|&&byte| byte & 1 != 0).count()
+}

@@ -39,6 +39,7 @@ mod alloc_front {
             st.slices_clean, st.slices_partial, st.slices_full, st.slices_dirty, st.slices_purged
         );
         let _ = write!(s, "strata_purges:{}\r\n", st.purges);
+        let _ = write!(s, "strata_parts_collapsed:{}\r\n", st.parts_collapsed);
         let _ = write!(s, "strata_remote_frees:{}\r\n", st.remote_frees);
         let _ = write!(s, "strata_lock_acquisitions:{}\r\n", st.lock_acquisitions);
         let _ = write!(s, "strata_lock_contended:{}\r\n", st.lock_contended);
@@ -65,8 +66,8 @@ mod alloc_front {
     pub fn thread_idle() {
         super::GLOBAL.release_thread_cache();
     }
-    /// `--huge-pages`: the pages mapped from now on ask for transparent
-    /// huge pages.
+    /// `--huge-pages`: the allocator moves the memory in use onto
+    /// transparent huge pages from now on.
     pub fn huge_pages() -> Result<(), &'static str> {
         super::GLOBAL.domain().source().set_huge_pages(true);
         Ok(())
@@ -137,8 +138,8 @@ usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag] [--
                       max(N, snapshot size) bytes (default 67108864)
   --no-defrag         compaction does not move live keys and values into
                       fresh allocations (it still resizes the index)
-  --huge-pages        the allocator asks for transparent huge pages on the
-                      memory it maps from start-up on (Strata build only)
+  --huge-pages        the allocator moves the memory it has in use onto
+                      transparent huge pages (Strata build only)
   --help              this text
 
 Commands: PING SET GET DEL MSET MGET INCR LPUSH LPOP LRANGE DBSIZE FLUSHALL
