@@ -89,7 +89,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         // Where the walk goes on: a page and a slice index in it. The page
         // stays mapped while the lock is released, since the slice before
         // the cursor, the batch's last, is `PURGING` then (a page with a
-        // purging slice is never given back).
+        // purging slice is never given back); a walk that ends with no page
+        // left needs none.
         let mut cursor: (*mut PageHeader, usize) = (ptr::null_mut(), FIRST_SLICE);
         let mut batch: [(*const SliceMeta, usize); PURGE_BATCH] = [(ptr::null(), 0); PURGE_BATCH];
         let mut count = 0;
@@ -111,17 +112,19 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 while taken < PURGE_BATCH && !cursor.0.is_null() {
                     // SAFETY: live page header (see `cursor`).
                     let header = unsafe { &*cursor.0 };
-                    while taken < PURGE_BATCH && cursor.1 < SLICES_PER_PAGE {
-                        let slice = &header.slices[cursor.1];
-                        cursor.1 += 1;
-                        if let Some(tail) = Self::purgeable_tail(slice) {
-                            inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
-                            batch[taken] = (slice, tail);
-                            taken += 1;
-                        }
-                    }
+                    // The next page is stepped to here, under the lock, and
+                    // never at the end of a batch: the cursor's page must
+                    // be the one that holds the batch's last slice.
                     if cursor.1 == SLICES_PER_PAGE {
                         cursor = (header.all_next.get(), FIRST_SLICE);
+                        continue;
+                    }
+                    let slice = &header.slices[cursor.1];
+                    cursor.1 += 1;
+                    if let Some(tail) = Self::purgeable_tail(slice) {
+                        inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
+                        batch[taken] = (slice, tail);
+                        taken += 1;
                     }
                 }
                 taken

@@ -1125,6 +1125,31 @@ fn an_explicit_purge_gives_back_what_lies_past_the_carved_objects() {
     assert_eq!(stats.slices_partial, 1);
 }
 
+/// The explicit purge walks the slices in use a batch at a time, across
+/// pages: every one of more than two batches' worth, on two pages, is
+/// filed back as it was, and the lists stay consistent.
+#[test]
+fn the_tail_purge_files_back_every_slice_of_every_batch() {
+    let domain = domain();
+    let pages = [page(domain), page(domain)];
+    let mut slices = std::vec::Vec::new();
+    for page in pages {
+        for index in FIRST_SLICE..SLICES_PER_PAGE {
+            let class = if index % 2 == 0 { CLASS } else { OTHER };
+            let (address, _) = put_with_first(domain, page, index, class, SliceState::Partial, 1);
+            slices.push((address, class));
+        }
+    }
+    assert!(slices.len() > 2 * PURGE_BATCH);
+    domain.purge_all();
+    for &(address, class) in &slices {
+        assert_eq!(domain.slice_info(address), Some((SliceState::Partial, SliceFlags::empty(), class)));
+    }
+    let listed = domain.locked(check_lists);
+    assert_eq!(listed, slices.len(), "every slice is on its page's partial file again");
+    assert_eq!(domain.stats().slices_partial, slices.len());
+}
+
 /// How many 4 KiB pages of `[start, start + len)` are resident.
 #[cfg(not(miri))]
 fn resident_pages(start: usize, len: usize) -> usize {
