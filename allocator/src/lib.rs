@@ -60,8 +60,10 @@
 //! Flags combine with the state: *purged* (a dirty slice whose memory went
 //! back to the source; it costs what a clean slice costs but is never called
 //! clean), *cached* (owned by a heap, on no list), *span head*/*span tail*,
-//! and *purging* (in flight, on no list). A page whose slices are all clean
-//! or purged goes back to the source.
+//! and *purging* (a purge in flight, on no list: of a dirty slice, or of
+//! the never-carved end of a partial or full one, whose frees still come
+//! in under the lock). A page whose slices are all clean or purged goes
+//! back to the source; one with a purging slice stays.
 //!
 //! ## Locks, in order
 //!

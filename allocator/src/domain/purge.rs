@@ -84,7 +84,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// the range past it, fixed. Frees into them may still come (they take
     /// the lock and touch carved objects only); a slice whose last object
     /// is freed meanwhile turns dirty, and is filed as such when the batch
-    /// is re-filed.
+    /// is re-filed. A tail in a collapsed part splits its huge page: the
+    /// part is marked for collapsing again, which the next refill from its
+    /// page does if none of its slices is fresh (memory in use gets its
+    /// huge pages back once it is used again).
     pub(super) fn purge_tails(&self) {
         // Where the walk goes on: a page and a slice index in it. The page
         // stays mapped while the lock is released, since the slice before
@@ -103,6 +106,13 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     let slice = unsafe { &*slice };
                     let flags = slice.flags.get() - SliceFlags::PURGING;
                     inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
+                    // The purge split the huge page under the tail, if any:
+                    // the part may be collapsed again at the next refill
+                    // from its page, as after a slice's purge.
+                    // SAFETY: descriptors live in page headers.
+                    let page = unsafe { page_of_slice(slice) };
+                    let part = part_of_slice(page.index_of(slice));
+                    page.collapse.set(page.collapse.get() & !(1 << part));
                 }
                 if !started {
                     cursor.0 = inner.all_pages;

@@ -1090,8 +1090,9 @@ fn each_filled_part_is_asked_for_once_until_a_purge_splits_it() {
 
 /// An explicit purge gives back the memory past the last carved object of a
 /// slice in use that no heap owns (here written by an earlier use), keeps
-/// the carved objects and their contents, and files the slice back where
-/// it was, so that it is the one the next refill of its class takes.
+/// the carved objects and their contents, files the slice back where it
+/// was, so that it is the one the next refill of its class takes, and lets
+/// the slice's part be collapsed again.
 #[test]
 fn an_explicit_purge_gives_back_what_lies_past_the_carved_objects() {
     let domain = domain();
@@ -1110,7 +1111,11 @@ fn an_explicit_purge_gives_back_what_lies_past_the_carved_objects() {
     }
     #[cfg(not(miri))]
     assert_eq!(resident_pages(tail, address + SLICE_SIZE - tail), (address + SLICE_SIZE - tail) / 4096);
+    // Both parts asked for (collapsed): the purge in part 0 is to clear
+    // part 0's bit alone, so that it may be collapsed again.
+    domain.locked(|_| page.collapse.set(COLLAPSE_ALL));
     domain.purge_all();
+    assert_eq!(page.collapse.get(), COLLAPSE_ALL & !1, "the tail's part may be collapsed again");
     #[cfg(not(miri))]
     {
         assert_eq!(resident_pages(tail, address + SLICE_SIZE - tail), 0, "the tail went back");
