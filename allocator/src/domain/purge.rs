@@ -119,21 +119,21 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     started = true;
                 }
                 let mut taken = 0;
-                while taken < PURGE_BATCH && !cursor.0.is_null() {
+                while !cursor.0.is_null() {
+                    // A full batch ends the walk before any step to the next
+                    // page: the cursor's page must be the one that holds the
+                    // batch's last slice.
+                    let Some(entry) = batch.get_mut(taken) else { break };
                     // SAFETY: live page header (see `cursor`).
                     let header = unsafe { &*cursor.0 };
-                    // The next page is stepped to here, under the lock, and
-                    // never at the end of a batch: the cursor's page must
-                    // be the one that holds the batch's last slice.
-                    if cursor.1 == SLICES_PER_PAGE {
+                    let Some(slice) = header.slices.get(cursor.1) else {
                         cursor = (header.all_next.get(), FIRST_SLICE);
                         continue;
-                    }
-                    let slice = &header.slices[cursor.1];
+                    };
                     cursor.1 += 1;
                     if let Some(tail) = Self::purgeable_tail(slice) {
                         inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
-                        batch[taken] = (slice, tail);
+                        *entry = (slice, tail);
                         taken += 1;
                     }
                 }
