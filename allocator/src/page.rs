@@ -285,8 +285,8 @@ impl PageHeader {
             ptr::addr_of_mut!((*page).common).write(common);
             ptr::addr_of_mut!((*page).occupancy).write(Cell::new(0));
             ptr::addr_of_mut!((*page).bucket).write(Cell::new(0));
-            let usable = !0u64 << FIRST_SLICE;
             ptr::addr_of_mut!((*page).collapse).write(Cell::new(0));
+            let usable = !0u64 << FIRST_SLICE;
             ptr::addr_of_mut!((*page).fresh).write(Cell::new(usable));
             ptr::addr_of_mut!((*page).dirty).write(Cell::new(0));
             ptr::addr_of_mut!((*page).fresh_next).write(Cell::new(ptr::null_mut()));

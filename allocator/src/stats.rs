@@ -60,9 +60,8 @@ pub struct Stats {
     pub purges: u64,
     /// Parts of slab pages ([`COLLAPSE_SIZE`](crate::page::COLLAPSE_SIZE),
     /// 2 MiB) moved onto huge pages so far, each once none of its slices
-    /// was fresh any more (with huge pages on; see
-    /// `source::MmapSource`). A part is counted again
-    /// if a purge split it and it filled up once more.
+    /// was fresh any more (with huge pages on; see `source::MmapSource`).
+    /// A part is counted again if a purge split it and it filled up again.
     pub parts_collapsed: u64,
     /// Batches of objects handed to caches (a cache taking a slice).
     pub refills: u64,
