@@ -67,7 +67,7 @@ use crate::cache::Heap;
 use crate::lock::{ConstLock, Guard, RawLock};
 use crate::page::{
     bucket_of, dirty_file, page_of, page_of_slice, partial_file, PageCommon, PageHeader, PageKind, BUCKETS,
-    part_of_slice, part_slices, COLLAPSE_ALL, COLLAPSE_PARTS, COLLAPSE_SIZE, FIRST_SLICE, MAX_SPAN, MAX_SPAN_SLICES,
+    part_slices, COLLAPSE_ALL, COLLAPSE_PARTS, COLLAPSE_SIZE, FIRST_SLICE, MAX_SPAN, MAX_SPAN_SLICES,
     PAGE_FILES, PAGE_SIZE, SLICES_PER_PAGE, SLICE_SHIFT, SLICE_SIZE,
 };
 use crate::remote::{Link, Push, Walked};
@@ -573,10 +573,8 @@ impl Inner {
             SliceState::Clean => page.fresh.set(page.fresh.get() | bit),
             SliceState::Dirty if flags.contains(SliceFlags::PURGED) => {
                 page.fresh.set(page.fresh.get() | bit);
-                // The purge split the huge page under the slice, if any:
-                // its part may be collapsed again once it fills.
-                let part = part_of_slice(page.index_of(slice));
-                page.collapse.set(page.collapse.get() & !(1 << part));
+                // Its part may be collapsed again once it fills.
+                page.part_split(page.index_of(slice));
             }
             SliceState::Dirty if !flags.contains(SliceFlags::PURGING) => {
                 page.dirty.set(page.dirty.get() | bit);

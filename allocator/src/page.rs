@@ -180,7 +180,7 @@ pub(crate) const fn part_slices(part: usize) -> u64 {
 
 /// The collapse part slice `index` lies in.
 #[inline]
-pub(crate) const fn part_of_slice(index: usize) -> usize {
+const fn part_of_slice(index: usize) -> usize {
     index / (SLICES_PER_PAGE / COLLAPSE_PARTS)
 }
 
@@ -273,6 +273,14 @@ pub(crate) fn bucket_of(occupancy: u32) -> u8 {
 }
 
 impl PageHeader {
+    /// Lets the collapse part holding slice `index` be asked for again
+    /// ([`PageHeader::collapse`]): a purge in it split its huge page, if
+    /// any. Domain lock.
+    #[inline]
+    pub(crate) fn part_split(&self, index: usize) {
+        self.collapse.set(self.collapse.get() & !(1 << part_of_slice(index)));
+    }
+
     /// Initialises a slab page header in place.
     ///
     /// # Safety

@@ -292,12 +292,7 @@ fn strata_stats_prints_the_table_at_exit_even_after_stderr_closed() {
     run.assert_on_strata();
     assert!(run.status.success(), "{}", run.describe());
     assert!(run.stderr.contains("strata statistics"), "no statistics table\n{}", run.describe());
-    let bytes_live: usize = run
-        .stderr
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("bytes live"))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `bytes live` line\n{}", run.describe()));
+    let bytes_live = stats_figure(&run, "bytes live");
     assert!(bytes_live >= 1000 * 3072, "bytes live {bytes_live}\n{}", run.describe());
     let class_3072_objects: usize = run
         .stderr
@@ -401,26 +396,27 @@ fn strata_huge_pages_collapses_filled_pages_and_advises_huge_blocks() {
     on.assert_on_strata().assert_ok();
     assert!(on.stdout.starts_with("small: yes\nhuge: yes\n"), "{}", on.describe());
     assert!(on.stderr.contains("huge pages: asked for"), "{}", on.describe());
-    assert!(parts_collapsed(&on) >= 4, "16 MiB fill both parts of at least two pages\n{}", on.describe());
+    assert!(stats_figure(&on, "parts collapsed") >= 4, "16 MiB fill both parts of at least two pages\n{}", on.describe());
     let off = run(preloaded(&program("huge_pages.c")).env("STRATA_STATS", "1"));
     off.assert_on_strata().assert_ok();
     let small = if always { "" } else { "small: no\n" };
     assert!(off.stdout.starts_with(small) && off.stdout.contains("huge: no\n"), "{}", off.describe());
     assert!(off.stderr.contains("huge pages: off"), "{}", off.describe());
-    assert_eq!(parts_collapsed(&off), 0, "{}", off.describe());
+    assert_eq!(stats_figure(&off, "parts collapsed"), 0, "{}", off.describe());
     let bad = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "maybe"));
     bad.assert_on_strata().assert_ok();
     assert_eq!(bad.stderr_without_banner(), [flag_warning("STRATA_HUGE_PAGES", "maybe")], "{}", bad.describe());
     assert!(bad.stdout.starts_with(small) && bad.stdout.contains("huge: no\n"), "{}", bad.describe());
 }
 
-/// The `parts collapsed` figure of the statistics table a run printed.
-fn parts_collapsed(run: &strata_tests::shim_support::Run) -> u64 {
+/// The figure on the `name` line of the statistics table a run printed
+/// (`STRATA_STATS=1`).
+fn stats_figure(run: &strata_tests::shim_support::Run, name: &str) -> u64 {
     run.stderr
         .lines()
-        .find_map(|line| line.trim().strip_prefix("parts collapsed"))
+        .find_map(|line| line.trim().strip_prefix(name))
         .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `parts collapsed` line\n{}", run.describe()))
+        .unwrap_or_else(|| panic!("no `{name}` line\n{}", run.describe()))
 }
 
 #[test]

@@ -106,13 +106,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     let slice = unsafe { &*slice };
                     let flags = slice.flags.get() - SliceFlags::PURGING;
                     inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
-                    // The purge split the huge page under the tail, if any:
-                    // the part may be collapsed again at the next refill
+                    // The part may be collapsed again at the next refill
                     // from its page, as after a slice's purge.
                     // SAFETY: descriptors live in page headers.
                     let page = unsafe { page_of_slice(slice) };
-                    let part = part_of_slice(page.index_of(slice));
-                    page.collapse.set(page.collapse.get() & !(1 << part));
+                    page.part_split(page.index_of(slice));
                 }
                 if !started {
                     cursor.0 = inner.all_pages;

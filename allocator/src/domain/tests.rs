@@ -37,9 +37,7 @@ fn source() -> TestSource {
 static DOMAINS: std::sync::Mutex<std::vec::Vec<usize>> = std::sync::Mutex::new(std::vec::Vec::new());
 
 fn domain() -> &'static TestDomain {
-    let domain: &'static TestDomain = std::boxed::Box::leak(std::boxed::Box::new(Domain::new(source())));
-    DOMAINS.lock().unwrap().push(domain as *const TestDomain as usize);
-    domain
+    domain_with(source())
 }
 
 /// Maps and publishes a page.
