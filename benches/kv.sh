@@ -23,10 +23,18 @@
 # the rounds: single runs move a lot on a shared 2-core machine, where the
 # background compaction and the log's fsync land at different moments.
 #
+# With PIN=1 (the default on a machine with 2 CPUs or more), the server runs
+# on CPU 1 and redis-benchmark on CPU 0 (taskset), so that the two never
+# take turns on one CPU. Unpinned, on a 2-core machine, the scheduler's
+# placement of 50 connection threads, the log thread and the client moves
+# a build's figures by a factor of up to two from round to round;
+# benches/RESULTS.md has the spread both ways.
+#
 # Environment: N (requests per test, default 100000), SIZES (default
 # "16 256 4096"), CLIENTS (default 50), ALLOCATORS (default
 # "strata mimalloc system"; `strata-huge` adds the Strata build run with
-# --huge-pages), ROUNDS (default 1), CARGO_TARGET_DIR.
+# --huge-pages), ROUNDS (default 1), PIN (default 1 with 2 CPUs or more),
+# CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,6 +44,13 @@ SIZES=${SIZES:-"16 256 4096"}
 CLIENTS=${CLIENTS:-50}
 ALLOCATORS=${ALLOCATORS:-"strata mimalloc system"}
 ROUNDS=${ROUNDS:-1}
+if [ "$(nproc)" -ge 2 ]; then PIN=${PIN:-1}; else PIN=0; fi
+SERVER_CPUS=()
+CLIENT_CPUS=()
+if [ "$PIN" = 1 ]; then
+    SERVER_CPUS=(taskset -c 1)
+    CLIENT_CPUS=(taskset -c 0)
+fi
 KEYSPACE=100000
 TESTS=set,get,lpush,lpop,mset
 
@@ -84,7 +99,7 @@ for d in $SIZES; do
         # truncated it.
         out=$WORK/server-$a-$d.out
         GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 \
-            "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a") >"$out" 2>"$WORK/server.err" &
+            "${SERVER_CPUS[@]}" "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a") >"$out" 2>"$WORK/server.err" &
         SERVER_PID=$!
         port=
         for _ in $(seq 1 200); do
@@ -110,7 +125,7 @@ for d in $SIZES; do
                 sleep 0.1
             done
             for try in 1 2; do
-                if timeout 300 redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$N" -d "$d" \
+                if timeout 300 "${CLIENT_CPUS[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$N" -d "$d" \
                     -t "$t" --csv >"$WORK/bench.csv" 2>/dev/null; then
                     break
                 fi

@@ -127,6 +127,9 @@ const MAX_REQUEST: usize = resp::MAX_BULK + (1 << 20);
 /// Replies are flushed once this much is pending.
 const OUT_FLUSH: usize = 1 << 20;
 
+/// Most bytes a connection reads at a time.
+const READ_ROOM: usize = 64 << 10;
+
 const HELP: &str = "\
 strata-kv: a RESP2 key-value server with an append-only log, on 127.0.0.1
 
@@ -207,7 +210,10 @@ fn serve(db: &Db, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(log::IDLE_AFTER));
     let mut idle = false;
-    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    // Received bytes are `buf[..filled]`. The rest of `buf` is initialized
+    // room to read into: zeroed once when it grows, not on every read.
+    let mut buf: Vec<u8> = vec![0; READ_ROOM];
+    let mut filled = 0;
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     loop {
         let mut start = 0;
@@ -215,7 +221,7 @@ fn serve(db: &Db, mut stream: TcpStream) {
         let mut close = false;
         let mut shutdown = false;
         loop {
-            match parse(&buf[start..]) {
+            match parse(&buf[start..filled]) {
                 Parse::Request(args, used) => {
                     start += used;
                     match db.execute(args, &mut out) {
@@ -261,23 +267,27 @@ fn serve(db: &Db, mut stream: TcpStream) {
         if close {
             return;
         }
-        buf.drain(..start);
-        if buf.is_empty() && buf.capacity() > 4 << 20 {
-            buf = Vec::with_capacity(16 << 10);
+        if start > 0 {
+            buf.copy_within(start..filled, 0);
+            filled -= start;
         }
-        if buf.len() >= MAX_REQUEST {
+        if filled == 0 && buf.len() > 4 << 20 {
+            buf = vec![0; READ_ROOM];
+        }
+        if filled >= MAX_REQUEST {
             reply::error(&mut out, "ERR Protocol error: request too large");
             let _ = stream.write_all(&out);
             return;
         }
-        let len = buf.len();
-        let room = (64 << 10).min(MAX_REQUEST - len);
-        buf.resize(len + room, 0);
+        let end = filled + READ_ROOM.min(MAX_REQUEST - filled);
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
         loop {
-            match stream.read(&mut buf[len..]) {
+            match stream.read(&mut buf[filled..end]) {
                 Ok(0) => return,
                 Ok(n) => {
-                    buf.truncate(len + n);
+                    filled += n;
                     idle = false;
                     break;
                 }

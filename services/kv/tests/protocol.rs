@@ -105,6 +105,42 @@ fn commands_round_trip() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Requests larger than one read (64 KiB), and a pipeline whose frames
+/// straddle the reads: what a read leaves of a request is kept for the
+/// next, and a value comes back byte for byte.
+#[test]
+fn requests_across_reads() {
+    let dir = temp_dir("across-reads");
+    let server = Server::start(&dir, &[]);
+    let mut c = server.client();
+    // 3 MiB of bytes that differ from one 64 KiB read to the next.
+    let big: Vec<u8> = (0..3usize << 20).map(|i| (i / 7 + i / 65_521) as u8).collect();
+    c.send_raw(&encode(&[b"SET", b"big", &big])).unwrap();
+    assert_eq!(c.read().unwrap(), Reply::ok());
+    c.send_raw(&encode(&[b"GET", b"big"])).unwrap();
+    assert_eq!(c.read().unwrap(), Reply::Bulk(Some(big.clone())));
+
+    // 2,000 SETs of 100-byte values in one write, sent in pieces of 4,099
+    // bytes, so that frames are cut at every place.
+    let value = |i: usize| format!("{i:0>100}");
+    let mut burst = Vec::new();
+    for i in 0..2000 {
+        burst.extend(encode(&[b"SET", format!("k{i}").as_bytes(), value(i).as_bytes()]));
+    }
+    for piece in burst.chunks(4099) {
+        c.send_raw(piece).unwrap();
+    }
+    for _ in 0..2000 {
+        assert_eq!(c.read().unwrap(), Reply::ok());
+    }
+    for i in (0..2000).step_by(97) {
+        assert_eq!(c.cmd(&["GET", &format!("k{i}")]), Reply::bulk(&value(i)));
+    }
+    assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(2001));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn command_line() {
     let out = std::process::Command::new(BIN).arg("--help").output().unwrap();
