@@ -956,7 +956,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         } else {
             SliceState::Partial
         };
-        let flags = (slice.flags.get() - SliceFlags::PURGED) | SliceFlags::CACHED;
+        let flags = (slice.flags.get() - (SliceFlags::PURGED | SliceFlags::ZEROED)) | SliceFlags::CACHED;
         inner.transition(slice, state, flags, now);
         slice.remote.adopt();
         slice.owner.store(heap, Ordering::Relaxed);
@@ -1210,7 +1210,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 return ptr::null_mut();
             }
             let used = slice.used();
-            let flags = slice.flags.get() - SliceFlags::PURGED;
+            let flags = slice.flags.get() - (SliceFlags::PURGED | SliceFlags::ZEROED);
             inner.transition(slice, state_for(used, slice.capacity.get()), flags, now);
             object as *mut u8
         });

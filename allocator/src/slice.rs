@@ -45,6 +45,10 @@ bitflags::bitflags! {
         const SPAN_TAIL = 1 << 3;
         /// Being purged outside the domain lock; on no list.
         const PURGING = 1 << 4;
+        /// With `PURGED` only: the purge left the slice's memory reading as
+        /// zero (the page source said so), so a span laid over it for a
+        /// zeroed request needs no clearing. Dropped with `PURGED`.
+        const ZEROED = 1 << 5;
     }
 }
 

@@ -15,6 +15,12 @@
 //! lookup: the first page there has a fitting run unless the span must be
 //! aligned to more than a slice.
 //!
+//! A zeroed request (`calloc`, `alloc_zeroed`) clears its span unless every
+//! slice of it is known to read as zero: clean slices of a source that maps
+//! zeroed memory, and purged slices whose purge the source said zeroed
+//! them (`SliceFlags::ZEROED`). A thread's first zeroed buffer then costs
+//! no page faults for the parts it never touches.
+//!
 //! # Growth
 //!
 //! A span that must grow takes the free slices right after it when there
@@ -340,9 +346,14 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                         _ => header.fresh.get() | header.dirty.get(),
                     } & USABLE_MASK;
                     if let Some(first) = find_run(available, count, stride) {
-                        let mut zero = S::ZEROED;
+                        let mut zero = true;
                         for (i, slice) in header.slices.iter().enumerate().skip(first).take(count) {
-                            zero &= slice.state.get() == SliceState::Clean;
+                            // Never used since mapped, from a source that
+                            // maps zeroed memory; or purged to zero.
+                            zero &= match slice.state.get() {
+                                SliceState::Clean => S::ZEROED,
+                                _ => slice.flags.get().contains(SliceFlags::PURGED | SliceFlags::ZEROED),
+                            };
                             let flag = if i == first { SliceFlags::SPAN_HEAD } else { SliceFlags::SPAN_TAIL };
                             Self::make_span_member(inner, slice, flag, if i == first { count } else { 0 }, now);
                         }

@@ -242,26 +242,28 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 }
                 count
             });
-            for &slice in batch.iter().take(count) {
+            // Whether each slice's memory now reads as zero, as the source
+            // says: a span laid over it for a zeroed request skips clearing.
+            let mut zeroed = [false; PURGE_BATCH];
+            for (&slice, zero) in batch.iter().zip(zeroed.iter_mut()).take(count) {
                 // SAFETY: PURGING slices are on no list; nobody touches them.
                 let slice = unsafe { &*slice };
                 let page = unsafe { page_of_slice(slice) };
                 let address = page.slice_address(page.index_of(slice));
-                // Whether the memory now reads as zero is not used: a purged
-                // slice is re-formatted, and spans zero what they need.
                 // SAFETY: the slice holds no live object and is ours alone.
-                unsafe { self.source.purge(NonNull::new_unchecked(address as *mut u8), SLICE_SIZE) };
+                *zero = unsafe { self.source.purge(NonNull::new_unchecked(address as *mut u8), SLICE_SIZE) };
             }
             let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
             let released = self.locked(|inner| {
                 let mut released = 0;
-                for &slice in batch.iter().take(count) {
+                for (&slice, &zero) in batch.iter().zip(zeroed.iter()).take(count) {
                     // SAFETY: as above.
                     let slice = unsafe { &*slice };
                     slice.object_size.set(0);
                     slice.set_carved(0);
                     slice.free.set(NO_FREE);
-                    inner.transition(slice, SliceState::Dirty, SliceFlags::PURGED, now);
+                    let flags = if zero { SliceFlags::PURGED | SliceFlags::ZEROED } else { SliceFlags::PURGED };
+                    inner.transition(slice, SliceState::Dirty, flags, now);
                     inner.purges += 1;
                     // SAFETY: as above.
                     let page = unsafe { page_of_slice(slice) };

@@ -1162,3 +1162,57 @@ fn resident_pages(start: usize, len: usize) -> usize {
     assert_eq!(result, 0, "mincore");
     vector.iter().filter(|&&byte| byte & 1 != 0).count()
 }
+
+/// Frees a written span of four slices, beside a span of one kept in use
+/// (so that the page stays mapped), purges everything, and takes a zeroed
+/// span of four again. Returns the flags the purge left on the freed
+/// span's first slice and the new span, which must read as zero.
+fn zeroed_span_after_a_purge<S: PageSource<Context = ()>>(domain: &Domain<S, SpinLock>) -> (SliceFlags, usize) {
+    let kept = domain.alloc_large(SLICE_SIZE, 8, false, ());
+    let span = domain.alloc_large(4 * SLICE_SIZE, 8, false, ()) as usize;
+    assert!(!kept.is_null() && span != 0);
+    // SAFETY: a live span of four slices, the test's to write and free.
+    unsafe {
+        ptr::write_bytes(span as *mut u8, 0xa5, 4 * SLICE_SIZE);
+        domain.free_large(span).unwrap();
+    }
+    domain.purge_all();
+    let (state, flags, _) = domain.slice_info(span).expect("a slice of a live page");
+    assert_eq!(state, SliceState::Dirty);
+    let again = domain.alloc_large(4 * SLICE_SIZE, 8, true, ()) as usize;
+    assert_eq!(again, span, "the purged run is taken again, lowest first");
+    (flags, again)
+}
+
+/// Whether the `len` bytes at `address` (8-byte aligned, `len` a multiple
+/// of 8) are all zero; read a word at a time, which Miri runs faster.
+fn reads_as_zero(address: usize, len: usize) -> bool {
+    // SAFETY: the caller's live, aligned allocation of at least `len` bytes.
+    unsafe { core::slice::from_raw_parts(address as *const u64, len / 8) }.iter().all(|&word| word == 0)
+}
+
+/// A zeroed span laid over slices that a purge left reading as zero is not
+/// cleared again: its pages stay out of memory until the caller touches
+/// them, as a fresh mapping's would.
+#[test]
+#[cfg(not(miri))]
+fn a_zeroed_span_over_slices_purged_to_zero_is_not_cleared_again() {
+    let (flags, span) = zeroed_span_after_a_purge(domain());
+    assert_eq!(flags, SliceFlags::PURGED | SliceFlags::ZEROED, "madvise(MADV_DONTNEED) zeroes");
+    assert_eq!(resident_pages(span, 4 * SLICE_SIZE), 0, "nothing written: no clearing, no page faults");
+    assert!(reads_as_zero(span, 4 * SLICE_SIZE));
+}
+
+/// Over slices whose purge did not zero them (an arena gives nothing back,
+/// and says so), a zeroed span is cleared.
+#[test]
+fn a_zeroed_span_over_slices_a_purge_did_not_zero_is_cleared() {
+    let source = crate::source::ArenaSource::empty();
+    let region = std::vec![0u8; crate::source::ArenaSource::MIN_UNALIGNED_REGION];
+    assert!(source.init(std::boxed::Box::leak(region.into_boxed_slice())));
+    let domain: &'static Domain<crate::source::ArenaSource, SpinLock> =
+        std::boxed::Box::leak(std::boxed::Box::new(Domain::new(source)));
+    let (flags, span) = zeroed_span_after_a_purge(domain);
+    assert_eq!(flags, SliceFlags::PURGED, "the arena's purge leaves the bytes");
+    assert!(reads_as_zero(span, 4 * SLICE_SIZE), "the 0xa5 written before the purge is cleared");
+}
