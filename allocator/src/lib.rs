@@ -59,7 +59,9 @@
 //!
 //! Flags combine with the state: *purged* (a dirty slice whose memory went
 //! back to the source; it costs what a clean slice costs but is never called
-//! clean), *cached* (owned by a heap, on no list), *span head*/*span tail*,
+//! clean; *zeroed* beside it when the source said the purge left it reading
+//! as zero, so a zeroed span over it is not cleared again), *cached* (owned
+//! by a heap, on no list), *span head*/*span tail*,
 //! and *purging* (a purge in flight, on no list: of a dirty slice, or of
 //! the never-carved end of a partial or full one, whose frees still come
 //! in under the lock). A page whose slices are all clean or purged goes
