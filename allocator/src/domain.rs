@@ -562,6 +562,8 @@ impl Inner {
 
         let was_in_use = slice.in_use();
         slice.state.set(state);
+        // `ZEROED` says what a purge left: it lasts only as long as `PURGED`.
+        let flags = if flags.contains(SliceFlags::PURGED) { flags } else { flags - SliceFlags::ZEROED };
         slice.flags.set(flags);
         let in_use = slice.in_use();
         if was_in_use != in_use {
@@ -956,7 +958,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         } else {
             SliceState::Partial
         };
-        let flags = (slice.flags.get() - (SliceFlags::PURGED | SliceFlags::ZEROED)) | SliceFlags::CACHED;
+        let flags = (slice.flags.get() - SliceFlags::PURGED) | SliceFlags::CACHED;
         inner.transition(slice, state, flags, now);
         slice.remote.adopt();
         slice.owner.store(heap, Ordering::Relaxed);
@@ -1210,7 +1212,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 return ptr::null_mut();
             }
             let used = slice.used();
-            let flags = slice.flags.get() - (SliceFlags::PURGED | SliceFlags::ZEROED);
+            let flags = slice.flags.get() - SliceFlags::PURGED;
             inner.transition(slice, state_for(used, slice.capacity.get()), flags, now);
             object as *mut u8
         });

@@ -47,7 +47,8 @@ bitflags::bitflags! {
         const PURGING = 1 << 4;
         /// With `PURGED` only: the purge left the slice's memory reading as
         /// zero (the page source said so), so a span laid over it for a
-        /// zeroed request needs no clearing. Dropped with `PURGED`.
+        /// zeroed request needs no clearing. Dropped with `PURGED`
+        /// (`Inner::transition` keeps it only beside `PURGED`).
         const ZEROED = 1 << 5;
     }
 }

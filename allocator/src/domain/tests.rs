@@ -1212,7 +1212,28 @@ fn a_zeroed_span_over_slices_a_purge_did_not_zero_is_cleared() {
     assert!(source.init(std::boxed::Box::leak(region.into_boxed_slice())));
     let domain: &'static Domain<crate::source::ArenaSource, SpinLock> =
         std::boxed::Box::leak(std::boxed::Box::new(Domain::new(source)));
+    DOMAINS.lock().unwrap().push(domain as *const Domain<_, _> as usize);
     let (flags, span) = zeroed_span_after_a_purge(domain);
     assert_eq!(flags, SliceFlags::PURGED, "the arena's purge leaves the bytes");
     assert!(reads_as_zero(span, 4 * SLICE_SIZE), "the 0xa5 written before the purge is cleared");
+}
+
+/// `ZEROED` lasts only as long as `PURGED`: a slice purged to zero and
+/// then taken for objects (here by an uncached allocation, which carves
+/// into it) no longer claims to read as zero.
+#[test]
+#[cfg(not(miri))]
+fn a_purged_slice_taken_for_objects_is_no_longer_zeroed() {
+    let d = domain();
+    let p = page(d);
+    let dirty = put(d, p, FIRST_SLICE, OTHER, SliceState::Dirty, 0);
+    put(d, p, FIRST_SLICE + 1, OTHER, SliceState::Partial, 1);
+    d.purge_all();
+    assert_eq!(d.slice_info(dirty).unwrap().1, SliceFlags::PURGED | SliceFlags::ZEROED);
+    assert_eq!(chosen(d, CLASS), Some(dirty));
+    let object = d.alloc_uncached(CLASS, ()) as usize;
+    assert_eq!(object & !(SLICE_SIZE - 1), dirty, "the object comes from the purged slice");
+    let (state, flags, class) = d.slice_info(dirty).unwrap();
+    assert_eq!((state, class), (SliceState::Partial, CLASS));
+    assert!(!flags.intersects(SliceFlags::PURGED | SliceFlags::ZEROED), "{flags:?}");
 }
