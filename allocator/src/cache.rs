@@ -32,8 +32,12 @@
 //! instead, and pushes each batch with one compare-and-swap once it holds
 //! [`REMOTE_BATCH`] objects, when its entry is needed for another slice, or
 //! when the heap is flushed or released. A free into a slice that no heap
-//! owns is batched in `Heap::pending` and handed to the domain under its
-//! lock, at most every [`PENDING`] frees.
+//! owns is handed to the domain under its lock, batched: a batching heap
+//! links such frees into a batch per slice too, and when the push finds the
+//! slice orphaned, keeps the whole chain in `Heap::chains`, which the
+//! domain splices onto the slice's free list in O(1), [`PENDING_CHAINS`]
+//! chains per critical section; a heap that does not batch keeps the
+//! objects one by one in `Heap::pending`, [`PENDING`] per critical section.
 //!
 //! When the current slice has nothing left, the heap first looks for freed
 //! objects on its parked slices and switches to one that has some. Only when
@@ -58,6 +62,10 @@ use crate::source::PageSource;
 
 /// Frees into orphaned slices batched before the domain lock is taken.
 pub const PENDING: usize = 64;
+
+/// Chains of frees into orphaned slices (one slice each, from a batching
+/// heap's batches of remote frees) kept before the domain lock is taken.
+pub const PENDING_CHAINS: usize = 8;
 
 /// Dry slices a heap keeps per class beside its current one.
 pub const MAX_PARKED: usize = 4;
@@ -165,6 +173,13 @@ pub struct Heap {
     /// Objects freed into orphaned slices, waiting for the domain lock.
     pending: [*mut FreeObject; PENDING],
     pending_len: usize,
+    /// Chains of objects freed into orphaned slices, one slice each,
+    /// waiting for the domain lock: batches of remote frees whose push
+    /// found their slice orphaned ([`Heap::push_remote`]).
+    /// Invariant: `chains[..chains_len]` hold batches of at least two
+    /// objects, and `chains_len < PENDING_CHAINS` between calls.
+    chains: [RemoteBatch; PENDING_CHAINS],
+    chains_len: usize,
     counters: Counters,
     /// Remote frees not yet pushed, one batch per slice, direct-mapped by
     /// the slice's descriptor (see [`Heap::batch_remote`]); all empty
@@ -182,18 +197,20 @@ pub struct Heap {
 /// list together: [`REMOTE_BATCH`] objects of one slice cost one
 /// compare-and-swap instead of one each.
 #[derive(Clone, Copy)]
-struct RemoteBatch {
+pub(crate) struct RemoteBatch {
     /// The slice of every object in the batch; null when it is empty.
-    slice: *const SliceMeta,
+    pub(crate) slice: *const SliceMeta,
     /// The newest object; its link leads to the next newest, and so on to
     /// `last`, links encoded with the heap's link key.
-    first: *mut FreeObject,
-    /// The oldest object, whose link is set when the batch is pushed.
-    last: *mut FreeObject,
+    pub(crate) first: *mut FreeObject,
+    /// The oldest object, whose link is set when the batch is pushed (or
+    /// spliced onto its slice's free list, see [`Heap::chains`]).
+    pub(crate) last: *mut FreeObject,
     /// Objects in the batch, at most [`REMOTE_BATCH`]. They count as in use
     /// in their slice until the owner takes them off the remote list, as
-    /// remote frees do, so the slice (and its page) stays formatted.
-    count: u32,
+    /// remote frees do (or the domain splices them), so the slice (and its
+    /// page) stays formatted.
+    pub(crate) count: u32,
 }
 
 impl RemoteBatch {
@@ -215,6 +232,17 @@ const REMOTE_BATCHES: usize = 16;
 #[inline(always)]
 fn remote_batch_index(address: usize) -> usize {
     (address >> SLICE_SHIFT) % REMOTE_BATCHES
+}
+
+/// What [`Heap::drain_pending`] takes out of a heap for the domain.
+pub(crate) struct Drained {
+    /// Objects freed into orphaned slices: `objects[..object_count]`.
+    pub(crate) objects: [*mut FreeObject; PENDING],
+    pub(crate) object_count: usize,
+    /// Chains of such frees, one slice each: `chains[..chain_count]`.
+    pub(crate) chains: [RemoteBatch; PENDING_CHAINS],
+    pub(crate) chain_count: usize,
+    pub(crate) counters: Counters,
 }
 
 /// What [`Heap::free_owned_counted`] did with a pointer.
@@ -257,6 +285,8 @@ impl Heap {
             random: 0,
             pending: [ptr::null_mut(); PENDING],
             pending_len: 0,
+            chains: [RemoteBatch::EMPTY; PENDING_CHAINS],
+            chains_len: 0,
             counters: Counters { remote_frees: 0, flushes: 0 },
             remote: [RemoteBatch::EMPTY; REMOTE_BATCHES],
             batching: false,
@@ -616,6 +646,9 @@ impl Heap {
             self.park(class, current);
         }
         self.set_current(class, empty());
+        // Frees this heap holds back for slices no heap owns go to the
+        // domain with the refill, so that it can hand them out again.
+        self.release_orphaned_batches(domain);
         match domain.refill(self, class, old, context) {
             Some(slice) => {
                 // SAFETY: the domain handed the slice to this heap.
@@ -853,7 +886,9 @@ impl Heap {
 
     /// Frees the object at `address` of `slice`, which [`Domain::lookup`]
     /// found live (without the free marker): marks it and gives it back, to
-    /// the slice's free list if this heap owns the slice, else remotely.
+    /// the slice's free list if this heap owns the slice, else remotely
+    /// (batched, if the heap batches, whether or not the slice has an
+    /// owner).
     ///
     /// # Safety
     /// `address` must be a carved object boundary of `slice`, a formatted
@@ -878,15 +913,15 @@ impl Heap {
             slice.set_used(slice.used() - 1);
             return Ok(());
         }
-        if owner == 0 {
+        if self.batching {
+            // Whoever owns the slice when the batch goes out, if anyone,
+            // receives it then (see `push_remote`).
+            // SAFETY: the object is the caller's, freed and marked.
+            unsafe { self.batch_remote(domain, slice, object) };
+        } else if owner == 0 {
             // No heap owns the slice: the domain frees it under its lock
             // (which also copes with a heap that took the slice meanwhile).
             self.free_orphaned(domain, object);
-            return Ok(());
-        }
-        if self.batching {
-            // SAFETY: the object is the caller's, freed and marked.
-            unsafe { self.batch_remote(domain, slice, object) };
         } else {
             // SAFETY: as above; a chain of one.
             unsafe { self.push_remote(domain, slice, object, object, 1) };
@@ -925,6 +960,22 @@ impl Heap {
         }
     }
 
+    /// Takes out of the heap's table every batch of remote frees whose slice
+    /// has no owner, for the domain ([`Heap::flush_batch`]): the refill
+    /// that follows hands the chains over in its critical section, so a
+    /// heap's own frees into slices it gave back are there to be handed out
+    /// again before memory is mapped. Batches of owned slices stay open.
+    fn release_orphaned_batches<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>) {
+        for index in 0..REMOTE_BATCHES {
+            let slice = self.remote[index].slice;
+            // SAFETY: an open batch's slice is live (see `RemoteBatch`).
+            if !slice.is_null() && unsafe { (*slice).owner.load(Ordering::Relaxed) } == 0 {
+                let batch = core::mem::replace(&mut self.remote[index], RemoteBatch::EMPTY);
+                self.flush_batch(domain, batch);
+            }
+        }
+    }
+
     /// Pushes every batch of remote frees (see [`Heap::flush_batch`]). The
     /// fronts' flushes ([`Heap::flush`], [`Heap::release`]) come here first.
     pub(crate) fn flush_remote<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>) {
@@ -959,8 +1010,9 @@ impl Heap {
 
     /// Pushes the chain of `count` freed objects of `slice`, `first` to
     /// `last`, onto the slice's remote list with one compare-and-swap, or,
-    /// when the slice has no owner, hands each object to the domain like any
-    /// free into an orphaned slice.
+    /// when the slice has no owner, keeps the chain for the domain
+    /// ([`Heap::free_orphaned_chain`]); a chain of one object goes the way
+    /// of any single free into an orphaned slice ([`PENDING`]).
     ///
     /// # Safety
     /// The chain's objects must be freed, marked objects of `slice`, this
@@ -977,18 +1029,28 @@ impl Heap {
         // SAFETY: the caller's contract.
         match unsafe { slice.remote.push_chain(first as *mut Link, last as *mut Link, count, self.link_key) } {
             Push::Pushed => self.counters.remote_frees += u64::from(count),
-            Push::Orphaned => {
-                let mut object = first;
-                for left in (0..count).rev() {
-                    // SAFETY: as above; read before the object is handed on.
-                    let next = unsafe { FreeObject::next(object, self.link_key) };
-                    self.free_orphaned(domain, object);
-                    if left == 0 {
-                        break;
-                    }
-                    object = next;
-                }
-            }
+            Push::Orphaned if count == 1 => self.free_orphaned(domain, first),
+            Push::Orphaned => self.free_orphaned_chain(domain, RemoteBatch { slice, first, last, count }),
+        }
+    }
+
+    /// Keeps a chain of at least two freed objects of one slice, whose push
+    /// found the slice orphaned, for the domain, which takes the chains
+    /// under its lock every [`PENDING_CHAINS`] chains and splices each onto
+    /// its slice's free list whole (`Domain::free_chain_pending`).
+    #[cold]
+    #[inline(never)]
+    fn free_orphaned_chain<S: PageSource, L: RawLock>(&mut self, domain: &Domain<S, L>, chain: RemoteBatch) {
+        // Invariant: `chains_len < PENDING_CHAINS` between calls (as for
+        // `pending` in `free_orphaned`).
+        debug_assert!(self.chains_len < PENDING_CHAINS && chain.count >= 2);
+        if let Some(slot) = self.chains.get_mut(self.chains_len) {
+            *slot = chain;
+            self.chains_len += 1;
+        }
+        if self.chains_len >= PENDING_CHAINS {
+            self.counters.flushes += 1;
+            domain.flush_heap(self);
         }
     }
 
@@ -1233,12 +1295,20 @@ impl Heap {
         domain.flush_heap(self);
     }
 
-    /// Takes the pending frees and counters out of the heap.
-    pub(crate) fn drain_pending(&mut self) -> ([*mut FreeObject; PENDING], usize, Counters) {
-        let result = (self.pending, self.pending_len, self.counters);
+    /// Takes the pending frees (objects and chains) and counters out of
+    /// the heap.
+    pub(crate) fn drain_pending(&mut self) -> Drained {
+        let drained = Drained {
+            objects: self.pending,
+            object_count: self.pending_len,
+            chains: self.chains,
+            chain_count: self.chains_len,
+            counters: self.counters,
+        };
         self.pending_len = 0;
+        self.chains_len = 0;
         self.counters = Counters::default();
-        result
+        drained
     }
 
     /// Takes one owned slice of `class` out of the heap: the current one,
@@ -1570,6 +1640,142 @@ mod tests {
         }
         other.release(domain, false);
         assert_eq!(slice.used(), 0);
+        assert_eq!(domain.stats().bytes_live, 0);
+    }
+
+    #[test]
+    fn batched_frees_into_slices_given_back_reach_the_domain_as_whole_chains() {
+        let domain = domain();
+        let class = 12;
+        let per_slice = objects_per_slice(class);
+        let mut owner = Heap::new();
+        let mut other = Heap::new();
+        other.bind(domain);
+        other.set_remote_batching(domain, true);
+        // The owner runs through enough slices that at least the chains'
+        // worth go back to the domain full, with every object live.
+        let blocks: Vec<*mut u8> = (0..per_slice * (PENDING_CHAINS + MAX_PARKED + 2)).map(|_| owner.alloc_small(domain, class)).collect();
+        assert!(blocks.iter().all(|block| !block.is_null()));
+        let mut given_back: Vec<(&SliceMeta, Vec<*mut u8>)> = Vec::new();
+        for &block in &blocks {
+            // SAFETY: a live object of a slab page of the domain.
+            let slice = unsafe { crate::domain::slice_of(block as usize) };
+            if slice.owner.load(Ordering::Relaxed) != 0 {
+                continue;
+            }
+            match given_back.iter_mut().find(|(known, _)| ptr::eq(*known, slice)) {
+                Some((_, objects)) => objects.push(block),
+                None => given_back.push((slice, std::vec![block])),
+            }
+        }
+        assert!(given_back.len() >= PENDING_CHAINS, "only {} slices given back", given_back.len());
+        // One chain fewer than the heap keeps: the flush hands them over.
+        given_back.truncate(PENDING_CHAINS - 1);
+        let capacity = given_back[0].0.capacity.get();
+        // Twenty frees into each slice, slice after slice: each run waits in
+        // its batch (neighbouring slices have batches of their own).
+        let mut freed = Vec::new();
+        let locks_before = domain.stats().lock_acquisitions;
+        for (index, (slice, objects)) in given_back.iter().enumerate() {
+            for &block in &objects[..20] {
+                // SAFETY: live blocks, each freed once.
+                unsafe { other.free(domain, block).unwrap() };
+                freed.push(block);
+            }
+            // Nothing reaches any slice until the domain takes the chains.
+            assert_eq!(slice.used(), capacity, "slice {index}");
+        }
+        // A freed block that waits in a chain is still caught as freed.
+        // SAFETY: a block freed above: misuse the heap must refuse.
+        let again = unsafe { other.free(domain, freed[0]) };
+        assert_eq!(again.unwrap_err().kind, crate::FreeErrorKind::DoubleFree);
+        assert!(given_back.iter().all(|(slice, _)| slice.used() == capacity));
+        // (`stats` takes the lock once itself.)
+        assert_eq!(domain.stats().lock_acquisitions, locks_before + 1, "the chains waited without the lock");
+        // The flush pushes the batches, whose pushes find the slices
+        // orphaned, and hands the chains over in one critical section.
+        other.flush(domain);
+        assert_eq!(domain.stats().lock_acquisitions, locks_before + 3);
+        // Each slice's free list, empty before, now holds exactly the blocks
+        // freed into it, and ends with the slice's end marker.
+        for (slice, objects) in &given_back {
+            assert_eq!(slice.used(), capacity - 20);
+            assert_eq!(slice.owner.load(Ordering::Relaxed), 0);
+            let mut listed = Vec::new();
+            let mut object = slice.free.get();
+            while slice.head_is_object(object) && listed.len() <= capacity as usize {
+                listed.push(object as *mut u8);
+                // SAFETY: a free object of a slice no heap owns; this test's
+                // thread is the only one using the domain.
+                object = unsafe { FreeObject::next(object, other.link_key) };
+            }
+            assert_eq!(object, slice.end());
+            listed.sort_unstable();
+            let mut expected = objects[..20].to_vec();
+            expected.sort_unstable();
+            assert_eq!(listed, expected);
+        }
+        for &block in blocks.iter().filter(|block| !freed.contains(block)) {
+            // SAFETY: the remaining live blocks, freed once.
+            unsafe { owner.free(domain, block).unwrap() };
+        }
+        owner.release(domain, false);
+        other.release(domain, false);
+        assert_eq!(domain.stats().bytes_live, 0);
+    }
+
+    #[test]
+    fn full_chains_go_to_the_domain_once_the_heap_holds_as_many_as_it_keeps() {
+        let domain = domain();
+        let class = 12;
+        let per_slice = objects_per_slice(class);
+        let mut owner = Heap::new();
+        let mut other = Heap::new();
+        other.bind(domain);
+        other.set_remote_batching(domain, true);
+        let blocks: Vec<*mut u8> = (0..per_slice * (PENDING_CHAINS + MAX_PARKED + 2)).map(|_| owner.alloc_small(domain, class)).collect();
+        let mut given_back: Vec<(&SliceMeta, Vec<*mut u8>)> = Vec::new();
+        for &block in &blocks {
+            // SAFETY: a live object of a slab page of the domain.
+            let slice = unsafe { crate::domain::slice_of(block as usize) };
+            if slice.owner.load(Ordering::Relaxed) == 0 {
+                match given_back.iter_mut().find(|(known, _)| ptr::eq(*known, slice)) {
+                    Some((_, objects)) => objects.push(block),
+                    None => given_back.push((slice, std::vec![block])),
+                }
+            }
+        }
+        assert!(given_back.len() >= PENDING_CHAINS);
+        let capacity = given_back[0].0.capacity.get();
+        let locks_before = domain.stats().lock_acquisitions;
+        // A full batch goes out at once; its push finds the slice orphaned
+        // and the heap keeps it, until it keeps `PENDING_CHAINS`.
+        for (index, (slice, objects)) in given_back.iter().take(PENDING_CHAINS).enumerate() {
+            for &block in &objects[..REMOTE_BATCH as usize] {
+                // SAFETY: live blocks, each freed once.
+                unsafe { other.free(domain, block).unwrap() };
+            }
+            // One acquisition by each `stats`, and one for the chains.
+            let expected_locks = locks_before + index as u64 + 1 + u64::from(index + 1 == PENDING_CHAINS);
+            assert_eq!(domain.stats().lock_acquisitions, expected_locks, "after slice {index}");
+            assert_eq!(slice.used(), capacity - if index + 1 == PENDING_CHAINS { REMOTE_BATCH } else { 0 });
+        }
+        for (slice, _) in given_back.iter().take(PENDING_CHAINS) {
+            assert_eq!(slice.used(), capacity - REMOTE_BATCH);
+        }
+        for (_, objects) in given_back.iter().take(PENDING_CHAINS) {
+            for &block in &objects[REMOTE_BATCH as usize..] {
+                // SAFETY: the rest of those slices' blocks, freed once.
+                unsafe { other.free(domain, block).unwrap() };
+            }
+        }
+        let freed: Vec<*mut u8> = given_back.iter().take(PENDING_CHAINS).flat_map(|(_, objects)| objects.iter().copied()).collect();
+        for &block in blocks.iter().filter(|block| !freed.contains(block)) {
+            // SAFETY: the remaining live blocks, freed once.
+            unsafe { owner.free(domain, block).unwrap() };
+        }
+        other.release(domain, false);
+        owner.release(domain, false);
         assert_eq!(domain.stats().bytes_live, 0);
     }
 

@@ -63,7 +63,7 @@ use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::cache::Heap;
+use crate::cache::{Heap, RemoteBatch};
 use crate::lock::{ConstLock, Guard, RawLock};
 use crate::page::{
     bucket_of, dirty_file, page_of, page_of_slice, partial_file, PageCommon, PageHeader, PageKind, BUCKETS,
@@ -1000,13 +1000,18 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         inner.transition(slice, state, slice.flags.get() - SliceFlags::CACHED, now);
     }
 
-    /// Frees `object` into a slice no heap owns. Domain lock held; the
-    /// object's marker is already set.
-    fn free_locked(&self, inner: &mut Inner, slice: &SliceMeta, object: *mut FreeObject, now: u64) {
-        // SAFETY: the caller validated `object` as a live object of `slice`.
-        unsafe { FreeObject::set_next(object, slice.free.get(), self.link_key()) };
-        slice.free.set(object);
-        let used = slice.used() - 1;
+    /// Frees the chain of `count` objects of `slice`, `first` to `last`
+    /// (one object: `first == last`), into the slice, which no heap owns:
+    /// puts it in front of the free list in O(1) and re-files the slice if
+    /// its state changed. Domain lock held; the objects' markers are
+    /// already set and the links from `first` up to `last` encoded with the
+    /// domain's link key; `last`'s own link is set here.
+    fn free_locked(&self, inner: &mut Inner, slice: &SliceMeta, first: *mut FreeObject, last: *mut FreeObject, count: u32, now: u64) {
+        // SAFETY: the caller validated the chain's objects as live objects
+        // of `slice`, now freed and the caller's alone.
+        unsafe { FreeObject::set_next(last, slice.free.get(), self.link_key()) };
+        slice.free.set(first);
+        let used = slice.used() - count;
         slice.set_used(used);
         if slice.has(SliceFlags::CACHED) {
             return;
@@ -1108,12 +1113,15 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Moves a heap's counters and pending frees into the domain. Lock held.
     fn flush_locked(&self, inner: &mut Inner, heap: &mut Heap, now: u64) {
-        let (pending, count, counters) = heap.drain_pending();
-        for &object in pending.iter().take(count) {
+        let drained = heap.drain_pending();
+        for &object in drained.objects.iter().take(drained.object_count) {
             self.free_pending(inner, object, now);
         }
-        inner.remote_frees += counters.remote_frees;
-        inner.flushes += counters.flushes;
+        for chain in drained.chains.iter().take(drained.chain_count) {
+            self.free_chain_pending(inner, chain, now);
+        }
+        inner.remote_frees += drained.counters.remote_frees;
+        inner.flushes += drained.counters.flushes;
     }
 
     /// Frees one object that found its slice orphaned. Lock held.
@@ -1138,7 +1146,30 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 // count are seen (the push's own read is Relaxed).
                 let orphaned = slice.remote.is_orphaned();
                 debug_assert!(orphaned, "a slice was adopted without the domain lock");
-                self.free_locked(inner, slice, object, now);
+                self.free_locked(inner, slice, object, object, 1, now);
+            }
+        }
+    }
+
+    /// [`Domain::free_pending`] for a chain of objects of one slice, which
+    /// a heap's batch of remote frees found orphaned: pushed whole onto
+    /// the remote list if the slice has been handed to a heap since, else
+    /// spliced whole onto its free list. Lock held.
+    fn free_chain_pending(&self, inner: &mut Inner, chain: &RemoteBatch, now: u64) {
+        // SAFETY: a chain holds objects of one slice, which count as in use
+        // until freed here, so the slice's descriptor is live.
+        let slice = unsafe { &*chain.slice };
+        let (first, last) = (chain.first as *mut Link, chain.last as *mut Link);
+        // SAFETY: the chain's objects are freed, marked and the caller's
+        // alone, linked from `first` to `last` with the domain's link key
+        // (the heap's, which is bound to this domain).
+        match unsafe { slice.remote.push_chain(first, last, chain.count, self.link_key()) } {
+            Push::Pushed => inner.remote_frees += u64::from(chain.count),
+            Push::Orphaned => {
+                // Acquire, as in `free_pending`.
+                let orphaned = slice.remote.is_orphaned();
+                debug_assert!(orphaned, "a slice was adopted without the domain lock");
+                self.free_locked(inner, slice, chain.first, chain.last, chain.count, now);
             }
         }
     }

@@ -126,6 +126,11 @@
 //! writes to the list visible to it. So every object freed into the slice
 //! ends up exactly once on it: on the detached list if its push came before
 //! the swap, through the lock if after (the loom model checks this). A heap
+//! that batches its remote frees keeps a refused batch whole, as a chain,
+//! and hands up to eight such chains to the domain in one critical section,
+//! each spliced onto its slice's free list in O(1) like a walked list
+//! (pushed again instead, if the slice has been handed to a heap since;
+//! `Domain::free_chain_pending`). A heap
 //! released whole gives its slices back in batches of a few (closed and
 //! walked before each batch's critical section), and the domain's lists are
 //! kept so that a slice's change of state costs a bounded amount of work

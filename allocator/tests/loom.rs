@@ -350,6 +350,30 @@ impl ModelSlice {
         }
     }
 
+    /// `Domain::free_chain_pending`, domain lock held: a heap's batch of
+    /// objects of this slice, linked from `first` to `last`, whose push
+    /// found the slice orphaned, pushed whole again (the slice may have an
+    /// owner by now), or, refused, spliced whole onto the free list.
+    /// Returns whether the chain was pushed.
+    fn free_chain_pending(&self, first: usize, last: usize, count: u32) -> bool {
+        // SAFETY: the caller's chain of objects, freed once.
+        match unsafe { self.remote.push_chain(first as *mut Link, last as *mut Link, count, KEY) } {
+            Push::Pushed => true,
+            Push::Orphaned => {
+                assert!(self.remote.is_orphaned());
+                self.local.with_mut(|local| {
+                    // SAFETY: the lock holder holds the list of an orphaned
+                    // slice; the chain is the caller's.
+                    let local = unsafe { &mut *local };
+                    unsafe { Link::set_next(last as *mut Link, local.free, KEY) };
+                    local.free = first;
+                    local.used -= count;
+                });
+                false
+            }
+        }
+    }
+
     /// An owner gives the slice back: closes and walks the remote list
     /// without the lock (`Domain::close`), then splices the walk onto the
     /// free list under it (`Domain::take_back`).
@@ -430,6 +454,43 @@ fn closing_and_walking_outside_the_lock_loses_nothing() {
         assert_eq!(slice.remote.head.load(sync::Ordering::Relaxed), ORPHAN);
         assert_eq!(sorted(slice.free_objects()), sorted(objs.clone()));
         assert_eq!(slice.local.with(|local| unsafe { (*local).used }), 0, "every object counted free once");
+    });
+}
+
+#[test]
+fn a_retried_chain_races_the_next_owner_adopting_and_closing_the_list() {
+    // A batch of two remote frees whose push found the slice orphaned waits
+    // in a heap's chains (`Heap::free_orphaned_chain`); the domain takes it
+    // under the lock (`free_chain_pending`) while a new owner adopts the
+    // slice under the lock and gives it back again, closing its list
+    // without the lock. The chain is pushed whole onto the new owner's
+    // list (and spliced by its hand-back) or spliced whole onto the free
+    // list, never split, lost or counted twice.
+    loom::model(|| {
+        let (slice, objs) = ModelSlice::new(2);
+        let slice = Arc::new(slice);
+        slice.remote.head.store(ORPHAN, sync::Ordering::Relaxed); // nobody owns it
+        let (first, last) = (objs[1], objs[0]);
+        // SAFETY: the chain is the freer's; refused, it stays the freer's.
+        unsafe { Link::set_next(first as *mut Link, last, KEY) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { slice.remote.push_chain(first as *mut Link, last as *mut Link, 2, KEY) }, Push::Orphaned);
+        let flusher = {
+            let slice = slice.clone();
+            thread::spawn(move || {
+                let _domain = slice.domain.lock().unwrap();
+                slice.free_chain_pending(first, last, 2)
+            })
+        };
+        {
+            let _domain = slice.domain.lock().unwrap();
+            slice.remote.adopt(); // the next owner
+        }
+        slice.give_back(); // which gives the slice back
+        flusher.join().unwrap();
+        assert_eq!(sorted(slice.free_objects()), sorted(objs.clone()));
+        assert_eq!(slice.local.with(|local| unsafe { (*local).used }), 0, "counted free once");
+        assert_eq!(slice.remote.head.load(sync::Ordering::Relaxed), ORPHAN);
     });
 }
 
