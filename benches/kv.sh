@@ -72,6 +72,10 @@ for a in $ALLOCATORS; do
     cargo build --release -q -p strata-kv --no-default-features --features "alloc-$(build_of "$a")" --manifest-path "$ROOT/Cargo.toml"
     cp "$CARGO_TARGET_DIR/release/strata-kv" "$WORK/strata-kv-$a"
 done
+# The loop left target/release/strata-kv as the last allocator's build;
+# put back the default one (Strata), which `cargo build` makes, so that the
+# binary a user runs next is the one its name promises.
+cargo build --release -q -p strata-kv --manifest-path "$ROOT/Cargo.toml"
 
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
