@@ -1643,20 +1643,24 @@ mod tests {
         assert_eq!(domain.stats().bytes_live, 0);
     }
 
-    #[test]
-    fn batched_frees_into_slices_given_back_reach_the_domain_as_whole_chains() {
-        let domain = domain();
-        let class = 12;
-        let per_slice = objects_per_slice(class);
+    /// A slice a heap gave back, and the live blocks of it the heap had
+    /// allocated.
+    type GivenBack = (&'static SliceMeta, Vec<*mut u8>);
+
+    /// Two heaps of `domain`, the second batching its remote frees, and
+    /// the blocks of `class` the first allocated: enough slices' worth
+    /// that at least [`PENDING_CHAINS`] slices went back to the domain
+    /// full, with every object live. Returns the heaps, every block, and
+    /// the slices given back with their blocks, in allocation order.
+    fn slices_given_back_full(domain: &'static TestDomain, class: usize) -> (Heap, Heap, Vec<*mut u8>, Vec<GivenBack>) {
         let mut owner = Heap::new();
         let mut other = Heap::new();
         other.bind(domain);
         other.set_remote_batching(domain, true);
-        // The owner runs through enough slices that at least the chains'
-        // worth go back to the domain full, with every object live.
-        let blocks: Vec<*mut u8> = (0..per_slice * (PENDING_CHAINS + MAX_PARKED + 2)).map(|_| owner.alloc_small(domain, class)).collect();
+        let count = objects_per_slice(class) * (PENDING_CHAINS + MAX_PARKED + 2);
+        let blocks: Vec<*mut u8> = (0..count).map(|_| owner.alloc_small(domain, class)).collect();
         assert!(blocks.iter().all(|block| !block.is_null()));
-        let mut given_back: Vec<(&SliceMeta, Vec<*mut u8>)> = Vec::new();
+        let mut given_back: Vec<GivenBack> = Vec::new();
         for &block in &blocks {
             // SAFETY: a live object of a slab page of the domain.
             let slice = unsafe { crate::domain::slice_of(block as usize) };
@@ -1669,6 +1673,13 @@ mod tests {
             }
         }
         assert!(given_back.len() >= PENDING_CHAINS, "only {} slices given back", given_back.len());
+        (owner, other, blocks, given_back)
+    }
+
+    #[test]
+    fn batched_frees_into_slices_given_back_reach_the_domain_as_whole_chains() {
+        let domain = domain();
+        let (mut owner, mut other, blocks, mut given_back) = slices_given_back_full(domain, 12);
         // One chain fewer than the heap keeps: the flush hands them over.
         given_back.truncate(PENDING_CHAINS - 1);
         let capacity = given_back[0].0.capacity.get();
@@ -1727,25 +1738,7 @@ mod tests {
     #[test]
     fn full_chains_go_to_the_domain_once_the_heap_holds_as_many_as_it_keeps() {
         let domain = domain();
-        let class = 12;
-        let per_slice = objects_per_slice(class);
-        let mut owner = Heap::new();
-        let mut other = Heap::new();
-        other.bind(domain);
-        other.set_remote_batching(domain, true);
-        let blocks: Vec<*mut u8> = (0..per_slice * (PENDING_CHAINS + MAX_PARKED + 2)).map(|_| owner.alloc_small(domain, class)).collect();
-        let mut given_back: Vec<(&SliceMeta, Vec<*mut u8>)> = Vec::new();
-        for &block in &blocks {
-            // SAFETY: a live object of a slab page of the domain.
-            let slice = unsafe { crate::domain::slice_of(block as usize) };
-            if slice.owner.load(Ordering::Relaxed) == 0 {
-                match given_back.iter_mut().find(|(known, _)| ptr::eq(*known, slice)) {
-                    Some((_, objects)) => objects.push(block),
-                    None => given_back.push((slice, std::vec![block])),
-                }
-            }
-        }
-        assert!(given_back.len() >= PENDING_CHAINS);
+        let (mut owner, mut other, blocks, given_back) = slices_given_back_full(domain, 12);
         let capacity = given_back[0].0.capacity.get();
         let locks_before = domain.stats().lock_acquisitions;
         // A full batch goes out at once; its push finds the slice orphaned
