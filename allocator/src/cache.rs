@@ -264,6 +264,29 @@ pub enum OwnedFree {
 // SAFETY: a heap is used by one thread at a time; the fronts guarantee it.
 unsafe impl Send for Heap {}
 
+/// A heap with no slices, never bound and never written: the heap a front's
+/// fast paths read for a thread that has none yet, so that they need no null
+/// test. Its direct table holds only the empty slice (every allocation falls
+/// to the slow path), no slice names it as owner (every free falls to the
+/// slow path), and [`Heap::is_unbound`] holds, so that a slow path can tell
+/// it from the thread's own heap.
+pub static EMPTY_HEAP: EmptyHeap = EmptyHeap(Heap::new());
+
+/// [`EMPTY_HEAP`]'s type: a [`Heap`] that is only ever read.
+pub struct EmptyHeap(Heap);
+
+// SAFETY: the empty heap is only ever read, through `&Heap` methods that
+// write nothing of the heap itself (only slices it owns, and it owns none).
+unsafe impl Sync for EmptyHeap {}
+
+impl EmptyHeap {
+    /// The heap's address, for a front's per-thread pointer. Nothing may be
+    /// written through it.
+    pub const fn as_ptr(&'static self) -> *mut Heap {
+        &self.0 as *const Heap as *mut Heap
+    }
+}
+
 impl Default for Heap {
     fn default() -> Self {
         Self::new()

@@ -30,25 +30,12 @@
 //! to the image before any thread copies it). glibc copies the image again
 //! when it reuses a cached thread stack.
 
-use strata_core::Heap;
+use strata_core::{Heap, EMPTY_HEAP};
 
-/// A heap with no slices, never bound and never written: the fast paths'
-/// heap for a thread that has none, so that they need no null test. Its
-/// direct table holds only the core's empty slice (every allocation falls
-/// to the slow path), and no slice names it as owner (every free falls to
-/// the slow path).
-pub static EMPTY_HEAP: EmptyHeap = EmptyHeap(Heap::new());
-
-/// [`EMPTY_HEAP`]'s type.
-pub struct EmptyHeap(Heap);
-
-// SAFETY: the empty heap is only ever read, through `&Heap` methods that
-// write nothing of the heap itself (only slices it owns, and it owns none).
-unsafe impl Sync for EmptyHeap {}
-
-/// The address of [`EMPTY_HEAP`].
+/// The address of [`EMPTY_HEAP`] (the core's heap that serves nothing): the
+/// fast paths' heap for a thread that has none.
 pub fn empty_heap() -> *const Heap {
-    &EMPTY_HEAP.0
+    EMPTY_HEAP.as_ptr()
 }
 
 /// Where a thread stands with its heap.
@@ -224,7 +211,7 @@ pub fn count_free(due: impl FnOnce()) {
 std::thread_local! {
     static SLOT: core::cell::UnsafeCell<ThreadSlot> = const {
         core::cell::UnsafeCell::new(ThreadSlot {
-            cache: &EMPTY_HEAP.0,
+            cache: EMPTY_HEAP.as_ptr(),
             heap: core::ptr::null_mut(),
             state: 0,
             frees_left: 0,

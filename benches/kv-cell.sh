@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# One cell of the strata-kv benchmark (benches/kv.sh), for A/B runs of
+# several server builds side by side: `bash benches/kv-cell.sh BIN...`.
+#
+# Each BIN is a strata-kv executable (or a script that execs one, e.g. to
+# set LD_PRELOAD); give each a distinct path. For every round, each server
+# in turn starts on a fresh directory, pinned to CPU 1; redis-benchmark
+# (pinned to CPU 0) first runs the PRE tests, then the measured TEST, each
+# once no background compaction is running (INFO's `compacting:0`). One line
+# per server, size and round: requests per second of each PRE test and of
+# TEST, then the server's minor page faults, user and system time (clock
+# ticks) over TEST alone, read from /proc/PID/stat, and the Strata counters
+# INFO reports, before -> after.
+#
+# Environment: ROUNDS (default 4), SIZES (-d, default 16), TEST (default
+# mset), PRE (default "set get lpush lpop"), N (requests, default 100000),
+# CLIENTS (default 50).
+set -euo pipefail
+
+if [ $# -eq 0 ]; then
+    echo "usage: bash benches/kv-cell.sh BIN... (strata-kv builds to compare)" >&2
+    exit 2
+fi
+for bin in "$@"; do
+    if [ ! -x "$bin" ]; then
+        echo "kv-cell: $bin is not an executable" >&2
+        exit 2
+    fi
+done
+if [ "$(nproc)" -lt 2 ]; then
+    echo "kv-cell: needs 2 CPUs to pin the server and the client apart" >&2
+    exit 2
+fi
+command -v redis-benchmark >/dev/null || { echo "kv-cell: redis-benchmark not found (apt-get install redis-tools)" >&2; exit 2; }
+
+ROUNDS=${ROUNDS:-4}
+SIZES=${SIZES:-16}
+TEST=${TEST:-mset}
+PRE=${PRE:-"set get lpush lpop"}
+N=${N:-100000}
+CLIENTS=${CLIENTS:-50}
+COUNTERS='^(strata_lock_acquisitions|strata_refills|strata_flushes|strata_remote_frees|strata_purges|log_batches):'
+
+WORK=$(mktemp -d /tmp/strata-kv-cell.XXXXXX)
+SERVER_PID=
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Requests per second of one test: redis-benchmark's CSV line, second field.
+bench() {
+    taskset -c 0 redis-benchmark -p "$1" -c "$CLIENTS" -P 16 -r 100000 -n "$N" -d "$SIZE" -t "$2" --csv 2>/dev/null \
+        | tail -1 | cut -d, -f2 | tr -d '"'
+}
+
+wait_compaction() {
+    for _ in $(seq 600); do
+        redis-cli -p "$1" INFO | tr -d '\r' | grep -qx compacting:0 && return 0
+        sleep 0.1
+    done
+    echo "kv-cell: compaction did not finish" >&2
+    return 1
+}
+
+counters() {
+    redis-cli -p "$1" INFO | tr -d '\r' | grep -E "$COUNTERS" | tr '\n' ' ' || true
+}
+
+for round in $(seq "$ROUNDS"); do
+  for SIZE in $SIZES; do
+    for bin in "$@"; do
+        rm -rf "$WORK/data"
+        GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 taskset -c 1 "$bin" --port 0 --dir "$WORK/data" \
+            >"$WORK/out" 2>"$WORK/err" &
+        SERVER_PID=$!
+        port=
+        for _ in $(seq 200); do
+            port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/out")
+            [ -n "$port" ] && break
+            sleep 0.05
+        done
+        if [ -z "$port" ]; then
+            echo "kv-cell: $bin did not start: $(cat "$WORK/err")" >&2
+            exit 1
+        fi
+        rates=
+        for test in $PRE; do
+            wait_compaction "$port"
+            rates="$rates$test=$(bench "$port" "$test") "
+        done
+        wait_compaction "$port"
+        # The server's own process: a wrapper script execs the binary.
+        before=($(cut -d' ' -f10,14,15 "/proc/$SERVER_PID/stat"))
+        counters_before=$(counters "$port")
+        rps=$(bench "$port" "$TEST")
+        after=($(cut -d' ' -f10,14,15 "/proc/$SERVER_PID/stat"))
+        counters_after=$(counters "$port")
+        echo "$round $bin d=$SIZE $rates$TEST=$rps minflt=$((after[0] - before[0])) utime=$((after[1] - before[1])) stime=$((after[2] - before[2])) [${counters_before}-> ${counters_after}]"
+        redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    done
+  done
+done
