@@ -4,7 +4,7 @@
 #
 # Each BIN is a strata-kv executable (or a script that execs one, e.g. to
 # set LD_PRELOAD); give each a distinct path. For every round, each server
-# in turn starts on a fresh directory, pinned to CPU 1; redis-benchmark
+# in turn (the order rotating from round to round) starts on a fresh directory, pinned to CPU 1; redis-benchmark
 # (pinned to CPU 0) first runs the PRE tests, then the measured TEST, each
 # once no background compaction is running (INFO's `compacting:0`). One line
 # per server, size and round: requests per second of each PRE test and of
@@ -68,9 +68,12 @@ counters() {
     redis-cli -p "$1" INFO | tr -d '\r' | grep -E "$COUNTERS" | tr '\n' ' ' || true
 }
 
+BINS=("$@")
 for round in $(seq "$ROUNDS"); do
   for SIZE in $SIZES; do
-    for bin in "$@"; do
+    # The order rotates from round to round, as in kv.sh.
+    for ((i = 0; i < ${#BINS[@]}; i++)); do
+        bin=${BINS[(i + round - 1) % ${#BINS[@]}]}
         rm -rf "$WORK/data"
         GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 taskset -c 1 "$bin" --port 0 --dir "$WORK/data" \
             >"$WORK/out" 2>"$WORK/err" &

@@ -93,9 +93,17 @@ MEMORY=$WORK/memory.csv
 : >"$RESULTS"
 : >"$MEMORY"
 
+# The allocators' order rotates from round to round (round 2 starts with
+# the second), so that none always runs first or after the same neighbour.
+rotated() {
+    local -a list=($ALLOCATORS)
+    local n=${#list[@]} i
+    for ((i = 0; i < n; i++)); do echo "${list[(i + $1 - 1) % n]}"; done
+}
+
 for round in $(seq 1 "$ROUNDS"); do
 for d in $SIZES; do
-    for a in $ALLOCATORS; do
+    for a in $(rotated "$round"); do
         dir=$WORK/data-$a-$d
         rm -rf "$dir"
         # One file per run: a shared one could still hold the previous
