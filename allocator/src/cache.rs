@@ -269,16 +269,22 @@ unsafe impl Send for Heap {}
 /// test. Its direct table holds only the empty slice (every allocation falls
 /// to the slow path), no slice names it as owner (every free falls to the
 /// slow path), and [`Heap::is_unbound`] holds, so that a slow path can tell
-/// it from the thread's own heap.
+/// it from the thread's own heap. With the `std` feature only: the fronts
+/// that keep a heap per thread need it, and a kernel module would carry
+/// its few kilobytes unused.
+#[cfg(feature = "std")]
 pub static EMPTY_HEAP: EmptyHeap = EmptyHeap(Heap::new());
 
 /// [`EMPTY_HEAP`]'s type: a [`Heap`] that is only ever read.
+#[cfg(feature = "std")]
 pub struct EmptyHeap(Heap);
 
 // SAFETY: the empty heap is only ever read, through `&Heap` methods that
 // write nothing of the heap itself (only slices it owns, and it owns none).
+#[cfg(feature = "std")]
 unsafe impl Sync for EmptyHeap {}
 
+#[cfg(feature = "std")]
 impl EmptyHeap {
     /// The heap's address, for a front's per-thread pointer. Nothing may be
     /// written through it.

@@ -238,7 +238,9 @@ mod global;
 #[cfg(feature = "allocator-api2")]
 mod api2;
 
-pub use cache::{EmptyHeap, Heap, OwnedFree, EMPTY_HEAP};
+pub use cache::{Heap, OwnedFree};
+#[cfg(feature = "std")]
+pub use cache::{EmptyHeap, EMPTY_HEAP};
 pub use slice::MAX_COUNTDOWN;
 pub use domain::{Domain, FreeError, FreeErrorKind};
 #[cfg(all(feature = "std", feature = "mmap"))]
