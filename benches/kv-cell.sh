@@ -48,6 +48,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 # Requests per second of one test: redis-benchmark's CSV line, second field.
 bench() {

@@ -77,23 +77,40 @@ mod slot {
         empty = sym EMPTY_HEAP,
     );
 
+    /// The slot's offset from the thread pointer: the GOT entry the dynamic
+    /// linker filled (initial-exec model), fixed for the life of the
+    /// process; in an executable the linker turns the load into a constant.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn offset() -> usize {
+        let offset: usize;
+        // SAFETY: reads the GOT entry of the slot's TLS offset, written once
+        // by the dynamic linker before any code runs.
+        unsafe {
+            core::arch::asm!(
+                "mov {offset}, qword ptr [rip + __strata_std_heap@GOTTPOFF]",
+                offset = out(reg) offset,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        offset
+    }
+
     /// The calling thread's heap pointer: never null, and [`EMPTY_HEAP`]
     /// (written through by nobody) until [`set_heap`].
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     pub(super) fn heap() -> *mut Heap {
         let heap: *mut Heap;
-        // SAFETY: reads this thread's slot, at the offset from the thread
-        // pointer that the GOT entry holds (written by the dynamic linker
-        // before any code runs). `readonly`: `set_heap` writes the slot with
-        // an assembly block the compiler treats as writing memory, so no
-        // read is moved across it.
+        // SAFETY: reads this thread's slot, at `offset()` from the thread
+        // pointer. `readonly`: `set_heap` writes the slot with an assembly
+        // block the compiler treats as writing memory, so no read is moved
+        // across it.
         unsafe {
             core::arch::asm!(
-                "mov {offset}, qword ptr [rip + __strata_std_heap@GOTTPOFF]",
                 "mov {heap}, qword ptr fs:[{offset}]",
-                offset = out(reg) _,
                 heap = lateout(reg) heap,
+                offset = in(reg) offset(),
                 options(pure, readonly, nostack, preserves_flags),
             );
         }
@@ -104,12 +121,12 @@ mod slot {
     /// for the rest of the thread's life.
     #[cfg(target_arch = "x86_64")]
     pub(super) fn set_heap(heap: *mut Heap) {
-        // SAFETY: writes this thread's slot, found as in `heap`.
+        // SAFETY: writes this thread's slot, at `offset()` from the thread
+        // pointer.
         unsafe {
             core::arch::asm!(
-                "mov {offset}, qword ptr [rip + __strata_std_heap@GOTTPOFF]",
                 "mov qword ptr fs:[{offset}], {heap}",
-                offset = out(reg) _,
+                offset = in(reg) offset(),
                 heap = in(reg) heap,
                 options(nostack, preserves_flags),
             );
