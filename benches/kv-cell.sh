@@ -41,28 +41,14 @@ N=${N:-100000}
 CLIENTS=${CLIENTS:-50}
 COUNTERS='^(strata_lock_acquisitions|strata_refills|strata_flushes|strata_remote_frees|strata_purges|log_batches):'
 
-WORK=$(mktemp -d /tmp/strata-kv-cell.XXXXXX)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+# shellcheck source=benches/kv-common.sh
+. "$(dirname "$0")/kv-common.sh"
+kv_workdir /tmp/strata-kv-cell.XXXXXX
 
 # Requests per second of one test: redis-benchmark's CSV line, second field.
 bench() {
     taskset -c 0 redis-benchmark -p "$1" -c "$CLIENTS" -P 16 -r 100000 -n "$N" -d "$SIZE" -t "$2" --csv 2>/dev/null \
         | tail -1 | cut -d, -f2 | tr -d '"'
-}
-
-wait_compaction() {
-    for _ in $(seq 600); do
-        redis-cli -p "$1" INFO | tr -d '\r' | grep -qx compacting:0 && return 0
-        sleep 0.1
-    done
-    echo "kv-cell: compaction did not finish" >&2
-    return 1
 }
 
 counters() {
@@ -76,25 +62,14 @@ for round in $(seq "$ROUNDS"); do
     for ((i = 0; i < ${#BINS[@]}; i++)); do
         bin=${BINS[(i + round - 1) % ${#BINS[@]}]}
         rm -rf "$WORK/data"
-        GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 taskset -c 1 "$bin" --port 0 --dir "$WORK/data" \
-            >"$WORK/out" 2>"$WORK/err" &
-        SERVER_PID=$!
-        port=
-        for _ in $(seq 200); do
-            port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/out")
-            [ -n "$port" ] && break
-            sleep 0.05
-        done
-        if [ -z "$port" ]; then
-            echo "kv-cell: $bin did not start: $(cat "$WORK/err")" >&2
-            exit 1
-        fi
+        kv_start "$WORK/out" "$WORK/err" taskset -c 1 "$bin" --port 0 --dir "$WORK/data"
+        port=$PORT
         rates=
         for test in $PRE; do
-            wait_compaction "$port"
+            kv_wait_compaction "$port"
             rates="$rates$test=$(bench "$port" "$test") "
         done
-        wait_compaction "$port"
+        kv_wait_compaction "$port"
         # The server's own process: a wrapper script execs the binary.
         before=($(cut -d' ' -f10,14,15 "/proc/$SERVER_PID/stat"))
         counters_before=$(counters "$port")

@@ -54,14 +54,9 @@ fi
 KEYSPACE=100000
 TESTS=set,get,lpush,lpop,mset
 
-WORK=$(mktemp -d /tmp/strata-kv-bench.XXXXXX)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+# shellcheck source=benches/kv-common.sh
+. "$ROOT/benches/kv-common.sh"
+kv_workdir /tmp/strata-kv-bench.XXXXXX
 
 # The build (cargo feature alloc-NAME) and the server options of each
 # allocator name: `strata-huge` is the Strata build run with --huge-pages.
@@ -110,16 +105,9 @@ for d in $SIZES; do
         # server's port when the new server's redirection has not yet
         # truncated it.
         out=$WORK/server-$a-$d.out
-        GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 \
-            "${SERVER_CPUS[@]}" "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a") >"$out" 2>"$WORK/server.err" &
-        SERVER_PID=$!
-        port=
-        for _ in $(seq 1 200); do
-            port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" 2>/dev/null || true)
-            [ -n "$port" ] && break
-            sleep 0.05
-        done
-        [ -n "$port" ] || { echo "server did not start" >&2; cat "$WORK/server.err" >&2; exit 1; }
+        kv_start "$out" "$WORK/server.err" \
+            "${SERVER_CPUS[@]}" "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a")
+        port=$PORT
         redis-cli -p "$port" PING >/dev/null
         idle=$(status_kb "$SERVER_PID" VmRSS)
         anon_idle=$(status_kb "$SERVER_PID" RssAnon)
@@ -132,10 +120,7 @@ for d in $SIZES; do
         # in a later command's window, and the later command's figure
         # measures the earlier one's speed.
         for t in ${TESTS//,/ }; do
-            for _ in $(seq 1 600); do
-                redis-cli -p "$port" INFO | tr -d '\r' | grep -qx 'compacting:0' && break
-                sleep 0.1
-            done
+            kv_wait_compaction "$port" || true
             for try in 1 2; do
                 if timeout 300 "${CLIENT_CPUS[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$N" -d "$d" \
                     -t "$t" --csv >"$WORK/bench.csv" 2>/dev/null; then

@@ -1,0 +1,47 @@
+# Shared by benches/kv.sh and benches/kv-cell.sh (sourced, not run): the
+# work directory and its clean-up, starting a strata-kv server, and waiting
+# for its background compaction.
+
+# Makes the work directory $WORK (mktemp template $1), removed on exit
+# together with any server still running ($SERVER_PID).
+kv_workdir() {
+    WORK=$(mktemp -d "$1")
+    SERVER_PID=
+    trap kv_cleanup EXIT
+    trap 'exit 1' INT TERM
+}
+
+kv_cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+
+# Starts `COMMAND...` (a strata-kv server given --port 0) in the background
+# with stdout to OUT and stderr to ERR, and waits for the port it prints:
+# sets SERVER_PID and PORT, or says why and exits.
+kv_start() {
+    local out=$1 err=$2
+    shift 2
+    GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 "$@" >"$out" 2>"$err" &
+    SERVER_PID=$!
+    PORT=
+    for _ in $(seq 1 200); do
+        PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" 2>/dev/null || true)
+        [ -n "$PORT" ] && return 0
+        sleep 0.05
+    done
+    echo "server did not start: $*" >&2
+    cat "$err" >&2
+    exit 1
+}
+
+# Waits (up to a minute) until the server on port $1 runs no background
+# compaction (INFO's `compacting:0`); returns 1 if it still does then.
+kv_wait_compaction() {
+    for _ in $(seq 1 600); do
+        redis-cli -p "$1" INFO | tr -d '\r' | grep -qx 'compacting:0' && return 0
+        sleep 0.1
+    done
+    echo "compaction did not finish on port $1" >&2
+    return 1
+}
