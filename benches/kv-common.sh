@@ -22,6 +22,11 @@ kv_cleanup() {
 kv_start() {
     local out=$1 err=$2
     shift 2
+    # Emptied here, before the server starts: the background job opens OUT
+    # when it gets to run, and the loop below must never read the previous
+    # server's port from a file not yet truncated.
+    : >"$out"
+    : >"$err"
     GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 "$@" >"$out" 2>"$err" &
     SERVER_PID=$!
     PORT=
@@ -39,6 +44,10 @@ kv_start() {
 # compaction (INFO's `compacting:0`); returns 1 if it still does then.
 kv_wait_compaction() {
     for _ in $(seq 1 600); do
+        if [ -n "$SERVER_PID" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "the server on port $1 (pid $SERVER_PID) has exited" >&2
+            return 1
+        fi
         redis-cli -p "$1" INFO | tr -d '\r' | grep -qx 'compacting:0' && return 0
         sleep 0.1
     done
