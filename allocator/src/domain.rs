@@ -886,10 +886,13 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Maps a new slab page, writes its header and registers it with the
     /// source. Called without the lock.
     fn map_page(&self, context: S::Context) -> Option<NonNull<PageHeader>> {
+        // Read before the mapping, which reads it again (see
+        // `MmapSource::huge_pages` on a change in between).
+        let huge = self.source.collapses();
         let memory = self.source.map(PAGE_SIZE, PAGE_SIZE, context)?;
         let page = memory.as_ptr() as *mut PageHeader;
         // SAFETY: fresh, exclusive, page-aligned memory of PAGE_SIZE bytes.
-        unsafe { PageHeader::init(page, self.id(), page as usize, PAGE_SIZE) };
+        unsafe { PageHeader::init(page, self.id(), page as usize, PAGE_SIZE, huge) };
         if !self.source.register(page as usize, context) {
             // SAFETY: the mapping was never published.
             unsafe { self.source.unmap(memory, PAGE_SIZE) };

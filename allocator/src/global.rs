@@ -201,13 +201,13 @@ impl Strata {
         Self { domain: Domain::new(MmapSource::new()) }
     }
 
-    /// An allocator that moves the memory it has in use onto transparent
-    /// huge pages (see [`MmapSource`]): each 2 MiB part of a slab page once
-    /// all its slices are taken, and huge blocks as they are touched. Fewer
-    /// page faults and TLB misses, for more resident memory: a part is
-    /// resident whole once collapsed, until a purge in it splits it again
-    /// ([`Strata::purge`] gives back what lies past the objects carved).
-    /// Usable in a `static`.
+    /// An allocator that backs the memory it has in use with transparent
+    /// huge pages (see [`MmapSource`]): each 2 MiB part of a slab page, and
+    /// of a huge block, from its first touch. Fewer page faults and TLB
+    /// misses, for more resident memory: a part is resident whole, its
+    /// never-used slices included, until the first purge in it splits it
+    /// and gives those back ([`Strata::purge`] splits every part that has
+    /// memory not in use). Usable in a `static`.
     ///
     /// ```
     /// #[global_allocator]

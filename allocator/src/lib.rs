@@ -23,9 +23,14 @@
 //! - **Purge**: giving a dirty slice's memory back to the page source (and,
 //!   on an explicit purge, the memory past the last carved object of the
 //!   slices in use).
-//! - **Collapse**: moving a 2 MiB part of a page, once none of its slices
-//!   is fresh, onto one huge page ([`PageSource::collapse`]); only when
-//!   huge pages are asked for. A purge in the part splits it again.
+//! - **Part**: a 2 MiB aligned half of a page, the size of an x86-64 huge
+//!   page. Only when huge pages are asked for: the source backs each part
+//!   of a page it maps with a huge page from its first touch.
+//! - **Split**: what the first purge in a part on a huge page does to it:
+//!   the part goes back to small pages ([`PageSource::split`]), and its
+//!   never-used slices, which the huge page made resident, are purged too.
+//! - **Collapse**: moving a split part, once none of its slices is fresh
+//!   again, back onto one huge page ([`PageSource::collapse`]).
 //! - **Page source**: where pages come from ([`PageSource`]): mmap, a static
 //!   arena, or the kernel page allocator.
 //!

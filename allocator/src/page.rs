@@ -195,9 +195,14 @@ pub(crate) struct PageHeader {
     /// memberships of the domain's partial and dirty lists (one per
     /// non-empty file): always `bucket_of(occupancy)`. Domain lock.
     pub(crate) bucket: Cell<u8>,
-    /// Bit `p`: collapse part `p` (see [`COLLAPSE_SIZE`]) was asked for,
-    /// by the heap handed the slice that left the part with no fresh slice,
-    /// and none of its slices turned fresh since. Domain lock.
+    /// Bit `p`: collapse part `p` (see [`COLLAPSE_SIZE`]) may be on a huge
+    /// page, and no purge has split it since. Set for every part when the
+    /// page is mapped with huge pages asked for (the source backs each part
+    /// with a huge page from its first touch), and for a part that was
+    /// asked for since, by the heap handed the slice that left it with no
+    /// fresh slice. Cleared by the first purge in the part, which splits it
+    /// ([`PageSource::split`](crate::source::PageSource::split)) and purges
+    /// its clean slices too. Domain lock.
     pub(crate) collapse: Cell<u8>,
     /// Bit i: slice i is clean or purged (the "fresh" cost tier). Domain lock.
     pub(crate) fresh: Cell<u64>,
@@ -286,14 +291,16 @@ impl PageHeader {
     /// # Safety
     /// `page` must be valid for writes of a `PageHeader`, aligned to
     /// [`PAGE_SIZE`], and not yet visible to any other thread.
-    pub(crate) unsafe fn init(page: *mut PageHeader, domain: usize, map_base: usize, map_len: usize) {
+    /// `huge` says whether the source was asked for huge pages when it
+    /// mapped the page: every part is then counted as on a huge page.
+    pub(crate) unsafe fn init(page: *mut PageHeader, domain: usize, map_base: usize, map_len: usize, huge: bool) {
         let common = PageCommon::new(PageKind::Slab, domain, map_base, map_len, 0, 0);
         // SAFETY: the caller guarantees exclusive access to writable memory.
         unsafe {
             ptr::addr_of_mut!((*page).common).write(common);
             ptr::addr_of_mut!((*page).occupancy).write(Cell::new(0));
             ptr::addr_of_mut!((*page).bucket).write(Cell::new(0));
-            ptr::addr_of_mut!((*page).collapse).write(Cell::new(0));
+            ptr::addr_of_mut!((*page).collapse).write(Cell::new(if huge { COLLAPSE_ALL } else { 0 }));
             let usable = !0u64 << FIRST_SLICE;
             ptr::addr_of_mut!((*page).fresh).write(Cell::new(usable));
             ptr::addr_of_mut!((*page).dirty).write(Cell::new(0));

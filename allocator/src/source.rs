@@ -122,10 +122,29 @@ pub unsafe trait PageSource {
         false
     }
 
-    /// Whether [`PageSource::collapse`] may act now. While it is `false` the
-    /// domain asks for no part, so that a part that fills while it is
-    /// `false` is still asked for at a later refill once it turns `true`.
-    /// The default is `false`.
+    /// Stops backing `[part, part + COLLAPSE_SIZE)`, a collapse part of a
+    /// slab page, with a huge page: the page a purge there is about to
+    /// split, and whose never-used slices the domain purges too, since a
+    /// huge page made them resident. From then on the part takes small
+    /// pages as it is touched, and nothing fills it back behind the
+    /// domain's back (for [`MmapSource`], `MADV_NOHUGEPAGE`, which also
+    /// keeps `khugepaged` away), until [`PageSource::collapse`] asks for a
+    /// huge page again. The default does nothing.
+    ///
+    /// # Safety
+    /// `part` must be the address of a collapse part of a live slab page of
+    /// this source, which stays live until the call returns.
+    unsafe fn split(&self, part: NonNull<u8>) {
+        let _ = part;
+    }
+
+    /// Whether huge pages are asked for now: a slab page mapped now is
+    /// backed by huge pages from its first touch (the domain then counts
+    /// its parts as on huge pages, to split them at their first purge), and
+    /// [`PageSource::collapse`] may act. While it is `false` the domain
+    /// asks for no part, so that a part that fills while it is `false` is
+    /// still asked for at a later refill once it turns `true`. The default
+    /// is `false`.
     fn collapses(&self) -> bool {
         false
     }
@@ -219,29 +238,35 @@ macro_rules! registry_methods {
 /// Page source backed by anonymous `mmap`, for Linux and Unix userspace.
 ///
 /// With huge pages asked for ([`MmapSource::with_huge_pages`] or
-/// [`MmapSource::set_huge_pages`]), the source moves memory that is in use
-/// onto transparent huge pages, for fewer page faults and TLB misses:
+/// [`MmapSource::set_huge_pages`]), the source backs memory in use with
+/// transparent huge pages, for fewer page faults and TLB misses:
 ///
-/// - each 2 MiB part of a slab page, once none of its slices is fresh, is
-///   collapsed onto a huge page ([`PageSource::collapse`], `MADV_COLLAPSE`,
-///   Linux 6.1 or later). The part is resident whole from then on, slices
-///   not yet carved to the end included. A purge in it later splits the
-///   huge page again (`MADV_DONTNEED` gives back exactly the slice), and
-///   nothing fills it back: slab pages carry no `MADV_HUGEPAGE` advice, so
-///   `khugepaged` leaves them alone. Parts that still have fresh slices, a
-///   heap's new pages among them, keep small pages;
-/// - every other mapping made from then on (huge blocks) is advised
-///   `MADV_HUGEPAGE`, and the kernel backs it with huge pages as it is
-///   touched.
+/// - every mapping made from then on, slab pages and huge blocks alike, is
+///   advised `MADV_HUGEPAGE`: the kernel backs each 2 MiB part with one
+///   huge page when it is first touched, the never-used slices of a slab
+///   page's part included;
+/// - a purge in a slab page's part splits its huge page. The domain then
+///   purges the part's never-used slices with it, since the huge page made
+///   them resident, and the source advises the part `MADV_NOHUGEPAGE`
+///   ([`PageSource::split`]), so that neither a fault nor `khugepaged`
+///   fills it back;
+/// - once none of a split part's slices is fresh (clean or purged) any
+///   more, the part is advised `MADV_HUGEPAGE` again and collapsed onto a
+///   huge page ([`PageSource::collapse`], `MADV_COLLAPSE`, Linux 6.1 or
+///   later).
 ///
 /// A kernel without transparent huge pages, or with them set to `never`,
 /// refuses both, and the memory keeps small pages.
 #[cfg(feature = "mmap")]
 #[derive(Debug, Default)]
 pub struct MmapSource {
-    /// Whether memory in use is moved onto huge pages (see above). Relaxed:
+    /// Whether memory in use is backed by huge pages (see above). Relaxed:
     /// each mapping and collapse reads it once, and no other memory
-    /// depends on it.
+    /// depends on it. The domain reads it just before it maps a page, the
+    /// mapping just after: a change in between leaves one page counted as
+    /// on huge pages when it is not, which costs a needless split, or the
+    /// other way round, which leaves `khugepaged` free to fill back a part
+    /// of it that a purge gave back.
     huge_pages: core::sync::atomic::AtomicBool,
 }
 
@@ -252,20 +277,20 @@ impl MmapSource {
         Self { huge_pages: core::sync::atomic::AtomicBool::new(false) }
     }
 
-    /// The source, moving memory in use onto transparent huge pages.
+    /// The source, backing memory in use with transparent huge pages.
     pub const fn with_huge_pages() -> Self {
         Self { huge_pages: core::sync::atomic::AtomicBool::new(true) }
     }
 
-    /// Moves memory in use onto transparent huge pages from now on (`true`),
+    /// Backs memory in use with transparent huge pages from now on (`true`),
     /// or stops (`false`); see the type's documentation. Mappings made
-    /// before keep their advice, and parts collapsed before stay so until a
-    /// purge splits them.
+    /// before keep their advice, and parts on huge pages before stay so
+    /// until a purge splits them.
     pub fn set_huge_pages(&self, on: bool) {
         self.huge_pages.store(on, core::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether memory in use is moved onto transparent huge pages.
+    /// Whether memory in use is backed by transparent huge pages.
     pub fn huge_pages(&self) -> bool {
         self.huge_pages.load(core::sync::atomic::Ordering::Relaxed)
     }
@@ -311,12 +336,7 @@ unsafe impl PageSource for MmapSource {
             if tail != 0 {
                 libc::munmap((aligned + size) as *mut libc::c_void, tail);
             }
-            // Slab pages are collapsed part by part as they fill instead
-            // (see the type's documentation). A huge block whose mapping
-            // is exactly a page's size and alignment is taken for one, and
-            // keeps small pages.
-            let slab_page = size == crate::page::PAGE_SIZE && align == crate::page::PAGE_SIZE;
-            if self.huge_pages() && !slab_page {
+            if self.huge_pages() {
                 // Advice only: a kernel without transparent huge pages
                 // refuses it, and the mapping keeps small pages.
                 libc::madvise(aligned as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
@@ -382,10 +402,23 @@ unsafe impl PageSource for MmapSource {
             return false;
         }
         // SAFETY: the caller passes a part of a live page of ours; the
-        // collapse keeps its contents. A kernel without MADV_COLLAPSE, or
-        // with transparent huge pages off, refuses (EINVAL), as does one
-        // with no huge page to spare now (EAGAIN, ENOMEM).
-        unsafe { libc::madvise(part.as_ptr().cast(), crate::page::COLLAPSE_SIZE, MADV_COLLAPSE) == 0 }
+        // advice and the collapse keep its contents. The advice undoes a
+        // split's MADV_NOHUGEPAGE, which MADV_COLLAPSE would refuse. A
+        // kernel without MADV_COLLAPSE, or with transparent huge pages off,
+        // refuses (EINVAL), as does one with no huge page to spare now
+        // (EAGAIN, ENOMEM).
+        unsafe {
+            let start = part.as_ptr().cast();
+            libc::madvise(start, crate::page::COLLAPSE_SIZE, libc::MADV_HUGEPAGE);
+            libc::madvise(start, crate::page::COLLAPSE_SIZE, MADV_COLLAPSE) == 0
+        }
+    }
+
+    unsafe fn split(&self, part: NonNull<u8>) {
+        // SAFETY: the caller passes a part of a live page of ours; advice
+        // changes no contents. Refused where huge pages do not exist, and
+        // then there is nothing to split.
+        unsafe { libc::madvise(part.as_ptr().cast(), crate::page::COLLAPSE_SIZE, libc::MADV_NOHUGEPAGE) };
     }
 
     fn collapses(&self) -> bool {
@@ -661,6 +694,11 @@ unsafe impl<S: PageSource> PageSource for FailingSource<S> {
     unsafe fn collapse(&self, part: NonNull<u8>) -> bool {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { self.inner.collapse(part) }
+    }
+
+    unsafe fn split(&self, part: NonNull<u8>) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.split(part) }
     }
 
     fn collapses(&self) -> bool {

@@ -1,7 +1,10 @@
-//! Huge pages on request. A source that asks for them advises its huge
-//! blocks' mappings `MADV_HUGEPAGE` (the `hg` flag of `/proc/self/smaps`)
-//! but not its slab pages, whose 2 MiB parts it collapses onto huge pages
-//! once they fill instead; a source that does not ask does neither.
+//! Huge pages on request. A source that asks for them advises every
+//! mapping it makes `MADV_HUGEPAGE` (the `hg` flag of `/proc/self/smaps`),
+//! slab pages and huge blocks alike, so that each 2 MiB part is on a huge
+//! page from its first touch; the first purge in a part of a slab page
+//! splits it (`MADV_NOHUGEPAGE`, the `nh` flag) and gives back the slices
+//! the huge page made resident unused; a part that fills again is collapsed
+//! back onto a huge page. A source that does not ask does none of this.
 //!
 //! The collapse needs a kernel with `MADV_COLLAPSE` (6.1) and transparent
 //! huge pages not set to `never`, as this project's machines have.
@@ -61,13 +64,14 @@ fn map_and_look(source: &MmapSource, size: usize) -> bool {
 }
 
 #[test]
-fn only_a_source_that_asks_advises_its_huge_blocks_and_never_its_pages() {
+fn only_a_source_that_asks_advises_its_mappings() {
     let huge_block = 3 * PAGE;
     let asking = MmapSource::with_huge_pages();
     assert!(asking.collapses());
     assert!(map_and_look(&asking, huge_block));
-    assert!(!map_and_look(&asking, PAGE), "a slab page is collapsed as it fills, not advised");
+    assert!(map_and_look(&asking, PAGE), "a slab page is on huge pages from its first touch");
     assert!(!map_and_look(&MmapSource::new(), huge_block));
+    assert!(!map_and_look(&MmapSource::new(), PAGE));
     let source = MmapSource::new();
     assert!(!source.collapses());
     source.set_huge_pages(true);
@@ -106,15 +110,17 @@ fn check_and_free(strata: &Strata, blocks: Vec<(usize, Layout)>) {
 }
 
 #[test]
-fn with_huge_pages_the_filled_parts_of_a_page_are_collapsed_and_keep_their_contents() {
+fn with_huge_pages_pages_are_on_huge_pages_from_their_first_touch_and_keep_their_contents() {
     static HUGE: Strata = Strata::with_huge_pages();
     let _serial = SMAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     // 40,000 blocks of 256 bytes: 10 MB, two pages filled and a third begun.
     let blocks = fill(&HUGE, 40_000, 256);
     let stats = HUGE.stats();
     assert!(stats.pages_mapped >= 3, "{stats}");
-    assert!(stats.parts_collapsed >= 4, "both parts of each filled page: {stats}");
+    assert!(advised(blocks[0].0));
     assert!(huge_kilobytes(blocks[0].0) >= 4096, "the first page is on huge pages");
+    // Nothing was collapsed: the parts were on huge pages already.
+    assert_eq!(stats.parts_collapsed, 0, "{stats}");
     // A huge block is advised, and so backed by huge pages as it is written.
     let layout = Layout::from_size_align(3 * PAGE, 16).expect("a valid layout");
     // SAFETY: a non-zero size.
@@ -141,18 +147,32 @@ fn without_huge_pages_nothing_is_collapsed_or_advised() {
     check_and_free(&SMALL, blocks);
 }
 
-/// A purge in a collapsed part splits its huge page; the part is collapsed
-/// again once its purged slices are taken again, and every block keeps its
-/// contents throughout.
+/// Kilobytes of the mapping holding `address` that are resident.
+fn resident_kilobytes(address: usize) -> usize {
+    let value = smaps_field(address, "Rss");
+    value.trim_end_matches("kB").trim().parse().expect("Rss in kB")
+}
+
+/// A purge in a part splits its huge page and advises the part to stay on
+/// small pages; an explicit purge also gives back the never-used slices of
+/// a part a huge page made resident; a part filled again is collapsed back
+/// onto a huge page; and every block keeps its contents throughout.
 #[test]
-fn a_purge_splits_a_collapsed_part_and_a_refill_collapses_it_again() {
+fn a_purge_splits_a_part_and_a_refill_collapses_it_again() {
     static AGAIN: Strata = Strata::with_huge_pages();
     let _serial = SMAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut blocks = fill(&AGAIN, 40_000, 256);
+    let mut blocks = fill(&AGAIN, 36_000, 256);
     let kept = blocks[4096].0;
+    let last = blocks[blocks.len() - 1].0;
     let before = AGAIN.stats();
     let huge_before = huge_kilobytes(kept);
-    assert!(before.parts_collapsed >= 4 && huge_before >= 4096, "{before}");
+    assert!(huge_before >= 4096, "{before}");
+    // The third page is begun: 36,000 blocks, 256 to a slice, fill 141
+    // slices, 126 of them on the first two pages. The third page's part 0
+    // (its header slice and 31 others) is on a huge page, which made the
+    // 16 slices it has not used yet resident.
+    assert!(advised(last) && huge_kilobytes(last) >= 2048);
+    assert!(resident_kilobytes(last) >= 2048);
     // The first 4,096 blocks fill the first 16 slices of 256 objects each
     // (a thread takes a slice's objects before the next slice's), all in
     // the first page's first part: freed and purged, they split it.
@@ -162,13 +182,20 @@ fn a_purge_splits_a_collapsed_part_and_a_refill_collapses_it_again() {
     let purged = AGAIN.stats();
     assert!(purged.slices_purged >= 16, "{purged}");
     assert!(huge_kilobytes(kept) < huge_before, "the purge split a huge page");
+    assert!(!advised(kept), "the split part stays on small pages");
+    // The third page's part 0 was split too, and gave back its clean
+    // slices: what stays resident is its header (20 KiB) and its 15 slices
+    // in use (960 KiB).
+    assert_eq!(huge_kilobytes(last), 0);
+    assert!(resident_kilobytes(last) <= 980, "{} kB resident", resident_kilobytes(last));
     // As many blocks again: the fuller page's purged slices are taken
     // first, no page is mapped, and the part is collapsed again.
     let refill = fill(&AGAIN, 4096, 256);
     let refilled = AGAIN.stats();
     assert_eq!(refilled.pages_mapped, before.pages_mapped, "{refilled}");
     assert!(refilled.parts_collapsed > before.parts_collapsed, "{refilled}");
-    assert!(huge_kilobytes(kept) >= huge_before, "the part is on a huge page again");
+    assert!(advised(kept), "advised again for its collapse");
+    assert!(huge_kilobytes(kept) >= 2048, "the part is on a huge page again");
     check_and_free(&AGAIN, refill);
     // Block `i` of those left was block `i + 4096` of `fill`: the same byte.
     check_and_free(&AGAIN, blocks);

@@ -5,6 +5,124 @@
 
 use super::*;
 
+/// Slices in a collapse part.
+const PART_SLICES: usize = SLICES_PER_PAGE / COLLAPSE_PARTS;
+
+/// Room in a purge batch: fewer than [`PURGE_BATCH`] entries before the
+/// last slice the purge chose, and what a split of that slice's part adds
+/// (at most [`PART_SLICES`]: its clean slices, with the header slice's
+/// unused end in part 0, where slice 0 is the header).
+const BATCH_ROOM: usize = PURGE_BATCH + PART_SLICES;
+
+/// What a batch entry gives back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purge {
+    /// A dirty slice, whole.
+    Dirty,
+    /// The memory past the carved objects of a slice in use, from the
+    /// entry's address to the slice's end.
+    Tail,
+    /// A clean slice of a part that a huge page backed, whole: the huge
+    /// page made it resident, never used.
+    Clean,
+    /// The header slice past the page header, from the entry's address:
+    /// never used, and made resident by the huge page of part 0.
+    Header,
+}
+
+/// The slices a purge gives back with the lock released, taken a batch at
+/// a time under it, each `PURGING` meanwhile (on no list, so no heap is
+/// handed it, and its page is not given back), and the parts they split.
+struct Batch {
+    /// Each slice, where its memory to give back starts, and what it is.
+    entries: [(*const SliceMeta, usize, Purge); BATCH_ROOM],
+    len: usize,
+    /// Addresses of the parts split while the batch was taken, to be
+    /// advised ([`PageSource::split`]) before their memory goes back.
+    splits: [usize; PURGE_BATCH],
+    split_count: usize,
+}
+
+impl Batch {
+    const fn new() -> Self {
+        Self {
+            entries: [(ptr::null(), 0, Purge::Dirty); BATCH_ROOM],
+            len: 0,
+            splits: [0; PURGE_BATCH],
+            split_count: 0,
+        }
+    }
+
+    /// Whether another chosen slice fits, with the clean slices of a part
+    /// it may split.
+    fn has_room(&self) -> bool {
+        self.len < PURGE_BATCH
+    }
+
+    fn push(&mut self, slice: &SliceMeta, start: usize, kind: Purge) {
+        self.entries[self.len] = (slice, start, kind);
+        self.len += 1;
+    }
+
+    fn entries(&self) -> &[(*const SliceMeta, usize, Purge)] {
+        &self.entries[..self.len]
+    }
+
+    /// Splits the part holding `slice` if it may be on a huge page (its
+    /// bit in [`PageHeader::collapse`]): clears the bit, so that the part
+    /// may be collapsed again once it fills, and takes its clean slices
+    /// into the batch, `PURGING` (dirty for the while, so not fresh: no heap
+    /// takes one). The purge of `slice`, about to run, splits the huge page
+    /// in the kernel; the clean slices it had made resident go back with
+    /// it, and the part is advised to stay on small pages. Called only
+    /// while [`Batch::has_room`] held before `slice` was pushed. Lock held.
+    fn split_part_of(&mut self, inner: &mut Inner, slice: &SliceMeta, now: u64) {
+        // SAFETY: descriptors live in page headers.
+        let page = unsafe { page_of_slice(slice) };
+        let index = page.index_of(slice);
+        let part = index / PART_SLICES;
+        if page.collapse.get() & (1 << part) == 0 {
+            return;
+        }
+        page.part_split(index);
+        if part == 0 {
+            let header_end = page.base() + size_of::<PageHeader>().next_multiple_of(4096);
+            self.push(&page.slices[0], header_end, Purge::Header);
+        }
+        for clean in &page.slices[(part * PART_SLICES).max(FIRST_SLICE)..(part + 1) * PART_SLICES] {
+            if clean.state.get() == SliceState::Clean {
+                inner.transition(clean, SliceState::Dirty, SliceFlags::PURGING, now);
+                self.push(clean, clean.address, Purge::Clean);
+            }
+        }
+        self.splits[self.split_count] = page.slice_address(part * PART_SLICES);
+        self.split_count += 1;
+    }
+
+    /// Advises the batch's split parts, then gives back each entry's
+    /// memory; returns, per entry, whether it now reads as zero. Called
+    /// without the lock.
+    fn give_back<S: PageSource>(&self, source: &S) -> [bool; BATCH_ROOM] {
+        for &part in &self.splits[..self.split_count] {
+            // SAFETY: a part of a page that stays live: it holds a PURGING
+            // slice of the batch.
+            unsafe { source.split(NonNull::new_unchecked(ptr::with_exposed_provenance_mut::<u8>(part))) };
+        }
+        let mut zeroed = [false; BATCH_ROOM];
+        for (&(slice, start, _), zero) in self.entries().iter().zip(zeroed.iter_mut()) {
+            // SAFETY: PURGING slices are on no list; nobody touches them.
+            let end = unsafe { (*slice).address } + SLICE_SIZE;
+            let memory = ptr::with_exposed_provenance_mut::<u8>(start);
+            // SAFETY: memory that holds no object and that nobody touches
+            // meanwhile: a PURGING dirty or clean slice, whole 4 KiB pages
+            // past the carved objects of a PURGING slice in use, or the
+            // header slice's pages past the header, which nothing uses.
+            *zero = unsafe { source.purge(NonNull::new_unchecked(memory), end - start) };
+        }
+        zeroed
+    }
+}
+
 impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Purges dirty slices and gives back cached huge mappings older than
     /// the purge delay, if a check is due.
@@ -71,12 +189,12 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Gives back the memory past the last carved object of every slice in
     /// use that no heap owns (partial or full; spans hold one object, all
-    /// in use). No object was ever handed out there since the slice was
-    /// formatted, but the memory may still be resident: from the slice's
-    /// use for another class before (a dirty slice is formatted anew with
-    /// nothing carved), or from a huge page the part was on. Only whole 4
-    /// KiB pages past the carved objects go, so the objects' own memory is
-    /// untouched.
+    /// in use), and the clean slices of every part a huge page may back.
+    /// No object was ever handed out there since the slice was formatted,
+    /// but the memory may still be resident: from the slice's use for
+    /// another class before (a dirty slice is formatted anew with nothing
+    /// carved), or from a huge page the part was on. Only whole 4 KiB pages
+    /// past the carved objects go, so the objects' own memory is untouched.
     ///
     /// The slices go `PURGING` a batch at a time under the lock, which
     /// keeps them from any heap (`list_for` files them nowhere) while the
@@ -84,44 +202,48 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// the range past it, fixed. Frees into them may still come (they take
     /// the lock and touch carved objects only); a slice whose last object
     /// is freed meanwhile turns dirty, and is filed as such when the batch
-    /// is re-filed. A tail in a collapsed part splits its huge page: the
-    /// part is marked for collapsing again, which the next refill from its
-    /// page does if none of its slices is fresh (memory in use gets its
+    /// is re-filed. A part that a huge page may back is split (see
+    /// [`Batch::split_part_of`]) by the first tail or clean slice found in
+    /// it: the part may be collapsed again at the next refill from its
+    /// page that finds none of its slices fresh (memory in use gets its
     /// huge pages back once it is used again).
     pub(super) fn purge_tails(&self) {
         // Where the walk goes on: a page and a slice index in it. The page
         // stays mapped while the lock is released, since the slice before
-        // the cursor, the batch's last, is `PURGING` then (a page with a
-        // purging slice is never given back); a walk that ends with no page
-        // left needs none.
+        // the cursor, or a clean slice of its part, is `PURGING` then (a
+        // page with a purging slice is never given back); a walk that ends
+        // with no page left needs none.
         let mut cursor: (*mut PageHeader, usize) = (ptr::null_mut(), FIRST_SLICE);
-        let mut batch: [(*const SliceMeta, usize); PURGE_BATCH] = [(ptr::null(), 0); PURGE_BATCH];
-        let mut count = 0;
+        let mut batch = Batch::new();
         let mut started = false;
         loop {
             let now = self.source.now_ms();
-            count = self.locked(|inner| {
-                for &(slice, _) in batch.iter().take(count) {
+            let done = core::mem::replace(&mut batch, Batch::new());
+            batch = self.locked(|inner| {
+                for &(slice, _, kind) in done.entries() {
                     // SAFETY: a purging slice's descriptor, in a live page.
                     let slice = unsafe { &*slice };
-                    let flags = slice.flags.get() - SliceFlags::PURGING;
-                    inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
-                    // The part may be collapsed again at the next refill
-                    // from its page, as after a slice's purge.
-                    // SAFETY: descriptors live in page headers.
-                    let page = unsafe { page_of_slice(slice) };
-                    page.part_split(page.index_of(slice));
+                    match kind {
+                        Purge::Clean => inner.transition(slice, SliceState::Clean, SliceFlags::empty(), now),
+                        Purge::Header => {}
+                        Purge::Tail | Purge::Dirty => {
+                            let flags = slice.flags.get() - SliceFlags::PURGING;
+                            inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
+                        }
+                    }
                 }
                 if !started {
                     cursor.0 = inner.all_pages;
                     started = true;
                 }
-                let mut taken = 0;
+                let mut batch = Batch::new();
                 while !cursor.0.is_null() {
                     // A full batch ends the walk before any step to the next
                     // page: the cursor's page must be the one that holds the
                     // batch's last slice.
-                    let Some(entry) = batch.get_mut(taken) else { break };
+                    if !batch.has_room() {
+                        break;
+                    }
                     // SAFETY: live page header (see `cursor`).
                     let header = unsafe { &*cursor.0 };
                     let Some(slice) = header.slices.get(cursor.1) else {
@@ -131,23 +253,20 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     cursor.1 += 1;
                     if let Some(tail) = Self::purgeable_tail(slice) {
                         inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
-                        *entry = (slice, tail);
-                        taken += 1;
+                        batch.push(slice, tail, Purge::Tail);
+                        batch.split_part_of(inner, slice, now);
+                    } else if slice.state.get() == SliceState::Clean {
+                        // Takes this slice with the rest of its part's clean
+                        // ones, if a huge page may back the part.
+                        batch.split_part_of(inner, slice, now);
                     }
                 }
-                taken
+                batch
             });
-            if count == 0 {
+            if batch.len == 0 {
                 break;
             }
-            for &(slice, tail) in batch.iter().take(count) {
-                // SAFETY: as above.
-                let address = unsafe { (*slice).address };
-                let memory = ptr::with_exposed_provenance_mut::<u8>(tail);
-                // SAFETY: whole 4 KiB pages of a live slice past its carved
-                // objects, which nobody touches while it is purging.
-                unsafe { self.source.purge(NonNull::new_unchecked(memory), address + SLICE_SIZE - tail) };
-            }
+            batch.give_back(&self.source);
         }
     }
 
@@ -224,47 +343,52 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         count
     }
 
+    /// Purges the dirty slices made dirty at or before `cutoff` (all of
+    /// them if `all`), oldest first, with the clean slices of each part a
+    /// huge page may back that one of them splits ([`Batch::split_part_of`]),
+    /// and gives back the pages this leaves unused (with `all`, every
+    /// entirely fresh page).
     pub(super) fn purge_older_than(&self, cutoff: u64, all: bool) {
         loop {
-            let mut batch: [*const SliceMeta; PURGE_BATCH] = [ptr::null(); PURGE_BATCH];
             let now = self.source.now_ms();
-            let count = self.locked(|inner| {
-                let mut count = 0;
-                while count < PURGE_BATCH && !inner.age_head.is_null() {
+            let batch = self.locked(|inner| {
+                let mut batch = Batch::new();
+                while batch.has_room() && !inner.age_head.is_null() {
                     // SAFETY: live descriptor on the age list.
                     let slice = unsafe { &*inner.age_head };
                     if !all && slice.dirty_since.get() > cutoff {
                         break;
                     }
                     inner.transition(slice, SliceState::Dirty, SliceFlags::PURGING, now);
-                    batch[count] = slice;
-                    count += 1;
+                    // SAFETY: as above.
+                    let page = unsafe { page_of_slice(slice) };
+                    batch.push(slice, page.slice_address(page.index_of(slice)), Purge::Dirty);
+                    batch.split_part_of(inner, slice, now);
                 }
-                count
+                batch
             });
             // Whether each slice's memory now reads as zero, as the source
             // says: a span laid over it for a zeroed request skips clearing.
-            let mut zeroed = [false; PURGE_BATCH];
-            for (&slice, zero) in batch.iter().zip(zeroed.iter_mut()).take(count) {
-                // SAFETY: PURGING slices are on no list; nobody touches them.
-                let slice = unsafe { &*slice };
-                let page = unsafe { page_of_slice(slice) };
-                let address = page.slice_address(page.index_of(slice));
-                // SAFETY: the slice holds no live object and is ours alone.
-                *zero = unsafe { self.source.purge(NonNull::new_unchecked(address as *mut u8), SLICE_SIZE) };
-            }
-            let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
+            let zeroed = batch.give_back(&self.source);
+            let mut empty: [*mut PageHeader; BATCH_ROOM] = [ptr::null_mut(); BATCH_ROOM];
             let released = self.locked(|inner| {
                 let mut released = 0;
-                for (&slice, &zero) in batch.iter().zip(zeroed.iter()).take(count) {
+                for (&(slice, _, kind), &zero) in batch.entries().iter().zip(zeroed.iter()) {
                     // SAFETY: as above.
                     let slice = unsafe { &*slice };
-                    slice.object_size.set(0);
-                    slice.set_carved(0);
-                    slice.free.set(NO_FREE);
-                    let flags = if zero { SliceFlags::PURGED | SliceFlags::ZEROED } else { SliceFlags::PURGED };
-                    inner.transition(slice, SliceState::Dirty, flags, now);
-                    inner.purges += 1;
+                    match kind {
+                        Purge::Clean => inner.transition(slice, SliceState::Clean, SliceFlags::empty(), now),
+                        Purge::Header => continue,
+                        // (No tails here: only `purge_tails` takes them.)
+                        Purge::Tail | Purge::Dirty => {
+                            slice.object_size.set(0);
+                            slice.set_carved(0);
+                            slice.free.set(NO_FREE);
+                            let flags = if zero { SliceFlags::PURGED | SliceFlags::ZEROED } else { SliceFlags::PURGED };
+                            inner.transition(slice, SliceState::Dirty, flags, now);
+                            inner.purges += 1;
+                        }
+                    }
                     // SAFETY: as above.
                     let page = unsafe { page_of_slice(slice) };
                     let page_pointer = page as *const PageHeader as *mut PageHeader;
@@ -298,7 +422,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 // address is a mapping of PAGE_SIZE bytes from `map_page`.
                 unsafe { self.source.unmap(NonNull::new_unchecked(memory), PAGE_SIZE) };
             }
-            if count < PURGE_BATCH && (!all || released == 0) {
+            if batch.len < PURGE_BATCH && (!all || released == 0) {
                 break;
             }
         }

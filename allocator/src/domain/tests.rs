@@ -1109,11 +1109,11 @@ fn an_explicit_purge_gives_back_what_lies_past_the_carved_objects() {
     }
     #[cfg(not(miri))]
     assert_eq!(resident_pages(tail, address + SLICE_SIZE - tail), (address + SLICE_SIZE - tail) / 4096);
-    // Both parts asked for (collapsed): the purge in part 0 is to clear
-    // part 0's bit alone, so that it may be collapsed again.
-    domain.locked(|_| page.collapse.set(COLLAPSE_ALL));
+    // Part 0 asked for (collapsed): the tail's purge splits it, and clears
+    // its bit so that it may be collapsed again.
+    domain.locked(|_| page.collapse.set(0b01));
     domain.purge_all();
-    assert_eq!(page.collapse.get(), COLLAPSE_ALL & !1, "the tail's part may be collapsed again");
+    assert_eq!(page.collapse.get(), 0, "the tail's part may be collapsed again");
     #[cfg(not(miri))]
     {
         assert_eq!(resident_pages(tail, address + SLICE_SIZE - tail), 0, "the tail went back");
@@ -1126,6 +1126,59 @@ fn an_explicit_purge_gives_back_what_lies_past_the_carved_objects() {
     assert_eq!(chosen(domain, CLASS), Some(address), "the slice is filed as partial again");
     let stats = domain.stats();
     assert_eq!(stats.slices_partial, 1);
+}
+
+/// With huge pages asked for, a page counts both its parts as on huge
+/// pages, which make a part's never-used slices resident from its first
+/// touch. The first purge in a part splits it: its clean slices go back
+/// with the purged slice and stay clean, its bit is cleared (the part may
+/// be collapsed again once it fills), and the other part is left alone
+/// until an explicit purge, which splits every part with a clean slice.
+#[test]
+#[cfg(not(miri))]
+fn the_first_purge_in_a_huge_part_gives_back_its_clean_slices_too() {
+    let domain = domain_with(TestSource::with_huge_pages());
+    let page = page(domain);
+    assert_eq!(page.collapse.get(), COLLAPSE_ALL, "mapped with huge pages asked for");
+    let half = SLICES_PER_PAGE / 2;
+    let in_use = put(domain, page, FIRST_SLICE, CLASS, SliceState::Partial, 1);
+    put(domain, page, FIRST_SLICE + 1, CLASS, SliceState::Dirty, 0);
+    let (clean_0, clean_1) = (page.slice_address(FIRST_SLICE + 5), page.slice_address(half + 2));
+    // What a huge page does to a part's clean slices, and to the header
+    // slice past the header: make them resident.
+    let header_end = page.base() + size_of::<PageHeader>().next_multiple_of(4096);
+    let header_rest = page.base() + SLICE_SIZE - header_end;
+    // SAFETY: the header slice past the header, which nothing uses.
+    unsafe { ptr::write_bytes(header_end as *mut u8, 0, header_rest) };
+    for clean in [clean_0, clean_1] {
+        // SAFETY: a clean slice of the test's page, unused; zero is what a
+        // clean slice holds.
+        unsafe { ptr::write_bytes(clean as *mut u8, 0, SLICE_SIZE) };
+        assert_eq!(resident_pages(clean, SLICE_SIZE), SLICE_SIZE / 4096);
+    }
+    domain.purge_older_than(u64::MAX, false);
+    assert_eq!(page.collapse.get(), 0b10, "the purge split part 0 alone");
+    assert_eq!(resident_pages(clean_0, SLICE_SIZE), 0, "part 0's clean slice went back");
+    assert_eq!(resident_pages(header_end, header_rest), 0, "and the header slice's unused end");
+    assert_eq!(resident_pages(page.base(), 4096), 1, "the header stays");
+    assert_eq!(resident_pages(clean_1, SLICE_SIZE), SLICE_SIZE / 4096, "part 1 was left alone");
+    let fresh = page.fresh.get();
+    for index in FIRST_SLICE + 2..SLICES_PER_PAGE {
+        assert_eq!(domain.slice_info(page.slice_address(index)).map(|info| info.0), Some(SliceState::Clean));
+        assert_ne!(fresh & 1 << index, 0, "slice {index} is fresh again");
+    }
+    assert_eq!(
+        domain.slice_info(page.slice_address(FIRST_SLICE + 1)).map(|info| info.1 & SliceFlags::PURGED),
+        Some(SliceFlags::PURGED)
+    );
+    assert_eq!(domain.stats().slices_purged, 1, "only the dirty slice counts as purged");
+    // The explicit purge splits part 1 by its clean slices.
+    domain.purge_all();
+    assert_eq!(page.collapse.get(), 0);
+    assert_eq!(resident_pages(clean_1, SLICE_SIZE), 0, "part 1's clean slice went back");
+    assert_eq!(domain.slice_info(clean_1).map(|info| (info.0, info.1)), Some((SliceState::Clean, SliceFlags::empty())));
+    assert_eq!(domain.slice_info(in_use).map(|info| info.0), Some(SliceState::Partial));
+    assert_eq!(chosen(domain, CLASS), Some(in_use), "the slice in use is still filed as partial");
 }
 
 /// The explicit purge walks the slices in use a batch at a time, across

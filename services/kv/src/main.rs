@@ -66,7 +66,7 @@ mod alloc_front {
     pub fn thread_idle() {
         super::GLOBAL.release_thread_cache();
     }
-    /// `--huge-pages`: the allocator moves the memory in use onto
+    /// `--huge-pages`: the allocator backs the memory in use with
     /// transparent huge pages from now on.
     pub fn huge_pages() -> Result<(), &'static str> {
         super::GLOBAL.domain().source().set_huge_pages(true);
@@ -141,7 +141,7 @@ usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag] [--
                       max(N, snapshot size) bytes (default 67108864)
   --no-defrag         compaction does not move live keys and values into
                       fresh allocations (it still resizes the index)
-  --huge-pages        the allocator moves the memory it has in use onto
+  --huge-pages        the allocator backs the memory it has in use with
                       transparent huge pages (Strata build only)
   --help              this text
 

@@ -29,7 +29,7 @@ this executable). Settings come from the environment:
   STRATA_STATS=1            print allocator statistics to stderr at exit
   STRATA_VERBOSE=1          print start-up details to stderr
   STRATA_PURGE_DELAY_MS=N   return unused memory to the OS after N ms (default 250)
-  STRATA_HUGE_PAGES=1       move the memory in use onto transparent huge pages
+  STRATA_HUGE_PAGES=1       back the memory in use with transparent huge pages
   STRATA_DEBUG=1            debug mode: canaries and guard pages (slow)
 ";
 
