@@ -30,12 +30,23 @@ enum Purge {
     Header,
 }
 
+/// One slice of a [`Batch`], and what of it goes back.
+#[derive(Clone, Copy)]
+struct Entry {
+    slice: *const SliceMeta,
+    /// Where the memory to give back starts, from the slice's address (0
+    /// but for a tail or the header slice); it ends at the slice's end.
+    offset: u32,
+    kind: Purge,
+}
+
 /// The slices a purge gives back with the lock released, taken a batch at
 /// a time under it, each `PURGING` meanwhile (on no list, so no heap is
 /// handed it, and its page is not given back), and the parts they split.
+/// About 1.3 KiB, on the stack of the thread that purges (a kernel stack
+/// in the kernel module).
 struct Batch {
-    /// Each slice, where its memory to give back starts, and what it is.
-    entries: [(*const SliceMeta, usize, Purge); BATCH_ROOM],
+    entries: [Entry; BATCH_ROOM],
     len: usize,
     /// Addresses of the parts split while the batch was taken, to be
     /// advised ([`PageSource::split`]) before their memory goes back.
@@ -43,14 +54,22 @@ struct Batch {
     split_count: usize,
 }
 
+// Kept small for the kernel module's stacks: 64 entries of 16 bytes.
+static_assertions::const_assert!(size_of::<Batch>() <= 1536);
+
 impl Batch {
     const fn new() -> Self {
         Self {
-            entries: [(ptr::null(), 0, Purge::Dirty); BATCH_ROOM],
+            entries: [Entry { slice: ptr::null(), offset: 0, kind: Purge::Dirty }; BATCH_ROOM],
             len: 0,
             splits: [0; PURGE_BATCH],
             split_count: 0,
         }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.split_count = 0;
     }
 
     /// Whether another chosen slice fits, with the clean slices of a part
@@ -59,12 +78,14 @@ impl Batch {
         self.len < PURGE_BATCH
     }
 
+    /// Adds `slice`, whose memory from `start` to its end goes back.
     fn push(&mut self, slice: &SliceMeta, start: usize, kind: Purge) {
-        self.entries[self.len] = (slice, start, kind);
+        let offset = (start - slice.address) as u32;
+        self.entries[self.len] = Entry { slice, offset, kind };
         self.len += 1;
     }
 
-    fn entries(&self) -> &[(*const SliceMeta, usize, Purge)] {
+    fn entries(&self) -> &[Entry] {
         &self.entries[..self.len]
     }
 
@@ -109,15 +130,16 @@ impl Batch {
             unsafe { source.split(NonNull::new_unchecked(ptr::with_exposed_provenance_mut::<u8>(part))) };
         }
         let mut zeroed = [false; BATCH_ROOM];
-        for (&(slice, start, _), zero) in self.entries().iter().zip(zeroed.iter_mut()) {
-            // SAFETY: PURGING slices are on no list; nobody touches them.
-            let end = unsafe { (*slice).address } + SLICE_SIZE;
+        for (entry, zero) in self.entries().iter().zip(zeroed.iter_mut()) {
+            // SAFETY: descriptors live in page headers, of live pages here.
+            let address = unsafe { (*entry.slice).address };
+            let start = address + entry.offset as usize;
             let memory = ptr::with_exposed_provenance_mut::<u8>(start);
             // SAFETY: memory that holds no object and that nobody touches
             // meanwhile: a PURGING dirty or clean slice, whole 4 KiB pages
             // past the carved objects of a PURGING slice in use, or the
             // header slice's pages past the header, which nothing uses.
-            *zero = unsafe { source.purge(NonNull::new_unchecked(memory), end - start) };
+            *zero = unsafe { source.purge(NonNull::new_unchecked(memory), address + SLICE_SIZE - start) };
         }
         zeroed
     }
@@ -218,12 +240,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let mut started = false;
         loop {
             let now = self.source.now_ms();
-            let done = core::mem::replace(&mut batch, Batch::new());
-            batch = self.locked(|inner| {
-                for &(slice, _, kind) in done.entries() {
+            self.locked(|inner| {
+                for entry in batch.entries() {
                     // SAFETY: a purging slice's descriptor, in a live page.
-                    let slice = unsafe { &*slice };
-                    match kind {
+                    let slice = unsafe { &*entry.slice };
+                    match entry.kind {
                         Purge::Clean => inner.transition(slice, SliceState::Clean, SliceFlags::empty(), now),
                         Purge::Header => {}
                         Purge::Tail | Purge::Dirty => {
@@ -236,7 +257,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     cursor.0 = inner.all_pages;
                     started = true;
                 }
-                let mut batch = Batch::new();
+                batch.clear();
                 while !cursor.0.is_null() {
                     // A full batch ends the walk before any step to the next
                     // page: the cursor's page must be the one that holds the
@@ -261,7 +282,6 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                         batch.split_part_of(inner, slice, now);
                     }
                 }
-                batch
             });
             if batch.len == 0 {
                 break;
@@ -349,10 +369,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// and gives back the pages this leaves unused (with `all`, every
     /// entirely fresh page).
     pub(super) fn purge_older_than(&self, cutoff: u64, all: bool) {
+        let mut batch = Batch::new();
         loop {
             let now = self.source.now_ms();
-            let batch = self.locked(|inner| {
-                let mut batch = Batch::new();
+            batch.clear();
+            self.locked(|inner| {
                 while batch.has_room() && !inner.age_head.is_null() {
                     // SAFETY: live descriptor on the age list.
                     let slice = unsafe { &*inner.age_head };
@@ -365,18 +386,17 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     batch.push(slice, page.slice_address(page.index_of(slice)), Purge::Dirty);
                     batch.split_part_of(inner, slice, now);
                 }
-                batch
             });
             // Whether each slice's memory now reads as zero, as the source
             // says: a span laid over it for a zeroed request skips clearing.
             let zeroed = batch.give_back(&self.source);
-            let mut empty: [*mut PageHeader; BATCH_ROOM] = [ptr::null_mut(); BATCH_ROOM];
+            let mut empty: [*mut PageHeader; PURGE_BATCH] = [ptr::null_mut(); PURGE_BATCH];
             let released = self.locked(|inner| {
                 let mut released = 0;
-                for (&(slice, _, kind), &zero) in batch.entries().iter().zip(zeroed.iter()) {
+                for (entry, &zero) in batch.entries().iter().zip(zeroed.iter()) {
                     // SAFETY: as above.
-                    let slice = unsafe { &*slice };
-                    match kind {
+                    let slice = unsafe { &*entry.slice };
+                    match entry.kind {
                         Purge::Clean => inner.transition(slice, SliceState::Clean, SliceFlags::empty(), now),
                         Purge::Header => continue,
                         // (No tails here: only `purge_tails` takes them.)
