@@ -67,10 +67,12 @@
 //! clean; *zeroed* beside it when the source said the purge left it reading
 //! as zero, so a zeroed span over it is not cleared again), *cached* (owned
 //! by a heap, on no list), *span head*/*span tail*,
-//! and *purging* (a purge in flight, on no list: of a dirty slice, or of
+//! and *purging* (a purge in flight, on no list: of a dirty slice, of
 //! the never-carved end of a partial or full one, whose frees still come
-//! in under the lock). A page whose slices are all clean or purged goes
-//! back to the source; one with a purging slice stays.
+//! in under the lock, or of a clean slice of a part a huge page backed,
+//! held dirty for the while so that it is not fresh). A page whose slices
+//! are all clean or purged goes back to the source; one with a purging
+//! slice stays.
 //!
 //! ## Locks, in order
 //!
