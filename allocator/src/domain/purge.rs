@@ -78,15 +78,21 @@ impl Batch {
         self.len < PURGE_BATCH
     }
 
-    /// Adds `slice`, whose memory from `start` to its end goes back.
-    fn push(&mut self, slice: &SliceMeta, start: usize, kind: Purge) {
-        let offset = (start - slice.address) as u32;
-        self.entries[self.len] = Entry { slice, offset, kind };
+    /// Adds `slice`, whose memory from `start` to its end goes back, and
+    /// returns `true`; or returns `false`, adding nothing, if the batch is
+    /// full. The callers check [`Batch::has_room`] first, and [`BATCH_ROOM`]
+    /// leaves room for a split after that, so a full batch is never met;
+    /// if it were, the slice would simply not be purged this time. (No
+    /// indexing that can panic: the kernel module counts panic sites.)
+    fn push(&mut self, slice: &SliceMeta, start: usize, kind: Purge) -> bool {
+        let Some(entry) = self.entries.get_mut(self.len) else { return false };
+        *entry = Entry { slice, offset: start.wrapping_sub(slice.address) as u32, kind };
         self.len += 1;
+        true
     }
 
     fn entries(&self) -> &[Entry] {
-        &self.entries[..self.len]
+        self.entries.get(..self.len).unwrap_or_default()
     }
 
     /// Splits the part holding `slice` if it may be on a huge page (its
@@ -95,8 +101,9 @@ impl Batch {
     /// into the batch, `PURGING` (dirty for the while, so not fresh: no heap
     /// takes one). The purge of `slice`, about to run, splits the huge page
     /// in the kernel; the clean slices it had made resident go back with
-    /// it, and the part is advised to stay on small pages. Called only
-    /// while [`Batch::has_room`] held before `slice` was pushed. Lock held.
+    /// it, and the part is advised to stay on small pages. Called after
+    /// `slice` was pushed, [`Batch::has_room`] having held before. Lock
+    /// held.
     fn split_part_of(&mut self, inner: &mut Inner, slice: &SliceMeta, now: u64) {
         // SAFETY: descriptors live in page headers.
         let page = unsafe { page_of_slice(slice) };
@@ -105,26 +112,26 @@ impl Batch {
         if page.collapse.get() & (1 << part) == 0 {
             return;
         }
+        let Some(split) = self.splits.get_mut(self.split_count) else { return };
+        *split = page.slice_address(part * PART_SLICES);
+        self.split_count += 1;
         page.part_split(index);
-        if part == 0 {
-            let header_end = page.base() + size_of::<PageHeader>().next_multiple_of(4096);
-            self.push(&page.slices[0], header_end, Purge::Header);
+        if let (0, Some(header)) = (part, page.slices.first()) {
+            self.push(header, page.base() + size_of::<PageHeader>().next_multiple_of(4096), Purge::Header);
         }
-        for clean in &page.slices[(part * PART_SLICES).max(FIRST_SLICE)..(part + 1) * PART_SLICES] {
-            if clean.state.get() == SliceState::Clean {
+        let clean_slices = page.slices.get((part * PART_SLICES).max(FIRST_SLICE)..(part + 1) * PART_SLICES);
+        for clean in clean_slices.unwrap_or_default() {
+            if clean.state.get() == SliceState::Clean && self.push(clean, clean.address, Purge::Clean) {
                 inner.transition(clean, SliceState::Dirty, SliceFlags::PURGING, now);
-                self.push(clean, clean.address, Purge::Clean);
             }
         }
-        self.splits[self.split_count] = page.slice_address(part * PART_SLICES);
-        self.split_count += 1;
     }
 
     /// Advises the batch's split parts, then gives back each entry's
     /// memory; returns, per entry, whether it now reads as zero. Called
     /// without the lock.
     fn give_back<S: PageSource>(&self, source: &S) -> [bool; BATCH_ROOM] {
-        for &part in &self.splits[..self.split_count] {
+        for &part in self.splits.get(..self.split_count).unwrap_or_default() {
             // SAFETY: a part of a page that stays live: it holds a PURGING
             // slice of the batch.
             unsafe { source.split(NonNull::new_unchecked(ptr::with_exposed_provenance_mut::<u8>(part))) };
@@ -273,9 +280,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     };
                     cursor.1 += 1;
                     if let Some(tail) = Self::purgeable_tail(slice) {
-                        inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
-                        batch.push(slice, tail, Purge::Tail);
-                        batch.split_part_of(inner, slice, now);
+                        if batch.push(slice, tail, Purge::Tail) {
+                            inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
+                            batch.split_part_of(inner, slice, now);
+                        }
                     } else if slice.state.get() == SliceState::Clean {
                         // Takes this slice with the rest of its part's clean
                         // ones, if a huge page may back the part.
@@ -380,10 +388,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     if !all && slice.dirty_since.get() > cutoff {
                         break;
                     }
+                    if !batch.push(slice, slice.address, Purge::Dirty) {
+                        break;
+                    }
                     inner.transition(slice, SliceState::Dirty, SliceFlags::PURGING, now);
-                    // SAFETY: as above.
-                    let page = unsafe { page_of_slice(slice) };
-                    batch.push(slice, page.slice_address(page.index_of(slice)), Purge::Dirty);
                     batch.split_part_of(inner, slice, now);
                 }
             });
