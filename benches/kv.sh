@@ -30,7 +30,13 @@
 # a build's figures by a factor of up to two from round to round;
 # benches/RESULTS.md has the spread both ways.
 #
-# Environment: N (requests per test, default 100000), SIZES (default
+# The single-key commands at 16 and 256 bytes (SET, GET, LPUSH, LPOP) run
+# N_FAST requests, ten times N by default: with N they took 0.1-0.2 s per
+# run, and a 0.15 s run of one build moved by more than the differences
+# between builds from round to round (benches/RESULTS.md has the spread).
+#
+# Environment: N (requests per test, default 100000; N_FAST, default 10 N,
+# for the single-key commands at 16 and 256 bytes), SIZES (default
 # "16 256 4096"), CLIENTS (default 50), ALLOCATORS (default
 # "strata mimalloc system"; `strata-huge` adds the Strata build run with
 # --huge-pages), ROUNDS (default 1), PIN (default 1 with 2 CPUs or more),
@@ -40,6 +46,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 N=${N:-100000}
+N_FAST=${N_FAST:-$((N * 10))}
 SIZES=${SIZES:-"16 256 4096"}
 CLIENTS=${CLIENTS:-50}
 ALLOCATORS=${ALLOCATORS:-"strata mimalloc system"}
@@ -120,9 +127,11 @@ for d in $SIZES; do
         # in a later command's window, and the later command's figure
         # measures the earlier one's speed.
         for t in ${TESTS//,/ }; do
+            requests=$N
+            if [ "$t" != mset ] && [ "$d" -le 256 ]; then requests=$N_FAST; fi
             kv_wait_compaction "$port" || true
             for try in 1 2; do
-                if timeout 300 "${CLIENT_CPUS[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$N" -d "$d" \
+                if timeout 300 "${CLIENT_CPUS[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$requests" -d "$d" \
                     -t "$t" --csv >"$WORK/bench.csv" 2>/dev/null; then
                     break
                 fi
@@ -163,7 +172,7 @@ median_by() {
 }
 
 echo
-echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N, one command per run, each after any compaction (MSET: 10 keys per request); latency in ms"
+echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N (-n $N_FAST for SET, GET, LPUSH and LPOP at 16 and 256 bytes), one command per run, each after any compaction (MSET: 10 keys per request); latency in ms"
 printf '%-11s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
 cut -d, -f1-4 "$RESULTS" >"$WORK/rps.csv"
 cut -d, -f1-3,5 "$RESULTS" >"$WORK/p50.csv"
