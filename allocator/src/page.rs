@@ -286,13 +286,13 @@ impl PageHeader {
         self.collapse.set(self.collapse.get() & !(1 << part_of_slice(index)));
     }
 
-    /// Initialises a slab page header in place.
+    /// Initialises a slab page header in place. `huge` says whether the
+    /// source was asked for huge pages when it mapped the page: every part
+    /// is then counted as on a huge page.
     ///
     /// # Safety
     /// `page` must be valid for writes of a `PageHeader`, aligned to
     /// [`PAGE_SIZE`], and not yet visible to any other thread.
-    /// `huge` says whether the source was asked for huge pages when it
-    /// mapped the page: every part is then counted as on a huge page.
     pub(crate) unsafe fn init(page: *mut PageHeader, domain: usize, map_base: usize, map_len: usize, huge: bool) {
         let common = PageCommon::new(PageKind::Slab, domain, map_base, map_len, 0, 0);
         // SAFETY: the caller guarantees exclusive access to writable memory.
