@@ -108,11 +108,7 @@ for d in $SIZES; do
     for a in $(rotated "$round"); do
         dir=$WORK/data-$a-$d
         rm -rf "$dir"
-        # One file per run: a shared one could still hold the previous
-        # server's port when the new server's redirection has not yet
-        # truncated it.
-        out=$WORK/server-$a-$d.out
-        kv_start "$out" "$WORK/server.err" \
+        kv_start "$WORK/server.out" "$WORK/server.err" \
             "${SERVER_CPUS[@]}" "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a")
         port=$PORT
         redis-cli -p "$port" PING >/dev/null
