@@ -14,7 +14,8 @@
 #
 # Environment: ROUNDS (default 4), SIZES (-d, default 16), TEST (default
 # mset), PRE (default "set get lpush lpop"), N (requests, default 100000),
-# CLIENTS (default 50).
+# CLIENTS (default 50), KV_DIR (where the servers' log directories go,
+# default /tmp; /dev/shm takes the disk's flush latency out, see kv.sh).
 set -euo pipefail
 
 if [ $# -eq 0 ]; then
@@ -43,7 +44,7 @@ COUNTERS='^(strata_lock_acquisitions|strata_refills|strata_flushes|strata_remote
 
 # shellcheck source=benches/kv-common.sh
 . "$(dirname "$0")/kv-common.sh"
-kv_workdir /tmp/strata-kv-cell.XXXXXX
+kv_workdir "${KV_DIR:-/tmp}/strata-kv-cell.XXXXXX"
 
 # Requests per second of one test: redis-benchmark's CSV line, second field.
 bench() {

@@ -35,12 +35,24 @@
 # run, and a 0.15 s run of one build moved by more than the differences
 # between builds from round to round (benches/RESULTS.md has the spread).
 #
+# The figures of every run are saved, with the charts drawn from them
+# (`strata-bench kv-chart`: kv-throughput.svg, kv-p99.svg, kv-memory.svg),
+# in $CARGO_TARGET_DIR/strata-report/kv/.
+#
 # Environment: N (requests per test, default 100000; N_FAST, default 10 N,
 # for the single-key commands at 16 and 256 bytes), SIZES (default
 # "16 256 4096"), CLIENTS (default 50), ALLOCATORS (default
 # "strata mimalloc system"; `strata-huge` adds the Strata build run with
 # --huge-pages), ROUNDS (default 1), PIN (default 1 with 2 CPUs or more),
+# KV_DIR (where the servers' log directories go, default /tmp: on this
+# machine's disk; /dev/shm puts them in memory, see below),
 # CARGO_TARGET_DIR.
+#
+# Every write command waits for its log record to be on disk (group commit,
+# one fdatasync per batch), so with the logs on a disk the write rates
+# measure the disk's flush latency as much as the server. KV_DIR=/dev/shm
+# (tmpfs, where fdatasync returns at once) leaves the server's own work,
+# the allocator's included, as the measure; the code is the same.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,7 +75,7 @@ TESTS=set,get,lpush,lpop,mset
 
 # shellcheck source=benches/kv-common.sh
 . "$ROOT/benches/kv-common.sh"
-kv_workdir /tmp/strata-kv-bench.XXXXXX
+kv_workdir "${KV_DIR:-/tmp}/strata-kv-bench.XXXXXX"
 
 # The build (cargo feature alloc-NAME) and the server options of each
 # allocator name: `strata-huge` is the Strata build run with --huge-pages.
@@ -74,6 +86,8 @@ for a in $ALLOCATORS; do
     cargo build --release -q -p strata-kv --no-default-features --features "alloc-$(build_of "$a")" --manifest-path "$ROOT/Cargo.toml"
     cp "$CARGO_TARGET_DIR/release/strata-kv" "$WORK/strata-kv-$a"
 done
+# The chart tool, built before the long run so that a build error shows at once.
+cargo build --release -q -p strata-benches --bin strata-bench --manifest-path "$ROOT/Cargo.toml"
 # The loop left target/release/strata-kv as the last allocator's build;
 # put back the default one (Strata), which `cargo build` makes, so that the
 # binary a user runs next is the one its name promises.
@@ -210,3 +224,17 @@ join -t, "$WORK/memory-3.median" "$WORK/memory-4.median" | join -t, - "$WORK/mem
         printf "%-11s %6s %8.0f %8.0f %9.1f %10.1f %10.1f %10.1f %7.2f %9.2f %12s %9.0f %9.2f %10s\n", a, d, k0, k1, idle / 1024, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, (rss - idle) * 1024 / est, (live > 0 ? sprintf("%.0f", live) : "-"), disk, net_anon / 1048576, (slive > 0 ? sprintf("%.2f", net_anon / slive) : "-")
     }'
 done
+
+# Every run's figures, kept with a header, and the charts drawn from them
+# (strata-bench kv-chart): throughput and p99 of each allocator ÷
+# mimalloc's, and the memory after compaction ÷ the live heap.
+REPORT=$CARGO_TARGET_DIR/strata-report/kv
+mkdir -p "$REPORT"
+{ echo "allocator,size,command,rps,p50_ms,p99_ms"; cat "$RESULTS"; } >"$REPORT/kv-runs.csv"
+{ echo "allocator,size,keys_before,keys_after,peak_kib,rss_kib,live_bytes,disk_kib,idle_kib,anon_kib,anon_idle_kib"; cat "$MEMORY"; } >"$REPORT/kv-memory.csv"
+echo
+if [[ " $ALLOCATORS " == *" mimalloc "* ]]; then
+    "$CARGO_TARGET_DIR/release/strata-bench" kv-chart --runs "$REPORT/kv-runs.csv" --memory "$REPORT/kv-memory.csv" --out "$REPORT"
+else
+    echo "kv.sh: no charts (they compare with mimalloc, which did not run); the figures are in $REPORT"
+fi

@@ -15,4 +15,5 @@ pub mod rng;
 
 pub use contenders::Contender;
 pub mod compare;
+pub mod kv;
 pub mod soak;

@@ -18,7 +18,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 fn colour(allocator: &str, index: usize) -> RGBColor {
     match allocator {
         "strata" => RGBColor(214, 96, 0),
-        "glibc" => RGBColor(120, 120, 120),
+        "strata-huge" => RGBColor(240, 170, 90),
+        "glibc" | "system" => RGBColor(120, 120, 120),
         "jemalloc" => RGBColor(49, 110, 180),
         "tcmalloc" => RGBColor(60, 150, 80),
         "mimalloc" => RGBColor(140, 90, 170),

@@ -50,7 +50,7 @@
 //! a few minutes in all. `--full` runs 7 rounds at size `full`.
 
 mod allocators;
-mod charts;
+pub(crate) mod charts;
 mod output;
 mod progress;
 mod results;

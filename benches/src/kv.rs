@@ -1,0 +1,582 @@
+//! Charts of the storage-service benchmark (`benches/kv.sh`).
+//!
+//! `kv.sh` saves every run's figures in two CSV files; `strata-bench
+//! kv-chart` reads them and draws three SVG charts beside them, each
+//! allocator against a reference (mimalloc unless told otherwise):
+//!
+//! - `kv-throughput.svg`: requests per second ÷ the reference's, per
+//!   command and value size (right of 1 is faster);
+//! - `kv-p99.svg`: p99 latency ÷ the reference's (left of 1 is better);
+//! - `kv-memory.svg`: the anonymous memory the server holds after the
+//!   delete-and-compact phase, over its idle start, as a multiple of the
+//!   live heap (the bytes Strata counts live then: the same program state
+//!   under every allocator), per value size and for every allocator.
+//!
+//! Each figure is the median of the runs, as in the tables `kv.sh` prints.
+//!
+//! ```text
+//! strata-bench kv-chart --runs kv-runs.csv --memory kv-memory.csv --out DIR [--reference NAME]
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::compare::charts::RatioChart;
+use crate::report::median;
+
+/// The header of the per-run file (`kv.sh` writes it).
+pub const RUNS_HEADER: &str = "allocator,size,command,rps,p50_ms,p99_ms";
+
+/// The header of the memory file (`kv.sh` writes it). Sizes are in KiB as
+/// `/proc/PID/status` gives them, but `live_bytes`.
+pub const MEMORY_HEADER: &str =
+    "allocator,size,keys_before,keys_after,peak_kib,rss_kib,live_bytes,disk_kib,idle_kib,anon_kib,anon_idle_kib";
+
+/// The chart files, in the output directory.
+pub const THROUGHPUT_SVG: &str = "kv-throughput.svg";
+/// See [`THROUGHPUT_SVG`].
+pub const P99_SVG: &str = "kv-p99.svg";
+/// See [`THROUGHPUT_SVG`].
+pub const MEMORY_SVG: &str = "kv-memory.svg";
+
+/// One run of one `redis-benchmark` command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// The allocator's name in `kv.sh` (`strata`, `strata-huge`, `mimalloc`, `system`).
+    pub allocator: String,
+    /// The value size (`-d`), in bytes.
+    pub size: u32,
+    /// The command as `redis-benchmark` names it (`SET`, `MSET (10 keys)`).
+    pub command: String,
+    /// Requests per second.
+    pub rps: f64,
+    /// p99 latency, in milliseconds.
+    pub p99_ms: f64,
+}
+
+/// One server's memory after the delete-and-compact phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Memory {
+    /// As in [`Run`].
+    pub allocator: String,
+    /// As in [`Run`].
+    pub size: u32,
+    /// The bytes Strata counted live after the phase (0 for a server that
+    /// does not run on Strata).
+    pub live_bytes: f64,
+    /// `RssAnon` after the phase, in KiB.
+    pub anon_kib: f64,
+    /// `RssAnon` of the same server idle, just after it started, in KiB.
+    pub anon_idle_kib: f64,
+}
+
+/// The fields of a CSV file past its header, a row of strings per line,
+/// each row checked to have `width` fields. Errors name the file and line.
+fn rows(path: &Path, text: &str, header: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty());
+    match lines.next() {
+        Some((_, first)) if first.trim() == header => {}
+        Some((_, first)) => {
+            return Err(format!(
+                "{}: the first line is {first:?}, not the header {header:?}",
+                path.display()
+            ))
+        }
+        None => return Err(format!("{}: empty, not even a header", path.display())),
+    }
+    let width = header.split(',').count();
+    lines
+        .map(|(index, line)| {
+            let fields: Vec<String> = line.split(',').map(|f| f.trim().to_string()).collect();
+            if fields.len() == width {
+                Ok(fields)
+            } else {
+                Err(format!(
+                    "{}:{}: {} fields, not {width}: {line:?}",
+                    path.display(),
+                    index + 1,
+                    fields.len()
+                ))
+            }
+        })
+        .collect()
+}
+
+/// `field` as a number, or an error naming the file, the row and the column.
+fn number<T: std::str::FromStr>(
+    path: &Path,
+    row: &[String],
+    column: usize,
+    name: &str,
+) -> Result<T, String> {
+    row[column].parse().map_err(|_| {
+        format!(
+            "{}: {name} {:?} is not a number, in row {:?}",
+            path.display(),
+            row[column],
+            row.join(",")
+        )
+    })
+}
+
+/// Reads the per-run file.
+pub fn parse_runs(path: &Path, text: &str) -> Result<Vec<Run>, String> {
+    rows(path, text, RUNS_HEADER)?
+        .into_iter()
+        .map(|row| {
+            Ok(Run {
+                allocator: row[0].clone(),
+                size: number(path, &row, 1, "size")?,
+                command: row[2].clone(),
+                rps: number(path, &row, 3, "rps")?,
+                p99_ms: number(path, &row, 5, "p99_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// Reads the memory file.
+pub fn parse_memory(path: &Path, text: &str) -> Result<Vec<Memory>, String> {
+    rows(path, text, MEMORY_HEADER)?
+        .into_iter()
+        .map(|row| {
+            Ok(Memory {
+                allocator: row[0].clone(),
+                size: number(path, &row, 1, "size")?,
+                live_bytes: number(path, &row, 6, "live_bytes")?,
+                anon_kib: number(path, &row, 9, "anon_kib")?,
+                anon_idle_kib: number(path, &row, 10, "anon_idle_kib")?,
+            })
+        })
+        .collect()
+}
+
+/// The names in the order they first appear.
+fn first_seen<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for name in names {
+        if !seen.iter().any(|s| s == name) {
+            seen.push(name.to_string());
+        }
+    }
+    seen
+}
+
+/// A command's short name for a chart's group label.
+fn short(command: &str) -> String {
+    command.replace(" (10 keys)", "×10")
+}
+
+/// A cell of one allocator's runs: (allocator, size, command).
+type Cell = (String, u32, String);
+
+/// Medians per (allocator, size, command) of the runs' rates and p99s.
+struct Medians {
+    allocators: Vec<String>,
+    /// (size, command), sizes ascending, commands in the order run.
+    cells: Vec<(u32, String)>,
+    rps: BTreeMap<Cell, f64>,
+    p99: BTreeMap<Cell, f64>,
+}
+
+impl Medians {
+    fn of(runs: &[Run]) -> Self {
+        let allocators = first_seen(runs.iter().map(|r| r.allocator.as_str()));
+        let commands = first_seen(runs.iter().map(|r| r.command.as_str()));
+        let mut sizes: Vec<u32> = runs.iter().map(|r| r.size).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        // Each cell's rates and p99s.
+        let mut samples: BTreeMap<Cell, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        for run in runs {
+            let entry = samples
+                .entry((run.allocator.clone(), run.size, run.command.clone()))
+                .or_default();
+            entry.0.push(run.rps);
+            entry.1.push(run.p99_ms);
+        }
+        let cells = sizes
+            .iter()
+            .flat_map(|&size| commands.iter().map(move |command| (size, command.clone())))
+            .filter(|(size, command)| samples.keys().any(|(_, s, c)| s == size && c == command))
+            .collect();
+        let mut rps = BTreeMap::new();
+        let mut p99 = BTreeMap::new();
+        for (key, (rates, latencies)) in samples {
+            rps.insert(key.clone(), median(&rates));
+            p99.insert(key, median(&latencies));
+        }
+        Self {
+            allocators,
+            cells,
+            rps,
+            p99,
+        }
+    }
+
+    /// `table[cell][allocator]` of `value(allocator) ÷ value(reference)`,
+    /// for every allocator but the reference.
+    fn ratios(
+        &self,
+        table: &BTreeMap<Cell, f64>,
+        reference: &str,
+        others: &[String],
+    ) -> Vec<Vec<Option<f64>>> {
+        self.cells
+            .iter()
+            .map(|(size, command)| {
+                let of = |a: &str| table.get(&(a.to_string(), *size, command.clone())).copied();
+                others
+                    .iter()
+                    .map(|a| match (of(a), of(reference)) {
+                        (Some(value), Some(base)) if base > 0.0 && value > 0.0 => {
+                            Some(value / base)
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Anonymous memory after compaction over the idle start, as a multiple
+/// of the live heap, per size (ascending) and allocator (in the order
+/// given): the medians of `anon_kib` and `anon_idle_kib` over the runs,
+/// and of the live bytes of the `strata` build at that size, or else of
+/// the first allocator that reports them (another Strata build), as
+/// `kv.sh`'s table does. `None` where no Strata build ran.
+fn memory_ratios(memory: &[Memory], allocators: &[String]) -> (Vec<u32>, Vec<Vec<Option<f64>>>) {
+    let mut sizes: Vec<u32> = memory.iter().map(|m| m.size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let column = |allocator: &str, size: u32, field: fn(&Memory) -> f64| {
+        let values: Vec<f64> = memory
+            .iter()
+            .filter(|m| m.allocator == allocator && m.size == size)
+            .map(field)
+            .collect();
+        (!values.is_empty()).then(|| median(&values))
+    };
+    let values = sizes
+        .iter()
+        .map(|&size| {
+            let live = std::iter::once("strata")
+                .chain(allocators.iter().map(String::as_str))
+                .filter_map(|a| column(a, size, |m| m.live_bytes))
+                .find(|&live| live > 0.0);
+            allocators
+                .iter()
+                .map(|a| {
+                    let anon = column(a, size, |m| m.anon_kib)?;
+                    let idle = column(a, size, |m| m.anon_idle_kib)?;
+                    let ratio = (anon - idle) * 1024.0 / live?;
+                    (ratio > 0.0).then_some(ratio)
+                })
+                .collect()
+        })
+        .collect();
+    (sizes, values)
+}
+
+/// Draws the charts into `out` and returns the files written: the
+/// throughput and p99 charts, and the memory chart when a Strata build ran
+/// (the live heap it reports is what the chart divides by).
+pub fn draw(
+    runs: &[Run],
+    memory: &[Memory],
+    reference: &str,
+    out: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let medians = Medians::of(runs);
+    if !medians.allocators.iter().any(|a| a == reference) {
+        return Err(format!(
+            "no runs of the reference allocator {reference} (the runs have {})",
+            medians.allocators.join(", ")
+        ));
+    }
+    let others: Vec<String> = medians
+        .allocators
+        .iter()
+        .filter(|a| *a != reference)
+        .cloned()
+        .collect();
+    if others.is_empty() {
+        return Err(format!(
+            "only the reference allocator {reference} ran: nothing to compare"
+        ));
+    }
+    fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let groups: Vec<String> = medians
+        .cells
+        .iter()
+        .map(|(size, command)| format!("{} {size} B", short(command)))
+        .collect();
+    let mut written = Vec::new();
+    for (file, table, title, axis) in [
+        (
+            THROUGHPUT_SVG,
+            &medians.rps,
+            format!("strata-kv: requests per second ÷ {reference}'s (median; higher is better)"),
+            format!("requests per second ÷ {reference}'s, log scale: right of 1 is faster than {reference}"),
+        ),
+        (
+            P99_SVG,
+            &medians.p99,
+            format!("strata-kv: p99 latency ÷ {reference}'s (median; lower is better)"),
+            format!("p99 latency ÷ {reference}'s, log scale: left of 1 is better than {reference}"),
+        ),
+    ] {
+        let path = out.join(file);
+        RatioChart {
+            title: &title,
+            axis: &axis,
+            groups: &groups,
+            allocators: &others,
+            values: &medians.ratios(table, reference, &others),
+        }
+        .write_svg(&path)?;
+        written.push(path);
+    }
+    // The memory chart needs a live-heap figure, which only a Strata
+    // build reports: without one, the caller says so.
+    let (sizes, values) = memory_ratios(memory, &medians.allocators);
+    if values.iter().flatten().any(Option::is_some) {
+        let path = out.join(MEMORY_SVG);
+        let groups: Vec<String> = sizes
+            .iter()
+            .map(|size| format!("{size} B values"))
+            .collect();
+        RatioChart {
+            title: "strata-kv: memory after deleting 90% of the keys and compacting (median; lower is better)",
+            axis: "anonymous RSS over the idle server ÷ live heap, log scale: 1 is the live data alone",
+            groups: &groups,
+            allocators: &medians.allocators,
+            values: &values,
+        }
+        .write_svg(&path)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+const USAGE: &str =
+    "usage: strata-bench kv-chart --runs FILE --memory FILE --out DIR [--reference NAME]
+
+Draws the charts of a benches/kv.sh run from the two files it saves
+(kv-runs.csv, kv-memory.csv): kv-throughput.svg, kv-p99.svg and
+kv-memory.svg in DIR. NAME is the allocator the others are divided by
+(default mimalloc).";
+
+/// `strata-bench kv-chart`.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let mut runs = None;
+    let mut memory = None;
+    let mut out = None;
+    let mut reference = "mimalloc".to_string();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let slot = match arg.as_str() {
+            "--runs" => &mut runs,
+            "--memory" => &mut memory,
+            "--out" => &mut out,
+            "--reference" => {
+                match args.next() {
+                    Some(name) => reference = name,
+                    None => return usage_error("--reference needs a name"),
+                }
+                continue;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => return usage_error(&format!("unknown argument {other:?}")),
+        };
+        match args.next() {
+            Some(value) => *slot = Some(PathBuf::from(value)),
+            None => return usage_error(&format!("{arg} needs a path")),
+        }
+    }
+    let (Some(runs), Some(memory), Some(out)) = (runs, memory, out) else {
+        return usage_error("--runs, --memory and --out are all needed");
+    };
+    let read = |path: &Path| {
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let result = read(&runs)
+        .and_then(|text| parse_runs(&runs, &text))
+        .and_then(|parsed| Ok((parsed, parse_memory(&memory, &read(&memory)?)?)))
+        .and_then(|(parsed_runs, parsed_memory)| {
+            draw(&parsed_runs, &parsed_memory, &reference, &out)
+        });
+    match result {
+        Ok(files) => {
+            for file in &files {
+                println!("kv-chart: wrote {}", file.display());
+            }
+            if !files.iter().any(|file| file.ends_with(MEMORY_SVG)) {
+                println!("kv-chart: no {MEMORY_SVG}: no Strata build ran, so no live-heap figure to divide by");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("kv-chart: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("kv-chart: {message}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs_text() -> String {
+        let mut text = format!("{RUNS_HEADER}\n");
+        for (allocator, rates) in [
+            ("strata", [110.0, 90.0, 100.0]),
+            ("mimalloc", [80.0, 125.0, 80.0]),
+        ] {
+            for rate in rates {
+                text += &format!("{allocator},16,SET,{rate},0.5,2.0\n");
+                text += &format!(
+                    "{allocator},16,MSET (10 keys),{},1.0,{}\n",
+                    rate / 10.0,
+                    rate / 20.0
+                );
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn ratios_are_medians_over_the_reference_median() {
+        let runs = parse_runs(Path::new("runs.csv"), &runs_text()).unwrap();
+        let medians = Medians::of(&runs);
+        assert_eq!(medians.allocators, ["strata", "mimalloc"]);
+        assert_eq!(
+            medians.cells,
+            [(16, "SET".to_string()), (16, "MSET (10 keys)".to_string())]
+        );
+        let ratios = medians.ratios(&medians.rps, "mimalloc", &["strata".to_string()]);
+        // strata's median 100 over mimalloc's median 80; MSET the same.
+        assert_eq!(ratios, [[Some(1.25)], [Some(1.25)]]);
+        let p99 = medians.ratios(&medians.p99, "mimalloc", &["strata".to_string()]);
+        // SET: 2.0 ms for both; MSET: median 5 ms over median 4 ms.
+        assert_eq!(p99, [[Some(1.0)], [Some(1.25)]]);
+    }
+
+    #[test]
+    fn memory_is_anonymous_growth_over_the_strata_build_live_heap() {
+        let text = format!(
+            "{MEMORY_HEADER}\nstrata,16,100,10,9000,8000,1048576,40,3000,5000,3000\n\
+             mimalloc,16,100,10,9000,8000,0,40,3000,6000,3000\n"
+        );
+        let memory = parse_memory(Path::new("memory.csv"), &text).unwrap();
+        let (sizes, values) =
+            memory_ratios(&memory, &["strata".to_string(), "mimalloc".to_string()]);
+        assert_eq!(sizes, [16]);
+        // (5000 - 3000) KiB over 1 MiB live, and (6000 - 3000) KiB.
+        assert_eq!(values, [[Some(2000.0 / 1024.0), Some(3000.0 / 1024.0)]]);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_their_line() {
+        let path = Path::new("runs.csv");
+        let wrong_header = parse_runs(path, "allocator,size\nstrata,16\n").unwrap_err();
+        assert!(wrong_header.contains("not the header"), "{wrong_header}");
+        let short_row = parse_runs(path, &format!("{RUNS_HEADER}\nstrata,16,SET,1\n")).unwrap_err();
+        assert!(
+            short_row.contains("runs.csv:2: 4 fields, not 6"),
+            "{short_row}"
+        );
+        let junk =
+            parse_runs(path, &format!("{RUNS_HEADER}\nstrata,sixteen,SET,1,1,1\n")).unwrap_err();
+        assert!(junk.contains("size \"sixteen\" is not a number"), "{junk}");
+        assert!(parse_memory(Path::new("memory.csv"), "")
+            .unwrap_err()
+            .contains("empty"));
+    }
+
+    /// The text of every `<text>` element of an SVG file, trimmed.
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|element| {
+                element
+                    .split_once('>')?
+                    .1
+                    .split_once("</text>")
+                    .map(|(text, _)| text.trim().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn draws_the_charts_and_refuses_a_missing_reference() {
+        let out = std::env::temp_dir().join(format!("strata-kv-chart-{}", std::process::id()));
+        let runs = parse_runs(Path::new("runs.csv"), &runs_text()).unwrap();
+        let memory = parse_memory(
+            Path::new("memory.csv"),
+            &format!("{MEMORY_HEADER}\nstrata,16,100,10,9000,8000,1048576,40,3000,4000,3000\nmimalloc,16,100,10,9000,8000,0,40,3000,5000,3000\n"),
+        )
+        .unwrap();
+        let written = draw(&runs, &memory, "mimalloc", &out).unwrap();
+        assert_eq!(
+            written,
+            [THROUGHPUT_SVG, P99_SVG, MEMORY_SVG].map(|file| out.join(file))
+        );
+        let throughput = texts(&fs::read_to_string(out.join(THROUGHPUT_SVG)).unwrap());
+        for expected in ["SET 16 B", "MSET×10 16 B", "strata", "1.25"] {
+            assert!(
+                throughput.iter().any(|t| t == expected),
+                "{expected:?} not in {throughput:?}"
+            );
+        }
+        // The reference has no bars, and so no legend entry.
+        assert!(
+            !throughput.iter().any(|t| t == "mimalloc"),
+            "{throughput:?}"
+        );
+        let p99 = texts(&fs::read_to_string(out.join(P99_SVG)).unwrap());
+        assert!(
+            p99.iter().any(|t| t == "1.00") && p99.iter().any(|t| t == "1.25"),
+            "{p99:?}"
+        );
+        let memory_chart = texts(&fs::read_to_string(out.join(MEMORY_SVG)).unwrap());
+        // strata: 1000 KiB over 1 MiB live; mimalloc: 2000 KiB.
+        for expected in ["16 B values", "strata", "mimalloc", "0.98", "1.95"] {
+            assert!(
+                memory_chart.iter().any(|t| t == expected),
+                "{expected:?} not in {memory_chart:?}"
+            );
+        }
+        let error = draw(&runs, &memory, "jemalloc", &out).unwrap_err();
+        assert!(
+            error.contains("no runs of the reference allocator jemalloc"),
+            "{error}"
+        );
+        // Without a Strata build's live heap, no memory chart.
+        let no_live: Vec<Memory> = memory
+            .iter()
+            .map(|m| Memory {
+                live_bytes: 0.0,
+                ..m.clone()
+            })
+            .collect();
+        fs::remove_file(out.join(MEMORY_SVG)).unwrap();
+        assert_eq!(draw(&runs, &no_live, "mimalloc", &out).unwrap().len(), 2);
+        assert!(!out.join(MEMORY_SVG).exists());
+        fs::remove_dir_all(&out).unwrap();
+    }
+}
