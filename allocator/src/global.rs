@@ -395,6 +395,38 @@ impl Strata {
         self.domain.purge_all();
     }
 
+    /// Runs the delayed purge if it is due, and returns whether memory still
+    /// waits for the purge delay (dirty slices, cached huge mappings).
+    ///
+    /// The delayed purge runs when a thread refills its cache, so memory
+    /// freed just before every thread goes idle would wait for the next
+    /// request. A program whose threads idle (a server between bursts)
+    /// calls this from an idle thread, after the purge delay and again
+    /// until it returns `false`; the call costs one lock acquisition.
+    ///
+    /// ```
+    /// use std::alloc::{GlobalAlloc, Layout};
+    ///
+    /// static ALLOCATOR: strata::Strata = strata::Strata::new();
+    ///
+    /// let layout = Layout::from_size_align(4096, 8).unwrap();
+    /// let blocks: Vec<*mut u8> = (0..64).map(|_| unsafe { ALLOCATOR.alloc(layout) }).collect();
+    /// for &block in &blocks {
+    ///     unsafe { ALLOCATOR.dealloc(block, layout) };
+    /// }
+    /// // The thread goes idle: its cache goes back, and its emptied slices
+    /// // wait for the delay (none here).
+    /// ALLOCATOR.release_thread_cache();
+    /// ALLOCATOR.set_purge_delay_ms(0);
+    /// while ALLOCATOR.purge_if_due() {
+    ///     std::thread::sleep(std::time::Duration::from_millis(1));
+    /// }
+    /// assert_eq!(ALLOCATOR.stats().slices_dirty, 0);
+    /// ```
+    pub fn purge_if_due(&self) -> bool {
+        self.domain.purge_if_due()
+    }
+
     /// Gives this thread's cached slices back to the domain (they are taken
     /// again on the next allocation), without purging. Their objects then
     /// count as free for every thread, and an emptied slice can serve any

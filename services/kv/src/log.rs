@@ -342,12 +342,13 @@ pub fn new_log(rec: &Recovered, compact_bytes: u64, defrag: bool) -> Log {
 }
 
 /// How long a thread waits for work (the log writer for records, a
-/// connection for a request) before it gives its allocator cache back,
-/// once per idle period.
+/// connection for a request) before it gives its allocator cache back; it
+/// does so once per idle period, and again after each further period while
+/// the allocator says memory waits for its purge delay.
 pub const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Starts the log writer and the compactor. `seg_id` comes from recovery.
-pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), thread_idle: fn()) -> io::Result<()> {
+pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), thread_idle: fn() -> bool) -> io::Result<()> {
     let mut seg_id = rec_seg_id;
     let mut file = OpenOptions::new().create(true).append(true).open(seg_path(&dir, seg_id))?;
     sync_dir(&dir)?;
@@ -375,12 +376,13 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), th
                         log.work.wait_timeout(st, std::time::Duration::from_millis(10)).unwrap().0
                     } else if !idle {
                         // Nothing to write for a while: give this thread's
-                        // allocator cache back once (outside the lock).
+                        // allocator cache back (outside the lock), and look
+                        // again after another period while the allocator
+                        // has memory waiting for its purge delay.
                         let (st, timeout) = log.work.wait_timeout(st, IDLE_AFTER).unwrap();
                         if timeout.timed_out() && st.pending.is_empty() {
                             drop(st);
-                            thread_idle();
-                            idle = true;
+                            idle = !thread_idle();
                             log.state.lock().unwrap()
                         } else {
                             st

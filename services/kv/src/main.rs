@@ -63,8 +63,13 @@ mod alloc_front {
     pub fn after_compact() {
         super::GLOBAL.purge();
     }
-    pub fn thread_idle() {
+    /// Gives the calling thread's cache back and runs the delayed purge if
+    /// it is due; `true` while memory still waits for the purge delay (the
+    /// caller idles on and calls again), so that what the last burst freed
+    /// goes back to the OS though no request comes to trigger the purge.
+    pub fn thread_idle() -> bool {
         super::GLOBAL.release_thread_cache();
+        super::GLOBAL.purge_if_due()
     }
     /// `--huge-pages`: the allocator backs the memory in use with
     /// transparent huge pages from now on.
@@ -88,9 +93,12 @@ mod alloc_front {
         // SAFETY: mi_collect has no preconditions.
         unsafe { mi_collect(true) }
     }
-    pub fn thread_idle() {
-        // SAFETY: as above; collects the calling thread's heap.
-        unsafe { mi_collect(false) }
+    pub fn thread_idle() -> bool {
+        // SAFETY: as above; collects the calling thread's heap, and purges
+        // what waited long enough (mimalloc's delay is shorter than an idle
+        // period, so nothing is left to call again for).
+        unsafe { mi_collect(false) };
+        false
     }
     pub fn huge_pages() -> Result<(), &'static str> {
         Err("--huge-pages needs the Strata build (mimalloc takes MIMALLOC_* variables)")
@@ -113,9 +121,10 @@ mod alloc_front {
             malloc_trim(0);
         }
     }
-    pub fn thread_idle() {
+    pub fn thread_idle() -> bool {
         // glibc's per-thread cache (tcache) is small and has no call to
         // give it back; its arenas are trimmed by `after_compact`.
+        false
     }
     pub fn huge_pages() -> Result<(), &'static str> {
         Err("--huge-pages needs the Strata build")
@@ -293,10 +302,11 @@ fn serve(db: &Db, mut stream: TcpStream) {
                 }
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     // No request for a while: give the thread's cached
-                    // memory back once, then keep waiting.
+                    // memory back, then keep waiting; once more after each
+                    // idle period while the allocator has memory waiting
+                    // for its purge delay.
                     if !idle {
-                        alloc_front::thread_idle();
-                        idle = true;
+                        idle = !alloc_front::thread_idle();
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
