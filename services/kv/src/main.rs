@@ -94,9 +94,9 @@ mod alloc_front {
         unsafe { mi_collect(true) }
     }
     pub fn thread_idle() -> bool {
-        // SAFETY: as above; collects the calling thread's heap, and purges
-        // what waited long enough (mimalloc's delay is shorter than an idle
-        // period, so nothing is left to call again for).
+        // SAFETY: as above; collects the calling thread's heap. mimalloc
+        // has no call that says whether memory waits for its purge delay,
+        // so the thread does not ask to be called again.
         unsafe { mi_collect(false) };
         false
     }
