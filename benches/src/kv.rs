@@ -107,7 +107,8 @@ fn rows(path: &Path, text: &str, header: &str) -> Result<Vec<Vec<String>>, Strin
         .collect()
 }
 
-/// `field` as a number, or an error naming the file, the row and the column.
+/// `row[column]` as a number, or an error naming the file, the column
+/// (`name`) and the row.
 fn number<T: std::str::FromStr>(
     path: &Path,
     row: &[String],
