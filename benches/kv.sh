@@ -30,17 +30,21 @@
 # a build's figures by a factor of up to two from round to round;
 # benches/RESULTS.md has the spread both ways.
 #
-# The single-key commands at 16 and 256 bytes (SET, GET, LPUSH, LPOP) run
-# N_FAST requests, ten times N by default: with N they took 0.1-0.2 s per
-# run, and a 0.15 s run of one build moved by more than the differences
-# between builds from round to round (benches/RESULTS.md has the spread).
+# The single-key commands at 16 and 256 bytes (SET, GET, LPUSH, LPOP), and
+# GET at every size, run N_FAST requests, ten times N by default: with N
+# they took 0.1-0.2 s per run, and a 0.15 s run of one build moved by more
+# than the differences between builds from round to round (benches/RESULTS.md
+# has the spread). GET reads the keys SET wrote, so more of them cost
+# neither memory nor log; the other commands at 4096 bytes keep N, which
+# already takes 2 s or more for the writes (LPOP pops what LPUSH pushed).
 #
-# The figures of every run are saved, with the charts drawn from them
-# (`strata-bench kv-chart`: kv-throughput.svg, kv-p99.svg, kv-memory.svg),
-# in $CARGO_TARGET_DIR/strata-report/kv/.
+# The figures of every run are saved, each with its round, with the charts
+# drawn from them (`strata-bench kv-chart`: kv-throughput.svg, kv-p99.svg,
+# kv-memory.svg) and the table of ratios and rounds won (kv-rounds.md, also
+# printed), in $CARGO_TARGET_DIR/strata-report/kv/.
 #
 # Environment: N (requests per test, default 100000; N_FAST, default 10 N,
-# for the single-key commands at 16 and 256 bytes), SIZES (default
+# for the single-key commands at 16 and 256 bytes and GET), SIZES (default
 # "16 256 4096"), CLIENTS (default 50), ALLOCATORS (default
 # "strata mimalloc system"; `strata-huge` adds the Strata build run with
 # --huge-pages), ROUNDS (default 1), PIN (default 1 with 2 CPUs or more),
@@ -138,7 +142,7 @@ for d in $SIZES; do
         # measures the earlier one's speed.
         for t in ${TESTS//,/ }; do
             requests=$N
-            if [ "$t" != mset ] && [ "$d" -le 256 ]; then requests=$N_FAST; fi
+            if [ "$t" = get ] || { [ "$t" != mset ] && [ "$d" -le 256 ]; }; then requests=$N_FAST; fi
             kv_wait_compaction "$port" || true
             for try in 1 2; do
                 if timeout 300 "${CLIENT_CPUS[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$requests" -d "$d" \
@@ -147,7 +151,7 @@ for d in $SIZES; do
                 fi
                 echo "redis-benchmark failed or stalled (try $try)" >&2
             done
-            awk -F, -v a="$a" -v d="$d" 'NR > 1 { gsub(/"/, ""); print a "," d "," $1 "," $2 "," $5 "," $7 }' "$WORK/bench.csv" >>"$RESULTS"
+            awk -F, -v r="$round" -v a="$a" -v d="$d" 'NR > 1 { gsub(/"/, ""); print r "," a "," d "," $1 "," $2 "," $5 "," $7 }' "$WORK/bench.csv" >>"$RESULTS"
         done
         keys_before=$(redis-cli -p "$port" DBSIZE)
         peak=$(status_kb "$SERVER_PID" VmHWM)
@@ -182,11 +186,12 @@ median_by() {
 }
 
 echo
-echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N (-n $N_FAST for SET, GET, LPUSH and LPOP at 16 and 256 bytes), one command per run, each after any compaction (MSET: 10 keys per request); latency in ms"
+echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N (-n $N_FAST for GET, and for SET, LPUSH and LPOP at 16 and 256 bytes), one command per run, each after any compaction (MSET: 10 keys per request); latency in ms"
 printf '%-11s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
-cut -d, -f1-4 "$RESULTS" >"$WORK/rps.csv"
-cut -d, -f1-3,5 "$RESULTS" >"$WORK/p50.csv"
-cut -d, -f1-3,6 "$RESULTS" >"$WORK/p99.csv"
+# $RESULTS: round,allocator,size,command,rps,p50,p99.
+cut -d, -f2-5 "$RESULTS" >"$WORK/rps.csv"
+cut -d, -f2-4,6 "$RESULTS" >"$WORK/p50.csv"
+cut -d, -f2-4,7 "$RESULTS" >"$WORK/p99.csv"
 join -t, <(median_by "$WORK/rps.csv" 4 | sed 's/,/|/; s/,/|/' | sort) \
     <(median_by "$WORK/p50.csv" 4 | sed 's/,/|/; s/,/|/' | sort) |
     join -t, - <(median_by "$WORK/p99.csv" 4 | sed 's/,/|/; s/,/|/' | sort) |
@@ -230,7 +235,7 @@ done
 # mimalloc's, and the memory after compaction ÷ the live heap.
 REPORT=$CARGO_TARGET_DIR/strata-report/kv
 mkdir -p "$REPORT"
-{ echo "allocator,size,command,rps,p50_ms,p99_ms"; cat "$RESULTS"; } >"$REPORT/kv-runs.csv"
+{ echo "round,allocator,size,command,rps,p50_ms,p99_ms"; cat "$RESULTS"; } >"$REPORT/kv-runs.csv"
 { echo "allocator,size,keys_before,keys_after,peak_kib,rss_kib,live_bytes,disk_kib,idle_kib,anon_kib,anon_idle_kib"; cat "$MEMORY"; } >"$REPORT/kv-memory.csv"
 echo
 if [[ " $ALLOCATORS " == *" mimalloc "* ]]; then

@@ -14,6 +14,14 @@
 //!
 //! Each figure is the median of the runs, as in the tables `kv.sh` prints.
 //!
+//! It also writes `kv-rounds.md`, and prints it: for each command, size and
+//! allocator, the same two ratios beside the number of rounds in which the
+//! allocator did at least as well as the reference *in that round* (the
+//! allocators of a round run one after the other, so a round's pair shares
+//! the machine's state more than two rounds do). On a noisy machine a ratio
+//! of medians near 1 can come out either side; the count of rounds says
+//! how often the order held.
+//!
 //! ```text
 //! strata-bench kv-chart --runs kv-runs.csv --memory kv-memory.csv --out DIR [--reference NAME]
 //! ```
@@ -27,7 +35,7 @@ use crate::compare::charts::RatioChart;
 use crate::report::median;
 
 /// The header of the per-run file (`kv.sh` writes it).
-pub const RUNS_HEADER: &str = "allocator,size,command,rps,p50_ms,p99_ms";
+pub const RUNS_HEADER: &str = "round,allocator,size,command,rps,p50_ms,p99_ms";
 
 /// The header of the memory file (`kv.sh` writes it). Sizes are in KiB as
 /// `/proc/PID/status` gives them, but `live_bytes`.
@@ -40,10 +48,14 @@ pub const THROUGHPUT_SVG: &str = "kv-throughput.svg";
 pub const P99_SVG: &str = "kv-p99.svg";
 /// See [`THROUGHPUT_SVG`].
 pub const MEMORY_SVG: &str = "kv-memory.svg";
+/// The table of ratios and rounds won, in Markdown.
+pub const ROUNDS_MD: &str = "kv-rounds.md";
 
 /// One run of one `redis-benchmark` command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
+    /// The round of the sweep, from 1: the runs of one round are paired.
+    pub round: u32,
     /// The allocator's name in `kv.sh` (`strata`, `strata-huge`, `mimalloc`, `system`).
     pub allocator: String,
     /// The value size (`-d`), in bytes.
@@ -125,20 +137,36 @@ fn number<T: std::str::FromStr>(
     })
 }
 
-/// Reads the per-run file.
+/// Reads the per-run file. A round may hold one run per allocator, size
+/// and command.
 pub fn parse_runs(path: &Path, text: &str) -> Result<Vec<Run>, String> {
-    rows(path, text, RUNS_HEADER)?
+    let runs: Vec<Run> = rows(path, text, RUNS_HEADER)?
         .into_iter()
         .map(|row| {
             Ok(Run {
-                allocator: row[0].clone(),
-                size: number(path, &row, 1, "size")?,
-                command: row[2].clone(),
-                rps: number(path, &row, 3, "rps")?,
-                p99_ms: number(path, &row, 5, "p99_ms")?,
+                round: number(path, &row, 0, "round")?,
+                allocator: row[1].clone(),
+                size: number(path, &row, 2, "size")?,
+                command: row[3].clone(),
+                rps: number(path, &row, 4, "rps")?,
+                p99_ms: number(path, &row, 6, "p99_ms")?,
             })
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    let mut seen = std::collections::BTreeSet::new();
+    for run in &runs {
+        if !seen.insert((run.round, &run.allocator, run.size, &run.command)) {
+            return Err(format!(
+                "{}: round {} has two runs of {} {} at {} bytes",
+                path.display(),
+                run.round,
+                run.allocator,
+                run.command,
+                run.size
+            ));
+        }
+    }
+    Ok(runs)
 }
 
 /// Reads the memory file.
@@ -285,6 +313,95 @@ fn memory_ratios(memory: &[Memory], allocators: &[String]) -> (Vec<u32>, Vec<Vec
     (sizes, values)
 }
 
+/// Which way a figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// For one cell (`size`, `command`): the rounds in which `allocator` did
+/// at least as well as `reference` on `figure`, and the rounds both ran.
+fn rounds_won(
+    runs: &[Run],
+    (allocator, reference): (&str, &str),
+    (size, command): (u32, &str),
+    figure: fn(&Run) -> f64,
+    better: Better,
+) -> (usize, usize) {
+    let of = |name: &str| -> BTreeMap<u32, f64> {
+        runs.iter()
+            .filter(|r| r.allocator == name && r.size == size && r.command == command)
+            .map(|r| (r.round, figure(r)))
+            .collect()
+    };
+    let base = of(reference);
+    let pairs: Vec<(f64, f64)> = of(allocator)
+        .into_iter()
+        .filter_map(|(round, value)| Some((value, *base.get(&round)?)))
+        .collect();
+    let won = pairs
+        .iter()
+        .filter(|&&(value, base)| match better {
+            Better::Higher => value >= base,
+            Better::Lower => value <= base,
+        })
+        .count();
+    (won, pairs.len())
+}
+
+/// The Markdown of `kv-rounds.md`: throughput and p99 of every allocator
+/// but the reference, as the ratio of medians and the rounds won.
+fn rounds_table(runs: &[Run], medians: &Medians, reference: &str, others: &[String]) -> String {
+    let mut out = String::new();
+    for (title, table, figure, better) in [
+        (
+            format!("Requests per second ÷ {reference}'s (higher is better)"),
+            &medians.rps,
+            (|r: &Run| r.rps) as fn(&Run) -> f64,
+            Better::Higher,
+        ),
+        (
+            format!("p99 latency ÷ {reference}'s (lower is better)"),
+            &medians.p99,
+            |r: &Run| r.p99_ms,
+            Better::Lower,
+        ),
+    ] {
+        let rounds = match better {
+            Better::Higher => "at least",
+            Better::Lower => "no worse than",
+        };
+        out += &format!(
+            "### {title}\n\nThe median over the rounds ÷ {reference}'s median; in brackets, the \
+             rounds in which the build was {rounds} {reference} in the same round, of the \
+             rounds both ran.\n\n| size | command | {} |\n|---|---|{}\n",
+            others.join(" | "),
+            "---|".repeat(others.len())
+        );
+        let ratios = medians.ratios(table, reference, others);
+        for ((size, command), row) in medians.cells.iter().zip(&ratios) {
+            out += &format!("| {size} | {} |", short(command));
+            for (allocator, ratio) in others.iter().zip(row) {
+                let (won, paired) = rounds_won(
+                    runs,
+                    (allocator, reference),
+                    (*size, command),
+                    figure,
+                    better,
+                );
+                match ratio {
+                    Some(ratio) => out += &format!(" {ratio:.2} ({won} of {paired}) |"),
+                    None => out += " - |",
+                }
+            }
+            out += "\n";
+        }
+        out += "\n";
+    }
+    out
+}
+
 /// Draws the charts into `out` and returns the files written: the
 /// throughput and p99 charts, and the memory chart when a Strata build ran
 /// (the live heap it reports is what the chart divides by).
@@ -344,6 +461,10 @@ pub fn draw(
         .write_svg(&path)?;
         written.push(path);
     }
+    let path = out.join(ROUNDS_MD);
+    fs::write(&path, rounds_table(runs, &medians, reference, &others))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    written.push(path);
     // The memory chart needs a live-heap figure, which only a Strata
     // build reports: without one, the caller says so.
     let (sizes, values) = memory_ratios(memory, &medians.allocators);
@@ -371,8 +492,9 @@ const USAGE: &str =
 
 Draws the charts of a benches/kv.sh run from the two files it saves
 (kv-runs.csv, kv-memory.csv): kv-throughput.svg, kv-p99.svg and
-kv-memory.svg in DIR. NAME is the allocator the others are divided by
-(default mimalloc).";
+kv-memory.svg in DIR, and kv-rounds.md, the table of ratios with the
+rounds each allocator won, which it also prints. NAME is the allocator the
+others are divided by (default mimalloc).";
 
 /// `strata-bench kv-chart`.
 pub fn main(args: Vec<String>) -> ExitCode {
@@ -421,6 +543,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
             for file in &files {
                 println!("kv-chart: wrote {}", file.display());
             }
+            if let Some(rounds) = files.iter().find(|file| file.ends_with(ROUNDS_MD)) {
+                match fs::read_to_string(rounds) {
+                    Ok(text) => print!("\n{text}"),
+                    Err(e) => eprintln!("kv-chart: cannot read back {}: {e}", rounds.display()),
+                }
+            }
             if !files.iter().any(|file| file.ends_with(MEMORY_SVG)) {
                 println!("kv-chart: no {MEMORY_SVG}: no Strata build ran, so no live-heap figure to divide by");
             }
@@ -448,10 +576,10 @@ mod tests {
             ("strata", [110.0, 90.0, 100.0]),
             ("mimalloc", [80.0, 125.0, 80.0]),
         ] {
-            for rate in rates {
-                text += &format!("{allocator},16,SET,{rate},0.5,2.0\n");
+            for (round, rate) in (1..).zip(rates) {
+                text += &format!("{round},{allocator},16,SET,{rate},0.5,2.0\n");
                 text += &format!(
-                    "{allocator},16,MSET (10 keys),{},1.0,{}\n",
+                    "{round},{allocator},16,MSET (10 keys),{},1.0,{}\n",
                     rate / 10.0,
                     rate / 20.0
                 );
@@ -478,6 +606,47 @@ mod tests {
     }
 
     #[test]
+    fn rounds_won_pair_the_runs_of_one_round() {
+        let runs = parse_runs(Path::new("runs.csv"), &runs_text()).unwrap();
+        let medians = Medians::of(&runs);
+        let pair = ("strata", "mimalloc");
+        // Rates 110, 90, 100 against 80, 125, 80: rounds 1 and 3.
+        let rps = |r: &Run| r.rps;
+        assert_eq!(
+            rounds_won(&runs, pair, (16, "SET"), rps, Better::Higher),
+            (2, 3)
+        );
+        // p99 of MSET, rate / 20: 5.5, 4.5, 5 against 4, 6.25, 4: round 2.
+        let p99 = |r: &Run| r.p99_ms;
+        assert_eq!(
+            rounds_won(&runs, pair, (16, "MSET (10 keys)"), p99, Better::Lower),
+            (1, 3)
+        );
+        // Equal p99s count as no worse.
+        assert_eq!(
+            rounds_won(&runs, pair, (16, "SET"), p99, Better::Lower),
+            (3, 3)
+        );
+        // A round the reference did not run is not paired.
+        let without_round_3: Vec<Run> = runs
+            .iter()
+            .filter(|r| !(r.allocator == "mimalloc" && r.round == 3))
+            .cloned()
+            .collect();
+        assert_eq!(
+            rounds_won(&without_round_3, pair, (16, "SET"), rps, Better::Higher),
+            (1, 2)
+        );
+        let table = rounds_table(&runs, &medians, "mimalloc", &["strata".to_string()]);
+        assert!(table.contains("| 16 | SET | 1.25 (2 of 3) |"), "{table}");
+        assert!(
+            table.contains("| 16 | MSET×10 | 1.25 (1 of 3) |"),
+            "{table}"
+        );
+        assert!(table.contains("| 16 | SET | 1.00 (3 of 3) |"), "{table}");
+    }
+
+    #[test]
     fn memory_is_anonymous_growth_over_the_strata_build_live_heap() {
         let text = format!(
             "{MEMORY_HEADER}\nstrata,16,100,10,9000,8000,1048576,40,3000,5000,3000\n\
@@ -496,14 +665,27 @@ mod tests {
         let path = Path::new("runs.csv");
         let wrong_header = parse_runs(path, "allocator,size\nstrata,16\n").unwrap_err();
         assert!(wrong_header.contains("not the header"), "{wrong_header}");
-        let short_row = parse_runs(path, &format!("{RUNS_HEADER}\nstrata,16,SET,1\n")).unwrap_err();
+        let short_row =
+            parse_runs(path, &format!("{RUNS_HEADER}\n1,strata,16,SET,1\n")).unwrap_err();
         assert!(
-            short_row.contains("runs.csv:2: 4 fields, not 6"),
+            short_row.contains("runs.csv:2: 5 fields, not 7"),
             "{short_row}"
         );
-        let junk =
-            parse_runs(path, &format!("{RUNS_HEADER}\nstrata,sixteen,SET,1,1,1\n")).unwrap_err();
+        let junk = parse_runs(
+            path,
+            &format!("{RUNS_HEADER}\n1,strata,sixteen,SET,1,1,1\n"),
+        )
+        .unwrap_err();
         assert!(junk.contains("size \"sixteen\" is not a number"), "{junk}");
+        let twice = parse_runs(
+            path,
+            &format!("{RUNS_HEADER}\n2,strata,16,SET,1,1,1\n2,strata,16,SET,2,1,1\n"),
+        )
+        .unwrap_err();
+        assert!(
+            twice.contains("round 2 has two runs of strata SET at 16 bytes"),
+            "{twice}"
+        );
         assert!(parse_memory(Path::new("memory.csv"), "")
             .unwrap_err()
             .contains("empty"));
@@ -535,8 +717,10 @@ mod tests {
         let written = draw(&runs, &memory, "mimalloc", &out).unwrap();
         assert_eq!(
             written,
-            [THROUGHPUT_SVG, P99_SVG, MEMORY_SVG].map(|file| out.join(file))
+            [THROUGHPUT_SVG, P99_SVG, ROUNDS_MD, MEMORY_SVG].map(|file| out.join(file))
         );
+        let rounds = fs::read_to_string(out.join(ROUNDS_MD)).unwrap();
+        assert!(rounds.contains("| 16 | SET | 1.25 (2 of 3) |"), "{rounds}");
         let throughput = texts(&fs::read_to_string(out.join(THROUGHPUT_SVG)).unwrap());
         for expected in ["SET 16 B", "MSET×10 16 B", "strata", "1.25"] {
             assert!(
@@ -576,7 +760,7 @@ mod tests {
             })
             .collect();
         fs::remove_file(out.join(MEMORY_SVG)).unwrap();
-        assert_eq!(draw(&runs, &no_live, "mimalloc", &out).unwrap().len(), 2);
+        assert_eq!(draw(&runs, &no_live, "mimalloc", &out).unwrap().len(), 3);
         assert!(!out.join(MEMORY_SVG).exists());
         fs::remove_dir_all(&out).unwrap();
     }

@@ -29,8 +29,8 @@ fn directory(name: &str) -> PathBuf {
 fn write_inputs(dir: &Path) -> (String, String) {
     let runs = dir.join("kv-runs.csv");
     let memory = dir.join("kv-memory.csv");
-    let mut text = String::from("allocator,size,command,rps,p50_ms,p99_ms\n");
-    for round in 0..2 {
+    let mut text = String::from("round,allocator,size,command,rps,p50_ms,p99_ms\n");
+    for round in 1..=2 {
         for (allocator, rate) in [
             ("strata", 120_000.0),
             ("mimalloc", 100_000.0),
@@ -38,7 +38,7 @@ fn write_inputs(dir: &Path) -> (String, String) {
         ] {
             let rate = rate + f64::from(round);
             text += &format!(
-                "{allocator},16,SET,{rate},0.5,3.0\n{allocator},16,MSET (10 keys),{},4.0,30.0\n",
+                "{round},{allocator},16,SET,{rate},0.5,3.0\n{round},{allocator},16,MSET (10 keys),{},4.0,30.0\n",
                 rate / 10.0
             );
         }
@@ -79,7 +79,19 @@ fn draws_the_three_charts_from_the_saved_runs() {
         );
     }
     let throughput = fs::read_to_string(out.join("kv-throughput.svg")).unwrap();
-    // Strata's median rate over mimalloc's: 120000.5 / 100000.5.
+    // Strata's median rate over mimalloc's: 120001.5 / 100001.5, and it
+    // ran faster in both rounds; the system allocator in neither.
+    for row in [
+        "| size | command | strata | system |",
+        "| 16 | SET | 1.20 (2 of 2) | 0.90 (0 of 2) |",
+    ] {
+        assert!(text.contains(row), "{row:?} not printed:\n{text}");
+    }
+    let rounds = fs::read_to_string(out.join("kv-rounds.md")).unwrap();
+    assert!(
+        rounds.contains("| 16 | SET | 1.20 (2 of 2) | 0.90 (0 of 2) |"),
+        "{rounds}"
+    );
     assert!(
         throughput.contains("1.20") && throughput.contains("SET 16 B"),
         "{throughput}"
@@ -119,7 +131,7 @@ fn bad_files_and_arguments_are_refused() {
     let truncated = dir.join("truncated.csv");
     fs::write(
         &truncated,
-        "allocator,size,command,rps,p50_ms,p99_ms\nstrata,16,SET,12\n",
+        "round,allocator,size,command,rps,p50_ms,p99_ms\n1,strata,16,SET,12\n",
     )
     .unwrap();
     let (output, text) = kv_chart(&[
@@ -131,7 +143,7 @@ fn bad_files_and_arguments_are_refused() {
         out,
     ]);
     assert_eq!(output.status.code(), Some(1), "{text}");
-    assert!(text.contains("truncated.csv:2: 4 fields, not 6"), "{text}");
+    assert!(text.contains("truncated.csv:2: 5 fields, not 7"), "{text}");
 
     let missing = dir.join("missing.csv");
     let (output, text) = kv_chart(&[
