@@ -403,8 +403,9 @@ fn rounds_table(runs: &[Run], medians: &Medians, reference: &str, others: &[Stri
 }
 
 /// Draws the charts into `out` and returns the files written: the
-/// throughput and p99 charts, and the memory chart when a Strata build ran
-/// (the live heap it reports is what the chart divides by).
+/// throughput and p99 charts, the table of rounds won ([`ROUNDS_MD`]), and
+/// the memory chart when a Strata build ran (the live heap it reports is
+/// what the chart divides by).
 pub fn draw(
     runs: &[Run],
     memory: &[Memory],
