@@ -13,6 +13,8 @@
 //!   under every allocator), per value size and for every allocator.
 //!
 //! Each figure is the median of the runs, as in the tables `kv.sh` prints.
+//! On the throughput and p99 charts, each bar's value is followed by the
+//! rounds it won (see below), as `1.05 (7/9)`.
 //!
 //! It also writes `kv-rounds.md`, and prints it: for each command, size and
 //! allocator, the same two ratios beside the number of rounds in which the
@@ -350,22 +352,54 @@ fn rounds_won(
     (won, pairs.len())
 }
 
+/// `table[cell][allocator]` of [`rounds_won`], cells as in `medians`.
+fn rounds_won_table(
+    runs: &[Run],
+    medians: &Medians,
+    reference: &str,
+    others: &[String],
+    figure: fn(&Run) -> f64,
+    better: Better,
+) -> Vec<Vec<(usize, usize)>> {
+    medians
+        .cells
+        .iter()
+        .map(|(size, command)| {
+            others
+                .iter()
+                .map(|allocator| {
+                    rounds_won(
+                        runs,
+                        (allocator, reference),
+                        (*size, command),
+                        figure,
+                        better,
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The throughput figure of a run, and which way it is better.
+const THROUGHPUT: (fn(&Run) -> f64, Better) = (|r| r.rps, Better::Higher);
+/// The p99 figure of a run, and which way it is better.
+const P99: (fn(&Run) -> f64, Better) = (|r| r.p99_ms, Better::Lower);
+
 /// The Markdown of `kv-rounds.md`: throughput and p99 of every allocator
 /// but the reference, as the ratio of medians and the rounds won.
 fn rounds_table(runs: &[Run], medians: &Medians, reference: &str, others: &[String]) -> String {
     let mut out = String::new();
-    for (title, table, figure, better) in [
+    for (title, table, (figure, better)) in [
         (
             format!("Requests per second ÷ {reference}'s (higher is better)"),
             &medians.rps,
-            (|r: &Run| r.rps) as fn(&Run) -> f64,
-            Better::Higher,
+            THROUGHPUT,
         ),
         (
             format!("p99 latency ÷ {reference}'s (lower is better)"),
             &medians.p99,
-            |r: &Run| r.p99_ms,
-            Better::Lower,
+            P99,
         ),
     ] {
         let rounds = match better {
@@ -380,16 +414,10 @@ fn rounds_table(runs: &[Run], medians: &Medians, reference: &str, others: &[Stri
             "---|".repeat(others.len())
         );
         let ratios = medians.ratios(table, reference, others);
-        for ((size, command), row) in medians.cells.iter().zip(&ratios) {
+        let won = rounds_won_table(runs, medians, reference, others, figure, better);
+        for (((size, command), row), won) in medians.cells.iter().zip(&ratios).zip(&won) {
             out += &format!("| {size} | {} |", short(command));
-            for (allocator, ratio) in others.iter().zip(row) {
-                let (won, paired) = rounds_won(
-                    runs,
-                    (allocator, reference),
-                    (*size, command),
-                    figure,
-                    better,
-                );
+            for (ratio, &(won, paired)) in row.iter().zip(won) {
                 match ratio {
                     Some(ratio) => out += &format!(" {ratio:.2} ({won} of {paired}) |"),
                     None => out += " - |",
@@ -437,27 +465,37 @@ pub fn draw(
         .map(|(size, command)| format!("{} {size} B", short(command)))
         .collect();
     let mut written = Vec::new();
-    for (file, table, title, axis) in [
+    for (file, table, (figure, better), title, axis) in [
         (
             THROUGHPUT_SVG,
             &medians.rps,
+            THROUGHPUT,
             format!("strata-kv: requests per second ÷ {reference}'s (median; higher is better)"),
-            format!("requests per second ÷ {reference}'s, log scale: right of 1 is faster than {reference}"),
+            format!("requests per second ÷ {reference}'s, log scale: right of 1 is faster than {reference}; (won/rounds): rounds at least {reference}'s"),
         ),
         (
             P99_SVG,
             &medians.p99,
+            P99,
             format!("strata-kv: p99 latency ÷ {reference}'s (median; lower is better)"),
-            format!("p99 latency ÷ {reference}'s, log scale: left of 1 is better than {reference}"),
+            format!("p99 latency ÷ {reference}'s, log scale: left of 1 is better than {reference}; (won/rounds): rounds no worse than {reference}'s"),
         ),
     ] {
         let path = out.join(file);
+        // Each bar's value is followed by the rounds it won, out of those
+        // both builds ran.
+        let notes: Vec<Vec<String>> =
+            rounds_won_table(runs, &medians, reference, &others, figure, better)
+                .into_iter()
+                .map(|row| row.into_iter().map(|(won, paired)| format!("{won}/{paired}")).collect())
+                .collect();
         RatioChart {
             title: &title,
             axis: &axis,
             groups: &groups,
             allocators: &others,
             values: &medians.ratios(table, reference, &others),
+            notes: &notes,
         }
         .write_svg(&path)?;
         written.push(path);
@@ -481,6 +519,7 @@ pub fn draw(
             groups: &groups,
             allocators: &medians.allocators,
             values: &values,
+            notes: &[],
         }
         .write_svg(&path)?;
         written.push(path);
@@ -723,7 +762,7 @@ mod tests {
         let rounds = fs::read_to_string(out.join(ROUNDS_MD)).unwrap();
         assert!(rounds.contains("| 16 | SET | 1.25 (2 of 3) |"), "{rounds}");
         let throughput = texts(&fs::read_to_string(out.join(THROUGHPUT_SVG)).unwrap());
-        for expected in ["SET 16 B", "MSET×10 16 B", "strata", "1.25"] {
+        for expected in ["SET 16 B", "MSET×10 16 B", "strata", "1.25 (2/3)"] {
             assert!(
                 throughput.iter().any(|t| t == expected),
                 "{expected:?} not in {throughput:?}"
@@ -735,8 +774,9 @@ mod tests {
             "{throughput:?}"
         );
         let p99 = texts(&fs::read_to_string(out.join(P99_SVG)).unwrap());
+        // SET's p99s tie in all three rounds; MSET's is lower in round 2.
         assert!(
-            p99.iter().any(|t| t == "1.00") && p99.iter().any(|t| t == "1.25"),
+            p99.iter().any(|t| t == "1.00 (3/3)") && p99.iter().any(|t| t == "1.25 (1/3)"),
             "{p99:?}"
         );
         let memory_chart = texts(&fs::read_to_string(out.join(MEMORY_SVG)).unwrap());

@@ -42,6 +42,9 @@ pub struct RatioChart<'a> {
     pub allocators: &'a [String],
     /// `values[group][allocator]`: the ratio, or `None` when not measured.
     pub values: &'a [Vec<Option<f64>>],
+    /// `notes[group][allocator]`: a note shown in brackets after the bar's
+    /// value (`1.05 (7/9)`); an empty slice, or a missing entry, for none.
+    pub notes: &'a [Vec<String>],
 }
 
 /// Ticks for a log axis from `low` to `high`: 1 and the usual steps
@@ -133,11 +136,11 @@ impl RatioChart<'_> {
                 let style = TextStyle::from(("sans-serif", 12).into_font())
                     .color(&BLACK)
                     .pos(Pos::new(anchor, VPos::Center));
-                labels.push(Text::new(
-                    format!("{value:.2}"),
-                    (x, (top + bottom) / 2.0),
-                    style,
-                ));
+                let label = match self.notes.get(g).and_then(|row| row.get(a)) {
+                    Some(note) if !note.is_empty() => format!("{value:.2} ({note})"),
+                    _ => format!("{value:.2}"),
+                };
+                labels.push(Text::new(label, (x, (top + bottom) / 2.0), style));
             }
             chart.draw_series(rectangles)?;
             chart.draw_series(labels)?;

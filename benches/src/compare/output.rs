@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use super::charts::RatioChart;
 use super::allocators::UNHARDENED;
+use super::charts::RatioChart;
 use super::results::Results;
 use super::stats::format_ratio;
 
@@ -386,6 +386,7 @@ pub fn write_all(
             groups: &groups,
             allocators: &others,
             values: &values,
+            notes: &[],
         }
         .write_svg(&dir.join(file))?;
     }
