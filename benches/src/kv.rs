@@ -206,58 +206,91 @@ fn short(command: &str) -> String {
 /// A cell of one allocator's runs: (allocator, size, command).
 type Cell = (String, u32, String);
 
-/// Medians per (allocator, size, command) of the runs' rates and p99s.
+/// A figure of each run that the charts compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Figure {
+    /// Requests per second: higher is better.
+    Throughput,
+    /// p99 latency: lower is better.
+    P99,
+}
+
+impl Figure {
+    /// This figure of a run's (requests per second, p99).
+    fn of(self, (rps, p99): (f64, f64)) -> f64 {
+        match self {
+            Figure::Throughput => rps,
+            Figure::P99 => p99,
+        }
+    }
+
+    /// Whether `value` is at least as good as `base`.
+    fn at_least_as_good(self, value: f64, base: f64) -> bool {
+        match self {
+            Figure::Throughput => value >= base,
+            Figure::P99 => value <= base,
+        }
+    }
+}
+
+/// Medians per (allocator, size, command) of the runs' rates and p99s,
+/// and the runs of each round.
 struct Medians {
     allocators: Vec<String>,
     /// (size, command), sizes ascending, commands in the order run.
     cells: Vec<(u32, String)>,
     rps: BTreeMap<Cell, f64>,
     p99: BTreeMap<Cell, f64>,
+    /// Each cell's (requests per second, p99) by round.
+    rounds: BTreeMap<Cell, BTreeMap<u32, (f64, f64)>>,
 }
 
 impl Medians {
+    /// Groups `runs`, which hold one run per round and cell
+    /// ([`parse_runs`] refuses a file with more).
     fn of(runs: &[Run]) -> Self {
         let allocators = first_seen(runs.iter().map(|r| r.allocator.as_str()));
         let commands = first_seen(runs.iter().map(|r| r.command.as_str()));
         let mut sizes: Vec<u32> = runs.iter().map(|r| r.size).collect();
         sizes.sort_unstable();
         sizes.dedup();
-        // Each cell's rates and p99s.
-        let mut samples: BTreeMap<Cell, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        let mut rounds: BTreeMap<Cell, BTreeMap<u32, (f64, f64)>> = BTreeMap::new();
         for run in runs {
-            let entry = samples
+            rounds
                 .entry((run.allocator.clone(), run.size, run.command.clone()))
-                .or_default();
-            entry.0.push(run.rps);
-            entry.1.push(run.p99_ms);
+                .or_default()
+                .insert(run.round, (run.rps, run.p99_ms));
         }
         let cells = sizes
             .iter()
             .flat_map(|&size| commands.iter().map(move |command| (size, command.clone())))
-            .filter(|(size, command)| samples.keys().any(|(_, s, c)| s == size && c == command))
+            .filter(|(size, command)| rounds.keys().any(|(_, s, c)| s == size && c == command))
             .collect();
-        let mut rps = BTreeMap::new();
-        let mut p99 = BTreeMap::new();
-        for (key, (rates, latencies)) in samples {
-            rps.insert(key.clone(), median(&rates));
-            p99.insert(key, median(&latencies));
-        }
+        let median_of = |figure: Figure| -> BTreeMap<Cell, f64> {
+            rounds
+                .iter()
+                .map(|(cell, by_round)| {
+                    let values: Vec<f64> = by_round.values().map(|&run| figure.of(run)).collect();
+                    (cell.clone(), median(&values))
+                })
+                .collect()
+        };
         Self {
             allocators,
             cells,
-            rps,
-            p99,
+            rps: median_of(Figure::Throughput),
+            p99: median_of(Figure::P99),
+            rounds,
         }
     }
 
-    /// `table[cell][allocator]` of `value(allocator) ÷ value(reference)`,
-    /// for every allocator but the reference.
-    fn ratios(
-        &self,
-        table: &BTreeMap<Cell, f64>,
-        reference: &str,
-        others: &[String],
-    ) -> Vec<Vec<Option<f64>>> {
+    /// `table[cell][allocator]` of the median of `figure` over the
+    /// reference's, for every allocator in `others`.
+    fn ratios(&self, figure: Figure, reference: &str, others: &[String]) -> Vec<Vec<Option<f64>>> {
+        let table = match figure {
+            Figure::Throughput => &self.rps,
+            Figure::P99 => &self.p99,
+        };
         self.cells
             .iter()
             .map(|(size, command)| {
@@ -269,6 +302,41 @@ impl Medians {
                             Some(value / base)
                         }
                         _ => None,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `table[cell][allocator]` of (rounds won, rounds paired): the rounds
+    /// in which the allocator's `figure` was at least as good as the
+    /// reference's in the same round, of the rounds both ran.
+    fn rounds_won(
+        &self,
+        figure: Figure,
+        reference: &str,
+        others: &[String],
+    ) -> Vec<Vec<(usize, usize)>> {
+        self.cells
+            .iter()
+            .map(|(size, command)| {
+                let by_round = |a: &str| self.rounds.get(&(a.to_string(), *size, command.clone()));
+                others
+                    .iter()
+                    .map(|a| {
+                        let (Some(own), Some(base)) = (by_round(a), by_round(reference)) else {
+                            return (0, 0);
+                        };
+                        own.iter()
+                            .filter_map(|(round, &run)| {
+                                Some((figure.of(run), figure.of(*base.get(round)?)))
+                            })
+                            .fold((0, 0), |(won, paired), (value, base)| {
+                                (
+                                    won + usize::from(figure.at_least_as_good(value, base)),
+                                    paired + 1,
+                                )
+                            })
                     })
                     .collect()
             })
@@ -315,119 +383,44 @@ fn memory_ratios(memory: &[Memory], allocators: &[String]) -> (Vec<u32>, Vec<Vec
     (sizes, values)
 }
 
-/// Which way a figure is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Better {
-    Higher,
-    Lower,
-}
-
-/// For one cell (`size`, `command`): the rounds in which `allocator` did
-/// at least as well as `reference` on `figure`, and the rounds both ran.
-fn rounds_won(
-    runs: &[Run],
-    (allocator, reference): (&str, &str),
-    (size, command): (u32, &str),
-    figure: fn(&Run) -> f64,
-    better: Better,
-) -> (usize, usize) {
-    let of = |name: &str| -> BTreeMap<u32, f64> {
-        runs.iter()
-            .filter(|r| r.allocator == name && r.size == size && r.command == command)
-            .map(|r| (r.round, figure(r)))
-            .collect()
-    };
-    let base = of(reference);
-    let pairs: Vec<(f64, f64)> = of(allocator)
-        .into_iter()
-        .filter_map(|(round, value)| Some((value, *base.get(&round)?)))
-        .collect();
-    let won = pairs
-        .iter()
-        .filter(|&&(value, base)| match better {
-            Better::Higher => value >= base,
-            Better::Lower => value <= base,
-        })
-        .count();
-    (won, pairs.len())
-}
-
-/// `table[cell][allocator]` of [`rounds_won`], cells as in `medians`.
-fn rounds_won_table(
-    runs: &[Run],
-    medians: &Medians,
+/// One section of `kv-rounds.md`: `figure`'s ratio of medians for each
+/// cell and allocator in `others`, with the rounds won in brackets.
+fn rounds_section(
+    figure: Figure,
     reference: &str,
+    cells: &[(u32, String)],
     others: &[String],
-    figure: fn(&Run) -> f64,
-    better: Better,
-) -> Vec<Vec<(usize, usize)>> {
-    medians
-        .cells
-        .iter()
-        .map(|(size, command)| {
-            others
-                .iter()
-                .map(|allocator| {
-                    rounds_won(
-                        runs,
-                        (allocator, reference),
-                        (*size, command),
-                        figure,
-                        better,
-                    )
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// The throughput figure of a run, and which way it is better.
-const THROUGHPUT: (fn(&Run) -> f64, Better) = (|r| r.rps, Better::Higher);
-/// The p99 figure of a run, and which way it is better.
-const P99: (fn(&Run) -> f64, Better) = (|r| r.p99_ms, Better::Lower);
-
-/// The Markdown of `kv-rounds.md`: throughput and p99 of every allocator
-/// but the reference, as the ratio of medians and the rounds won.
-fn rounds_table(runs: &[Run], medians: &Medians, reference: &str, others: &[String]) -> String {
-    let mut out = String::new();
-    for (title, table, (figure, better)) in [
-        (
+    ratios: &[Vec<Option<f64>>],
+    won: &[Vec<(usize, usize)>],
+) -> String {
+    let (title, comparison) = match figure {
+        Figure::Throughput => (
             format!("Requests per second ÷ {reference}'s (higher is better)"),
-            &medians.rps,
-            THROUGHPUT,
+            "at least",
         ),
-        (
+        Figure::P99 => (
             format!("p99 latency ÷ {reference}'s (lower is better)"),
-            &medians.p99,
-            P99,
+            "no worse than",
         ),
-    ] {
-        let rounds = match better {
-            Better::Higher => "at least",
-            Better::Lower => "no worse than",
-        };
-        out += &format!(
-            "### {title}\n\nThe median over the rounds ÷ {reference}'s median; in brackets, the \
-             rounds in which the build was {rounds} {reference} in the same round, of the \
-             rounds both ran.\n\n| size | command | {} |\n|---|---|{}\n",
-            others.join(" | "),
-            "---|".repeat(others.len())
-        );
-        let ratios = medians.ratios(table, reference, others);
-        let won = rounds_won_table(runs, medians, reference, others, figure, better);
-        for (((size, command), row), won) in medians.cells.iter().zip(&ratios).zip(&won) {
-            out += &format!("| {size} | {} |", short(command));
-            for (ratio, &(won, paired)) in row.iter().zip(won) {
-                match ratio {
-                    Some(ratio) => out += &format!(" {ratio:.2} ({won} of {paired}) |"),
-                    None => out += " - |",
-                }
+    };
+    let mut out = format!(
+        "### {title}\n\nThe median over the rounds ÷ {reference}'s median; in brackets, the \
+         rounds in which the build was {comparison} {reference} in the same round, of the \
+         rounds both ran.\n\n| size | command | {} |\n|---|---|{}\n",
+        others.join(" | "),
+        "---|".repeat(others.len())
+    );
+    for (((size, command), row), won) in cells.iter().zip(ratios).zip(won) {
+        out += &format!("| {size} | {} |", short(command));
+        for (ratio, &(won, paired)) in row.iter().zip(won) {
+            match ratio {
+                Some(ratio) => out += &format!(" {ratio:.2} ({won} of {paired}) |"),
+                None => out += " - |",
             }
-            out += "\n";
         }
         out += "\n";
     }
-    out
+    out + "\n"
 }
 
 /// Draws the charts into `out` and returns the files written: the
@@ -465,44 +458,44 @@ pub fn draw(
         .map(|(size, command)| format!("{} {size} B", short(command)))
         .collect();
     let mut written = Vec::new();
-    for (file, table, (figure, better), title, axis) in [
+    let mut rounds = String::new();
+    for (figure, file, title, axis) in [
         (
+            Figure::Throughput,
             THROUGHPUT_SVG,
-            &medians.rps,
-            THROUGHPUT,
             format!("strata-kv: requests per second ÷ {reference}'s (median; higher is better)"),
             format!("requests per second ÷ {reference}'s, log scale: right of 1 is faster than {reference}; (won/rounds): rounds at least {reference}'s"),
         ),
         (
+            Figure::P99,
             P99_SVG,
-            &medians.p99,
-            P99,
             format!("strata-kv: p99 latency ÷ {reference}'s (median; lower is better)"),
             format!("p99 latency ÷ {reference}'s, log scale: left of 1 is better than {reference}; (won/rounds): rounds no worse than {reference}'s"),
         ),
     ] {
-        let path = out.join(file);
+        let ratios = medians.ratios(figure, reference, &others);
+        let won = medians.rounds_won(figure, reference, &others);
         // Each bar's value is followed by the rounds it won, out of those
         // both builds ran.
-        let notes: Vec<Vec<String>> =
-            rounds_won_table(runs, &medians, reference, &others, figure, better)
-                .into_iter()
-                .map(|row| row.into_iter().map(|(won, paired)| format!("{won}/{paired}")).collect())
-                .collect();
+        let notes: Vec<Vec<String>> = won
+            .iter()
+            .map(|row| row.iter().map(|(won, paired)| format!("{won}/{paired}")).collect())
+            .collect();
+        let path = out.join(file);
         RatioChart {
             title: &title,
             axis: &axis,
             groups: &groups,
             allocators: &others,
-            values: &medians.ratios(table, reference, &others),
+            values: &ratios,
             notes: &notes,
         }
         .write_svg(&path)?;
         written.push(path);
+        rounds += &rounds_section(figure, reference, &medians.cells, &others, &ratios, &won);
     }
     let path = out.join(ROUNDS_MD);
-    fs::write(&path, rounds_table(runs, &medians, reference, &others))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    fs::write(&path, rounds).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     written.push(path);
     // The memory chart needs a live-heap figure, which only a Strata
     // build reports: without one, the caller says so.
@@ -637,10 +630,10 @@ mod tests {
             medians.cells,
             [(16, "SET".to_string()), (16, "MSET (10 keys)".to_string())]
         );
-        let ratios = medians.ratios(&medians.rps, "mimalloc", &["strata".to_string()]);
+        let ratios = medians.ratios(Figure::Throughput, "mimalloc", &["strata".to_string()]);
         // strata's median 100 over mimalloc's median 80; MSET the same.
         assert_eq!(ratios, [[Some(1.25)], [Some(1.25)]]);
-        let p99 = medians.ratios(&medians.p99, "mimalloc", &["strata".to_string()]);
+        let p99 = medians.ratios(Figure::P99, "mimalloc", &["strata".to_string()]);
         // SET: 2.0 ms for both; MSET: median 5 ms over median 4 ms.
         assert_eq!(p99, [[Some(1.0)], [Some(1.25)]]);
     }
@@ -649,24 +642,16 @@ mod tests {
     fn rounds_won_pair_the_runs_of_one_round() {
         let runs = parse_runs(Path::new("runs.csv"), &runs_text()).unwrap();
         let medians = Medians::of(&runs);
-        let pair = ("strata", "mimalloc");
+        let strata = ["strata".to_string()];
+        // Cells: SET, then MSET, at 16 bytes.
+        let rps = medians.rounds_won(Figure::Throughput, "mimalloc", &strata);
+        let p99 = medians.rounds_won(Figure::P99, "mimalloc", &strata);
         // Rates 110, 90, 100 against 80, 125, 80: rounds 1 and 3.
-        let rps = |r: &Run| r.rps;
-        assert_eq!(
-            rounds_won(&runs, pair, (16, "SET"), rps, Better::Higher),
-            (2, 3)
-        );
+        assert_eq!(rps[0], [(2, 3)]);
         // p99 of MSET, rate / 20: 5.5, 4.5, 5 against 4, 6.25, 4: round 2.
-        let p99 = |r: &Run| r.p99_ms;
-        assert_eq!(
-            rounds_won(&runs, pair, (16, "MSET (10 keys)"), p99, Better::Lower),
-            (1, 3)
-        );
+        assert_eq!(p99[1], [(1, 3)]);
         // Equal p99s count as no worse.
-        assert_eq!(
-            rounds_won(&runs, pair, (16, "SET"), p99, Better::Lower),
-            (3, 3)
-        );
+        assert_eq!(p99[0], [(3, 3)]);
         // A round the reference did not run is not paired.
         let without_round_3: Vec<Run> = runs
             .iter()
@@ -674,10 +659,14 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(
-            rounds_won(&without_round_3, pair, (16, "SET"), rps, Better::Higher),
-            (1, 2)
+            Medians::of(&without_round_3).rounds_won(Figure::Throughput, "mimalloc", &strata)[0],
+            [(1, 2)]
         );
-        let table = rounds_table(&runs, &medians, "mimalloc", &["strata".to_string()]);
+        let section = |figure, won| {
+            let ratios = medians.ratios(figure, "mimalloc", &strata);
+            rounds_section(figure, "mimalloc", &medians.cells, &strata, &ratios, won)
+        };
+        let table = section(Figure::Throughput, &rps) + &section(Figure::P99, &p99);
         assert!(table.contains("| 16 | SET | 1.25 (2 of 3) |"), "{table}");
         assert!(
             table.contains("| 16 | MSET×10 | 1.25 (1 of 3) |"),
