@@ -136,15 +136,57 @@ fn with_huge_pages_pages_are_on_huge_pages_from_their_first_touch_and_keep_their
     assert_eq!(HUGE.stats().bytes_live, 0);
 }
 
+/// A huge block of `size` bytes from `strata`, filled; returns whether its
+/// mapping is advised and how many kilobytes of it are on huge pages, then
+/// checks and frees it.
+fn huge_block_advice(strata: &Strata, size: usize) -> (bool, usize) {
+    let layout = Layout::from_size_align(size, 16).expect("a valid layout");
+    // SAFETY: a non-zero size.
+    let block = unsafe { strata.alloc(layout) };
+    assert!(!block.is_null());
+    // SAFETY: `block` holds the layout's size.
+    unsafe { block.write_bytes(0xa5, size) };
+    let seen = (advised(block as usize), huge_kilobytes(block as usize));
+    // SAFETY: `block` holds `size` bytes, written above.
+    let bytes = unsafe { std::slice::from_raw_parts(block, size) };
+    assert!(bytes.iter().all(|&byte| byte == 0xa5), "the huge block changed");
+    // SAFETY: allocated above with `layout`.
+    unsafe { strata.dealloc(block, layout) };
+    seen
+}
+
 #[test]
-fn without_huge_pages_nothing_is_collapsed_or_advised() {
+fn without_huge_pages_slab_pages_are_not_advised_and_huge_blocks_are() {
     static SMALL: Strata = Strata::new();
+    let _serial = SMAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let blocks = fill(&SMALL, 40_000, 256);
     let stats = SMALL.stats();
     assert!(stats.pages_mapped >= 3, "{stats}");
     assert_eq!(stats.parts_collapsed, 0, "{stats}");
     assert!(!advised(blocks[0].0));
+    assert!(SMALL.domain().source().huge_blocks());
+    // 12 MiB from a 4 MiB boundary: its first 2 MiB parts lie wholly in it.
+    let (advice, kilobytes) = huge_block_advice(&SMALL, 3 * PAGE);
+    assert!(advice, "a huge block is advised");
+    assert!(kilobytes >= 2048, "a filled huge block is on huge pages: {kilobytes} kB");
     check_and_free(&SMALL, blocks);
+}
+
+#[test]
+fn with_huge_blocks_off_nothing_is_advised() {
+    static OFF: Strata = Strata::new();
+    OFF.domain().source().set_huge_blocks(false);
+    let _serial = SMAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let blocks = fill(&OFF, 40_000, 256);
+    assert!(!advised(blocks[0].0));
+    let (advice, _) = huge_block_advice(&OFF, 3 * PAGE);
+    assert!(!advice, "huge blocks turned off, yet a huge block is advised");
+    check_and_free(&OFF, blocks);
+    // Back on: the next fresh mapping is advised again. (A freed mapping
+    // waits in the domain's cache with the advice it had: purge first.)
+    OFF.purge();
+    OFF.domain().source().set_huge_blocks(true);
+    assert!(huge_block_advice(&OFF, 3 * PAGE).0);
 }
 
 /// Kilobytes resident in the slab page that holds `address` (`mincore`):

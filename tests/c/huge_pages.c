@@ -1,8 +1,9 @@
 /* Prints whether the mapping that holds a small block has memory on huge
- * pages ("AnonHugePages" of /proc/self/smaps above 0), as "small: yes|no",
- * and whether the one that holds a huge block carries the huge-page advice
- * (its "hg" flag), as "huge: yes|no". The small block is one of 16 MiB of
- * others, in the middle, so that its page is filled whole. */
+ * pages ("AnonHugePages" of /proc/self/smaps above 0), as "small: yes|no";
+ * whether the one that holds a huge block of 8 MiB carries the huge-page
+ * advice (its "hg" flag), as "huge: yes|no"; and whether that block, filled,
+ * is on huge pages, as "huge backed: yes|no". The small block is one of
+ * 16 MiB of others, in the middle, so that its page is filled whole. */
 #include "check.h"
 
 /* Whether the /proc/self/smaps entry of the mapping that holds `block` has
@@ -49,6 +50,7 @@ int main(void)
     memset(huge, 0x5a, 8 << 20);
     printf("small: %s\n", mapping_has(blocks[COUNT / 2], "AnonHugePages:", has_huge_pages) ? "yes" : "no");
     printf("huge: %s\n", mapping_has(huge, "VmFlags:", has_hg_flag) ? "yes" : "no");
+    printf("huge backed: %s\n", mapping_has(huge, "AnonHugePages:", has_huge_pages) ? "yes" : "no");
     for (int i = 0; i < COUNT; i++) {
         CHECK(blocks[i][0] == (char)(i & 0xff) && blocks[i][SIZE - 1] == (char)(i & 0xff), "block %d changed", i);
         free(blocks[i]);

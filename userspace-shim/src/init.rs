@@ -36,7 +36,9 @@ struct Config {
     stats: bool,
     verbose: bool,
     purge_delay_ms: Option<u64>,
-    huge_pages: bool,
+    /// `STRATA_HUGE_PAGES`: on, every mapping is advised for huge pages;
+    /// off, none is; unset (`None`), huge blocks only.
+    huge_pages: Option<bool>,
 }
 
 /// The constructor's signature under glibc.
@@ -56,8 +58,10 @@ extern "C" fn on_load(_argc: c_int, _argv: *const *const c_char, envp: *const *c
     let config = unsafe { read_config(if envp.is_null() { environ() } else { envp }) };
     // Before the loading thread's first page, if no allocation mapped one
     // already: the advice applies to the pages mapped from now on.
-    if config.huge_pages {
-        DOMAIN.source().set_huge_pages(true);
+    match config.huge_pages {
+        Some(true) => DOMAIN.source().set_huge_pages(true),
+        Some(false) => DOMAIN.source().set_huge_blocks(false),
+        None => {}
     }
     // Set up the loading thread's heap, and with it the fork handlers and the
     // thread-exit key, if no allocation did so already.
@@ -102,7 +106,7 @@ fn environ() -> *const *const c_char {
 /// # Safety
 /// `envp` is null or a null-terminated array of pointers to C strings.
 unsafe fn read_config(envp: *const *const c_char) -> Config {
-    let mut config = Config { stats: false, verbose: false, purge_delay_ms: None, huge_pages: false };
+    let mut config = Config { stats: false, verbose: false, purge_delay_ms: None, huge_pages: None };
     if envp.is_null() {
         return config;
     }
@@ -121,7 +125,7 @@ unsafe fn read_config(envp: *const *const c_char) -> Config {
         } else if let Some(value) = bytes.strip_prefix(b"STRATA_PURGE_DELAY_MS=") {
             config.purge_delay_ms = milliseconds(value);
         } else if let Some(value) = bytes.strip_prefix(b"STRATA_HUGE_PAGES=") {
-            config.huge_pages = flag("STRATA_HUGE_PAGES", value);
+            config.huge_pages = Some(flag("STRATA_HUGE_PAGES", value));
         }
         // SAFETY: still inside the null-terminated array.
         entry = unsafe { entry.add(1) };
@@ -221,7 +225,11 @@ fn banner(config: &Config) {
         DOMAIN.purge_delay_ms(),
         if config.stats { "on" } else { "off" },
         if crate::debug::enabled() { "on" } else { "off" },
-        if DOMAIN.source().huge_pages() { "asked for" } else { "off" },
+        match (DOMAIN.source().huge_pages(), DOMAIN.source().huge_blocks()) {
+            (true, _) => "asked for",
+            (false, true) => "huge blocks only",
+            (false, false) => "off",
+        },
         if strata_core::HARDENED { "on" } else { "off (built with --cfg strata_unhardened, for measurement only)" },
         PAGE_SIZE / 1024,
         SLICE_SIZE / 1024,

@@ -21,6 +21,10 @@
 //! them (`SliceFlags::ZEROED`). A thread's first zeroed buffer then costs
 //! no page faults for the parts it never touches.
 //!
+//! A huge block's fresh mapping is offered to the source for huge pages
+//! ([`PageSource::advise_huge_block`]): its owner asked for all of it, so
+//! each 2 MiB part it touches may as well cost one fault and one TLB entry.
+//!
 //! # Growth
 //!
 //! A span that must grow takes the free slices right after it when there
@@ -399,6 +403,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 memory
             }
         };
+        // SAFETY: the mapping just made, of `len` bytes, seen by no one else.
+        unsafe { self.source.advise_huge_block(memory, len) };
         let clear = if zeroed && !S::ZEROED { size } else { 0 };
         self.publish_huge(memory.as_ptr() as usize, len, offset, clear, context)
     }
