@@ -775,6 +775,11 @@ unsafe impl<S: PageSource> PageSource for FailingSource<S> {
         unsafe { self.inner.split(part) }
     }
 
+    unsafe fn advise_huge_block(&self, block: NonNull<u8>, size: usize) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.inner.advise_huge_block(block, size) }
+    }
+
     fn collapses(&self) -> bool {
         self.inner.collapses()
     }
