@@ -1283,7 +1283,11 @@ impl Heap {
                 return Ok(resized);
             }
         }
-        let moved = self.alloc_in(domain, layout, context);
+        let moved = if size > usable && class_of(size, layout.align()).is_none() {
+            domain.alloc_large_to_grow(size, layout.align(), context)
+        } else {
+            self.alloc_in(domain, layout, context)
+        };
         if moved.is_null() {
             return Ok(moved);
         }

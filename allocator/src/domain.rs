@@ -1329,7 +1329,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 return Ok(resized);
             }
         }
-        let moved = self.allocate_uncached(layout, false);
+        let moved = if layout.size() > usable && class_of(layout.size(), layout.align()).is_none() {
+            self.alloc_large_to_grow(layout.size(), layout.align(), S::Context::default())
+        } else {
+            self.allocate_uncached(layout, false)
+        };
         if !moved.is_null() {
             // SAFETY: both blocks hold the copied length and are distinct;
             // the caller's contract covers the free.

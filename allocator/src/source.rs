@@ -138,23 +138,24 @@ pub unsafe trait PageSource {
         let _ = part;
     }
 
-    /// Asks for the fresh mapping `[block, block + size)` of one huge
-    /// block (an object larger than [`MAX_SPAN`](crate::page::MAX_SPAN),
-    /// with a mapping of its own) to be backed by huge pages as it is
-    /// touched: for [`MmapSource`] unless turned off
+    /// Asks for the mapping `[block, block + size)` of a huge block (an
+    /// object larger than [`MAX_SPAN`](crate::page::MAX_SPAN), with a
+    /// mapping of its own) that is growing by reallocation to be backed by
+    /// huge pages as it is touched: for [`MmapSource`], unless turned off
     /// ([`MmapSource::set_huge_blocks`]), `MADV_HUGEPAGE`, so that the
-    /// first touch of each 2 MiB-aligned part that lies wholly in the block
-    /// faults in one huge page rather than 512 small ones, and the block
-    /// costs fewer TLB misses. A part touched at all is then resident whole;
-    /// its owner asked for all of it. The default does nothing.
+    /// first touch of each 2 MiB-aligned part that lies wholly in the
+    /// mapping faults in one huge page rather than 512 small ones, and the
+    /// block costs fewer TLB misses. A part touched at all is then resident
+    /// whole; a block that grows was filled to its old size, and its owner
+    /// is filling it further. The default does nothing.
     ///
-    /// Called without the domain lock, once per fresh mapping: a mapping
-    /// reused from the domain's cache, or resized by
-    /// [`PageSource::remap`], keeps the advice it had.
+    /// Called without the domain lock: on the new mapping of a block that
+    /// outgrew its old one, before the old contents are copied in, and on a
+    /// mapping that [`PageSource::remap`] made longer.
     ///
     /// # Safety
-    /// `[block, block + size)` must be one live mapping of this source, from
-    /// [`PageSource::map`], not yet handed to anyone.
+    /// `[block, block + size)` must be one live mapping of this source that
+    /// no other thread uses yet.
     unsafe fn advise_huge_block(&self, block: NonNull<u8>, size: usize) {
         let _ = (block, size);
     }
@@ -278,14 +279,15 @@ macro_rules! registry_methods {
 ///
 /// Without huge pages asked for, slab pages keep small pages, and only
 /// huge blocks (objects larger than [`MAX_SPAN`](crate::page::MAX_SPAN),
-/// 2 MiB, each in a mapping of its own) are advised `MADV_HUGEPAGE`
-/// ([`PageSource::advise_huge_block`]), unless
-/// [`MmapSource::set_huge_blocks`] turned that off: a program fills the
-/// blocks it asks for, and their 2 MiB parts then cost one fault each
-/// rather than 512. On the `strata-kv` benchmark's 4096-byte `MSET`, whose
-/// compaction encodes each shard into a buffer of several MiB, it cut the
-/// server's minor faults over 100,000 requests from 958,126–987,339 to
-/// 172,383–187,982 (`benches/RESULTS.md`, "A storage service").
+/// 2 MiB, each in a mapping of its own) that grow by reallocation are
+/// advised `MADV_HUGEPAGE` ([`PageSource::advise_huge_block`]), unless
+/// [`MmapSource::set_huge_blocks`] turned that off: their owner fills
+/// them, and their 2 MiB parts then cost one fault each rather than 512. A
+/// block allocated at its size is not advised, since a reservation may
+/// stay mostly untouched. On the `strata-kv` benchmark's 4096-byte `MSET`,
+/// whose compaction encodes each shard into a `Vec` that grows to several
+/// MiB, this cut the server's minor faults (`benches/RESULTS.md`, "A
+/// storage service").
 ///
 /// A kernel without transparent huge pages, or with them set to `never`,
 /// refuses all of this, and the memory keeps small pages.
@@ -300,9 +302,9 @@ pub struct MmapSource {
     /// other way round, which leaves `khugepaged` free to fill back a part
     /// of it that a purge gave back.
     huge_pages: core::sync::atomic::AtomicBool,
-    /// Whether a fresh huge block's mapping is advised `MADV_HUGEPAGE`
-    /// when huge pages are not asked for (with them, every mapping is).
-    /// Relaxed, read once per mapping.
+    /// Whether a huge block that grows by reallocation is advised
+    /// `MADV_HUGEPAGE` when huge pages are not asked for (with them, every
+    /// mapping is). Relaxed, read once per growth.
     huge_blocks: core::sync::atomic::AtomicBool,
 }
 
@@ -316,7 +318,7 @@ impl Default for MmapSource {
 #[cfg(feature = "mmap")]
 impl MmapSource {
     /// The source, with small pages for slab pages and huge pages advised
-    /// for huge blocks.
+    /// for huge blocks that grow by reallocation.
     pub const fn new() -> Self {
         Self {
             huge_pages: core::sync::atomic::AtomicBool::new(false),
@@ -332,16 +334,17 @@ impl MmapSource {
         }
     }
 
-    /// Advises the huge blocks mapped from now on `MADV_HUGEPAGE` (`true`,
-    /// the default), or not (`false`); see the type's documentation. With
-    /// huge pages asked for ([`MmapSource::set_huge_pages`]) every mapping
-    /// is advised whatever this says.
+    /// Advises the huge blocks that grow by reallocation from now on
+    /// `MADV_HUGEPAGE` (`true`, the default), or not (`false`); see the
+    /// type's documentation. With huge pages asked for
+    /// ([`MmapSource::set_huge_pages`]) every mapping is advised whatever
+    /// this says.
     pub fn set_huge_blocks(&self, on: bool) {
         self.huge_blocks.store(on, core::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether fresh huge blocks are advised `MADV_HUGEPAGE` when huge
-    /// pages are not asked for.
+    /// Whether huge blocks that grow by reallocation are advised
+    /// `MADV_HUGEPAGE` when huge pages are not asked for.
     pub fn huge_blocks(&self) -> bool {
         self.huge_blocks.load(core::sync::atomic::Ordering::Relaxed)
     }

@@ -136,13 +136,39 @@ fn with_huge_pages_pages_are_on_huge_pages_from_their_first_touch_and_keep_their
     assert_eq!(HUGE.stats().bytes_live, 0);
 }
 
-/// A huge block of `size` bytes from `strata`, filled; returns whether its
-/// mapping is advised and how many kilobytes of it are on huge pages, then
-/// checks and frees it.
-fn huge_block_advice(strata: &Strata, size: usize) -> (bool, usize) {
+/// How a test block reaches its size.
+#[derive(Clone, Copy)]
+enum Made {
+    /// Allocated at its size.
+    Allocated,
+    /// Allocated at `from` bytes, filled, and grown by `realloc`.
+    Grown { from: usize },
+}
+
+/// A block of `size` bytes from `strata`, made as `made` says and filled;
+/// returns whether its mapping is advised and how many kilobytes of it are
+/// on huge pages, then checks and frees it.
+fn huge_block_advice(strata: &Strata, size: usize, made: Made) -> (bool, usize) {
     let layout = Layout::from_size_align(size, 16).expect("a valid layout");
-    // SAFETY: a non-zero size.
-    let block = unsafe { strata.alloc(layout) };
+    let block = match made {
+        // SAFETY: a non-zero size.
+        Made::Allocated => unsafe { strata.alloc(layout) },
+        Made::Grown { from } => {
+            let first = Layout::from_size_align(from, 16).expect("a valid layout");
+            // SAFETY: a non-zero size.
+            let block = unsafe { strata.alloc(first) };
+            assert!(!block.is_null());
+            // SAFETY: `block` holds `from` bytes.
+            unsafe { block.write_bytes(0xa5, from) };
+            // SAFETY: allocated above with `first`; a non-zero new size.
+            let grown = unsafe { strata.realloc(block, first, size) };
+            assert!(!grown.is_null());
+            // SAFETY: the grown block holds the old block's `from` bytes.
+            let kept = unsafe { std::slice::from_raw_parts(grown, from) };
+            assert!(kept.iter().all(|&byte| byte == 0xa5), "realloc lost the contents");
+            grown
+        }
+    };
     assert!(!block.is_null());
     // SAFETY: `block` holds the layout's size.
     unsafe { block.write_bytes(0xa5, size) };
@@ -150,13 +176,13 @@ fn huge_block_advice(strata: &Strata, size: usize) -> (bool, usize) {
     // SAFETY: `block` holds `size` bytes, written above.
     let bytes = unsafe { std::slice::from_raw_parts(block, size) };
     assert!(bytes.iter().all(|&byte| byte == 0xa5), "the huge block changed");
-    // SAFETY: allocated above with `layout`.
+    // SAFETY: a live block of `layout`'s size and alignment.
     unsafe { strata.dealloc(block, layout) };
     seen
 }
 
 #[test]
-fn without_huge_pages_slab_pages_are_not_advised_and_huge_blocks_are() {
+fn without_huge_pages_only_huge_blocks_that_grow_are_advised() {
     static SMALL: Strata = Strata::new();
     let _serial = SMAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let blocks = fill(&SMALL, 40_000, 256);
@@ -166,8 +192,17 @@ fn without_huge_pages_slab_pages_are_not_advised_and_huge_blocks_are() {
     assert!(!advised(blocks[0].0));
     assert!(SMALL.domain().source().huge_blocks());
     // 12 MiB from a 4 MiB boundary: its first 2 MiB parts lie wholly in it.
-    let (advice, kilobytes) = huge_block_advice(&SMALL, 3 * PAGE);
-    assert!(advice, "a huge block is advised");
+    let (advice, _) = huge_block_advice(&SMALL, 3 * PAGE, Made::Allocated);
+    assert!(!advice, "a huge block allocated at its size is advised");
+    SMALL.purge();
+    // From a span to a huge block: a new mapping, advised before the copy.
+    let (advice, kilobytes) = huge_block_advice(&SMALL, 3 * PAGE, Made::Grown { from: 1 << 20 });
+    assert!(advice, "a huge block grown from a span is not advised");
+    assert!(kilobytes >= 2048, "a filled huge block is on huge pages: {kilobytes} kB");
+    SMALL.purge();
+    // From a huge block to a longer one: the remapped mapping is advised.
+    let (advice, kilobytes) = huge_block_advice(&SMALL, 6 * PAGE, Made::Grown { from: 3 * PAGE });
+    assert!(advice, "a huge block grown by a remap is not advised");
     assert!(kilobytes >= 2048, "a filled huge block is on huge pages: {kilobytes} kB");
     check_and_free(&SMALL, blocks);
 }
@@ -179,14 +214,14 @@ fn with_huge_blocks_off_nothing_is_advised() {
     let _serial = SMAPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let blocks = fill(&OFF, 40_000, 256);
     assert!(!advised(blocks[0].0));
-    let (advice, _) = huge_block_advice(&OFF, 3 * PAGE);
-    assert!(!advice, "huge blocks turned off, yet a huge block is advised");
+    let (advice, _) = huge_block_advice(&OFF, 3 * PAGE, Made::Grown { from: 1 << 20 });
+    assert!(!advice, "huge blocks turned off, yet a grown huge block is advised");
+    let (advice, _) = huge_block_advice(&OFF, 6 * PAGE, Made::Grown { from: 3 * PAGE });
+    assert!(!advice, "huge blocks turned off, yet a remapped huge block is advised");
     check_and_free(&OFF, blocks);
-    // Back on: the next fresh mapping is advised again. (A freed mapping
-    // waits in the domain's cache with the advice it had: purge first.)
     OFF.purge();
     OFF.domain().source().set_huge_blocks(true);
-    assert!(huge_block_advice(&OFF, 3 * PAGE).0);
+    assert!(huge_block_advice(&OFF, 3 * PAGE, Made::Grown { from: 1 << 20 }).0);
 }
 
 /// Kilobytes resident in the slab page that holds `address` (`mincore`):

@@ -383,11 +383,12 @@ fn off_values_of_the_flags_are_accepted_silently() {
 /// pages are on huge pages from their first touch (the mapping of a small
 /// block amid 16 MiB of others has `AnonHugePages`), with nothing to
 /// collapse, and huge blocks are advised (the `hg` flag of
-/// `/proc/self/smaps`) and so on huge pages once filled; the banner says
-/// so. Without the variable, only huge blocks are advised, and slab pages
-/// keep small pages. `STRATA_HUGE_PAGES=0` advises nothing, and a value
-/// that is neither on nor off is reported and taken as off. Nothing is
-/// collapsed in any case. (A machine whose transparent huge pages are
+/// `/proc/self/smaps`), whether grown by `realloc` (and then on huge pages
+/// once filled) or allocated at their size; the banner says so. Without
+/// the variable, only a huge block that grew by `realloc` is advised, and
+/// slab pages keep small pages. `STRATA_HUGE_PAGES=0` advises nothing, and
+/// a value that is neither on nor off is reported and taken as off.
+/// Nothing is collapsed in any case. (A machine whose transparent huge pages are
 /// `always` backs memory with them unasked: there only the advice tells.)
 #[test]
 fn strata_huge_pages_backs_slab_pages_and_huge_blocks_with_huge_pages() {
@@ -396,18 +397,18 @@ fn strata_huge_pages_backs_slab_pages_and_huge_blocks_with_huge_pages() {
         .contains("[always]");
     let on = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "1").env("STRATA_STATS", "1"));
     on.assert_on_strata().assert_ok();
-    assert!(on.stdout.starts_with("small: yes\nhuge: yes\nhuge backed: yes\n"), "{}", on.describe());
+    assert!(on.stdout.starts_with("small: yes\nhuge: yes\nhuge backed: yes\nallocated: yes\n"), "{}", on.describe());
     assert!(on.stderr.contains("huge pages: asked for"), "{}", on.describe());
     assert_eq!(stats_figure(&on, "parts collapsed"), 0, "no part was split, so none collapsed back\n{}", on.describe());
     let small = if always { "" } else { "small: no\n" };
     let unset = run(preloaded(&program("huge_pages.c")).env("STRATA_STATS", "1"));
     unset.assert_on_strata().assert_ok();
-    assert!(unset.stdout.starts_with(&format!("{small}huge: yes\nhuge backed: yes\n")), "{}", unset.describe());
-    assert!(unset.stderr.contains("huge pages: huge blocks only"), "{}", unset.describe());
+    assert!(unset.stdout.starts_with(&format!("{small}huge: yes\nhuge backed: yes\nallocated: no\n")), "{}", unset.describe());
+    assert!(unset.stderr.contains("huge pages: for huge blocks grown by realloc"), "{}", unset.describe());
     assert_eq!(stats_figure(&unset, "parts collapsed"), 0, "{}", unset.describe());
     let off = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "0").env("STRATA_STATS", "1"));
     off.assert_on_strata().assert_ok();
-    assert!(off.stdout.starts_with(small) && off.stdout.contains("huge: no\n"), "{}", off.describe());
+    assert!(off.stdout.starts_with(small) && off.stdout.contains("huge: no\n") && off.stdout.contains("allocated: no\n"), "{}", off.describe());
     assert!(off.stderr.contains("huge pages: off"), "{}", off.describe());
     assert_eq!(stats_figure(&off, "parts collapsed"), 0, "{}", off.describe());
     let bad = run(preloaded(&program("huge_pages.c")).env("STRATA_HUGE_PAGES", "maybe"));

@@ -37,7 +37,7 @@ struct Config {
     verbose: bool,
     purge_delay_ms: Option<u64>,
     /// `STRATA_HUGE_PAGES`: on, every mapping is advised for huge pages;
-    /// off, none is; unset (`None`), huge blocks only.
+    /// off, none is; unset (`None`), huge blocks that grow by `realloc`.
     huge_pages: Option<bool>,
 }
 
@@ -227,7 +227,7 @@ fn banner(config: &Config) {
         if crate::debug::enabled() { "on" } else { "off" },
         match (DOMAIN.source().huge_pages(), DOMAIN.source().huge_blocks()) {
             (true, _) => "asked for",
-            (false, true) => "huge blocks only",
+            (false, true) => "for huge blocks grown by realloc",
             (false, false) => "off",
         },
         if strata_core::HARDENED { "on" } else { "off (built with --cfg strata_unhardened, for measurement only)" },

@@ -21,9 +21,13 @@
 //! them (`SliceFlags::ZEROED`). A thread's first zeroed buffer then costs
 //! no page faults for the parts it never touches.
 //!
-//! A huge block's fresh mapping is offered to the source for huge pages
-//! ([`PageSource::advise_huge_block`]): its owner asked for all of it, so
-//! each 2 MiB part it touches may as well cost one fault and one TLB entry.
+//! A huge block that grows by `realloc` is offered to the source for huge
+//! pages ([`PageSource::advise_huge_block`]), before the old contents are
+//! copied in or once the mapping has grown in place: its owner filled it
+//! to its old size and is filling it further, so each 2 MiB part may as
+//! well cost one fault and one TLB entry. A block allocated at its size
+//! is not: a reservation (`Vec::with_capacity`) may stay mostly untouched,
+//! and a huge page would make its touched parts resident whole.
 //!
 //! # Growth
 //!
@@ -298,7 +302,21 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         if size <= MAX_SPAN && align <= PAGE_SIZE / 2 {
             self.alloc_span(size, align, zeroed, context)
         } else {
-            self.alloc_huge(size, align, zeroed, context)
+            self.alloc_huge(size, align, zeroed, false, context)
+        }
+    }
+
+    /// Allocates the new block of a reallocation that outgrew its old one,
+    /// too large for a size class: as [`Domain::alloc_large`], but a huge
+    /// block is offered huge pages ([`PageSource::advise_huge_block`])
+    /// before the caller copies the old contents in (see the module
+    /// documentation).
+    pub fn alloc_large_to_grow(&self, size: usize, align: usize, context: S::Context) -> *mut u8 {
+        let size = size.max(1);
+        if size <= MAX_SPAN && align <= PAGE_SIZE / 2 {
+            self.alloc_span(size, align, false, context)
+        } else {
+            self.alloc_huge(size, align, false, true, context)
         }
     }
 
@@ -385,11 +403,18 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         inner.transition(slice, SliceState::Full, flag, now);
     }
 
-    fn alloc_huge(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
+    /// Maps a huge block; `grow` says it is the new block of a
+    /// reallocation that outgrew its old one, and is offered huge pages.
+    fn alloc_huge(&self, size: usize, align: usize, zeroed: bool, grow: bool, context: S::Context) -> *mut u8 {
         let offset = align.max(HUGE_HEADER);
         let Some(len) = size.checked_add(offset).and_then(round_to_4k) else { return ptr::null_mut() };
         let map_align = align.max(PAGE_SIZE);
         if let Some(cached) = self.locked(|inner| inner.huge_cache.take(len, map_align)) {
+            if grow {
+                // SAFETY: a mapping of ours, out of the cache, seen by no
+                // one else.
+                unsafe { self.source.advise_huge_block(NonNull::new_unchecked(cached.base as *mut u8), cached.len) };
+            }
             // Reused memory holds what its last owner wrote.
             return self.publish_huge(cached.base, cached.len, offset, if zeroed { size } else { 0 }, context);
         }
@@ -403,8 +428,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 memory
             }
         };
-        // SAFETY: the mapping just made, of `len` bytes, seen by no one else.
-        unsafe { self.source.advise_huge_block(memory, len) };
+        if grow {
+            // SAFETY: the mapping just made, of `len` bytes, seen by no one
+            // else.
+            unsafe { self.source.advise_huge_block(memory, len) };
+        }
         let clear = if zeroed && !S::ZEROED { size } else { 0 };
         self.publish_huge(memory.as_ptr() as usize, len, offset, clear, context)
     }
@@ -599,6 +627,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             debug_assert!(again, "a page registered before registers again");
             return None;
         };
+        if new_len > old_len {
+            // SAFETY: the block's whole mapping, live, and ours until it is
+            // registered again.
+            unsafe { self.source.advise_huge_block(memory, new_len) };
+        }
         let new_base = memory.as_ptr() as usize;
         let object = new_base + offset;
         let new_header = page_of(object) as *mut PageCommon;
