@@ -297,13 +297,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// `2^k` slices starts at a slice index that is a multiple of `2^k`, and
     /// index 0 is the header. Page alignment and beyond take a mapping.
     pub fn alloc_large(&self, size: usize, align: usize, zeroed: bool, context: S::Context) -> *mut u8 {
-        // A zero-size request still gets a unique, live block.
-        let size = size.max(1);
-        if size <= MAX_SPAN && align <= PAGE_SIZE / 2 {
-            self.alloc_span(size, align, zeroed, context)
-        } else {
-            self.alloc_huge(size, align, zeroed, false, context)
-        }
+        self.alloc_large_for(size, align, zeroed, false, context)
     }
 
     /// Allocates the new block of a reallocation that outgrew its old one,
@@ -312,11 +306,17 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// before the caller copies the old contents in (see the module
     /// documentation).
     pub fn alloc_large_to_grow(&self, size: usize, align: usize, context: S::Context) -> *mut u8 {
+        self.alloc_large_for(size, align, false, true, context)
+    }
+
+    /// [`Domain::alloc_large`], with `grow` passed to [`Self::alloc_huge`].
+    fn alloc_large_for(&self, size: usize, align: usize, zeroed: bool, grow: bool, context: S::Context) -> *mut u8 {
+        // A zero-size request still gets a unique, live block.
         let size = size.max(1);
         if size <= MAX_SPAN && align <= PAGE_SIZE / 2 {
-            self.alloc_span(size, align, false, context)
+            self.alloc_span(size, align, zeroed, context)
         } else {
-            self.alloc_huge(size, align, false, true, context)
+            self.alloc_huge(size, align, zeroed, grow, context)
         }
     }
 
