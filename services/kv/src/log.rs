@@ -379,9 +379,14 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), th
                         // allocator cache back (outside the lock), and look
                         // again after another period while the allocator
                         // has memory waiting for its purge delay.
-                        let (st, timeout) = log.work.wait_timeout(st, IDLE_AFTER).unwrap();
+                        let (mut st, timeout) = log.work.wait_timeout(st, IDLE_AFTER).unwrap();
                         if timeout.timed_out() && st.pending.is_empty() {
+                            // The two batch buffers keep the capacity of
+                            // the largest batch (up to 1 MiB each); an idle
+                            // log holds none.
+                            st.pending = Vec::new();
                             drop(st);
+                            batch = Vec::new();
                             idle = !thread_idle();
                             log.state.lock().unwrap()
                         } else {

@@ -306,6 +306,15 @@ fn serve(db: &Db, mut stream: TcpStream) {
                     // idle period while the allocator has memory waiting
                     // for its purge delay.
                     if !idle {
+                        // An idle connection keeps only the buffers it
+                        // started with, whatever the largest request and
+                        // reply it carried.
+                        if filled == 0 && buf.len() > READ_ROOM {
+                            buf = vec![0; READ_ROOM];
+                        }
+                        if out.capacity() > 16 << 10 {
+                            out = Vec::with_capacity(16 << 10);
+                        }
                         idle = !alloc_front::thread_idle();
                     }
                 }
