@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Instructions per request of the strata-kv server, per allocator build,
+# counted by callgrind: the repeatable companion of benches/kv.sh, whose
+# rates and latencies move from run to run on a shared machine.
+#
+# Usage: bash benches/kv-callgrind.sh
+#   env: ALLOCATORS (default "strata mimalloc system"), SIZES (default
+#        "16 256 4096"), N (requests per command, default 20000), CLIENTS
+#        (default 50), KV_DIR (the servers' log directories, default
+#        /dev/shm: no disk wait, which callgrind would not count anyway).
+#
+# Each build serves under `valgrind --tool=callgrind --instr-atstart=no`;
+# for every size, the commands of kv.sh run in order (SET, GET, LPUSH,
+# LPOP, MSET of 10 keys) through redis-benchmark -P 16 with random keys,
+# each with instrumentation switched on for that command alone (after any
+# compaction the ones before it started), and dumped on its own. Every
+# thread of the server counts: the connections, the log writer, compaction.
+# The table gives instructions per request and each build's ratio to
+# mimalloc's. The counts repeat to within a few per cent from run to run
+# (the threads interleave differently, and the log's group commit batches
+# differently), unlike times.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+ALLOCATORS=${ALLOCATORS:-"strata mimalloc system"}
+SIZES=${SIZES:-"16 256 4096"}
+N=${N:-20000}
+CLIENTS=${CLIENTS:-50}
+TESTS="set get lpush lpop mset"
+
+for tool in valgrind callgrind_control redis-benchmark redis-cli; do
+    command -v "$tool" >/dev/null || { echo "kv-callgrind: $tool not found (apt-get install valgrind redis-tools)" >&2; exit 2; }
+done
+
+# shellcheck source=benches/kv-common.sh
+. "$ROOT/benches/kv-common.sh"
+kv_workdir "${KV_DIR:-/dev/shm}/strata-kv-callgrind.XXXXXX"
+
+for a in $ALLOCATORS; do
+    echo "building strata-kv with alloc-$a" >&2
+    cargo build --release -q -p strata-kv --no-default-features --features "alloc-$a" --manifest-path "$ROOT/Cargo.toml"
+    cp "$CARGO_TARGET_DIR/release/strata-kv" "$WORK/strata-kv-$a"
+done
+# Leave target/release/strata-kv as the default (Strata) build.
+cargo build --release -q -p strata-kv --manifest-path "$ROOT/Cargo.toml"
+
+RESULTS=$WORK/results.csv
+: >"$RESULTS"
+for d in $SIZES; do
+    for a in $ALLOCATORS; do
+        echo "size $d: $a" >&2
+        rm -rf "$WORK/data"
+        kv_start "$WORK/out" "$WORK/err" valgrind --tool=callgrind --instr-atstart=no \
+            --callgrind-out-file="$WORK/cg.$a.$d" "$WORK/strata-kv-$a" --port 0 --dir "$WORK/data"
+        port=$PORT
+        for t in $TESTS; do
+            kv_wait_compaction "$port"
+            callgrind_control -i on "$SERVER_PID" >/dev/null 2>&1
+            redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r 100000 -n "$N" -d "$d" -t "$t" --csv >/dev/null 2>&1
+            # The dump holds what ran since the one before (instrumentation
+            # was off in between): this command alone.
+            callgrind_control --dump="$t" "$SERVER_PID" >/dev/null 2>&1
+            callgrind_control -i off "$SERVER_PID" >/dev/null 2>&1
+        done
+        redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+        # One file per dump, named after the command by its trigger line.
+        for f in "$WORK/cg.$a.$d".*; do
+            t=$(sed -n 's/^desc: Trigger: dump //p' "$f")
+            total=$(sed -n "s/^totals: //p" "$f" | head -1)
+            [ -n "$t" ] && echo "$a,$d,$t,$total" >>"$RESULTS"
+        done
+        rm -f "$WORK/cg.$a.$d"*
+    done
+done
+
+echo
+echo "strata-kv under callgrind: instructions per request, all server threads (redis-benchmark -P 16 -c $CLIENTS -r 100000 -n $N; MSET: 10 keys per request); in brackets, ÷ mimalloc's"
+printf '| size | command |'
+for a in $ALLOCATORS; do printf ' %s |' "$a"; done
+printf '\n|---|---|'
+for a in $ALLOCATORS; do printf -- '---|'; done
+printf '\n'
+for d in $SIZES; do
+    for t in $TESTS; do
+        base=$(awk -F, -v d="$d" -v t="$t" '$1 == "mimalloc" && $2 == d && $3 == t { print $4 }' "$RESULTS")
+        printf '| %s | %s |' "$d" "${t^^}"
+        for a in $ALLOCATORS; do
+            awk -F, -v a="$a" -v d="$d" -v t="$t" -v n="$N" -v base="${base:-0}" '
+                $1 == a && $2 == d && $3 == t {
+                    if (base > 0) printf " %.0f (%.2f) |", $4 / n, $4 / base; else printf " %.0f |", $4 / n
+                }' "$RESULTS"
+        done
+        printf '\n'
+    done
+done
