@@ -1283,10 +1283,9 @@ impl Heap {
                 return Ok(resized);
             }
         }
-        let moved = if size > usable && class_of(size, layout.align()).is_none() {
-            domain.alloc_large_to_grow(size, layout.align(), context)
-        } else {
-            self.alloc_in(domain, layout, context)
+        let moved = match domain.alloc_large_to_grow(usable, size, layout.align(), context) {
+            Some(block) => block,
+            None => self.alloc_in(domain, layout, context),
         };
         if moved.is_null() {
             return Ok(moved);

@@ -1329,10 +1329,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 return Ok(resized);
             }
         }
-        let moved = if layout.size() > usable && class_of(layout.size(), layout.align()).is_none() {
-            self.alloc_large_to_grow(layout.size(), layout.align(), S::Context::default())
-        } else {
-            self.allocate_uncached(layout, false)
+        let moved = match self.alloc_large_to_grow(usable, layout.size(), layout.align(), S::Context::default()) {
+            Some(block) => block,
+            None => self.allocate_uncached(layout, false),
         };
         if !moved.is_null() {
             // SAFETY: both blocks hold the copied length and are distinct;

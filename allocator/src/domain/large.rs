@@ -300,13 +300,15 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         self.alloc_large_for(size, align, zeroed, false, context)
     }
 
-    /// Allocates the new block of a reallocation that outgrew its old one,
-    /// too large for a size class: as [`Domain::alloc_large`], but a huge
-    /// block is offered huge pages ([`PageSource::advise_huge_block`])
-    /// before the caller copies the old contents in (see the module
-    /// documentation).
-    pub fn alloc_large_to_grow(&self, size: usize, align: usize, context: S::Context) -> *mut u8 {
-        self.alloc_large_for(size, align, false, true, context)
+    /// Allocates the new block of a reallocation from a block of `usable`
+    /// bytes to `size` bytes, if the block grows and no size class holds
+    /// the new size: as [`Domain::alloc_large`], but a huge block is
+    /// offered huge pages ([`PageSource::advise_huge_block`]) before the
+    /// caller copies the old contents in (see the module documentation).
+    /// `None` for any other reallocation, which the caller allocates as
+    /// usual.
+    pub fn alloc_large_to_grow(&self, usable: usize, size: usize, align: usize, context: S::Context) -> Option<*mut u8> {
+        (size > usable && class_of(size, align).is_none()).then(|| self.alloc_large_for(size, align, false, true, context))
     }
 
     /// [`Domain::alloc_large`], with `grow` passed to [`Self::alloc_huge`].
@@ -409,32 +411,28 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let offset = align.max(HUGE_HEADER);
         let Some(len) = size.checked_add(offset).and_then(round_to_4k) else { return ptr::null_mut() };
         let map_align = align.max(PAGE_SIZE);
-        if let Some(cached) = self.locked(|inner| inner.huge_cache.take(len, map_align)) {
-            if grow {
-                // SAFETY: a mapping of ours, out of the cache, seen by no
-                // one else.
-                unsafe { self.source.advise_huge_block(NonNull::new_unchecked(cached.base as *mut u8), cached.len) };
-            }
+        let (base, map_len, clear) = if let Some(cached) = self.locked(|inner| inner.huge_cache.take(len, map_align)) {
             // Reused memory holds what its last owner wrote.
-            return self.publish_huge(cached.base, cached.len, offset, if zeroed { size } else { 0 }, context);
-        }
-        let memory = match self.source.map(len, map_align, context) {
-            Some(memory) => memory,
-            None => {
-                if !self.reclaim() {
-                    return ptr::null_mut();
+            (cached.base, cached.len, if zeroed { size } else { 0 })
+        } else {
+            let memory = match self.source.map(len, map_align, context) {
+                Some(memory) => memory,
+                None => {
+                    if !self.reclaim() {
+                        return ptr::null_mut();
+                    }
+                    let Some(memory) = self.source.map(len, map_align, context) else { return ptr::null_mut() };
+                    memory
                 }
-                let Some(memory) = self.source.map(len, map_align, context) else { return ptr::null_mut() };
-                memory
-            }
+            };
+            (memory.as_ptr() as usize, len, if zeroed && !S::ZEROED { size } else { 0 })
         };
         if grow {
-            // SAFETY: the mapping just made, of `len` bytes, seen by no one
-            // else.
-            unsafe { self.source.advise_huge_block(memory, len) };
+            // SAFETY: a mapping of ours of `map_len` bytes, fresh or out of
+            // the cache, seen by no one else.
+            unsafe { self.source.advise_huge_block(NonNull::new_unchecked(base as *mut u8), map_len) };
         }
-        let clear = if zeroed && !S::ZEROED { size } else { 0 };
-        self.publish_huge(memory.as_ptr() as usize, len, offset, clear, context)
+        self.publish_huge(base, map_len, offset, clear, context)
     }
 
     /// Writes the header of a huge mapping of `len` bytes at `base` whose
