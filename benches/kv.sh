@@ -47,7 +47,8 @@
 # for the single-key commands at 16 and 256 bytes and GET), SIZES (default
 # "16 256 4096"), CLIENTS (default 50), ALLOCATORS (default
 # "strata mimalloc system"; `strata-huge` adds the Strata build run with
-# --huge-pages), ROUNDS (default 1), PIN (default 1 with 2 CPUs or more),
+# --huge-pages, `mimalloc-small` the mimalloc build without its
+# transparent huge pages), ROUNDS (default 1), PIN (default 1 with 2 CPUs or more),
 # KV_DIR (where the servers' log directories go, default /tmp: on this
 # machine's disk; /dev/shm puts them in memory, see below),
 # CARGO_TARGET_DIR.
@@ -81,9 +82,13 @@ TESTS=set,get,lpush,lpop,mset
 . "$ROOT/benches/kv-common.sh"
 kv_workdir "${KV_DIR:-/tmp}/strata-kv-bench.XXXXXX"
 
-# The build (cargo feature alloc-NAME) and the server options of each
-# allocator name: `strata-huge` is the Strata build run with --huge-pages.
-build_of() { case $1 in strata-huge) echo strata ;; *) echo "$1" ;; esac; }
+# The build (cargo feature alloc-NAME), the environment and the server
+# options of each allocator name: `strata-huge` is the Strata build run
+# with --huge-pages; `mimalloc-small` is the mimalloc build with its
+# transparent huge page advice off (MIMALLOC_ALLOW_THP=0), on small pages
+# as Strata is by default.
+build_of() { case $1 in strata-huge) echo strata ;; mimalloc-small) echo mimalloc ;; *) echo "$1" ;; esac; }
+environment_of() { case $1 in mimalloc-small) echo MIMALLOC_ALLOW_THP=0 ;; esac; }
 options_of() { case $1 in strata-huge) echo --huge-pages ;; esac; }
 for a in $ALLOCATORS; do
     echo "building strata-kv with alloc-$(build_of "$a")" >&2
@@ -127,7 +132,7 @@ for d in $SIZES; do
         dir=$WORK/data-$a-$d
         rm -rf "$dir"
         kv_start "$WORK/server.out" "$WORK/server.err" \
-            "${SERVER_CPUS[@]}" "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a")
+            "${SERVER_CPUS[@]}" env $(environment_of "$a") "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a")
         port=$PORT
         redis-cli -p "$port" PING >/dev/null
         idle=$(status_kb "$SERVER_PID" VmRSS)
@@ -187,7 +192,7 @@ median_by() {
 
 echo
 echo "strata-kv, redis-benchmark -P 16 -c $CLIENTS -r $KEYSPACE -n $N (-n $N_FAST for GET, and for SET, LPUSH and LPOP at 16 and 256 bytes), one command per run, each after any compaction (MSET: 10 keys per request); latency in ms"
-printf '%-11s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
+printf '%-14s %6s %-15s %12s %8s %8s\n' allocator size command rps p50 p99
 # $RESULTS: round,allocator,size,command,rps,p50,p99.
 cut -d, -f2-5 "$RESULTS" >"$WORK/rps.csv"
 cut -d, -f2-4,6 "$RESULTS" >"$WORK/p50.csv"
@@ -196,7 +201,7 @@ join -t, <(median_by "$WORK/rps.csv" 4 | sed 's/,/|/; s/,/|/' | sort) \
     <(median_by "$WORK/p50.csv" 4 | sed 's/,/|/; s/,/|/' | sort) |
     join -t, - <(median_by "$WORK/p99.csv" 4 | sed 's/,/|/; s/,/|/' | sort) |
     tr '|' , | sort -t, -k2,2n -k3,3 -k1,1 | while IFS=, read -r a d cmd rps p50 p99; do
-    printf '%-11s %6s %-15s %12.0f %8.3f %8.3f\n' "$a" "$d" "$cmd" "$rps" "$p50" "$p99"
+    printf '%-14s %6s %-15s %12.0f %8.3f %8.3f\n' "$a" "$d" "$cmd" "$rps" "$p50" "$p99"
 done
 
 echo
@@ -216,7 +221,7 @@ declare -A strata_live=()
 while IFS=, read -r key live; do
     [ "${key%%|*}" = strata ] && strata_live[${key#*|}]=$live
 done <"$WORK/memory-7.median"
-printf '%-11s %6s %8s %8s %9s %10s %10s %10s %7s %9s %12s %9s %9s %10s\n' allocator size keys0 keys1 idle_MiB peak_MiB after_MiB est_MiB ratio net_ratio strata_live disk_KiB anon_MiB anon/live
+printf '%-14s %6s %8s %8s %9s %10s %10s %10s %7s %9s %12s %9s %9s %10s\n' allocator size keys0 keys1 idle_MiB peak_MiB after_MiB est_MiB ratio net_ratio strata_live disk_KiB anon_MiB anon/live
 join -t, "$WORK/memory-3.median" "$WORK/memory-4.median" | join -t, - "$WORK/memory-5.median" |
     join -t, - "$WORK/memory-6.median" | join -t, - "$WORK/memory-7.median" |
     join -t, - "$WORK/memory-8.median" | join -t, - "$WORK/memory-9.median" |
@@ -226,7 +231,7 @@ join -t, "$WORK/memory-3.median" "$WORK/memory-4.median" | join -t, - "$WORK/mem
         -v anon="$anon" -v anon_idle="$anon_idle" -v slive="${strata_live[$d]:-0}" 'BEGIN {
         est = k1 * (16 + d + 64)
         net_anon = (anon - anon_idle) * 1024
-        printf "%-11s %6s %8.0f %8.0f %9.1f %10.1f %10.1f %10.1f %7.2f %9.2f %12s %9.0f %9.2f %10s\n", a, d, k0, k1, idle / 1024, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, (rss - idle) * 1024 / est, (live > 0 ? sprintf("%.0f", live) : "-"), disk, net_anon / 1048576, (slive > 0 ? sprintf("%.2f", net_anon / slive) : "-")
+        printf "%-14s %6s %8.0f %8.0f %9.1f %10.1f %10.1f %10.1f %7.2f %9.2f %12s %9.0f %9.2f %10s\n", a, d, k0, k1, idle / 1024, peak / 1024, rss / 1024, est / 1048576, rss * 1024 / est, (rss - idle) * 1024 / est, (live > 0 ? sprintf("%.0f", live) : "-"), disk, net_anon / 1048576, (slive > 0 ? sprintf("%.2f", net_anon / slive) : "-")
     }'
 done
 

@@ -23,6 +23,7 @@ fn colour(allocator: &str, index: usize) -> RGBColor {
         "jemalloc" => RGBColor(49, 110, 180),
         "tcmalloc" => RGBColor(60, 150, 80),
         "mimalloc" => RGBColor(140, 90, 170),
+        "mimalloc-small" => RGBColor(190, 160, 215),
         _ => {
             let (r, g, b) = Palette99::pick(index).to_rgba().rgb();
             RGBColor(r, g, b)
