@@ -139,6 +139,9 @@ const OUT_FLUSH: usize = 1 << 20;
 /// Most bytes a connection reads at a time.
 const READ_ROOM: usize = 64 << 10;
 
+/// The reply buffer a connection starts with, and goes back to when idle.
+const REPLY_ROOM: usize = 16 << 10;
+
 const HELP: &str = "\
 strata-kv: a RESP2 key-value server with an append-only log, on 127.0.0.1
 
@@ -223,7 +226,7 @@ fn serve(db: &Db, mut stream: TcpStream) {
     // room to read into: zeroed once when it grows, not on every read.
     let mut buf: Vec<u8> = vec![0; READ_ROOM];
     let mut filled = 0;
-    let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut out: Vec<u8> = Vec::with_capacity(REPLY_ROOM);
     loop {
         let mut start = 0;
         let mut wait = 0;
@@ -270,7 +273,7 @@ fn serve(db: &Db, mut stream: TcpStream) {
             }
             out.clear();
             if out.capacity() > 4 << 20 {
-                out = Vec::with_capacity(16 << 10);
+                out = Vec::with_capacity(REPLY_ROOM);
             }
         }
         if close {
@@ -312,8 +315,8 @@ fn serve(db: &Db, mut stream: TcpStream) {
                         if filled == 0 && buf.len() > READ_ROOM {
                             buf = vec![0; READ_ROOM];
                         }
-                        if out.capacity() > 16 << 10 {
-                            out = Vec::with_capacity(16 << 10);
+                        if out.capacity() > REPLY_ROOM {
+                            out = Vec::with_capacity(REPLY_ROOM);
                         }
                         idle = !alloc_front::thread_idle();
                     }
