@@ -4,7 +4,8 @@
 # rates and latencies move from run to run on a shared machine.
 #
 # Usage: bash benches/kv-callgrind.sh
-#   env: ALLOCATORS (default "strata mimalloc system"), SIZES (default
+#   env: ALLOCATORS (default "strata mimalloc system"; the names of
+#        kv.sh, `strata-huge` and `mimalloc-small` too), SIZES (default
 #        "16 256 4096"), N (requests per command, default 20000), CLIENTS
 #        (default 50), KV_DIR (the servers' log directories, default
 #        /dev/shm: no disk wait, which callgrind would not count anyway).
@@ -37,13 +38,7 @@ done
 . "$ROOT/benches/kv-common.sh"
 kv_workdir "${KV_DIR:-/dev/shm}/strata-kv-callgrind.XXXXXX"
 
-for a in $ALLOCATORS; do
-    echo "building strata-kv with alloc-$a" >&2
-    cargo build --release -q -p strata-kv --no-default-features --features "alloc-$a" --manifest-path "$ROOT/Cargo.toml"
-    cp "$CARGO_TARGET_DIR/release/strata-kv" "$WORK/strata-kv-$a"
-done
-# Leave target/release/strata-kv as the default (Strata) build.
-cargo build --release -q -p strata-kv --manifest-path "$ROOT/Cargo.toml"
+kv_build_servers
 
 RESULTS=$WORK/results.csv
 : >"$RESULTS"
@@ -51,8 +46,8 @@ for d in $SIZES; do
     for a in $ALLOCATORS; do
         echo "size $d: $a" >&2
         rm -rf "$WORK/data"
-        kv_start "$WORK/out" "$WORK/err" valgrind --tool=callgrind --instr-atstart=no \
-            --callgrind-out-file="$WORK/cg.$a.$d" "$WORK/strata-kv-$a" --port 0 --dir "$WORK/data"
+        kv_start "$WORK/out" "$WORK/err" env $(environment_of "$a") valgrind --tool=callgrind --instr-atstart=no \
+            --callgrind-out-file="$WORK/cg.$a.$d" "$WORK/strata-kv-$a" --port 0 --dir "$WORK/data" $(options_of "$a")
         port=$PORT
         for t in $TESTS; do
             kv_wait_compaction "$port"

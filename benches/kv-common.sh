@@ -1,6 +1,7 @@
-# Shared by benches/kv.sh and benches/kv-cell.sh (sourced, not run): the
-# work directory and its clean-up, starting a strata-kv server, and waiting
-# for its background compaction.
+# Shared by benches/kv.sh, benches/kv-cell.sh and benches/kv-callgrind.sh
+# (sourced, not run): the work directory and its clean-up, the server build
+# of each allocator name, starting a strata-kv server, and waiting for its
+# background compaction.
 
 # Makes the work directory $WORK (mktemp template $1), removed on exit
 # together with any server still running ($SERVER_PID).
@@ -53,4 +54,27 @@ kv_wait_compaction() {
     done
     echo "compaction did not finish on port $1" >&2
     return 1
+}
+
+# The build (cargo feature alloc-NAME), the environment and the server
+# options of each allocator name: `strata-huge` is the Strata build run
+# with --huge-pages; `mimalloc-small` is the mimalloc build with its
+# transparent huge page advice off (MIMALLOC_ALLOW_THP=0), on small pages
+# as Strata is by default.
+build_of() { case $1 in strata-huge) echo strata ;; mimalloc-small) echo mimalloc ;; *) echo "$1" ;; esac; }
+environment_of() { case $1 in mimalloc-small) echo MIMALLOC_ALLOW_THP=0 ;; esac; }
+options_of() { case $1 in strata-huge) echo --huge-pages ;; esac; }
+
+# Builds strata-kv for every name in $ALLOCATORS into $WORK/strata-kv-NAME
+# (needs $ROOT and $CARGO_TARGET_DIR), then puts back the default build
+# (Strata) as target/release/strata-kv, so that the binary a user runs next
+# is the one its name promises.
+kv_build_servers() {
+    local a
+    for a in $ALLOCATORS; do
+        echo "building strata-kv with alloc-$(build_of "$a")" >&2
+        cargo build --release -q -p strata-kv --no-default-features --features "alloc-$(build_of "$a")" --manifest-path "$ROOT/Cargo.toml"
+        cp "$CARGO_TARGET_DIR/release/strata-kv" "$WORK/strata-kv-$a"
+    done
+    cargo build --release -q -p strata-kv --manifest-path "$ROOT/Cargo.toml"
 }

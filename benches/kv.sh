@@ -82,25 +82,9 @@ TESTS=set,get,lpush,lpop,mset
 . "$ROOT/benches/kv-common.sh"
 kv_workdir "${KV_DIR:-/tmp}/strata-kv-bench.XXXXXX"
 
-# The build (cargo feature alloc-NAME), the environment and the server
-# options of each allocator name: `strata-huge` is the Strata build run
-# with --huge-pages; `mimalloc-small` is the mimalloc build with its
-# transparent huge page advice off (MIMALLOC_ALLOW_THP=0), on small pages
-# as Strata is by default.
-build_of() { case $1 in strata-huge) echo strata ;; mimalloc-small) echo mimalloc ;; *) echo "$1" ;; esac; }
-environment_of() { case $1 in mimalloc-small) echo MIMALLOC_ALLOW_THP=0 ;; esac; }
-options_of() { case $1 in strata-huge) echo --huge-pages ;; esac; }
-for a in $ALLOCATORS; do
-    echo "building strata-kv with alloc-$(build_of "$a")" >&2
-    cargo build --release -q -p strata-kv --no-default-features --features "alloc-$(build_of "$a")" --manifest-path "$ROOT/Cargo.toml"
-    cp "$CARGO_TARGET_DIR/release/strata-kv" "$WORK/strata-kv-$a"
-done
+kv_build_servers
 # The chart tool, built before the long run so that a build error shows at once.
 cargo build --release -q -p strata-benches --bin strata-bench --manifest-path "$ROOT/Cargo.toml"
-# The loop left target/release/strata-kv as the last allocator's build;
-# put back the default one (Strata), which `cargo build` makes, so that the
-# binary a user runs next is the one its name promises.
-cargo build --release -q -p strata-kv --manifest-path "$ROOT/Cargo.toml"
 
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
