@@ -1881,4 +1881,33 @@ mod tests {
         heap.release(domain, false);
         assert_eq!(domain.stats().bytes_live, 0);
     }
+
+    #[test]
+    fn a_refill_takes_the_domain_lock_once_when_no_purge_check_is_due() {
+        let domain = domain();
+        // No check for the delayed purge falls due within this delay.
+        domain.set_purge_delay_ms(u64::MAX);
+        let mut heap = Heap::new();
+        // The largest class: two objects a slice, so a refill every second
+        // allocation, all within the first page (no page mapped meanwhile).
+        let class = CLASS_COUNT - 1;
+        assert_eq!(objects_per_slice(class), 2);
+        let count = USABLE_SLICES;
+        let mut blocks = Vec::from([heap.alloc_small(domain, class)]);
+        let before = domain.stats();
+        blocks.extend((0..count).map(|_| heap.alloc_small(domain, class)));
+        let after = domain.stats();
+        assert!(blocks.iter().all(|block| !block.is_null()));
+        assert_eq!(after.pages_mapped, before.pages_mapped);
+        let refills = after.refills - before.refills;
+        assert!(refills >= (count / 2) as u64, "{refills} refills for {count} blocks");
+        // One acquisition per refill, and the second `stats`'s own.
+        assert_eq!(after.lock_acquisitions - before.lock_acquisitions, refills + 1);
+        for block in blocks {
+            // SAFETY: live blocks of this domain.
+            unsafe { heap.free(domain, block) }.unwrap();
+        }
+        heap.release(domain, false);
+        assert_eq!(domain.stats().bytes_live, 0);
+    }
 }

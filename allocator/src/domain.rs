@@ -224,6 +224,12 @@ pub struct Domain<S: PageSource, L: RawLock> {
     /// Counter behind [`Domain::random`].
     random: AtomicU64,
     purge_delay_ms: AtomicU64,
+    /// When (the source's clock, in ms) the delayed purge was last checked
+    /// for ([`Domain::maybe_purge`]): every refill calls that check, which
+    /// takes the lock at most once per quarter of the purge delay. Written
+    /// under the lock; read first without it (Relaxed), where a stale value
+    /// costs one look under the lock, which reads it again.
+    purge_checked_ms: AtomicU64,
     /// Collapse parts moved onto huge pages ([`Domain::collapse_parts`]).
     /// Relaxed: a statistic.
     collapses: AtomicU64,
@@ -284,10 +290,13 @@ struct Inner {
     /// happens under it (`take_back`). Counted when the splice is.
     remote_walked_unlocked: u64,
     /// Slices given back with a non-empty remote list (walks counted in
-    /// `remote_walked_unlocked`). With the three counters above, keeps
-    /// `Inner` free of padding, which `a_zeroed_inner_is_empty` needs.
+    /// `remote_walked_unlocked`).
     remote_lists_walked: u64,
-    last_purge_check: u64,
+    /// Explicit padding, always 0: `dirty_classes` aligns `Inner` to 16
+    /// bytes, and `a_zeroed_inner_is_empty` needs it free of implicit
+    /// padding.
+    #[allow(dead_code)]
+    padding: u64,
 }
 
 impl Inner {
@@ -317,7 +326,7 @@ impl Inner {
             lock_contended: 0,
             remote_walked_unlocked: 0,
             remote_lists_walked: 0,
-            last_purge_check: 0,
+            padding: 0,
         }
     }
 
@@ -695,6 +704,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             link_key: AtomicUsize::new(0),
             random: AtomicU64::new(0),
             purge_delay_ms: AtomicU64::new(DEFAULT_PURGE_DELAY_MS),
+            purge_checked_ms: AtomicU64::new(0),
             collapses: AtomicU64::new(0),
         }
     }

@@ -154,11 +154,23 @@ impl Batch {
 
 impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Purges dirty slices and gives back cached huge mappings older than
-    /// the purge delay, if a check is due.
+    /// the purge delay, if a check is due: at most one per quarter of the
+    /// delay, whether or not memory was waiting at the last one. Memory
+    /// that turned dirty after a check is due a whole delay later, so no
+    /// purge comes later for the checks skipped. Every refill calls this:
+    /// the skipped checks take no lock.
     pub(crate) fn maybe_purge(&self) {
         let now = self.source.now_ms();
         let delay = self.purge_delay_ms();
+        let next_check = |checked: u64| checked.saturating_add(delay / 4);
+        if now < next_check(self.purge_checked_ms.load(Ordering::Relaxed)) {
+            return;
+        }
         let due = self.locked(|inner| {
+            if now < next_check(self.purge_checked_ms.load(Ordering::Relaxed)) {
+                return false;
+            }
+            self.purge_checked_ms.store(now, Ordering::Relaxed);
             let oldest_slice = if inner.age_head.is_null() {
                 None
             } else {
@@ -170,11 +182,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 (Some(a), None) | (None, Some(a)) => a,
                 (None, None) => return false,
             };
-            if now < inner.last_purge_check + delay / 4 {
-                return false;
-            }
-            inner.last_purge_check = now;
-            now >= oldest + delay
+            now >= oldest.saturating_add(delay)
         });
         if due {
             let cutoff = now.saturating_sub(delay);
