@@ -53,47 +53,20 @@ std::thread_local! {
 /// needed. The pointer below is read with two instructions, inline, and
 /// clobbers nothing.
 ///
-/// On x86-64 the pointer is a `.tdata` symbol of the initial-exec model,
-/// defined and addressed with a few lines of assembly (stable Rust cannot
-/// choose a thread-local's model), as the malloc shim's thread slot is. It
-/// is 8 bytes, well within the static TLS surplus glibc keeps for libraries
-/// loaded with `dlopen`. Other architectures use `thread_local!`.
+/// On x86-64 the pointer is a thread-local of the initial-exec model, made
+/// by [`initial_exec_slot!`](crate::initial_exec_slot) as the malloc shim's
+/// thread slot is (see the `tls` module). Other architectures use
+/// `thread_local!`.
 mod slot {
     use super::{Heap, EMPTY_HEAP};
 
     #[cfg(target_arch = "x86_64")]
-    core::arch::global_asm!(
-        ".pushsection .tdata.__strata_std_heap,\"awT\",@progbits",
-        ".p2align 3",
-        ".globl __strata_std_heap",
-        ".hidden __strata_std_heap",
-        ".type __strata_std_heap, @tls_object",
-        ".size __strata_std_heap, 8",
-        "__strata_std_heap:",
-        // A new thread's image: the empty heap (a relocation the dynamic
-        // linker applies before any thread copies the image).
-        ".quad {empty}",
-        ".popsection",
-        empty = sym EMPTY_HEAP,
-    );
-
-    /// The slot's offset from the thread pointer: the GOT entry the dynamic
-    /// linker filled (initial-exec model), fixed for the life of the
-    /// process; in an executable the linker turns the load into a constant.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn offset() -> usize {
-        let offset: usize;
-        // SAFETY: reads the GOT entry of the slot's TLS offset, written once
-        // by the dynamic linker before any code runs.
-        unsafe {
-            core::arch::asm!(
-                "mov {offset}, qword ptr [rip + __strata_std_heap@GOTTPOFF]",
-                offset = out(reg) offset,
-                options(pure, nomem, nostack, preserves_flags),
-            );
-        }
-        offset
+    crate::initial_exec_slot! {
+        symbol: "__strata_std_heap",
+        size: 8,
+        align_log2: 3,
+        first: EMPTY_HEAP,
+        offset: fn offset,
     }
 
     /// The calling thread's heap pointer: never null, and [`EMPTY_HEAP`]
@@ -101,20 +74,10 @@ mod slot {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     pub(super) fn heap() -> *mut Heap {
-        let heap: *mut Heap;
-        // SAFETY: reads this thread's slot, at `offset()` from the thread
-        // pointer. `readonly`: `set_heap` writes the slot with an assembly
-        // block the compiler treats as writing memory, so no read is moved
-        // across it.
-        unsafe {
-            core::arch::asm!(
-                "mov {heap}, qword ptr fs:[{offset}]",
-                heap = lateout(reg) heap,
-                offset = in(reg) offset(),
-                options(pure, readonly, nostack, preserves_flags),
-            );
-        }
-        heap
+        // SAFETY: the slot's own offset. `set_heap` writes the slot with an
+        // assembly block the compiler treats as writing memory, so no read
+        // is moved across it.
+        unsafe { crate::tls::read_thread_word(offset()) as *mut Heap }
     }
 
     /// Points the calling thread's slot at `heap`, which must stay valid

@@ -242,6 +242,9 @@ include!("modules.rs");
 mod shared;
 #[cfg(all(feature = "std", feature = "mmap"))]
 mod global;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[doc(hidden)]
+pub mod tls;
 #[cfg(feature = "allocator-api2")]
 mod api2;
 

@@ -13,8 +13,8 @@
 //!
 //! The *initial-exec* model has no such call: the slot lives at a fixed
 //! offset from the thread pointer, set when the library is loaded. Stable
-//! Rust cannot ask for that model, so on x86-64 the slot is a `.tbss` symbol
-//! defined and addressed with a few lines of assembly. The slot is 64 bytes,
+//! Rust cannot ask for that model, so on x86-64 the slot is a `.tdata`
+//! symbol made by the core's `initial_exec_slot!`. The slot is 64 bytes,
 //! well within the static TLS surplus glibc reserves for modules that are
 //! `dlopen`ed later, so loading with `dlopen` works too (the library is then
 //! marked `DF_STATIC_TLS`).
@@ -110,45 +110,17 @@ impl ThreadSlot {
 }
 
 #[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(
-    ".pushsection .tdata.__strata_thread_slot,\"awT\",@progbits",
-    ".p2align 4",
-    ".globl __strata_thread_slot",
-    ".hidden __strata_thread_slot",
-    ".type __strata_thread_slot, @tls_object",
-    ".size __strata_thread_slot, {size}",
-    "__strata_thread_slot:",
-    // `cache`, the first field: the empty heap.
-    ".quad {empty}",
-    ".zero {rest}",
-    ".popsection",
-    size = const core::mem::size_of::<ThreadSlot>(),
-    rest = const core::mem::size_of::<ThreadSlot>() - 8,
-    empty = sym EMPTY_HEAP,
-);
+strata_core::initial_exec_slot! {
+    symbol: "__strata_thread_slot",
+    size: core::mem::size_of::<ThreadSlot>(),
+    align_log2: 4,
+    first: EMPTY_HEAP,
+    offset: fn slot_offset,
+}
 
-// The initial image above writes `cache` as the slot's first word.
+// The variable's initial image writes `cache` as the slot's first word.
 const _: () = assert!(core::mem::offset_of!(ThreadSlot, cache) == 0);
 const _: () = assert!(core::mem::size_of::<*const Heap>() == 8);
-
-/// The slot's offset from the thread pointer: the GOT entry the dynamic
-/// linker filled when it loaded the library (initial-exec model), fixed for
-/// the life of the process.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn slot_offset() -> usize {
-    let offset: usize;
-    // SAFETY: reads the GOT entry of the slot's TLS offset, written once by
-    // the dynamic linker before any code of the library runs.
-    unsafe {
-        core::arch::asm!(
-            "mov {offset}, qword ptr [rip + __strata_thread_slot@GOTTPOFF]",
-            offset = out(reg) offset,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    offset
-}
 
 /// The calling thread's slot.
 #[cfg(target_arch = "x86_64")]
@@ -171,19 +143,10 @@ pub fn slot() -> *mut ThreadSlot {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub fn cache() -> *const Heap {
-    let heap: *const Heap;
-    // SAFETY: `cache` is the slot's first word (asserted above), at
-    // `slot_offset()` from the thread pointer. `readonly`: the slot is
-    // written by ordinary stores, which the compiler keeps before this read.
-    unsafe {
-        core::arch::asm!(
-            "mov {heap}, qword ptr fs:[{offset}]",
-            heap = lateout(reg) heap,
-            offset = in(reg) slot_offset(),
-            options(pure, readonly, nostack, preserves_flags),
-        );
-    }
-    heap
+    // SAFETY: `cache` is the slot's first word (asserted above). The slot
+    // is written by ordinary stores, which the compiler keeps before this
+    // read.
+    unsafe { strata_core::tls::read_thread_word(slot_offset()) as *const Heap }
 }
 
 /// Counts one free down in [`ThreadSlot::frees_left`], and runs `due`
