@@ -99,8 +99,10 @@
 //!
 //! Lock-free: each slice's remote list (one CAS per push of a batch of
 //! remote frees, one swap per drain;
-//! see the loom model in `tests/loom.rs`), the slice owner word, and the
-//! page source's page map that vets pointers before they are dereferenced
+//! see the loom model in `tests/loom.rs`), the slice owner word, the time
+//! of the last check for the delayed purge (written under the domain lock,
+//! read before it so that a refill takes the lock once), and the page
+//! source's page map that vets pointers before they are dereferenced
 //! ([`PageSource::owns`]: the [`registry`] in user space; in the kernel, a
 //! mark in the `struct page` of buddy pages and an xarray of vmalloc'ed
 //! ones).

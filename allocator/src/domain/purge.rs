@@ -154,11 +154,11 @@ impl Batch {
 
 impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Purges dirty slices and gives back cached huge mappings older than
-    /// the purge delay, if a check is due: at most one per quarter of the
-    /// delay, whether or not memory was waiting at the last one. Memory
-    /// that turned dirty after a check is due a whole delay later, so no
-    /// purge comes later for the checks skipped. Every refill calls this:
-    /// the skipped checks take no lock.
+    /// the purge delay, if a check is due: one per quarter of the delay at
+    /// the most, so memory goes back up to a quarter of the delay after it
+    /// is due. Memory is due a whole delay after it turns dirty, so the
+    /// checks skipped while none waited delay no purge further. Every
+    /// refill calls this, and a skipped check takes no lock.
     pub(crate) fn maybe_purge(&self) {
         let now = self.source.now_ms();
         let delay = self.purge_delay_ms();

@@ -417,9 +417,10 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), th
                 log.batches.fetch_add(1, Ordering::Relaxed);
                 // Under load the next batch is about as large: keep the
                 // buffer, since regrowing it from empty costs a copy at
-                // every doubling (at 4 KiB values, a seventh of the
-                // server's instructions). Only a buffer grown past
-                // `BATCH_KEPT` by a burst goes now; an idle log drops both.
+                // every doubling (at 4 KiB values, 14% of the server's
+                // instructions with Strata, 22% with mimalloc). Only a
+                // buffer a burst grew past `BATCH_KEPT` goes now; an idle
+                // log drops both.
                 batch.clear();
                 if batch.capacity() > BATCH_KEPT {
                     batch = Vec::new();
