@@ -1,9 +1,9 @@
 //! Thread-locals of the initial-exec TLS model, for the fast paths of the
 //! fronts that live in user space (x86-64 only).
 //!
-//! Both the std front ([`Strata`](crate::Strata)) and the malloc shim read a
-//! thread-local word on every allocation and free. `thread_local!` gives
-//! them the model rustc picks: in a `cdylib` (the shim) *general-dynamic*,
+//! Both the std front (`Strata`) and the malloc shim read a thread-local
+//! word on every allocation and free. `thread_local!` gives them the model
+//! rustc picks: in a `cdylib` (the shim) *general-dynamic*,
 //! a call of `__tls_get_addr` on every access, which glibc before 2.39 may
 //! answer by calling `malloc` itself; elsewhere a call wherever the accessor
 //! is not inlined, after which the caller's registers are not its own. The
@@ -26,9 +26,10 @@
 /// offset from the thread pointer, fixed for the life of the process (in an
 /// executable the linker turns the load into a constant).
 ///
-/// `$size` is at least 8 and `$symbol` is unique in the program. The
-/// variable is read with [`read_thread_word`], and written through
-/// `fs:[$offset()]` or the thread pointer plus the offset.
+/// `$size` is at least 8 (a smaller one fails to compile) and `$symbol` is
+/// unique in the program. The variable is read with [`read_thread_word`],
+/// and written through `fs:[$offset()]` or the thread pointer plus the
+/// offset.
 ///
 /// Not a public API: the crate's std front and the malloc shim use it.
 #[doc(hidden)]
