@@ -22,7 +22,8 @@
 //! allocators of a round run one after the other, so a round's pair shares
 //! the machine's state more than two rounds do). On a noisy machine a ratio
 //! of medians near 1 can come out either side; the count of rounds says
-//! how often the order held.
+//! how often the order held, and a sign test over them how likely so
+//! uneven a count would be if neither build were faster.
 //!
 //! ```text
 //! strata-bench kv-chart --runs kv-runs.csv --memory kv-memory.csv --out DIR [--reference NAME]
@@ -383,8 +384,34 @@ fn memory_ratios(memory: &[Memory], allocators: &[String]) -> (Vec<u32>, Vec<Vec
     (sizes, values)
 }
 
+/// The two-sided exact sign test of `won` rounds of `paired`: the chance
+/// of a split at least as uneven, were the two builds equally likely to win
+/// each round. Small values say the order held beyond the machine's noise;
+/// 1 when no round was paired.
+fn sign_test(won: usize, paired: usize) -> f64 {
+    let fewer = won.min(paired.saturating_sub(won));
+    // P(X <= fewer) for X ~ Binomial(paired, 1/2), term by term:
+    // C(n, k) = C(n, k - 1) * (n - k + 1) / k.
+    let (mut term, mut tail) = (1.0_f64, 1.0_f64);
+    for k in 1..=fewer {
+        term *= (paired - k + 1) as f64 / k as f64;
+        tail += term;
+    }
+    (2.0 * tail / 2.0_f64.powi(paired as i32)).min(1.0)
+}
+
+/// A sign test's result as the tables print it.
+fn p_value(p: f64) -> String {
+    if p < 0.01 {
+        "p < 0.01".to_string()
+    } else {
+        format!("p {p:.2}")
+    }
+}
+
 /// One section of `kv-rounds.md`: `figure`'s ratio of medians for each
-/// cell and allocator in `others`, with the rounds won in brackets.
+/// cell and allocator in `others`, with the rounds won and their sign test
+/// ([`sign_test`]) in brackets.
 fn rounds_section(
     figure: Figure,
     reference: &str,
@@ -406,7 +433,10 @@ fn rounds_section(
     let mut out = format!(
         "### {title}\n\nThe median over the rounds ÷ {reference}'s median; in brackets, the \
          rounds in which the build was {comparison} {reference} in the same round, of the \
-         rounds both ran.\n\n| size | command | {} |\n|---|---|{}\n",
+         rounds both ran, and p, the chance of a split at least that uneven if neither build \
+         were faster (a two-sided sign test over those rounds): below 0.05, the order held \
+         beyond the noise, though when no build differs, up to one cell in twenty \
+         can fall there by chance.\n\n| size | command | {} |\n|---|---|{}\n",
         others.join(" | "),
         "---|".repeat(others.len())
     );
@@ -414,7 +444,10 @@ fn rounds_section(
         out += &format!("| {size} | {} |", short(command));
         for (ratio, &(won, paired)) in row.iter().zip(won) {
             match ratio {
-                Some(ratio) => out += &format!(" {ratio:.2} ({won} of {paired}) |"),
+                Some(ratio) => {
+                    let p = p_value(sign_test(won, paired));
+                    out += &format!(" {ratio:.2} ({won} of {paired}, {p}) |");
+                }
                 None => out += " - |",
             }
         }
@@ -667,12 +700,28 @@ mod tests {
             rounds_section(figure, "mimalloc", &medians.cells, &strata, &ratios, won)
         };
         let table = section(Figure::Throughput, &rps) + &section(Figure::P99, &p99);
-        assert!(table.contains("| 16 | SET | 1.25 (2 of 3) |"), "{table}");
+        assert!(table.contains("| 16 | SET | 1.25 (2 of 3, p 1.00) |"), "{table}");
         assert!(
-            table.contains("| 16 | MSET×10 | 1.25 (1 of 3) |"),
+            table.contains("| 16 | MSET×10 | 1.25 (1 of 3, p 1.00) |"),
             "{table}"
         );
-        assert!(table.contains("| 16 | SET | 1.00 (3 of 3) |"), "{table}");
+        assert!(table.contains("| 16 | SET | 1.00 (3 of 3, p 0.25) |"), "{table}");
+    }
+
+    #[test]
+    fn the_sign_test_is_the_binomial_tail_on_both_sides() {
+        // 0 or 7 of 7: 2 / 2^7.
+        assert_eq!(sign_test(0, 7), 2.0 / 128.0);
+        assert_eq!(sign_test(7, 7), 2.0 / 128.0);
+        // 1 of 7: 2 (1 + 7) / 2^7; 2 of 9: 2 (1 + 9 + 36) / 2^9.
+        assert_eq!(sign_test(1, 7), 16.0 / 128.0);
+        assert_eq!(sign_test(7, 9), 92.0 / 512.0);
+        // An even split, or nothing paired, is no evidence either way.
+        assert_eq!(sign_test(3, 7), 1.0);
+        assert_eq!(sign_test(4, 8), 1.0);
+        assert_eq!(sign_test(0, 0), 1.0);
+        assert_eq!(p_value(2.0 / 128.0), "p 0.02");
+        assert_eq!(p_value(2.0 / 512.0), "p < 0.01");
     }
 
     #[test]
@@ -749,7 +798,7 @@ mod tests {
             [THROUGHPUT_SVG, P99_SVG, ROUNDS_MD, MEMORY_SVG].map(|file| out.join(file))
         );
         let rounds = fs::read_to_string(out.join(ROUNDS_MD)).unwrap();
-        assert!(rounds.contains("| 16 | SET | 1.25 (2 of 3) |"), "{rounds}");
+        assert!(rounds.contains("| 16 | SET | 1.25 (2 of 3, p 1.00) |"), "{rounds}");
         let throughput = texts(&fs::read_to_string(out.join(THROUGHPUT_SVG)).unwrap());
         for expected in ["SET 16 B", "MSET×10 16 B", "strata", "1.25 (2/3)"] {
             assert!(

@@ -83,13 +83,13 @@ fn draws_the_three_charts_from_the_saved_runs() {
     // ran faster in both rounds; the system allocator in neither.
     for row in [
         "| size | command | strata | system |",
-        "| 16 | SET | 1.20 (2 of 2) | 0.90 (0 of 2) |",
+        "| 16 | SET | 1.20 (2 of 2, p 0.50) | 0.90 (0 of 2, p 0.50) |",
     ] {
         assert!(text.contains(row), "{row:?} not printed:\n{text}");
     }
     let rounds = fs::read_to_string(out.join("kv-rounds.md")).unwrap();
     assert!(
-        rounds.contains("| 16 | SET | 1.20 (2 of 2) | 0.90 (0 of 2) |"),
+        rounds.contains("| 16 | SET | 1.20 (2 of 2, p 0.50) | 0.90 (0 of 2, p 0.50) |"),
         "{rounds}"
     );
     assert!(
