@@ -4,16 +4,21 @@
 # background compaction.
 
 # Makes the work directory $WORK (mktemp template $1), removed on exit
-# together with any server still running ($SERVER_PID).
+# together with any server still running ($SERVER_PID, and those whose
+# pids a script keeps in the array SERVER_PIDS).
 kv_workdir() {
     WORK=$(mktemp -d "$1")
     SERVER_PID=
+    SERVER_PIDS=()
     trap kv_cleanup EXIT
     trap 'exit 1' INT TERM
 }
 
 kv_cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+    local pid
+    for pid in $SERVER_PID "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
     rm -rf "$WORK"
 }
 
@@ -53,6 +58,24 @@ kv_wait_compaction() {
         sleep 0.1
     done
     echo "compaction did not finish on port $1" >&2
+    return 1
+}
+
+# Waits (up to 20 s) until the process $1 has used no CPU time over half a
+# second (utime + stime in /proc/PID/stat, in clock ticks): a server that
+# has just answered a benchmark still closes connections and, a few
+# hundred milliseconds later, returns what the run freed, and that work
+# must not land in the next run's window. Returns 1 if it never went quiet.
+kv_wait_quiet() {
+    local before after
+    before=$(awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    for _ in $(seq 1 40); do
+        sleep 0.5
+        after=$(awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null) || return 1
+        [ "$after" = "$before" ] && return 0
+        before=$after
+    done
+    echo "the process $1 did not go quiet" >&2
     return 1
 }
 

@@ -2,11 +2,16 @@
 # strata-kv under redis-benchmark, one build per allocator (Strata, mimalloc,
 # the system allocator), runs interleaved.
 #
-# For each value size and each allocator: a server on a fresh directory;
-# redis-benchmark SET, GET, LPUSH, LPOP and MSET with -P 16, -r 100000 random
-# keys and -d SIZE, one command per run of redis-benchmark, each started
-# once no background compaction is running (INFO's `compacting:0`); then
-# 90% of the keys are deleted and a compaction is forced (COMPACT), and the
+# For each value size: one server per allocator, all started at once on
+# fresh directories; redis-benchmark SET, GET, LPUSH, LPOP and MSET with
+# -P 16, -r 100000 random keys and -d SIZE, one command per run of
+# redis-benchmark, each command run against every server in turn, so that
+# the allocators' runs of one command lie seconds apart (in a sweep that
+# ran each server's whole sequence before the next, they lay minutes
+# apart, and the machine's state drifted in between). Each run starts once
+# no server runs a background compaction (INFO's `compacting:0`) and every
+# server has gone quiet (no CPU time used over half a second). Then, for
+# each server, 90% of the keys are deleted and a compaction is forced (COMPACT), and the
 # peak RSS (VmHWM) and the RSS after that (VmRSS)
 # are read from /proc/PID/status, beside the RSS of the same server idle
 # just after it started (its fixed cost: binary, runtime, thread stacks).
@@ -18,8 +23,8 @@
 # so that the stacks of the benchmark's finished connections, which no
 # allocator controls, do not count as heap.
 #
-# With ROUNDS above 1, the whole sweep runs that many times (allocators
-# still interleaved within each round) and every figure is the median of
+# With ROUNDS above 1, the whole sweep runs that many times (the order of
+# the allocators rotating from round to round) and every figure is the median of
 # the rounds: single runs move a lot on a shared 2-core machine, where the
 # background compaction and the log's fsync land at different moments.
 #
@@ -110,54 +115,86 @@ rotated() {
     for ((i = 0; i < n; i++)); do echo "${list[(i + $1 - 1) % n]}"; done
 }
 
+# Runs redis-benchmark's command $1 against the server of allocator $2,
+# and appends its line to $RESULTS.
+run_test() {
+    local t=$1 a=$2 requests=$N
+    if [ "$t" = get ] || { [ "$t" != mset ] && [ "$d" -le 256 ]; }; then requests=$N_FAST; fi
+    # A guard against a redis-benchmark that stalls (it spins when it
+    # cannot connect); the run is then tried again.
+    for try in 1 2; do
+        if timeout 300 "${CLIENT_CPUS[@]}" redis-benchmark -h 127.0.0.1 -p "${PORT_OF[$a]}" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$requests" -d "$d" \
+            -t "$t" --csv >"$WORK/bench.csv" 2>/dev/null; then
+            break
+        fi
+        echo "redis-benchmark failed or stalled (try $try)" >&2
+    done
+    awk -F, -v r="$round" -v a="$a" -v d="$d" 'NR > 1 { gsub(/"/, ""); print r "," a "," d "," $1 "," $2 "," $5 "," $7 }' "$WORK/bench.csv" >>"$RESULTS"
+}
+
+# Waits until no server of this size runs a background compaction and each
+# has gone quiet (see kv_wait_quiet).
+settle() {
+    local a
+    for a in "${ORDER[@]}"; do
+        SERVER_PID=${PID_OF[$a]}
+        kv_wait_compaction "${PORT_OF[$a]}" || true
+        kv_wait_quiet "${PID_OF[$a]}" || true
+    done
+    SERVER_PID=
+}
+
+declare -A PID_OF PORT_OF IDLE_OF ANON_IDLE_OF
 for round in $(seq 1 "$ROUNDS"); do
 for d in $SIZES; do
-    for a in $(rotated "$round"); do
+    mapfile -t ORDER < <(rotated "$round")
+    for a in "${ORDER[@]}"; do
         dir=$WORK/data-$a-$d
         rm -rf "$dir"
-        kv_start "$WORK/server.out" "$WORK/server.err" \
+        kv_start "$WORK/server-$a.out" "$WORK/server-$a.err" \
             "${SERVER_CPUS[@]}" env $(environment_of "$a") "$WORK/strata-kv-$a" --port 0 --dir "$dir" $(options_of "$a")
-        port=$PORT
-        redis-cli -p "$port" PING >/dev/null
-        idle=$(status_kb "$SERVER_PID" VmRSS)
-        anon_idle=$(status_kb "$SERVER_PID" RssAnon)
-        echo "round $round: $a d=$d on port $port" >&2
-        # A guard against a redis-benchmark that stalls (it spins when it
-        # cannot connect); the run is then tried again.
-        # One command at a time, each started once the compaction that the
-        # writes before it set off has finished: otherwise a build that
-        # ran the earlier commands faster meets that background compaction
-        # in a later command's window, and the later command's figure
-        # measures the earlier one's speed.
-        for t in ${TESTS//,/ }; do
-            requests=$N
-            if [ "$t" = get ] || { [ "$t" != mset ] && [ "$d" -le 256 ]; }; then requests=$N_FAST; fi
-            kv_wait_compaction "$port" || true
-            for try in 1 2; do
-                if timeout 300 "${CLIENT_CPUS[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -c "$CLIENTS" -P 16 -r $KEYSPACE -n "$requests" -d "$d" \
-                    -t "$t" --csv >"$WORK/bench.csv" 2>/dev/null; then
-                    break
-                fi
-                echo "redis-benchmark failed or stalled (try $try)" >&2
-            done
-            awk -F, -v r="$round" -v a="$a" -v d="$d" 'NR > 1 { gsub(/"/, ""); print r "," a "," d "," $1 "," $2 "," $5 "," $7 }' "$WORK/bench.csv" >>"$RESULTS"
+        PID_OF[$a]=$SERVER_PID
+        PORT_OF[$a]=$PORT
+        SERVER_PIDS+=("$SERVER_PID")
+        SERVER_PID=
+        redis-cli -p "$PORT" PING >/dev/null
+        IDLE_OF[$a]=$(status_kb "${PID_OF[$a]}" VmRSS)
+        ANON_IDLE_OF[$a]=$(status_kb "${PID_OF[$a]}" RssAnon)
+        echo "round $round: $a d=$d on port $PORT" >&2
+    done
+    # Each command runs against every server in turn, so that the
+    # allocators' runs of one command lie seconds apart. Each run starts
+    # once every server has finished the compaction that earlier writes
+    # set off, and has gone quiet: otherwise a build that ran the earlier
+    # commands faster meets its own background compaction, or another
+    # server's, in a later run's window, and that run's figure measures
+    # something else.
+    for t in ${TESTS//,/ }; do
+        for a in "${ORDER[@]}"; do
+            settle
+            run_test "$t" "$a"
         done
+    done
+    for a in "${ORDER[@]}"; do
+        port=${PORT_OF[$a]}
+        pid=${PID_OF[$a]}
+        dir=$WORK/data-$a-$d
         keys_before=$(redis-cli -p "$port" DBSIZE)
-        peak=$(status_kb "$SERVER_PID" VmHWM)
+        peak=$(status_kb "$pid" VmHWM)
         redis-cli -p "$port" --pipe <"$WORK/del.resp" >/dev/null
         redis-cli -p "$port" COMPACT >/dev/null
         sleep 2
-        rss=$(status_kb "$SERVER_PID" VmRSS)
-        anon=$(status_kb "$SERVER_PID" RssAnon)
+        rss=$(status_kb "$pid" VmRSS)
+        anon=$(status_kb "$pid" RssAnon)
         keys=$(redis-cli -p "$port" DBSIZE)
         live=$(redis-cli -p "$port" INFO memory | tr -d '\r' | awk -F: '$1 == "strata_bytes_live" { print $2 }')
         disk=$(du -sk "$dir" | cut -f1)
-        echo "$a,$d,$keys_before,$keys,$peak,$rss,${live:-0},$disk,$idle,$anon,$anon_idle" >>"$MEMORY"
+        echo "$a,$d,$keys_before,$keys,$peak,$rss,${live:-0},$disk,${IDLE_OF[$a]},$anon,${ANON_IDLE_OF[$a]}" >>"$MEMORY"
         redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
+        wait "$pid" 2>/dev/null || true
         rm -rf "$dir"
     done
+    SERVER_PIDS=()
 done
 done
 
