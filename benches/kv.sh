@@ -115,8 +115,9 @@ rotated() {
     for ((i = 0; i < n; i++)); do echo "${list[(i + $1 - 1) % n]}"; done
 }
 
-# Runs redis-benchmark's command $1 against the server of allocator $2,
-# and appends its line to $RESULTS.
+# Runs redis-benchmark's command $1 against the server of allocator $2 at
+# the loop's value size $d, and appends its line, with the round $round,
+# to $RESULTS.
 run_test() {
     local t=$1 a=$2 requests=$N
     if [ "$t" = get ] || { [ "$t" != mset ] && [ "$d" -le 256 ]; }; then requests=$N_FAST; fi

@@ -713,7 +713,7 @@ mod tests {
         // 0 or 7 of 7: 2 / 2^7.
         assert_eq!(sign_test(0, 7), 2.0 / 128.0);
         assert_eq!(sign_test(7, 7), 2.0 / 128.0);
-        // 1 of 7: 2 (1 + 7) / 2^7; 2 of 9: 2 (1 + 9 + 36) / 2^9.
+        // 1 of 7: 2 (1 + 7) / 2^7; 7 of 9, as 2 of 9: 2 (1 + 9 + 36) / 2^9.
         assert_eq!(sign_test(1, 7), 16.0 / 128.0);
         assert_eq!(sign_test(7, 9), 92.0 / 512.0);
         // An even split, or nothing paired, is no evidence either way.
