@@ -61,21 +61,31 @@ kv_wait_compaction() {
     return 1
 }
 
-# Waits (up to 20 s) until the process $1 has used no CPU time over half a
-# second (utime + stime in /proc/PID/stat, in clock ticks): a server that
-# has just answered a benchmark still closes connections and, a few
-# hundred milliseconds later, returns what the run freed, and that work
-# must not land in the next run's window. Returns 1 if it never went quiet.
+# The CPU time (utime + stime in /proc/PID/stat, in clock ticks) of each
+# process given, one per line.
+kv_cpu_ticks() {
+    local pid
+    for pid in "$@"; do
+        awk '{ print $14 + $15 }' "/proc/$pid/stat" || return 1
+    done
+}
+
+# Waits (up to 20 s) until none of the processes given has used CPU time
+# over the same half second: a server that has just answered a benchmark
+# still closes connections and, a few hundred milliseconds later, returns
+# what the run freed, and that work must not land in the next run's
+# window. All are watched in each window, so several servers cost one
+# wait, not one each. Returns 1 if they never went quiet together.
 kv_wait_quiet() {
     local before after
-    before=$(awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    before=$(kv_cpu_ticks "$@" 2>/dev/null) || return 1
     for _ in $(seq 1 40); do
         sleep 0.5
-        after=$(awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null) || return 1
+        after=$(kv_cpu_ticks "$@" 2>/dev/null) || return 1
         [ "$after" = "$before" ] && return 0
         before=$after
     done
-    echo "the process $1 did not go quiet" >&2
+    echo "the processes $* did not go quiet" >&2
     return 1
 }
 

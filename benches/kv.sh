@@ -140,9 +140,9 @@ settle() {
     for a in "${ORDER[@]}"; do
         SERVER_PID=${PID_OF[$a]}
         kv_wait_compaction "${PORT_OF[$a]}" || true
-        kv_wait_quiet "${PID_OF[$a]}" || true
     done
     SERVER_PID=
+    kv_wait_quiet "${SERVER_PIDS[@]}" || true
 }
 
 declare -A PID_OF PORT_OF IDLE_OF ANON_IDLE_OF
