@@ -188,7 +188,8 @@ for d in $SIZES; do
         rss=$(status_kb "$pid" VmRSS)
         anon=$(status_kb "$pid" RssAnon)
         keys=$(redis-cli -p "$port" DBSIZE)
-        live=$(redis-cli -p "$port" INFO memory | tr -d '\r' | awk -F: '$1 == "strata_bytes_live" { print $2 }')
+        redis-cli -p "$port" INFO memory | tr -d '\r' >"$WORK/info-$a-$d-$round.txt"
+        live=$(awk -F: '$1 == "strata_bytes_live" { print $2 }' "$WORK/info-$a-$d-$round.txt")
         disk=$(du -sk "$dir" | cut -f1)
         echo "$a,$d,$keys_before,$keys,$peak,$rss,${live:-0},$disk,${IDLE_OF[$a]},$anon,${ANON_IDLE_OF[$a]}" >>"$MEMORY"
         redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
@@ -262,6 +263,8 @@ done
 # mimalloc's, and the memory after compaction ÷ the live heap.
 REPORT=$CARGO_TARGET_DIR/strata-report/kv
 mkdir -p "$REPORT"
+rm -f "$REPORT"/info-*.txt
+cp "$WORK"/info-*.txt "$REPORT/"
 { echo "round,allocator,size,command,rps,p50_ms,p99_ms"; cat "$RESULTS"; } >"$REPORT/kv-runs.csv"
 { echo "allocator,size,keys_before,keys_after,peak_kib,rss_kib,live_bytes,disk_kib,idle_kib,anon_kib,anon_idle_kib"; cat "$MEMORY"; } >"$REPORT/kv-memory.csv"
 echo

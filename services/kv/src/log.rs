@@ -79,6 +79,9 @@ struct LogState {
     next_seq: u64,
     durable_seq: u64,
     compact_requested: bool,
+    /// A thread gave memory back to the allocator and went away (a closed
+    /// connection): the idle log thread watches the purge delay again.
+    memory_freed: bool,
 }
 
 /// Shared log state; the files belong to the log and compaction threads.
@@ -92,6 +95,13 @@ pub struct Log {
     pub snap_bytes: AtomicU64,
     pub compacting: AtomicBool,
     pub compactions: AtomicU64,
+    /// How long requests waited for the last repack, in microseconds.
+    pub pause_us: AtomicU64,
+    /// Compactions that repacked the store.
+    pub repacks: AtomicU64,
+    /// The most keys, values and list items a compaction has seen since
+    /// the last repack (the compaction thread's own).
+    objects_peak: AtomicU64,
     pub batches: AtomicU64,
 }
 
@@ -132,6 +142,16 @@ impl Log {
     pub fn sync_all(&self) {
         let seq = self.next_seq() - 1;
         self.wait(seq);
+    }
+
+    /// Says that a thread has given its memory back to the allocator and
+    /// is going away (a connection that closed). The log thread, if idle,
+    /// then looks after the allocator's purge delay again, as after its own
+    /// last write: with no request to come, nothing else would give that
+    /// memory back to the OS.
+    pub fn note_memory_freed(&self) {
+        self.state.lock().unwrap().memory_freed = true;
+        self.work.notify_one();
     }
 
     /// Asks for a compaction and waits for one to finish.
@@ -328,6 +348,7 @@ pub fn new_log(rec: &Recovered, compact_bytes: u64, defrag: bool) -> Log {
             next_seq: rec.next_seq,
             durable_seq: rec.next_seq - 1,
             compact_requested: false,
+            memory_freed: false,
         }),
         work: Condvar::new(),
         done: Condvar::new(),
@@ -337,6 +358,9 @@ pub fn new_log(rec: &Recovered, compact_bytes: u64, defrag: bool) -> Log {
         snap_bytes: AtomicU64::new(rec.snap_bytes),
         compacting: AtomicBool::new(false),
         compactions: AtomicU64::new(0),
+        pause_us: AtomicU64::new(0),
+        repacks: AtomicU64::new(0),
+        objects_peak: AtomicU64::new(0),
         batches: AtomicU64::new(0),
     }
 }
@@ -357,13 +381,14 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), th
     let mut seg_id = rec_seg_id;
     let mut file = OpenOptions::new().create(true).append(true).open(seg_path(&dir, seg_id))?;
     sync_dir(&dir)?;
-    let (tx, rx) = mpsc::channel::<u64>();
+    // A segment id to compact below, and whether `COMPACT` asked for it.
+    let (tx, rx) = mpsc::channel::<(u64, bool)>();
     {
         let db = db.clone();
         let dir = dir.clone();
         std::thread::Builder::new().name("kv-compact".into()).spawn(move || {
-            for id in rx {
-                if let Err(e) = compact(&db, &dir, id, after_compact) {
+            for (id, asked) in rx {
+                if let Err(e) = compact(&db, &dir, id, asked, after_compact, thread_idle) {
                     die("compaction", e);
                 }
             }
@@ -377,6 +402,9 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), th
             let (last, rotate) = {
                 let mut st = log.state.lock().unwrap();
                 while st.pending.is_empty() && (!st.compact_requested || log.compacting.load(Ordering::Acquire)) {
+                    if std::mem::take(&mut st.memory_freed) {
+                        idle = false;
+                    }
                     st = if st.compact_requested {
                         log.work.wait_timeout(st, std::time::Duration::from_millis(10)).unwrap().0
                     } else if !idle {
@@ -445,7 +473,7 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), th
                 }
                 log.active_bytes.store(0, Ordering::Relaxed);
                 log.compacting.store(true, Ordering::Release);
-                let _ = tx.send(seg_id);
+                let _ = tx.send((seg_id, rotate));
             }
         }
     })?;
@@ -457,12 +485,131 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Writes `snap-id`, then deletes the segments and snapshots below `id`.
-fn compact(db: &Db, dir: &Path, id: u64, after_compact: fn()) -> io::Result<()> {
+/// A background compaction repacks the store (`repack`) once it holds at
+/// most 1/`REPACK_SHRINK` of the keys, values and list items it held at
+/// the compaction after the last repack, or at any compaction since: when
+/// most of the memory its objects took is likely holes. Repacking costs a
+/// pause of every request and a copy of the live data; in a store that is
+/// not shrinking it would buy little. `COMPACT` always repacks.
+const REPACK_SHRINK: u64 = 4;
+
+/// Moves every key and value of `shards` into a fresh allocation of its
+/// exact size, and every table into one sized to its live entries, and
+/// returns how long requests waited for it.
+///
+/// With every shard locked (in index order, as every path that holds more
+/// than one locks them), the entries are copied out into one buffer, all
+/// of them freed, then allocated anew from the buffer: the allocator then
+/// packs the survivors into as few slabs as they fill. Moved one at a
+/// time instead, each copy lands in a hole of a sparse slab that still
+/// holds survivors not yet moved, and the slabs end about as sparse as
+/// before: with Strata, after 90% of 100,000 keys of 16-byte values were
+/// deleted, the 20,012 live 16-byte objects stayed on 8 slices with room
+/// for 32,768. `thread_idle` gives the thread's allocator cache back.
+/// The cost is that every request waits while it runs; `INFO`
+/// shows the last wait as `repack_pause_us`.
+fn repack(shards: &[Mutex<Shard>], thread_idle: fn() -> bool) -> std::time::Duration {
+    let mut guards: Vec<_> = shards.iter().map(|s| s.lock().unwrap()).collect();
+    let started = std::time::Instant::now();
+    let total: usize = guards.iter().flat_map(|g| g.iter()).map(|(k, v)| entry_len(k, v)).sum();
+    let mut packed = Vec::with_capacity(total);
+    let mut counts = Vec::with_capacity(guards.len());
+    for g in guards.iter_mut() {
+        counts.push(g.len());
+        for (k, v) in g.iter() {
+            put_entry(&mut packed, k, v);
+        }
+        // Frees the shard's keys, values and table.
+        **g = Shard::default();
+    }
+    // The frees take effect in the allocator: this thread's cache holds
+    // back frees of objects other threads allocated (with Strata, until a
+    // batch fills), and their slabs would still look in use.
+    thread_idle();
+    let mut rest = packed.as_slice();
+    for (g, count) in guards.iter_mut().zip(counts) {
+        let mut shard = Shard::with_capacity(count);
+        for _ in 0..count {
+            let (k, v) = take_entry(&mut rest).expect("repack reads back the entries it wrote");
+            shard.insert(k, v);
+        }
+        **g = shard;
+    }
+    debug_assert!(rest.is_empty());
+    started.elapsed()
+}
+
+/// Appends `key` and `value` as a snapshot holds them: the key, then a
+/// tag, 0 for a string and 1 for a list, then the string, or the list's
+/// length and its items; every byte string is its length (`u32`) and bytes.
+fn put_entry(out: &mut Vec<u8>, key: &[u8], value: &Value) {
+    put_bytes(out, key);
+    match value {
+        Value::Str(s) => {
+            out.push(0);
+            put_bytes(out, s);
+        }
+        Value::List(l) => {
+            out.push(1);
+            out.extend_from_slice(&(l.len() as u32).to_le_bytes());
+            for item in l {
+                put_bytes(out, item);
+            }
+        }
+    }
+}
+
+/// How many bytes `put_entry` appends for `key` and `value`.
+fn entry_len(key: &[u8], value: &Value) -> usize {
+    let strings = match value {
+        Value::Str(s) => 4 + s.len(),
+        Value::List(l) => 4 + l.iter().map(|item| 4 + item.len()).sum::<usize>(),
+    };
+    4 + key.len() + 1 + strings
+}
+
+/// Reads the entry `put_entry` wrote at the front of `bytes` and moves
+/// `bytes` past it; each byte string comes back in an allocation of its
+/// exact length. `None` if `bytes` does not start with a whole entry.
+fn take_entry(bytes: &mut &[u8]) -> Option<(Vec<u8>, Value)> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = bytes.split_at_checked(n)?;
+        *bytes = tail;
+        Some(head)
+    }
+    fn take_u32(bytes: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
+    }
+    fn take_string(bytes: &mut &[u8]) -> Option<Vec<u8>> {
+        let len = take_u32(bytes)?;
+        Some(take(bytes, len)?.to_vec())
+    }
+    let key = take_string(bytes)?;
+    let value = match take(bytes, 1)? {
+        [0] => Value::Str(take_string(bytes)?),
+        [1] => {
+            let count = take_u32(bytes)?;
+            let mut list = std::collections::VecDeque::with_capacity(count.min(bytes.len() / 4));
+            for _ in 0..count {
+                list.push_back(take_string(bytes)?);
+            }
+            Value::List(list)
+        }
+        _ => return None,
+    };
+    Some((key, value))
+}
+
+/// Writes `snap-id`, then deletes the segments and snapshots below `id`,
+/// then gives back memory left over from deleted keys; `asked` when the
+/// `COMPACT` command asked for it, which always repacks (with defrag on).
+fn compact(db: &Db, dir: &Path, id: u64, asked: bool, after_compact: fn(), thread_idle: fn() -> bool) -> io::Result<()> {
     let tmp = dir.join(format!("snap-{id:016}.tmp"));
     let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
     w.write_all(SNAP_MAGIC)?;
     let mut buf = Vec::new();
+    // Keys, values and list items in the snapshot.
+    let mut objects = 0u64;
     for shard in &db.shards {
         {
             let sh = shard.lock().unwrap();
@@ -471,20 +618,11 @@ fn compact(db: &Db, dir: &Path, id: u64, after_compact: fn()) -> io::Result<()> 
             buf.extend_from_slice(&floor.to_le_bytes());
             buf.extend_from_slice(&(sh.len() as u64).to_le_bytes());
             for (k, v) in sh.iter() {
-                put_bytes(&mut buf, k);
-                match v {
-                    Value::Str(s) => {
-                        buf.push(0);
-                        put_bytes(&mut buf, s);
-                    }
-                    Value::List(l) => {
-                        buf.push(1);
-                        buf.extend_from_slice(&(l.len() as u32).to_le_bytes());
-                        for item in l {
-                            put_bytes(&mut buf, item);
-                        }
-                    }
-                }
+                put_entry(&mut buf, k, v);
+                objects += 1 + match v {
+                    Value::Str(_) => 1,
+                    Value::List(l) => l.len() as u64,
+                };
             }
         }
         w.write_all(&buf)?;
@@ -509,25 +647,24 @@ fn compact(db: &Db, dir: &Path, id: u64, after_compact: fn()) -> io::Result<()> 
             fs::remove_file(snap_path(dir, old))?;
         }
     }
-    // Give back index memory left over from deleted keys: rebuild each
-    // shard's table at its live size, and (unless disabled) move every key
-    // and value into a fresh allocation, so that the survivors of mass
-    // deletes pack into fewer slabs/pages instead of pinning sparse ones.
-    for shard in &db.shards {
-        let mut sh = shard.lock().unwrap();
-        if db.log.defrag {
-            let old = std::mem::take(&mut *sh);
-            let mut new = Shard::with_capacity(old.len());
-            for (k, v) in old {
-                let v = match v {
-                    Value::Str(s) => Value::Str(s.as_slice().to_vec()),
-                    Value::List(l) => Value::List(l.iter().map(|x| x.as_slice().to_vec()).collect()),
-                };
-                new.insert(k.as_slice().to_vec(), v);
+    // Give back memory left over from deleted keys. When asked, or after a
+    // mass delete (with defrag on), move every key and value into a fresh
+    // allocation (`repack`), so that the survivors pack into fewer slabs
+    // and pages instead of pinning sparse ones. Otherwise, rebuild any
+    // table much larger than its live size.
+    let peak = db.log.objects_peak.load(Ordering::Relaxed).max(objects);
+    if db.log.defrag && (asked || objects.saturating_mul(REPACK_SHRINK) <= peak) {
+        let pause = repack(&db.shards, thread_idle);
+        db.log.pause_us.store(u64::try_from(pause.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        db.log.repacks.fetch_add(1, Ordering::Relaxed);
+        db.log.objects_peak.store(objects, Ordering::Relaxed);
+    } else {
+        db.log.objects_peak.store(peak, Ordering::Relaxed);
+        for shard in &db.shards {
+            let mut sh = shard.lock().unwrap();
+            if sh.capacity() > 2 * sh.len() + 64 {
+                sh.shrink_to_fit();
             }
-            *sh = new;
-        } else if sh.capacity() > 2 * sh.len() + 64 {
-            sh.shrink_to_fit();
         }
     }
     after_compact();
@@ -540,5 +677,42 @@ fn compact(db: &Db, dir: &Path, id: u64, after_compact: fn()) -> io::Result<()> 
 impl Recovered {
     pub fn seg_id(&self) -> u64 {
         self.seg_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_back_as_written_in_allocations_of_their_exact_size() {
+        let list = Value::List(["a".as_bytes().to_vec(), Vec::new(), vec![7; 300]].into());
+        let entries = [(b"key".to_vec(), Value::Str(b"value".to_vec())), (Vec::new(), Value::Str(Vec::new())), (b"list".to_vec(), list)];
+        let mut bytes = Vec::new();
+        for (k, v) in &entries {
+            put_entry(&mut bytes, k, v);
+        }
+        assert_eq!(bytes.len(), entries.iter().map(|(k, v)| entry_len(k, v)).sum::<usize>());
+        let mut rest = bytes.as_slice();
+        for (k, v) in &entries {
+            let (key, value) = take_entry(&mut rest).unwrap();
+            assert_eq!((&key, key.capacity()), (k, k.len()));
+            match (&value, v) {
+                (Value::Str(got), Value::Str(want)) => assert_eq!((got, got.capacity()), (want, want.len())),
+                (Value::List(got), Value::List(want)) => {
+                    assert_eq!(got, want);
+                    assert!(got.iter().all(|item| item.capacity() == item.len()));
+                }
+                _ => panic!("{k:?}: the value changed kind"),
+            }
+        }
+        assert!(rest.is_empty());
+        // Every cut short of a whole entry, and a bad tag, read as `None`.
+        for cut in 0..entry_len(b"key", &entries[0].1) {
+            assert!(take_entry(&mut &bytes[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut bad = bytes.clone();
+        bad[4 + 3] = 2;
+        assert!(take_entry(&mut bad.as_slice()).is_none());
     }
 }

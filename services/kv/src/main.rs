@@ -152,7 +152,9 @@ usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag] [--
   --compact-bytes N   compact once the log since the last snapshot exceeds
                       max(N, snapshot size) bytes (default 67108864)
   --no-defrag         compaction does not move live keys and values into
-                      fresh allocations (it still resizes the index)
+                      fresh allocations (by default COMPACT does, and a
+                      background compaction does once the store has
+                      shrunk to a quarter); it still resizes the index
   --huge-pages        the allocator backs the memory it has in use with
                       transparent huge pages (Strata build only)
   --help              this text
@@ -218,7 +220,21 @@ fn main() {
     }
 }
 
+/// Runs when a connection ends, after its buffers are freed: gives the
+/// thread's allocator cache back and has the log thread watch the purge
+/// delay, so that what the connection freed goes back to the OS though no
+/// other request comes.
+struct ConnectionEnd<'a>(&'a Db);
+
+impl Drop for ConnectionEnd<'_> {
+    fn drop(&mut self) {
+        alloc_front::thread_idle();
+        self.0.log.note_memory_freed();
+    }
+}
+
 fn serve(db: &Db, mut stream: TcpStream) {
+    let _end = ConnectionEnd(db);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(log::IDLE_AFTER));
     let mut idle = false;

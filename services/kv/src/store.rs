@@ -421,6 +421,8 @@ impl Db {
         let _ = write!(s, "log_active_bytes:{}\r\n", self.log.active_bytes.load(Relaxed));
         let _ = write!(s, "snapshot_bytes:{}\r\n", self.log.snap_bytes.load(Relaxed));
         let _ = write!(s, "compactions:{}\r\n", self.log.compactions.load(Relaxed));
+        let _ = write!(s, "repacks:{}\r\n", self.log.repacks.load(Relaxed));
+        let _ = write!(s, "repack_pause_us:{}\r\n", self.log.pause_us.load(Relaxed));
         let _ = write!(s, "compacting:{}\r\n", u8::from(self.log.compacting.load(Relaxed)));
         let _ = write!(s, "log_batches:{}\r\n", self.log.batches.load(Relaxed));
         s
