@@ -264,7 +264,9 @@ done
 REPORT=$CARGO_TARGET_DIR/strata-report/kv
 mkdir -p "$REPORT"
 rm -f "$REPORT"/info-*.txt
-cp "$WORK"/info-*.txt "$REPORT/"
+for info in "$WORK"/info-*.txt; do
+    if [ -e "$info" ]; then cp "$info" "$REPORT/"; fi
+done
 { echo "round,allocator,size,command,rps,p50_ms,p99_ms"; cat "$RESULTS"; } >"$REPORT/kv-runs.csv"
 { echo "allocator,size,keys_before,keys_after,peak_kib,rss_kib,live_bytes,disk_kib,idle_kib,anon_kib,anon_idle_kib"; cat "$MEMORY"; } >"$REPORT/kv-memory.csv"
 echo

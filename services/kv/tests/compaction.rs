@@ -229,11 +229,13 @@ fn compact_repacks_the_survivors_of_a_mass_delete() {
         // compaction thread gives its cache back when it is done, so the
         // repacked objects are on slices no thread caches; the slices in
         // caches are the connection's own (it allocated the keys and values
-        // it received), current and parked, emptied by the repack.
+        // it received), current and parked, emptied by the repack. One
+        // more may hold the server's own small objects from its start
+        // (thread names and the like), whose holes the repack fills first.
         let (slices, cached, live) = class_16(&mut c);
         eprintln!("16-byte class: {live_before} objects on {slices_before} slices before COMPACT, {live} on {slices} after ({cached} in caches)");
         assert!(slices_before >= 10, "{slices_before} slices held {live_before} objects before COMPACT");
-        assert!(slices - cached <= 2, "{live} objects on {slices} slices after COMPACT, {cached} of them in caches");
+        assert!(slices - cached <= 3, "{live} objects on {slices} slices after COMPACT, {cached} of them in caches");
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
