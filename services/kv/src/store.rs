@@ -423,6 +423,7 @@ impl Db {
         let _ = write!(s, "compactions:{}\r\n", self.log.compactions.load(Relaxed));
         let _ = write!(s, "repacks:{}\r\n", self.log.repacks.load(Relaxed));
         let _ = write!(s, "repack_pause_us:{}\r\n", self.log.pause_us.load(Relaxed));
+        let _ = write!(s, "repack_pause_max_us:{}\r\n", self.log.pause_max_us.load(Relaxed));
         let _ = write!(s, "compacting:{}\r\n", u8::from(self.log.compacting.load(Relaxed)));
         let _ = write!(s, "log_batches:{}\r\n", self.log.batches.load(Relaxed));
         s
