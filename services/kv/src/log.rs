@@ -380,7 +380,21 @@ const BATCH_KEPT: usize = 8 << 20;
 pub const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Starts the log writer and the compactor. `seg_id` comes from recovery.
-pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), thread_idle: fn() -> bool) -> io::Result<()> {
+/// What the log and compaction threads ask of the allocator the server is
+/// built with.
+#[derive(Clone, Copy)]
+pub struct AllocatorHooks {
+    /// After a compaction: give everything freed back to the OS.
+    pub after_compact: fn(),
+    /// On an idle thread: give its cache back and run the delayed purge if
+    /// it is due; `true` while memory still waits for the purge delay.
+    pub thread_idle: fn() -> bool,
+    /// Give the calling thread's cache back, so that its frees of objects
+    /// other threads allocated take effect, without purging.
+    pub release_cache: fn(),
+}
+
+pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, hooks: AllocatorHooks) -> io::Result<()> {
     let mut seg_id = rec_seg_id;
     let mut file = OpenOptions::new().create(true).append(true).open(seg_path(&dir, seg_id))?;
     sync_dir(&dir)?;
@@ -391,7 +405,7 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), th
         let dir = dir.clone();
         std::thread::Builder::new().name("kv-compact".into()).spawn(move || {
             for (id, asked) in rx {
-                if let Err(e) = compact(&db, &dir, id, asked, after_compact, thread_idle) {
+                if let Err(e) = compact(&db, &dir, id, asked, hooks) {
                     die("compaction", e);
                 }
             }
@@ -423,7 +437,7 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, after_compact: fn(), th
                             st.pending = Vec::new();
                             drop(st);
                             batch = Vec::new();
-                            idle = !thread_idle();
+                            idle = !(hooks.thread_idle)();
                             log.state.lock().unwrap()
                         } else {
                             st
@@ -518,10 +532,10 @@ const REPACK_BACKGROUND_BYTES: u64 = 4 << 20;
 /// holds survivors not yet moved, and the slabs end about as sparse as
 /// before: with Strata, after 90% of 100,000 keys of 16-byte values were
 /// deleted, the 20,012 live 16-byte objects stayed on 8 slices with room
-/// for 32,768. `thread_idle` gives the thread's allocator cache back.
+/// for 32,768. `release_cache` gives the thread's allocator cache back.
 /// The cost is that every request waits while it runs; `INFO`
 /// shows the last wait as `repack_pause_us`, the longest as `repack_pause_max_us`.
-fn repack(shards: &[Mutex<Shard>], thread_idle: fn() -> bool) -> std::time::Duration {
+fn repack(shards: &[Mutex<Shard>], release_cache: fn()) -> std::time::Duration {
     let mut guards: Vec<_> = shards.iter().map(|s| s.lock().unwrap()).collect();
     let started = std::time::Instant::now();
     let total: usize = guards.iter().flat_map(|g| g.iter()).map(|(k, v)| entry_len(k, v)).sum();
@@ -538,7 +552,7 @@ fn repack(shards: &[Mutex<Shard>], thread_idle: fn() -> bool) -> std::time::Dura
     // The frees take effect in the allocator: this thread's cache holds
     // back frees of objects other threads allocated (with Strata, until a
     // batch fills), and their slabs would still look in use.
-    thread_idle();
+    release_cache();
     let mut rest = packed.as_slice();
     for (g, count) in guards.iter_mut().zip(counts) {
         let mut shard = Shard::with_capacity(count);
@@ -616,7 +630,7 @@ fn take_entry(bytes: &mut &[u8]) -> Option<(Vec<u8>, Value)> {
 /// Writes `snap-id`, then deletes the segments and snapshots below `id`,
 /// then gives back memory left over from deleted keys; `asked` when the
 /// `COMPACT` command asked for it, which always repacks (with defrag on).
-fn compact(db: &Db, dir: &Path, id: u64, asked: bool, after_compact: fn(), thread_idle: fn() -> bool) -> io::Result<()> {
+fn compact(db: &Db, dir: &Path, id: u64, asked: bool, hooks: AllocatorHooks) -> io::Result<()> {
     let tmp = dir.join(format!("snap-{id:016}.tmp"));
     let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
     w.write_all(SNAP_MAGIC)?;
@@ -668,7 +682,7 @@ fn compact(db: &Db, dir: &Path, id: u64, asked: bool, after_compact: fn(), threa
     let peak = db.log.objects_peak.load(Ordering::Relaxed).max(objects);
     let shrunk = objects.saturating_mul(REPACK_SHRINK) <= peak && size <= REPACK_BACKGROUND_BYTES;
     if db.log.defrag && (asked || shrunk) {
-        let pause = repack(&db.shards, thread_idle);
+        let pause = repack(&db.shards, hooks.release_cache);
         let pause = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
         db.log.pause_us.store(pause, Ordering::Relaxed);
         db.log.pause_max_us.fetch_max(pause, Ordering::Relaxed);
@@ -683,7 +697,7 @@ fn compact(db: &Db, dir: &Path, id: u64, asked: bool, after_compact: fn(), threa
             }
         }
     }
-    after_compact();
+    (hooks.after_compact)();
     db.log.snap_bytes.store(size, Ordering::Relaxed);
     db.log.compacting.store(false, Ordering::Release);
     db.log.compactions.fetch_add(1, Ordering::AcqRel);

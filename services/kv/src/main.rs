@@ -71,6 +71,11 @@ mod alloc_front {
         super::GLOBAL.release_thread_cache();
         super::GLOBAL.purge_if_due()
     }
+    /// Strata's batching heaps hold frees of objects other threads
+    /// allocated until a batch fills; this hands them over.
+    pub fn release_cache() {
+        super::GLOBAL.release_thread_cache();
+    }
     /// `--huge-pages`: the allocator backs the memory in use with
     /// transparent huge pages from now on.
     pub fn huge_pages() -> Result<(), &'static str> {
@@ -100,6 +105,10 @@ mod alloc_front {
         unsafe { mi_collect(false) };
         false
     }
+    pub fn release_cache() {
+        // A free of another thread's object goes straight to its page's
+        // list of frees from other threads: nothing is held back.
+    }
     pub fn huge_pages() -> Result<(), &'static str> {
         Err("--huge-pages needs the Strata build (mimalloc takes MIMALLOC_* variables)")
     }
@@ -125,6 +134,10 @@ mod alloc_front {
         // glibc's per-thread cache (tcache) is small and has no call to
         // give it back; its arenas are trimmed by `after_compact`.
         false
+    }
+    pub fn release_cache() {
+        // glibc's per-thread cache keeps a few chunks of each size, of
+        // whichever thread, and has no call to give them back.
     }
     pub fn huge_pages() -> Result<(), &'static str> {
         Err("--huge-pages needs the Strata build")
@@ -207,7 +220,12 @@ fn main() {
         allocator: alloc_front::NAME,
         alloc_info: alloc_front::info,
     });
-    if let Err(e) = log::start(db.clone(), dir.clone(), seg_id, alloc_front::after_compact, alloc_front::thread_idle) {
+    let hooks = log::AllocatorHooks {
+        after_compact: alloc_front::after_compact,
+        thread_idle: alloc_front::thread_idle,
+        release_cache: alloc_front::release_cache,
+    };
+    if let Err(e) = log::start(db.clone(), dir.clone(), seg_id, hooks) {
         fail(format!("cannot open the log in {}: {e}", dir.display()));
     }
     let addr = listener.local_addr().unwrap();
