@@ -210,14 +210,39 @@ fn read_u64(r: &mut impl Read) -> io::Result<u64> {
     r.read_exact(&mut b)?;
     Ok(u64::from_le_bytes(b))
 }
+/// Reads a byte string `put_bytes` wrote, into an allocation of its exact
+/// length. The length is not trusted with more than 1 MiB of room before
+/// the bytes are there to read.
 fn read_bytes(r: &mut impl Read) -> io::Result<Vec<u8>> {
     let len = read_u32(r)? as usize;
-    let mut v = Vec::new();
+    let mut v = Vec::with_capacity(len.min(1 << 20));
     r.take(len as u64).read_to_end(&mut v)?;
     if v.len() != len {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
+    v.shrink_to_fit();
     Ok(v)
+}
+
+/// Reads the entry `put_entry` wrote at the front of `r`, each byte string
+/// in an allocation of its exact length.
+fn read_entry(r: &mut impl Read) -> io::Result<(Vec<u8>, Value)> {
+    let key = read_bytes(r)?;
+    let mut tag = [0; 1];
+    r.read_exact(&mut tag)?;
+    let value = match tag[0] {
+        0 => Value::Str(read_bytes(r)?),
+        1 => {
+            let n = read_u32(r)?;
+            let mut list = std::collections::VecDeque::with_capacity(n.min(1 << 16) as usize);
+            for _ in 0..n {
+                list.push_back(read_bytes(r)?);
+            }
+            Value::List(list)
+        }
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad value tag")),
+    };
+    Ok((key, value))
 }
 
 fn load_snapshot(path: &Path, shards: &mut [Shard], floor: &mut [u64; SHARDS]) -> io::Result<()> {
@@ -231,19 +256,7 @@ fn load_snapshot(path: &Path, shards: &mut [Shard], floor: &mut [u64; SHARDS]) -
         floor[i] = read_u64(&mut r)?;
         let count = read_u64(&mut r)?;
         for _ in 0..count {
-            let key = read_bytes(&mut r)?;
-            let mut t = [0; 1];
-            r.read_exact(&mut t)?;
-            let value = if t[0] == 0 {
-                Value::Str(read_bytes(&mut r)?)
-            } else {
-                let n = read_u32(&mut r)?;
-                let mut l = std::collections::VecDeque::with_capacity(n.min(1 << 16) as usize);
-                for _ in 0..n {
-                    l.push_back(read_bytes(&mut r)?);
-                }
-                Value::List(l)
-            };
+            let (key, value) = read_entry(&mut r)?;
             shard.insert(key, value);
         }
     }
@@ -379,7 +392,6 @@ const BATCH_KEPT: usize = 8 << 20;
 /// the allocator says memory waits for its purge delay.
 pub const IDLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Starts the log writer and the compactor. `seg_id` comes from recovery.
 /// What the log and compaction threads ask of the allocator the server is
 /// built with.
 #[derive(Clone, Copy)]
@@ -394,6 +406,7 @@ pub struct AllocatorHooks {
     pub release_cache: fn(),
 }
 
+/// Starts the log writer and the compactor. `seg_id` comes from recovery.
 pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, hooks: AllocatorHooks) -> io::Result<()> {
     let mut seg_id = rec_seg_id;
     let mut file = OpenOptions::new().create(true).append(true).open(seg_path(&dir, seg_id))?;
@@ -557,7 +570,7 @@ fn repack(shards: &[Mutex<Shard>], release_cache: fn()) -> std::time::Duration {
     for (g, count) in guards.iter_mut().zip(counts) {
         let mut shard = Shard::with_capacity(count);
         for _ in 0..count {
-            let (k, v) = take_entry(&mut rest).expect("repack reads back the entries it wrote");
+            let (k, v) = read_entry(&mut rest).expect("repack reads back the entries it wrote");
             shard.insert(k, v);
         }
         **g = shard;
@@ -593,38 +606,6 @@ fn entry_len(key: &[u8], value: &Value) -> usize {
         Value::List(l) => 4 + l.iter().map(|item| 4 + item.len()).sum::<usize>(),
     };
     4 + key.len() + 1 + strings
-}
-
-/// Reads the entry `put_entry` wrote at the front of `bytes` and moves
-/// `bytes` past it; each byte string comes back in an allocation of its
-/// exact length. `None` if `bytes` does not start with a whole entry.
-fn take_entry(bytes: &mut &[u8]) -> Option<(Vec<u8>, Value)> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = bytes.split_at_checked(n)?;
-        *bytes = tail;
-        Some(head)
-    }
-    fn take_u32(bytes: &mut &[u8]) -> Option<usize> {
-        Some(u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
-    }
-    fn take_string(bytes: &mut &[u8]) -> Option<Vec<u8>> {
-        let len = take_u32(bytes)?;
-        Some(take(bytes, len)?.to_vec())
-    }
-    let key = take_string(bytes)?;
-    let value = match take(bytes, 1)? {
-        [0] => Value::Str(take_string(bytes)?),
-        [1] => {
-            let count = take_u32(bytes)?;
-            let mut list = std::collections::VecDeque::with_capacity(count.min(bytes.len() / 4));
-            for _ in 0..count {
-                list.push_back(take_string(bytes)?);
-            }
-            Value::List(list)
-        }
-        _ => return None,
-    };
-    Some((key, value))
 }
 
 /// Writes `snap-id`, then deletes the segments and snapshots below `id`,
@@ -725,7 +706,7 @@ mod tests {
         assert_eq!(bytes.len(), entries.iter().map(|(k, v)| entry_len(k, v)).sum::<usize>());
         let mut rest = bytes.as_slice();
         for (k, v) in &entries {
-            let (key, value) = take_entry(&mut rest).unwrap();
+            let (key, value) = read_entry(&mut rest).unwrap();
             assert_eq!((&key, key.capacity()), (k, k.len()));
             match (&value, v) {
                 (Value::Str(got), Value::Str(want)) => assert_eq!((got, got.capacity()), (want, want.len())),
@@ -737,12 +718,12 @@ mod tests {
             }
         }
         assert!(rest.is_empty());
-        // Every cut short of a whole entry, and a bad tag, read as `None`.
+        // Every cut short of a whole entry, and a bad tag, read as errors.
         for cut in 0..entry_len(b"key", &entries[0].1) {
-            assert!(take_entry(&mut &bytes[..cut]).is_none(), "cut at {cut}");
+            assert!(read_entry(&mut &bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut bad = bytes.clone();
         bad[4 + 3] = 2;
-        assert!(take_entry(&mut bad.as_slice()).is_none());
+        assert!(read_entry(&mut bad.as_slice()).is_err());
     }
 }
