@@ -18,6 +18,11 @@
 //!
 //! `--size` scales the work: `tiny` for tests, `quick` (the default) for
 //! the default comparison, `full` for `strata-bench compare --full`.
+//!
+//! With `STRATA_WORKLOAD_MEMORY=1`, the `fragmentation` workload also prints
+//! the process's resident and peak resident memory after each phase, on
+//! stderr (they differ between allocators, so they stay out of the compared
+//! output).
 
 mod block;
 // The shared generator; this binary uses only part of it.
@@ -129,6 +134,23 @@ fn seed(workload: u64, a: u64, b: u64) -> u64 {
         .wrapping_add(a.wrapping_mul(0xBF58_476D_1CE4_E5B9))
         .wrapping_add(b.wrapping_mul(0x94D0_49BB_1331_11EB))
         ^ 0x5354_5241_5441
+}
+
+/// With `STRATA_WORKLOAD_MEMORY` set (and not `0`), prints on stderr the
+/// process's resident memory and its peak so far (`VmRSS` and `VmHWM` of
+/// `/proc/self/status`) after `phase`.
+fn print_memory(phase: &str) {
+    if std::env::var_os("STRATA_WORKLOAD_MEMORY").is_none_or(|value| value == "0") {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map_or_else(|| "?".to_string(), |rest| rest.trim().to_string())
+    };
+    eprintln!("memory after {phase}: rss {}, peak rss {}", field("VmRSS:"), field("VmHWM:"));
 }
 
 /// A tag unique to `(seed, n)`.
@@ -498,6 +520,7 @@ fn fragmentation(size: Size, report: &mut Report) {
     }
     peak = peak.max(live);
     let first_count = first.len();
+    print_memory("the first mix");
 
     // Free exactly 90%, a uniformly random subset chosen by selection
     // sampling (Knuth's algorithm S), which needs no memory of its own.
@@ -520,6 +543,7 @@ fn fragmentation(size: Size, report: &mut Report) {
         checksum = checksum.wrapping_add(block.free());
     }
     let after_free = live;
+    print_memory("freeing 90%");
 
     let mut second: Vec<*mut u8> = Vec::with_capacity(target / SECOND_MIX[0] + 1);
     while live < target {
@@ -529,6 +553,7 @@ fn fragmentation(size: Size, report: &mut Report) {
         second.push(block.into_raw());
     }
     peak = peak.max(live);
+    print_memory("the second mix");
     report.line("first-phase blocks", first_count);
     report.line("live bytes after freeing 90%", after_free);
     report.line("second-phase blocks", second.len());
