@@ -101,9 +101,6 @@ pub struct Log {
     pub pause_max_us: AtomicU64,
     /// Compactions that repacked the store.
     pub repacks: AtomicU64,
-    /// The most keys, values and list items a compaction has seen since
-    /// the last repack (the compaction thread's own).
-    objects_peak: AtomicU64,
     pub batches: AtomicU64,
 }
 
@@ -376,7 +373,6 @@ pub fn new_log(rec: &Recovered, compact_bytes: u64, defrag: bool) -> Log {
         pause_us: AtomicU64::new(0),
         pause_max_us: AtomicU64::new(0),
         repacks: AtomicU64::new(0),
-        objects_peak: AtomicU64::new(0),
         batches: AtomicU64::new(0),
     }
 }
@@ -417,8 +413,11 @@ pub fn start(db: Arc<Db>, dir: PathBuf, rec_seg_id: u64, hooks: AllocatorHooks) 
         let db = db.clone();
         let dir = dir.clone();
         std::thread::Builder::new().name("kv-compact".into()).spawn(move || {
+            // The most keys, values and list items a compaction has seen
+            // since the last repack.
+            let mut objects_peak = 0;
             for (id, asked) in rx {
-                if let Err(e) = compact(&db, &dir, id, asked, hooks) {
+                if let Err(e) = compact(&db, &dir, id, asked, hooks, &mut objects_peak) {
                     die("compaction", e);
                 }
             }
@@ -611,7 +610,9 @@ fn entry_len(key: &[u8], value: &Value) -> usize {
 /// Writes `snap-id`, then deletes the segments and snapshots below `id`,
 /// then gives back memory left over from deleted keys; `asked` when the
 /// `COMPACT` command asked for it, which always repacks (with defrag on).
-fn compact(db: &Db, dir: &Path, id: u64, asked: bool, hooks: AllocatorHooks) -> io::Result<()> {
+/// `objects_peak` is the most keys, values and list items a compaction has
+/// seen since the last repack, which this one updates.
+fn compact(db: &Db, dir: &Path, id: u64, asked: bool, hooks: AllocatorHooks, objects_peak: &mut u64) -> io::Result<()> {
     let tmp = dir.join(format!("snap-{id:016}.tmp"));
     let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
     w.write_all(SNAP_MAGIC)?;
@@ -660,7 +661,7 @@ fn compact(db: &Db, dir: &Path, id: u64, asked: bool, hooks: AllocatorHooks) -> 
     // and value into a fresh allocation (`repack`), so that the survivors
     // pack into fewer slabs and pages instead of pinning sparse ones.
     // Otherwise, rebuild any table much larger than its live size.
-    let peak = db.log.objects_peak.load(Ordering::Relaxed).max(objects);
+    let peak = (*objects_peak).max(objects);
     let shrunk = objects.saturating_mul(REPACK_SHRINK) <= peak && size <= REPACK_BACKGROUND_BYTES;
     if db.log.defrag && (asked || shrunk) {
         let pause = repack(&db.shards, hooks.release_cache);
@@ -668,9 +669,9 @@ fn compact(db: &Db, dir: &Path, id: u64, asked: bool, hooks: AllocatorHooks) -> 
         db.log.pause_us.store(pause, Ordering::Relaxed);
         db.log.pause_max_us.fetch_max(pause, Ordering::Relaxed);
         db.log.repacks.fetch_add(1, Ordering::Relaxed);
-        db.log.objects_peak.store(objects, Ordering::Relaxed);
+        *objects_peak = objects;
     } else {
-        db.log.objects_peak.store(peak, Ordering::Relaxed);
+        *objects_peak = peak;
         for shard in &db.shards {
             let mut sh = shard.lock().unwrap();
             if sh.capacity() > 2 * sh.len() + 64 {
