@@ -81,6 +81,12 @@ use crate::stats::Stats;
 /// Default delay before an unused dirty slice is purged, in milliseconds.
 pub const DEFAULT_PURGE_DELAY_MS: u64 = 250;
 
+/// How full a slice may be, as a fraction (numerator, denominator), for
+/// [`Domain::defrag_hint`] to advise moving its objects out: at most three
+/// quarters. A slice that full wastes at most a quarter of itself, and
+/// moving its objects would cost a copy of three times what it gives back.
+pub const DEFRAG_MAX_USED: (u64, u64) = (3, 4);
+
 /// Slices purged per round, with the lock released around the source calls.
 const PURGE_BATCH: usize = 32;
 

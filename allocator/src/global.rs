@@ -335,6 +335,45 @@ impl Strata {
         self.domain.usable_size(ptr as usize)
     }
 
+    /// Whether moving the block at `ptr` into a fresh allocation (allocate,
+    /// copy, free the old) would help memory go back to the OS: `true` when
+    /// it is a small block on a slice that no thread allocates from and that
+    /// is at most three quarters full (see [`Domain::defrag_hint`]). A
+    /// service that compacts its data calls it for each block it might
+    /// move, and moves only those, instead of copying everything. A pointer
+    /// that is not a live allocation of this instance is an error.
+    ///
+    /// ```
+    /// use std::alloc::{GlobalAlloc, Layout};
+    /// use strata::Strata;
+    ///
+    /// static ALLOCATOR: Strata = Strata::new();
+    ///
+    /// fn main() {
+    ///     let layout = Layout::from_size_align(64, 8).unwrap();
+    ///     // SAFETY: the layout has a non-zero size; each block is freed once.
+    ///     unsafe {
+    ///         let blocks: Vec<*mut u8> = (0..10_000).map(|_| ALLOCATOR.alloc(layout)).collect();
+    ///         // Free nine in ten, then let the thread's slices go.
+    ///         for (i, &block) in blocks.iter().enumerate() {
+    ///             if i % 10 != 0 {
+    ///                 ALLOCATOR.dealloc(block, layout);
+    ///             }
+    ///         }
+    ///         ALLOCATOR.release_thread_cache();
+    ///         // A survivor sits on a slice nine tenths empty: worth moving.
+    ///         assert_eq!(ALLOCATOR.defrag_hint(blocks[0]), Ok(true));
+    ///         for block in blocks.iter().step_by(10) {
+    ///             ALLOCATOR.dealloc(*block, layout);
+    ///         }
+    ///         assert!(ALLOCATOR.defrag_hint(blocks[0]).is_err(), "freed");
+    ///     }
+    /// }
+    /// ```
+    pub fn defrag_hint(&self, ptr: *const u8) -> Result<bool, FreeError> {
+        self.domain.defrag_hint(ptr as usize)
+    }
+
     /// A snapshot of the allocator. The calling thread's cache is flushed
     /// first, so its remote and pending frees are counted as freed.
     pub fn stats(&self) -> Stats {

@@ -158,6 +158,12 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         self.domain.usable_size(ptr as usize)
     }
 
+    /// Whether moving the block at `ptr` into a fresh allocation would help
+    /// memory go back (see [`Domain::defrag_hint`]).
+    pub fn defrag_hint(&self, ptr: *const u8) -> Result<bool, FreeError> {
+        self.domain.defrag_hint(ptr as usize)
+    }
+
     /// Gives every heap's slices back to the domain.
     pub fn release_caches(&self) {
         for slot in &self.heaps {

@@ -92,6 +92,33 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             Lookup::Huge { common } => common.object_size(),
         })
     }
+
+    /// Whether moving the allocation at `address` into a fresh one (allocate,
+    /// copy, free the old) would help memory go back: `true` for a small
+    /// object whose slice no heap holds and which is at most
+    /// [`DEFRAG_MAX_USED`] full. Such a slice gets no new objects until
+    /// the domain hands it out again; moving its objects out lets it empty,
+    /// and the copies fill the slice the caller's heap is allocating from.
+    ///
+    /// `false` for an object of a slice a heap holds (it is being
+    /// allocated from, and fills), for a fuller slice, and for spans and huge
+    /// blocks, whose memory goes back whole when they are freed. An address
+    /// that is not a live allocation of this domain is an error, as for
+    /// [`Domain::usable_size`].
+    ///
+    /// A hint, read without the lock: by the time the caller acts, another
+    /// thread may have taken the slice or freed into it.
+    pub fn defrag_hint(&self, address: usize) -> Result<bool, FreeError> {
+        let Lookup::Small { slice } = self.lookup(address)? else {
+            return Ok(false);
+        };
+        if slice.owner.load(Ordering::Relaxed) != 0 {
+            return Ok(false);
+        }
+        let capacity = objects_per_slice(slice.class.get() as usize) as u64;
+        let (numerator, denominator) = DEFRAG_MAX_USED;
+        Ok(u64::from(slice.used()) * denominator <= capacity * numerator)
+    }
 }
 
 /// Where an address lies, as [`Domain::place`] finds it.
