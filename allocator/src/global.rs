@@ -337,8 +337,9 @@ impl Strata {
 
     /// Whether moving the block at `ptr` into a fresh allocation (allocate,
     /// copy, free the old) would help memory go back to the OS: `true` when
-    /// it is a small block on a slice that no thread allocates from and that
-    /// is at most three quarters full (see [`Domain::defrag_hint`]). A
+    /// it is a small block on a slice at most three quarters full that the
+    /// calling thread does not allocate from (see [`Domain::defrag_hint`]):
+    /// the copy, made by this thread, lands elsewhere. A
     /// service that compacts its data calls it for each block it might
     /// move, and moves only those, instead of copying everything. A pointer
     /// that is not a live allocation of this instance is an error.
@@ -371,7 +372,10 @@ impl Strata {
     /// }
     /// ```
     pub fn defrag_hint(&self, ptr: *const u8) -> Result<bool, FreeError> {
-        self.domain.defrag_hint(ptr as usize)
+        self.with_heap(
+            |heap| self.domain.defrag_hint(ptr as usize, Some(heap)),
+            || self.domain.defrag_hint(ptr as usize, None),
+        )
     }
 
     /// A snapshot of the allocator. The calling thread's cache is flushed

@@ -159,9 +159,10 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
     }
 
     /// Whether moving the block at `ptr` into a fresh allocation would help
-    /// memory go back (see [`Domain::defrag_hint`]).
+    /// memory go back (see [`Domain::defrag_hint`]). The copy may come from
+    /// any of the heaps, so a slice any heap holds is refused.
     pub fn defrag_hint(&self, ptr: *const u8) -> Result<bool, FreeError> {
-        self.domain.defrag_hint(ptr as usize)
+        self.domain.defrag_hint(ptr as usize, None)
     }
 
     /// Gives every heap's slices back to the domain.

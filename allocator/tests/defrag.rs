@@ -123,3 +123,120 @@ fn the_hint_refuses_what_is_not_a_live_block_and_leaves_large_blocks_alone() {
         STRATA.dealloc(interior, small);
     }
 }
+
+#[test]
+fn moving_by_the_hint_packs_blocks_that_other_threads_allocated_and_freed() {
+    static STRATA: Strata = Strata::new();
+    const COUNT: usize = 200_000;
+    let layout = Layout::from_size_align(16, 8).unwrap();
+    let class = class_of(16, 8).unwrap();
+    // One thread allocates, another frees nine in ten at random, a third
+    // moves what the hint names, as a service's writers, deleters and
+    // compaction thread would.
+    let blocks: Vec<usize> = std::thread::spawn(move || {
+        // SAFETY: non-zero size.
+        (0..COUNT).map(|_| unsafe { STRATA.alloc(layout) } as usize).collect()
+    })
+    .join()
+    .unwrap();
+    let mut survivors: Vec<usize> = std::thread::spawn(move || {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut kept = Vec::new();
+        for &block in &blocks {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state.is_multiple_of(10) {
+                kept.push(block);
+            } else {
+                // SAFETY: a live block, freed once.
+                unsafe { STRATA.dealloc(block as *mut u8, layout) };
+            }
+        }
+        kept
+    })
+    .join()
+    .unwrap();
+    for (tag, &block) in survivors.iter().enumerate() {
+        // SAFETY: a live block of 16 bytes.
+        unsafe { (block as *mut u64).write(tag as u64) };
+    }
+    let before = STRATA.stats().classes[class];
+    let survivors = std::thread::spawn(move || {
+        let (mut owned_or_full, mut moved) = (0, 0);
+        for block in survivors.iter_mut() {
+            match STRATA.defrag_hint(*block as *const u8) {
+                Ok(true) => {
+                    // SAFETY: a live block, copied, then freed once.
+                    unsafe {
+                        let copy = STRATA.alloc(layout);
+                        std::ptr::copy_nonoverlapping(*block as *const u8, copy, 16);
+                        STRATA.dealloc(*block as *mut u8, layout);
+                        *block = copy as usize;
+                    }
+                    moved += 1;
+                }
+                Ok(false) => owned_or_full += 1,
+                Err(error) => panic!("{error:?}"),
+            }
+        }
+        STRATA.release_thread_cache();
+        eprintln!("moved {moved}, left {owned_or_full}");
+        survivors
+    })
+    .join()
+    .unwrap();
+    let after = STRATA.stats().classes[class];
+    let per_slice = SLICE_SIZE / 16;
+    let needed = after.objects_live.div_ceil(per_slice);
+    eprintln!("before: {before:?}, after: {after:?}, needed {needed}");
+    assert_eq!(after.objects_live, survivors.len());
+    assert!(after.slices <= needed + 1, "{} slices hold {} blocks ({needed} would do)", after.slices, after.objects_live);
+    for (tag, &block) in survivors.iter().enumerate() {
+        // SAFETY: a live block of 16 bytes, freed once.
+        unsafe {
+            assert_eq!((block as *const u64).read(), tag as u64);
+            STRATA.dealloc(block as *mut u8, layout);
+        }
+    }
+}
+
+#[test]
+fn a_sparse_slice_another_thread_allocates_from_is_named_to_every_thread_but_that_one() {
+    static STRATA: Strata = Strata::new();
+    let layout = Layout::from_size_align(SIZE, 8).unwrap();
+    let (to_main, from_owner) = std::sync::mpsc::channel();
+    let (to_owner, from_main) = std::sync::mpsc::channel::<()>();
+    let owner = std::thread::spawn(move || {
+        // Part of one slice, nine in ten freed again: the slice stays this
+        // thread's current one, sparse.
+        // SAFETY: non-zero size; each block is freed once.
+        let blocks: Vec<*mut u8> = (0..PER_SLICE / 2).map(|_| unsafe { STRATA.alloc(layout) }).collect();
+        let mut kept = Vec::new();
+        for (index, &block) in blocks.iter().enumerate() {
+            if index % 10 == 0 {
+                kept.push(block as usize);
+            } else {
+                // SAFETY: a live block, freed once.
+                unsafe { STRATA.dealloc(block, layout) };
+            }
+        }
+        for &block in &kept {
+            assert_eq!(STRATA.defrag_hint(block as *const u8), Ok(false), "a copy would land in its own hole");
+        }
+        to_main.send(kept.clone()).unwrap();
+        // Hold the slice until the main thread has asked.
+        from_main.recv().unwrap();
+        for block in kept {
+            // SAFETY: a live block, freed once.
+            unsafe { STRATA.dealloc(block as *mut u8, layout) };
+        }
+    });
+    let kept = from_owner.recv().unwrap();
+    for &block in &kept {
+        assert_eq!(STRATA.defrag_hint(block as *const u8), Ok(true), "another thread's sparse slice");
+        assert_eq!(STRATA.domain().defrag_hint(block, None), Ok(false), "a slice some heap holds");
+    }
+    to_owner.send(()).unwrap();
+    owner.join().unwrap();
+}

@@ -95,24 +95,32 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Whether moving the allocation at `address` into a fresh one (allocate,
     /// copy, free the old) would help memory go back: `true` for a small
-    /// object whose slice no heap holds and which is at most
-    /// [`DEFRAG_MAX_USED`] full. Such a slice gets no new objects until
-    /// the domain hands it out again; moving its objects out lets it empty,
-    /// and the copies fill the slice the caller's heap is allocating from.
+    /// object on a slice at most [`DEFRAG_MAX_USED`] full that the copy
+    /// cannot land in. `mover` is the heap the copy will come from: its own
+    /// slices are refused, since a copy would fill the hole it leaves; with
+    /// no heap named, any slice a heap holds is refused. Moving the objects
+    /// out of a sparse slice lets it empty (when no heap holds it) or
+    /// leaves room for its holder's next allocations, while the copies fill
+    /// the slice the mover allocates from.
     ///
-    /// `false` for an object of a slice a heap holds (it is being
-    /// allocated from, and fills), for a fuller slice, and for spans and huge
-    /// blocks, whose memory goes back whole when they are freed. An address
-    /// that is not a live allocation of this domain is an error, as for
+    /// `false` for a fuller slice, and for spans and huge blocks, whose
+    /// memory goes back whole when they are freed. An address that is not a
+    /// live allocation of this domain is an error, as for
     /// [`Domain::usable_size`].
     ///
     /// A hint, read without the lock: by the time the caller acts, another
-    /// thread may have taken the slice or freed into it.
-    pub fn defrag_hint(&self, address: usize) -> Result<bool, FreeError> {
+    /// thread may have taken the slice or freed into it. Frees that heaps
+    /// still hold back in batches count as objects in use.
+    pub fn defrag_hint(&self, address: usize, mover: Option<&Heap>) -> Result<bool, FreeError> {
         let Lookup::Small { slice } = self.lookup(address)? else {
             return Ok(false);
         };
-        if slice.owner.load(Ordering::Relaxed) != 0 {
+        let owner = slice.owner.load(Ordering::Relaxed);
+        let refused = match mover {
+            Some(heap) => owner == heap as *const Heap as usize,
+            None => owner != 0,
+        };
+        if refused {
             return Ok(false);
         }
         let capacity = objects_per_slice(slice.class.get() as usize) as u64;

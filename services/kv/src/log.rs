@@ -95,7 +95,8 @@ pub struct Log {
     pub snap_bytes: AtomicU64,
     pub compacting: AtomicBool,
     pub compactions: AtomicU64,
-    /// How long requests waited for the last repack, in microseconds.
+    /// The longest time the last repack held one shard's lock (how long a
+    /// request may have waited for it), in microseconds.
     pub pause_us: AtomicU64,
     /// The longest such wait since the server started, in microseconds.
     pub pause_max_us: AtomicU64,
@@ -400,6 +401,10 @@ pub struct AllocatorHooks {
     /// Give the calling thread's cache back, so that its frees of objects
     /// other threads allocated take effect, without purging.
     pub release_cache: fn(),
+    /// Whether moving the block at this address (the start of a live
+    /// allocation) into a fresh one would help the allocator give memory
+    /// back.
+    pub defrag_hint: fn(*const u8) -> bool,
 }
 
 /// Starts the log writer and the compactor. `seg_id` comes from recovery.
@@ -514,39 +519,40 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// A background compaction repacks the store (`repack`) once it holds at
-/// most 1/`REPACK_SHRINK` of the keys, values and list items it held at
-/// the compaction after the last repack, or at any compaction since: when
-/// most of the memory its objects took is likely holes. Repacking costs a
-/// pause of every request and a copy of the live data; in a store that is
-/// not shrinking it would buy little. `COMPACT` always repacks.
+/// A background compaction repacks the store shard by shard
+/// (`repack_by_shard`) once it holds at most 1/`REPACK_SHRINK` of the keys,
+/// values and list items it held at the compaction after the last repack,
+/// or at any compaction since: when most of the memory its objects took is
+/// likely holes. Repacking costs copies of the live data and short waits
+/// of the requests to the shard being repacked; in a store that is not
+/// shrinking it would buy little. `COMPACT` always repacks, the whole
+/// store at once (`repack`).
 const REPACK_SHRINK: u64 = 4;
 
 /// A background compaction repacks only a store whose snapshot is at most
-/// this many bytes, so that requests never wait long for a repack nobody
-/// asked for. On the project's 2-core machine, in `benches/kv.sh`'s
-/// sequence at 256 bytes, the repack at `COMPACT` after the 90% delete
-/// (a snapshot of 2.7 MiB: 10,000 keys) took 6 ms, and one that a
-/// background compaction ran earlier, with more list items live, 82 ms.
-/// A larger store is repacked at a later compaction, once it is small
-/// enough, or by `COMPACT`.
-const REPACK_BACKGROUND_BYTES: u64 = 4 << 20;
+/// this many bytes per shard, so that requests never wait long for a
+/// repack nobody asked for: it holds one shard's lock at a time, for a copy
+/// of what it moves of that shard. A larger store is repacked at a later
+/// compaction, once it is small enough, or by `COMPACT`.
+const REPACK_BACKGROUND_BYTES_PER_SHARD: u64 = 4 << 20;
 
 /// Moves every key and value of `shards` into a fresh allocation of its
 /// exact size, and every table into one sized to its live entries, and
-/// returns how long requests waited for it.
+/// returns how long requests waited for it: `COMPACT`'s repack.
 ///
 /// With every shard locked (in index order, as every path that holds more
 /// than one locks them), the entries are copied out into one buffer, all
 /// of them freed, then allocated anew from the buffer: the allocator then
-/// packs the survivors into as few slabs as they fill. Moved one at a
-/// time instead, each copy lands in a hole of a sparse slab that still
-/// holds survivors not yet moved, and the slabs end about as sparse as
-/// before: with Strata, after 90% of 100,000 keys of 16-byte values were
-/// deleted, the 20,012 live 16-byte objects stayed on 8 slices with room
-/// for 32,768. `release_cache` gives the thread's allocator cache back.
-/// The cost is that every request waits while it runs; `INFO`
-/// shows the last wait as `repack_pause_us`, the longest as `repack_pause_max_us`.
+/// packs the survivors into as few slabs as they fill, the holes beside
+/// objects the store does not own (the server's own) first. Moved one at
+/// a time with no hint instead, each copy lands in a hole of a sparse slab
+/// that still holds survivors not yet moved, and the slabs end about as
+/// sparse as before: with Strata, after 90% of 100,000 keys of 16-byte
+/// values were deleted, the 20,012 live 16-byte objects stayed on 8 slices
+/// with room for 32,768. `release_cache` gives the thread's allocator cache
+/// back. The cost is that every request waits while it runs; `INFO` shows
+/// the last wait as `repack_pause_us`, the longest as
+/// `repack_pause_max_us`.
 fn repack(shards: &[Mutex<Shard>], release_cache: fn()) -> std::time::Duration {
     let mut guards: Vec<_> = shards.iter().map(|s| s.lock().unwrap()).collect();
     let started = std::time::Instant::now();
@@ -576,6 +582,52 @@ fn repack(shards: &[Mutex<Shard>], release_cache: fn()) -> std::time::Duration {
     }
     debug_assert!(rest.is_empty());
     started.elapsed()
+}
+
+/// Moves the keys, values and list items of `shards` that the allocator
+/// advises moving (`hooks.defrag_hint`) into fresh allocations of their
+/// exact size, and every table and list into one sized to its live
+/// entries, one shard at a time; returns the longest time it held one
+/// shard's lock, which is how long a request may have waited for it.
+///
+/// The hint is what makes moving one object at a time work (see `repack`
+/// for what happens without it). Each copy is allocated from the slab the
+/// calling thread's allocator cache holds; with Strata the hint names only
+/// objects on sparse slabs other than those, so the slab the copies go to
+/// keeps its own objects and fills, and the slabs the objects leave empty,
+/// but for objects the store does not own. Allocators with no such hint
+/// move everything. `release_cache` hands the thread's frees over at the
+/// end. A background compaction's repack.
+fn repack_by_shard(shards: &[Mutex<Shard>], hooks: AllocatorHooks) -> std::time::Duration {
+    let hint = hooks.defrag_hint;
+    let mut longest = std::time::Duration::ZERO;
+    for shard in shards {
+        let mut guard = shard.lock().unwrap();
+        let started = std::time::Instant::now();
+        let old = std::mem::take(&mut *guard);
+        let mut fresh = Shard::with_capacity(old.len());
+        for (key, value) in old {
+            let value = match value {
+                Value::Str(s) => Value::Str(moved(s, hint)),
+                Value::List(list) => Value::List(list.into_iter().map(|item| moved(item, hint)).collect()),
+            };
+            fresh.insert(moved(key, hint), value);
+        }
+        *guard = fresh;
+        longest = longest.max(started.elapsed());
+    }
+    (hooks.release_cache)();
+    longest
+}
+
+/// `bytes`, in a fresh allocation of its exact length when the allocator
+/// advises moving it or it has room to spare, else as it is.
+fn moved(bytes: Vec<u8>, hint: fn(*const u8) -> bool) -> Vec<u8> {
+    if bytes.capacity() != bytes.len() || (bytes.capacity() != 0 && hint(bytes.as_ptr())) {
+        bytes.as_slice().to_vec()
+    } else {
+        bytes
+    }
 }
 
 /// Appends `key` and `value` as a snapshot holds them: the key, then a
@@ -657,14 +709,17 @@ fn compact(db: &Db, dir: &Path, id: u64, asked: bool, hooks: AllocatorHooks, obj
         }
     }
     // Give back memory left over from deleted keys. When asked, or after a
-    // mass delete of a small enough store (with defrag on), move every key
-    // and value into a fresh allocation (`repack`), so that the survivors
-    // pack into fewer slabs and pages instead of pinning sparse ones.
-    // Otherwise, rebuild any table much larger than its live size.
+    // mass delete of a small enough store (with defrag on), move keys and
+    // values into fresh allocations, so that the survivors pack into fewer
+    // slabs and pages instead of pinning sparse ones: all of them at once
+    // when asked (`repack`), those the allocator names shard by shard in
+    // the background (`repack_by_shard`). Otherwise, rebuild any table much
+    // larger than its live size.
     let peak = (*objects_peak).max(objects);
-    let shrunk = objects.saturating_mul(REPACK_SHRINK) <= peak && size <= REPACK_BACKGROUND_BYTES;
+    let shrunk = objects.saturating_mul(REPACK_SHRINK) <= peak
+        && size <= REPACK_BACKGROUND_BYTES_PER_SHARD * SHARDS as u64;
     if db.log.defrag && (asked || shrunk) {
-        let pause = repack(&db.shards, hooks.release_cache);
+        let pause = if asked { repack(&db.shards, hooks.release_cache) } else { repack_by_shard(&db.shards, hooks) };
         let pause = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
         db.log.pause_us.store(pause, Ordering::Relaxed);
         db.log.pause_max_us.fetch_max(pause, Ordering::Relaxed);
@@ -704,7 +759,6 @@ mod tests {
         for (k, v) in &entries {
             put_entry(&mut bytes, k, v);
         }
-        assert_eq!(bytes.len(), entries.iter().map(|(k, v)| entry_len(k, v)).sum::<usize>());
         let mut rest = bytes.as_slice();
         for (k, v) in &entries {
             let (key, value) = read_entry(&mut rest).unwrap();
@@ -720,11 +774,87 @@ mod tests {
         }
         assert!(rest.is_empty());
         // Every cut short of a whole entry, and a bad tag, read as errors.
-        for cut in 0..entry_len(b"key", &entries[0].1) {
+        let mut first = Vec::new();
+        put_entry(&mut first, b"key", &entries[0].1);
+        for cut in 0..first.len() {
             assert!(read_entry(&mut &bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut bad = bytes.clone();
         bad[4 + 3] = 2;
         assert!(read_entry(&mut bad.as_slice()).is_err());
+    }
+
+    /// Every byte string of `shards`: its key, its place in the entry (0
+    /// for the key, 1 for a string value, 2 + i for list item i), its bytes
+    /// and the address of its allocation.
+    fn strings(shards: &[Mutex<Shard>]) -> Vec<(Vec<u8>, usize, Vec<u8>, usize)> {
+        let mut out = Vec::new();
+        for shard in shards {
+            for (key, value) in shard.lock().unwrap().iter() {
+                out.push((key.clone(), 0, key.clone(), key.as_ptr() as usize));
+                match value {
+                    Value::Str(s) => out.push((key.clone(), 1, s.clone(), s.as_ptr() as usize)),
+                    Value::List(list) => {
+                        for (i, item) in list.iter().enumerate() {
+                            out.push((key.clone(), 2 + i, item.clone(), item.as_ptr() as usize));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_repack_moves_what_the_hint_names_keeps_the_rest_and_trims_spare_room() {
+        fn never(_: *const u8) -> bool {
+            false
+        }
+        fn always(_: *const u8) -> bool {
+            true
+        }
+        fn nothing() {}
+        let hooks = |defrag_hint| AllocatorHooks { after_compact: nothing, thread_idle: || false, release_cache: nothing, defrag_hint };
+        let shards: Vec<Mutex<Shard>> = (0..4).map(|_| Mutex::new(Shard::default())).collect();
+        for n in 0..200u32 {
+            let key = format!("key{n}").as_bytes().to_vec();
+            let value = if n % 5 == 0 {
+                Value::List((0..n % 7).map(|i| vec![i as u8; 1 + n as usize]).collect())
+            } else {
+                Value::Str(vec![n as u8; n as usize])
+            };
+            shards[n as usize % 4].lock().unwrap().insert(key, value);
+        }
+        // A value with room to spare is trimmed, whatever the hint says.
+        let mut roomy = Vec::with_capacity(100);
+        roomy.extend_from_slice(b"roomy");
+        shards[0].lock().unwrap().insert(b"roomy".to_vec(), Value::Str(roomy));
+
+        let before = strings(&shards);
+        repack_by_shard(&shards, hooks(never));
+        let kept = strings(&shards);
+        for (old, new) in before.iter().zip(&kept) {
+            assert_eq!((&old.0, old.1, &old.2), (&new.0, new.1, &new.2), "the data changed");
+            if (old.0.as_slice(), old.1) != (b"roomy".as_slice(), 1) {
+                assert_eq!(old.3, new.3, "{:?} moved though the hint said no", old.2);
+            }
+        }
+        assert_eq!(before.len(), kept.len());
+        match &shards[0].lock().unwrap()[b"roomy".as_slice()] {
+            Value::Str(s) => assert_eq!(s.capacity(), s.len()),
+            Value::List(_) => panic!("roomy changed kind"),
+        }
+
+        repack_by_shard(&shards, hooks(always));
+        let moved = strings(&shards);
+        assert_eq!(kept.len(), moved.len());
+        for (old, new) in kept.iter().zip(&moved) {
+            assert_eq!((&old.0, old.1, &old.2), (&new.0, new.1, &new.2), "the data changed");
+            // The copy is made while the original is live: a new address.
+            if !old.2.is_empty() {
+                assert_ne!(old.3, new.3, "{:?} stayed though the hint said yes", old.2);
+            }
+        }
     }
 }

@@ -76,6 +76,11 @@ mod alloc_front {
     pub fn release_cache() {
         super::GLOBAL.release_thread_cache();
     }
+    /// Strata's own answer: a block on a sparse slab that no thread
+    /// allocates from.
+    pub fn defrag_hint(block: *const u8) -> bool {
+        super::GLOBAL.defrag_hint(block).unwrap_or(false)
+    }
     /// `--huge-pages`: the allocator backs the memory in use with
     /// transparent huge pages from now on.
     pub fn huge_pages() -> Result<(), &'static str> {
@@ -109,6 +114,11 @@ mod alloc_front {
         // A free of another thread's object goes straight to its page's
         // list of frees from other threads: nothing is held back.
     }
+    /// mimalloc has no call that says whether a block's page is sparse:
+    /// the repack moves every block.
+    pub fn defrag_hint(_block: *const u8) -> bool {
+        true
+    }
     pub fn huge_pages() -> Result<(), &'static str> {
         Err("--huge-pages needs the Strata build (mimalloc takes MIMALLOC_* variables)")
     }
@@ -138,6 +148,11 @@ mod alloc_front {
     pub fn release_cache() {
         // glibc's per-thread cache keeps a few chunks of each size, of
         // whichever thread, and has no call to give them back.
+    }
+    /// glibc has no call that says whether moving a chunk would help: the
+    /// repack moves every block.
+    pub fn defrag_hint(_block: *const u8) -> bool {
+        true
     }
     pub fn huge_pages() -> Result<(), &'static str> {
         Err("--huge-pages needs the Strata build")
@@ -224,6 +239,7 @@ fn main() {
         after_compact: alloc_front::after_compact,
         thread_idle: alloc_front::thread_idle,
         release_cache: alloc_front::release_cache,
+        defrag_hint: alloc_front::defrag_hint,
     };
     if let Err(e) = log::start(db.clone(), dir.clone(), seg_id, hooks) {
         fail(format!("cannot open the log in {}: {e}", dir.display()));

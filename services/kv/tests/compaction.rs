@@ -179,14 +179,11 @@ fn class_16(c: &mut Client) -> (u64, u64, u64) {
     (field("slices"), field("cached"), field("objects_live"))
 }
 
-#[test]
-fn compact_repacks_the_survivors_of_a_mass_delete() {
-    let dir = temp_dir("repack");
-    let server = Server::start(&dir, &[]);
-    let mut c = server.client();
+/// Loads 20,000 keys with values of 16 bytes each (keys and values fill
+/// Strata's 16-byte class) and 50 lists of 40 items, then deletes nine keys
+/// in ten; returns what is left.
+fn load_then_delete_nine_in_ten(c: &mut Client) -> BTreeMap<String, V> {
     let mut model: BTreeMap<String, V> = BTreeMap::new();
-    // 20,000 keys with values of 16 bytes each (keys and values fill
-    // Strata's 16-byte class), and 50 lists of 40 items.
     for batch in 0..200 {
         let mut args = vec!["MSET".to_string()];
         for i in 0..100 {
@@ -206,7 +203,6 @@ fn compact_repacks_the_survivors_of_a_mass_delete() {
         assert_eq!(c.cmd(&args), Reply::Int(40));
         model.insert(key, V::L(items.into_iter().rev().collect()));
     }
-    // Nine keys in ten go.
     let doomed: Vec<String> = model.keys().enumerate().filter(|(i, _)| i % 10 != 0).map(|(_, k)| k.clone()).collect();
     for chunk in doomed.chunks(500) {
         let mut args = vec!["DEL"];
@@ -216,6 +212,15 @@ fn compact_repacks_the_survivors_of_a_mass_delete() {
     for key in &doomed {
         model.remove(key);
     }
+    model
+}
+
+#[test]
+fn compact_repacks_the_survivors_of_a_mass_delete() {
+    let dir = temp_dir("repack");
+    let server = Server::start(&dir, &[]);
+    let mut c = server.client();
+    let model = load_then_delete_nine_in_ten(&mut c);
     #[cfg(feature = "alloc-strata")]
     let (slices_before, _, live_before) = class_16(&mut c);
     let repacks = info_field(&mut c, "repacks");
@@ -236,6 +241,47 @@ fn compact_repacks_the_survivors_of_a_mass_delete() {
         eprintln!("16-byte class: {live_before} objects on {slices_before} slices before COMPACT, {live} on {slices} after ({cached} in caches)");
         assert!(slices_before >= 10, "{slices_before} slices held {live_before} objects before COMPACT");
         assert!(slices - cached <= 3, "{live} objects on {slices} slices after COMPACT, {cached} of them in caches");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_background_compaction_repacks_a_shrunken_store_shard_by_shard() {
+    let dir = temp_dir("background-repack");
+    // Compactions every 64 KiB of log, so that the load and the deletes
+    // run several and the one after the deletes sees the store shrunk.
+    let server = Server::start(&dir, &["--compact-bytes", "65536"]);
+    let mut c = server.client();
+    let mut model = load_then_delete_nine_in_ten(&mut c);
+    #[cfg(feature = "alloc-strata")]
+    let (slices_before, cached_before, live_before) = class_16(&mut c);
+    // Writes to one key grow the log until a compaction repacks; the
+    // count of writes is bounded, not their time.
+    let mut writes = 0;
+    while info_field(&mut c, "repacks") == 0 {
+        assert!(writes < 100_000, "no background repack after {writes} writes");
+        assert_eq!(c.cmd(&["SET", "filler", &format!("{writes:016}")]), Reply::ok());
+        writes += 1;
+    }
+    model.insert("filler".into(), V::S(format!("{:016}", writes - 1)));
+    while info_field(&mut c, "compacting") == 1 {
+        std::thread::yield_now();
+    }
+    check(&mut c, &model);
+    #[cfg(feature = "alloc-strata")]
+    {
+        // The repack moved the survivors of the sparse slices into slices
+        // the compaction thread filled. Left besides: the slices in thread
+        // caches, and slices with the server's own small objects, which
+        // the store cannot move.
+        let (slices, cached, live) = class_16(&mut c);
+        eprintln!("16-byte class: {live_before} objects on {slices_before} slices ({cached_before} in caches) before, {live} on {slices} after the background repack ({cached} in caches, {writes} writes)");
+        assert!(slices_before >= 10, "{slices_before} slices held {live_before} objects before");
+        assert!(
+            slices - cached <= 4 && slices - cached < slices_before - cached_before,
+            "{live} objects on {slices} slices after the repack, {cached} of them in caches"
+        );
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
