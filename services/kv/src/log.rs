@@ -95,8 +95,9 @@ pub struct Log {
     pub snap_bytes: AtomicU64,
     pub compacting: AtomicBool,
     pub compactions: AtomicU64,
-    /// The longest time the last repack held one shard's lock (how long a
-    /// request may have waited for it), in microseconds.
+    /// How long requests may have waited for the last repack, in
+    /// microseconds: the time `COMPACT`'s held every shard's lock, or the
+    /// longest a background one held one shard's.
     pub pause_us: AtomicU64,
     /// The longest such wait since the server started, in microseconds.
     pub pause_max_us: AtomicU64,
