@@ -182,8 +182,9 @@ usage: strata-kv [--port PORT] [--dir DIR] [--compact-bytes N] [--no-defrag] [--
   --no-defrag         compaction does not move live keys and values into
                       fresh allocations (by default COMPACT does, and a
                       background compaction does once the store has
-                      shrunk to a quarter, if its snapshot is at most
-                      4 MiB); it still resizes the index
+                      shrunk to a quarter, shard by shard, if its
+                      snapshot is at most 4 MiB per shard); it still
+                      resizes the index
   --huge-pages        the allocator backs the memory it has in use with
                       transparent huge pages (Strata build only)
   --help              this text
