@@ -760,6 +760,7 @@ mod tests {
         for (k, v) in &entries {
             put_entry(&mut bytes, k, v);
         }
+        assert_eq!(bytes.len(), entries.iter().map(|(k, v)| entry_len(k, v)).sum::<usize>());
         let mut rest = bytes.as_slice();
         for (k, v) in &entries {
             let (key, value) = read_entry(&mut rest).unwrap();
@@ -775,9 +776,7 @@ mod tests {
         }
         assert!(rest.is_empty());
         // Every cut short of a whole entry, and a bad tag, read as errors.
-        let mut first = Vec::new();
-        put_entry(&mut first, b"key", &entries[0].1);
-        for cut in 0..first.len() {
+        for cut in 0..entry_len(b"key", &entries[0].1) {
             assert!(read_entry(&mut &bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut bad = bytes.clone();
