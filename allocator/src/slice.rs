@@ -733,48 +733,50 @@ impl SliceMeta {
         let last = capacity.min(first + (CARVE_BYTES / size).max(MIN_CARVE));
         let count = last - first;
         let base = self.address + first * size;
-        let mut head: *mut FreeObject = ptr::null_mut();
-        let mut previous: *mut FreeObject = ptr::null_mut();
-        // The window being linked: its first object's index in the run, its
-        // length, the objects of it still to link, and the next one's
-        // position in it.
-        let (mut window_start, mut window, mut left) = (0, 0, 0);
-        let (mut position, mut stride) = (0, 1);
+        let marker = FreeObject::marker_of(marker_key);
+        // The run's first link is written to `first_link`, a stand-in for
+        // the list head, so that every object's link is written alike.
+        let mut first_link = 0usize;
+        let mut previous = ptr::addr_of_mut!(first_link).cast::<Link>();
         let mut random = random;
-        for _ in 0..count {
-            if left == 0 {
-                window_start += window;
-                window = (count - window_start).min(SHUFFLE_WINDOW);
-                left = window;
-                (position, stride) = shuffle(window, random);
-                random = next_random(random);
-                // The window before may have ended with its last object, the
-                // neighbour of this one's first: start one further on.
-                let after_previous = previous as usize + size == base + window_start * size;
-                if stride != 1 && position == 0 && after_previous {
-                    position = 1;
+        // Window by window: `start` is the window's first object's index in
+        // the run. Within a window the walk goes by byte offsets, `step`
+        // bytes at a time, wrapping at the window's end.
+        let mut start = 0;
+        while start < count {
+            let window = (count - start).min(SHUFFLE_WINDOW);
+            let (mut position, stride) = shuffle(window, random);
+            random = next_random(random);
+            let window_base = base + start * size;
+            // The window before may have ended with its last object, the
+            // neighbour of this one's first: start one further on.
+            if stride != 1 && position == 0 && start != 0 && previous as usize + size == window_base {
+                position = 1;
+            }
+            let (window_bytes, step) = (window * size, stride * size);
+            let mut offset = position * size;
+            for _ in 0..window {
+                let object = (window_base + offset) as *mut FreeObject;
+                // SAFETY: the object lies inside the slice, past every
+                // object handed out so far; the caller holds the slice.
+                // `previous` is the object before, or `first_link`: a
+                // writable word either way.
+                unsafe {
+                    FreeObject::set_marker(object, marker);
+                    Link::set_next(previous, object as usize, link_key);
+                }
+                previous = object.cast::<Link>();
+                offset += step;
+                if offset >= window_bytes {
+                    offset -= window_bytes;
                 }
             }
-            let object = (base + (window_start + position) * size) as *mut FreeObject;
-            left -= 1;
-            position += stride;
-            if position >= window {
-                position -= window;
-            }
-            // SAFETY: the object lies inside the slice, past every object
-            // handed out so far; the caller holds the slice.
-            unsafe {
-                FreeObject::set_marker(object, FreeObject::marker_of(marker_key));
-                if previous.is_null() {
-                    head = object;
-                } else {
-                    FreeObject::set_next(previous, object, link_key);
-                }
-            }
-            previous = object;
+            start += window;
         }
+        // SAFETY: `first_link` holds the first object's link, encoded.
+        let head = unsafe { Link::next(ptr::addr_of_mut!(first_link).cast::<Link>(), link_key) } as *mut FreeObject;
         // SAFETY: as above; `count >= 1`, so `previous` is the last object.
-        unsafe { FreeObject::set_next(previous, Link::end_of(base) as *mut FreeObject, link_key) };
+        unsafe { Link::set_next(previous, Link::end_of(base), link_key) };
         self.free.set(head);
         self.set_carved(last as u32);
         true
