@@ -69,6 +69,7 @@ echo "==> miri, Stacked Borrows: state-machine unit tests"
 MIRIFLAGS="$common -Zmiri-ignore-leaks" cargo +nightly miri test -p strata-alloc --lib -- --test-threads=1 \
     domain::tests::a_domain_built_in_place_serves \
     domain::tests::a_zeroed_inner_is_empty \
+    domain::tests::an_explicit_purge_makes_holes_of_a_sparse_slices_empty_pages \
     domain::tests::bad_pointers_are_rejected \
     domain::tests::dirty_same_class_keeps_its_free_list \
     domain::tests::full_threshold_is_seven_eighths \

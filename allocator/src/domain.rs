@@ -74,7 +74,9 @@ use crate::remote::{Link, Push, Walked};
 use crate::size_class::{
     boundary_multiplier, class_index, class_of, class_size, objects_per_slice, CLASS_COUNT,
 };
-use crate::slice::{FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SmallObject, NO_FREE, SPAN_CLASS};
+use crate::slice::{
+    pages_of, FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SmallObject, HOLES_PER_SLICE, HOLE_SIZE, NO_FREE, SPAN_CLASS,
+};
 use crate::source::PageSource;
 use crate::stats::Stats;
 
@@ -86,6 +88,12 @@ pub const DEFAULT_PURGE_DELAY_MS: u64 = 250;
 /// quarters. A slice that full wastes at most a quarter of itself, and
 /// moving its objects would cost a copy of three times what it gives back.
 pub const DEFRAG_MAX_USED: (u64, u64) = (3, 4);
+
+/// How full a slice in use may be, as a fraction (numerator, denominator),
+/// for [`Domain::purge_all`] to look for empty 4 KiB pages inside it and
+/// give them back: at most a quarter. The look is a walk of the slice's
+/// free list; a fuller slice seldom has a page with no live object.
+pub const HOLE_MAX_USED: (u64, u64) = (1, 4);
 
 /// Slices purged per round, with the lock released around the source calls.
 const PURGE_BATCH: usize = 32;
@@ -875,6 +883,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         slice.multiplier.set(boundary_multiplier(class));
         slice.capacity.set(objects_per_slice(class) as u32);
         slice.set_carved(0);
+        slice.holes.set(0);
         slice.class.set(class as u8);
         // SAFETY: the slice was just chosen under the lock; it is formatted
         // and its free list is empty.
@@ -882,7 +891,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     }
 
     /// Makes `slice` (just chosen) ready to serve `class`: formats it unless
-    /// it is already formatted for that class with its free list intact.
+    /// it is already formatted for that class with its free list intact,
+    /// and then lists again any objects its holes withheld.
     fn prepare(&self, slice: &SliceMeta, class: usize) {
         let reuse = match slice.state.get() {
             SliceState::Partial | SliceState::Full => true,
@@ -895,8 +905,36 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         };
         if !reuse {
             self.format(slice, class);
+        } else if slice.holes.get() != 0 {
+            self.fill_holes(slice);
         }
         debug_assert_eq!(slice.class.get() as usize, class);
+    }
+
+    /// Puts the objects that `slice`'s holes withheld back on its free
+    /// list, each with its link and free marker (writing them brings the
+    /// pages back), and clears the holes (see [`SliceMeta::holes`]). Lock
+    /// held; no heap owns the slice.
+    fn fill_holes(&self, slice: &SliceMeta) {
+        let holes = slice.holes.get();
+        let size = slice.object_size.get();
+        let (marker, link_key) = (FreeObject::marker_of(self.key()), self.link_key());
+        let mut head = slice.free.get();
+        for index in (0..slice.carved.get()).rev() {
+            let offset = index * size;
+            if holes & pages_of(offset, size) != 0 {
+                let object = (slice.address + offset as usize) as *mut FreeObject;
+                // SAFETY: a carved object of the slice, withheld: no one
+                // uses it, and its memory reads as zero or as before.
+                unsafe {
+                    FreeObject::set_marker(object, marker);
+                    FreeObject::set_next(object, head, link_key);
+                }
+                head = object;
+            }
+        }
+        slice.free.set(head);
+        slice.holes.set(0);
     }
 
     /// Maps a new slab page, writes its header and registers it with the
@@ -977,6 +1015,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         } else {
             SliceState::Partial
         };
+        debug_assert_eq!(slice.holes.get(), 0, "a heap receives a slice with its holes filled (`prepare`)");
         let flags = (slice.flags.get() - SliceFlags::PURGED) | SliceFlags::CACHED;
         inner.transition(slice, state, flags, now);
         slice.remote.adopt();

@@ -390,7 +390,9 @@ impl Strata {
     /// then purges every dirty slice, unmaps every page left empty, and
     /// gives back the memory past the last carved object of every slice in
     /// use that no thread caches (resident from an earlier use of the slice,
-    /// or from a huge page).
+    /// or from a huge page), and the 4 KiB pages with no live object inside
+    /// such slices when they are at most a quarter full (see
+    /// [`Domain::purge_all`](crate::Domain::purge_all)).
     ///
     /// Only the calling thread's cache can be given back from here: slices
     /// cached by other threads stay with them until those threads allocate

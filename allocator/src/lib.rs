@@ -22,7 +22,11 @@
 //! - **Remote free**: a free by a thread whose heap does not own the slice.
 //! - **Purge**: giving a dirty slice's memory back to the page source (and,
 //!   on an explicit purge, the memory past the last carved object of the
-//!   slices in use).
+//!   slices in use, and their holes).
+//! - **Hole**: an empty 4 KiB page of a sparse slice in use, given back by
+//!   an explicit purge; the objects on it are *withheld* (neither in use
+//!   nor free) until the slice is handed out again, when they are listed
+//!   again ([`PageSource::purges`]).
 //! - **Part**: a 2 MiB aligned half of a page, the size of an x86-64 huge
 //!   page. Only when huge pages are asked for: the source backs each part
 //!   of a page it maps with a huge page from its first touch.
@@ -68,11 +72,13 @@
 //! as zero, so a zeroed span over it is not cleared again), *cached* (owned
 //! by a heap, on no list), *span head*/*span tail*,
 //! and *purging* (a purge in flight, on no list: of a dirty slice, of
-//! the never-carved end of a partial or full one, whose frees still come
-//! in under the lock, or of a clean slice of a part a huge page backed,
-//! held dirty for the while so that it is not fresh). A page whose slices
-//! are all clean or purged goes back to the source; one with a purging
-//! slice stays.
+//! the never-carved end or the holes of a partial or full one, whose frees
+//! still come in under the lock, or of a clean slice of a part a huge page
+//! backed, held dirty for the while so that it is not fresh). A page whose
+//! slices are all clean or purged goes back to the source; one with a
+//! purging slice stays. A partial slice no heap owns may have holes
+//! (`SliceMeta::holes`); it is listed as partial like any other, and the
+//! domain fills the holes when it hands the slice out.
 //!
 //! ## Locks, in order
 //!

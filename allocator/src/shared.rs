@@ -197,7 +197,8 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         self.domain.stats()
     }
 
-    /// Purges every dirty slice and returns empty pages to the source.
+    /// Purges every dirty slice and returns empty pages to the source, and
+    /// what else [`Domain::purge_all`] gives back.
     pub fn purge(&self) {
         self.domain.purge_all();
     }

@@ -8,7 +8,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::{FreeError, FreeErrorKind};
 use crate::remote::{Link, RemoteList, Walked, LINK_REGION, ORPHAN};
@@ -229,6 +229,10 @@ relaxed_field!(
     RelaxedU64, AtomicU64, u64, |raw| raw, |value| value
 );
 relaxed_field!(
+    /// A `u16` descriptor field read across threads (see `relaxed_field!`).
+    RelaxedU16, AtomicU16, u16, |raw| raw, |value| value
+);
+relaxed_field!(
     /// A `u8` descriptor field read across threads (see `relaxed_field!`).
     RelaxedU8, AtomicU8, u8, |raw| raw, |value| value
 );
@@ -336,8 +340,10 @@ pub(crate) struct SliceMeta {
     /// marker at least once; the rest of the slice was never touched. Grows
     /// only, by the slice's holder (owner, or domain under the lock); reset
     /// to 0 under the lock while no heap owns the slice.
-    /// Invariant: `used + free objects == carved` (remote ones count as used),
-    /// and `carved == 0` whenever `object_size == 0`, so that the free fast
+    /// Invariant: `used + free objects + withheld objects == carved` (remote
+    /// ones count as used; withheld ones are those `holes` keeps, none
+    /// while a heap owns the slice), and `carved == 0` whenever
+    /// `object_size == 0`, so that the free fast
     /// path's `index < carved` test also refuses unformatted slices.
     /// Read without a lock by frees on any thread while the owner carves:
     /// atomic for that. Relaxed: the carve that covered an object comes
@@ -352,6 +358,23 @@ pub(crate) struct SliceMeta {
     /// the current `carved`, `object_size` and `multiplier` (0 while
     /// `carved` is 0, so an unformatted slice refuses every offset).
     pub(crate) carved_limit: RelaxedU64,
+    /// The pages of the slice ([`HOLE_SIZE`] bytes each, bit `i` for the
+    /// one at `address + i * HOLE_SIZE`) given back to the page source
+    /// while the slice is in use: the empty pages of a sparse slice that no
+    /// heap owns, taken by an explicit purge (`Domain::purge_tails`).
+    /// Invariant: no live object and no object on the free list overlaps a
+    /// page in `holes`. The carved objects that do are *withheld*: neither
+    /// in use nor free, until `Domain::prepare` lists them again (and
+    /// clears `holes`) before anyone allocates from the slice; so `holes`
+    /// is 0 while a heap owns the slice. Formatting clears it.
+    /// Written under the domain lock while no heap owns the slice; read
+    /// without it by frees and look-ups on any thread, which refuse an
+    /// object overlapping a hole before reading it ([`SliceMeta::small_object`]).
+    /// Relaxed: no live object overlaps a hole, so a free of one needs no
+    /// particular value (the allocation that handed it out came after the
+    /// fill that last cleared a bit of its pages, through the lock); other
+    /// reads only decide whether a pointer is refused.
+    pub(crate) holes: RelaxedU16,
     /// Address of the owning heap, 0 when the domain holds the slice.
     /// Set under the domain lock when the slice is handed to a heap
     /// (during that heap's refill), cleared by that heap without the lock
@@ -394,6 +417,27 @@ pub(crate) struct SliceMeta {
     _remote: CacheLine,
     /// Objects freed by threads other than the owner.
     pub(crate) remote: RemoteList,
+}
+
+/// The page size of [`SliceMeta::holes`]: the page size of the sources
+/// that give memory back (`MADV_DONTNEED` works in 4 KiB pages).
+pub(crate) const HOLE_SIZE: usize = 4096;
+
+/// Pages of [`HOLE_SIZE`] in a slice: one bit each in [`SliceMeta::holes`].
+pub(crate) const HOLES_PER_SLICE: usize = SLICE_SIZE / HOLE_SIZE;
+
+static_assertions::const_assert_eq!(HOLES_PER_SLICE, u16::BITS as usize);
+
+/// The pages of a slice that `size` bytes at `offset` overlap, as a
+/// [`SliceMeta::holes`] mask; bytes past the slice's end count as its last
+/// page, and a `size` of 0 as 1, so that any input gives a mask.
+#[inline(always)]
+pub(crate) fn pages_of(offset: u32, size: u32) -> u16 {
+    const LAST: u32 = SLICE_SIZE as u32 - 1;
+    let first = offset.min(LAST) / HOLE_SIZE as u32;
+    let last = offset.saturating_add(size.max(1) - 1).min(LAST) / HOLE_SIZE as u32;
+    // At most 16 pages: the shift stays below 32, and the mask fits 16 bits.
+    (((1u32 << (last - first + 1)) - 1) << first) as u16
 }
 
 /// Bytes of objects carved at a time (see [`SliceMeta::carve`]).
@@ -512,6 +556,7 @@ impl SliceMeta {
             capacity: Cell::new(0),
             carved: RelaxedU32::new(0),
             carved_limit: RelaxedU64::new(0),
+            holes: RelaxedU16::new(0),
             owner: AtomicUsize::new(0),
             state: RelaxedState::new(SliceState::Clean),
             flags: RelaxedFlags::new(SliceFlags::empty()),
@@ -793,8 +838,9 @@ impl SliceMeta {
 
     /// What `address` is as a small object of this slice, by the free
     /// marker of `key` (the domain's marker key): a live object, a freed
-    /// one, or not a carved object boundary (every address of an
-    /// unformatted slice, whose carved limit is 0).
+    /// one, or not an object: not a carved object boundary (every address
+    /// of an unformatted slice, whose carved limit is 0), or a withheld
+    /// object, whose memory is not read ([`SliceMeta::withheld`]).
     ///
     /// # Safety
     /// `address` must lie in this slice, and the slice in a live page: an
@@ -802,7 +848,7 @@ impl SliceMeta {
     #[inline(always)]
     pub(crate) unsafe fn small_object(&self, address: usize, key: usize) -> SmallObject {
         let offset = (address & (SLICE_SIZE - 1)) as u32;
-        if !is_carved_object(offset, self.multiplier.get(), self.carved_limit.get()) {
+        if !is_carved_object(offset, self.multiplier.get(), self.carved_limit.get()) || self.withheld(offset) {
             return SmallObject::NotAnObject;
         }
         // SAFETY: a carved object boundary of a live slice (the caller's
@@ -812,6 +858,15 @@ impl SliceMeta {
         } else {
             SmallObject::Live
         }
+    }
+
+    /// Whether the carved object at `offset` is withheld: it overlaps a
+    /// page given back while the slice is in use (see [`SliceMeta::holes`]),
+    /// so it is neither in use nor free, and its memory must not be read.
+    #[inline(always)]
+    pub(crate) fn withheld(&self, offset: u32) -> bool {
+        let holes = self.holes.get();
+        holes != 0 && holes & pages_of(offset, self.object_size.get()) != 0
     }
 
     /// Whether objects of this slice count as in use (the page's occupancy).

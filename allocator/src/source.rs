@@ -171,6 +171,16 @@ pub unsafe trait PageSource {
         false
     }
 
+    /// Whether [`PageSource::purge`] gives memory back, page by page: the
+    /// domain then also gives back, on an explicit purge, the empty 4 KiB
+    /// pages inside sparse slices still in use (see
+    /// [`Domain::purge_all`](crate::Domain::purge_all)), which costs it a walk of
+    /// each such slice's free list. The default is `false`, for sources
+    /// whose `purge` keeps the memory.
+    fn purges(&self) -> bool {
+        false
+    }
+
     /// Records `page`, the [`PAGE_SIZE`](crate::page::PAGE_SIZE)-aligned
     /// address of a page header the core has just written inside a mapping
     /// of this source, so that [`PageSource::owns`] finds it. Returns `false`
@@ -502,6 +512,10 @@ unsafe impl PageSource for MmapSource {
         cfg!(target_os = "linux") && self.huge_pages()
     }
 
+    fn purges(&self) -> bool {
+        true
+    }
+
     fn now_ms(&self) -> u64 {
         let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `now` is a valid timespec to write.
@@ -785,6 +799,10 @@ unsafe impl<S: PageSource> PageSource for FailingSource<S> {
 
     fn collapses(&self) -> bool {
         self.inner.collapses()
+    }
+
+    fn purges(&self) -> bool {
+        self.inner.purges()
     }
 
     unsafe fn remap(

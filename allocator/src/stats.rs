@@ -58,6 +58,11 @@ pub struct Stats {
     pub slices_purged: usize,
     /// Slice purges performed so far.
     pub purges: u64,
+    /// 4 KiB pages given back from inside slices still in use: the empty
+    /// pages of sparse slices, which an explicit purge gives back where the
+    /// page source can (see `Domain::purge_all`), until the slice is handed
+    /// out again. Not counted in `bytes_resident`.
+    pub hole_pages: usize,
     /// Parts of slab pages ([`COLLAPSE_SIZE`](crate::page::COLLAPSE_SIZE),
     /// 2 MiB) moved onto huge pages so far, each once none of its slices
     /// was fresh any more (with huge pages on; see `source::MmapSource`).
@@ -103,6 +108,7 @@ impl Stats {
             slices_dirty: 0,
             slices_purged: 0,
             purges: 0,
+            hole_pages: 0,
             parts_collapsed: 0,
             refills: 0,
             flushes: 0,
@@ -133,6 +139,7 @@ impl fmt::Display for Stats {
             self.slices_clean, self.slices_partial, self.slices_full, self.slices_dirty, self.slices_purged
         )?;
         writeln!(f, "  purges           {:>14}", self.purges)?;
+        writeln!(f, "  hole pages       {:>14}", self.hole_pages)?;
         writeln!(f, "  parts collapsed  {:>14}", self.parts_collapsed)?;
         writeln!(f, "  cache refills    {:>14}", self.refills)?;
         writeln!(f, "  cache flushes    {:>14}", self.flushes)?;

@@ -171,6 +171,22 @@ fn rss_returns_after_frees_within_the_purge_delay() {
     assert_rss_returned("activity");
 }
 
+/// One 64-byte block in 1,000 kept: every slice keeps a block or two, and
+/// `malloc_trim(0)` still gives back all but their pages.
+#[test]
+fn rss_returns_from_slices_a_few_blocks_keep_with_malloc_trim() {
+    let run = run_checked("rss_return.c", &["pinned"]);
+    let peak = run.field("rss_peak_kib");
+    let after = run.field("rss_after_kib");
+    let live = run.field("rss_live_kib");
+    assert!(peak - live > 48 * 1024, "the program did not reach its peak\n{}", run.describe());
+    assert!(
+        after <= live + (peak - live) / 4,
+        "RSS only fell from {peak} KiB to {after} KiB ({live} KiB for the kept blocks' pages)\n{}",
+        run.describe()
+    );
+}
+
 /// Blocks above the size classes keep their contents through growth and
 /// shrinking by `realloc`, and growth in 64 KiB steps mostly stays in place
 /// (spans into the slices after them, huge blocks by `mremap` with headroom).

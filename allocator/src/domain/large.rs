@@ -397,6 +397,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     fn make_span_member(inner: &mut Inner, slice: &SliceMeta, flag: SliceFlags, span: usize, now: u64) {
         slice.object_size.set(0);
         slice.set_carved(0);
+        slice.holes.set(0);
         slice.free.set(NO_FREE);
         slice.class.set(SPAN_CLASS);
         slice.capacity.set(1);

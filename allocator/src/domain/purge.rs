@@ -4,6 +4,7 @@
 //! run with the domain lock released, a batch at a time.
 
 use super::*;
+use crate::size_class::is_carved_object;
 
 /// Slices in a collapse part.
 const PART_SLICES: usize = SLICES_PER_PAGE / COLLAPSE_PARTS;
@@ -13,6 +14,12 @@ const PART_SLICES: usize = SLICES_PER_PAGE / COLLAPSE_PARTS;
 /// (at most [`PART_SLICES`]: its clean slices, with the header slice's
 /// unused end in part 0, where slice 0 is the header).
 const BATCH_ROOM: usize = PURGE_BATCH + PART_SLICES;
+
+/// Free-list walks that [`Domain::purge_tails`] makes for holes in one
+/// critical section: each is at most a slice's capacity long (4,096
+/// objects), so that the lock is held for a bounded time however many
+/// sparse slices there are.
+const HOLE_WALKS: usize = 8;
 
 /// What a batch entry gives back.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -36,8 +43,12 @@ struct Entry {
     slice: *const SliceMeta,
     /// Where the memory to give back starts, from the slice's address (0
     /// but for a tail or the header slice); it ends at the slice's end.
+    /// For a tail, `SLICE_SIZE` when only holes go back.
     offset: u32,
     kind: Purge,
+    /// For a tail: the slice's pages that became holes (see
+    /// [`SliceMeta::holes`]) when the batch was taken, to give back too.
+    holes: u16,
 }
 
 /// The slices a purge gives back with the lock released, taken a batch at
@@ -60,7 +71,7 @@ static_assertions::const_assert!(size_of::<Batch>() <= 1536);
 impl Batch {
     const fn new() -> Self {
         Self {
-            entries: [Entry { slice: ptr::null(), offset: 0, kind: Purge::Dirty }; BATCH_ROOM],
+            entries: [Entry { slice: ptr::null(), offset: 0, kind: Purge::Dirty, holes: 0 }; BATCH_ROOM],
             len: 0,
             splits: [0; PURGE_BATCH],
             split_count: 0,
@@ -85,8 +96,13 @@ impl Batch {
     /// if it were, the slice would simply not be purged this time. (No
     /// indexing that can panic: the kernel module counts panic sites.)
     fn push(&mut self, slice: &SliceMeta, start: usize, kind: Purge) -> bool {
+        self.push_with_holes(slice, start, kind, 0)
+    }
+
+    /// [`Batch::push`], with the slice's new `holes` to give back as well.
+    fn push_with_holes(&mut self, slice: &SliceMeta, start: usize, kind: Purge, holes: u16) -> bool {
         let Some(entry) = self.entries.get_mut(self.len) else { return false };
-        *entry = Entry { slice, offset: start.wrapping_sub(slice.address) as u32, kind };
+        *entry = Entry { slice, offset: start.wrapping_sub(slice.address) as u32, kind, holes };
         self.len += 1;
         true
     }
@@ -140,6 +156,22 @@ impl Batch {
         for (entry, zero) in self.entries().iter().zip(zeroed.iter_mut()) {
             // SAFETY: descriptors live in page headers, of live pages here.
             let address = unsafe { (*entry.slice).address };
+            // The holes first, a run of adjacent pages per call.
+            let mut holes = entry.holes;
+            while holes != 0 {
+                let first = holes.trailing_zeros();
+                let run = (holes >> first).trailing_ones();
+                holes &= !((((1u32 << run) - 1) << first) as u16);
+                let memory = ptr::with_exposed_provenance_mut::<u8>(address + first as usize * HOLE_SIZE);
+                // SAFETY: whole pages of a PURGING slice in use that hold
+                // no live object and no listed one (see `SliceMeta::holes`):
+                // nobody reads or writes them until the slice is prepared
+                // again, under the lock, after this batch is re-filed.
+                unsafe { source.purge(NonNull::new_unchecked(memory), run as usize * HOLE_SIZE) };
+            }
+            if entry.offset as usize >= SLICE_SIZE {
+                continue;
+            }
             let start = address + entry.offset as usize;
             let memory = ptr::with_exposed_provenance_mut::<u8>(start);
             // SAFETY: memory that holds no object and that nobody touches
@@ -215,8 +247,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Purges every dirty slice now, returns every empty page and cached
     /// huge mapping to the source, and gives back the memory past the
-    /// carved objects of the slices in use that no heap owns
-    /// (`purge_tails`).
+    /// carved objects of the slices in use that no heap owns, and, where
+    /// the source gives memory back page by page ([`PageSource::purges`]),
+    /// the empty 4 KiB pages inside such slices that are at most a quarter
+    /// full ([`HOLE_MAX_USED`]; see `purge_tails`).
     pub fn purge_all(&self) {
         self.release_cached_mappings(u64::MAX);
         self.release_unused_pages();
@@ -233,6 +267,12 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// carved), or from a huge page the part was on. Only whole 4 KiB pages
     /// past the carved objects go, so the objects' own memory is untouched.
     ///
+    /// Where the source gives memory back ([`PageSource::purges`]), the
+    /// empty pages among a sparse slice's carved objects go too, as holes
+    /// (`withhold_empty_pages`): a few long-lived objects then keep a page
+    /// each resident, not their whole slice. Each hole's objects are taken
+    /// off the free list under the lock, before the source call.
+    ///
     /// The slices go `PURGING` a batch at a time under the lock, which
     /// keeps them from any heap (`list_for` files them nowhere) while the
     /// source call runs without it, and so keeps their carved count, and
@@ -247,9 +287,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     pub(super) fn purge_tails(&self) {
         // Where the walk goes on: a page and a slice index in it. The page
         // stays mapped while the lock is released, since the slice before
-        // the cursor, or a clean slice of its part, is `PURGING` then (a
-        // page with a purging slice is never given back); a walk that ends
-        // with no page left needs none.
+        // the cursor (or at it, see below), or a clean slice of its part,
+        // is `PURGING` then (a page with a purging slice is never given
+        // back); a walk that ends with no page left needs none.
         let mut cursor: (*mut PageHeader, usize) = (ptr::null_mut(), FIRST_SLICE);
         let mut batch = Batch::new();
         let mut started = false;
@@ -273,6 +313,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     started = true;
                 }
                 batch.clear();
+                // Free-list walks for holes left in this critical section.
+                let mut walks = HOLE_WALKS;
                 while !cursor.0.is_null() {
                     // A full batch ends the walk before any step to the next
                     // page: the cursor's page must be the one that holds the
@@ -287,8 +329,29 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                         continue;
                     };
                     cursor.1 += 1;
-                    if let Some(tail) = Self::purgeable_tail(slice) {
-                        if batch.push(slice, tail, Purge::Tail) {
+                    if Self::purgeable_in_use(slice) {
+                        let walk = self.may_have_holes(slice);
+                        if walk && walks == 0 {
+                            // Out of walks: this section ends here, and the
+                            // slice waits for the next one. It joins the
+                            // batch to give nothing back, which keeps its
+                            // page mapped meanwhile, and the cursor stays on
+                            // it. (`has_room` held above: the push succeeds.)
+                            if batch.push(slice, slice.address + SLICE_SIZE, Purge::Tail) {
+                                inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
+                                cursor.1 -= 1;
+                            }
+                            break;
+                        }
+                        let tail = Self::purgeable_tail(slice);
+                        let holes = if walk {
+                            walks -= 1;
+                            self.withhold_empty_pages(slice)
+                        } else {
+                            0
+                        };
+                        let start = tail.unwrap_or(slice.address + SLICE_SIZE);
+                        if (tail.is_some() || holes != 0) && batch.push_with_holes(slice, start, Purge::Tail, holes) {
                             inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
                             batch.split_part_of(inner, slice, now);
                         }
@@ -306,12 +369,12 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
     }
 
-    /// The start of the memory to give back past `slice`'s carved objects
-    /// (see [`Self::purge_tails`]), if the slice is one to purge and at
-    /// least a 4 KiB page lies there. Lock held.
-    fn purgeable_tail(slice: &SliceMeta) -> Option<usize> {
+    /// Whether `slice` is in use for a small class and no heap owns it (nor
+    /// a purge holds it): one whose tail and holes [`Self::purge_tails`]
+    /// may give back. Lock held.
+    fn purgeable_in_use(slice: &SliceMeta) -> bool {
         let flags = slice.flags.get();
-        let candidate = matches!(slice.state.get(), SliceState::Partial | SliceState::Full)
+        matches!(slice.state.get(), SliceState::Partial | SliceState::Full)
             && !flags.intersects(
                 SliceFlags::CACHED
                     | SliceFlags::PURGING
@@ -319,13 +382,109 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     | SliceFlags::SPAN_HEAD
                     | SliceFlags::SPAN_TAIL,
             )
-            && slice.object_size.get() != 0;
-        if !candidate {
-            return None;
-        }
+            && slice.object_size.get() != 0
+    }
+
+    /// The start of the memory to give back past the carved objects of
+    /// `slice`, one that [`Self::purgeable_in_use`] accepts, if at least a
+    /// 4 KiB page lies there. Lock held.
+    fn purgeable_tail(slice: &SliceMeta) -> Option<usize> {
         let end_of_carved = slice.address + slice.carved.get() as usize * slice.object_size.get() as usize;
-        let tail = end_of_carved.next_multiple_of(4096);
+        let tail = end_of_carved.next_multiple_of(HOLE_SIZE);
         (tail < slice.address + SLICE_SIZE).then_some(tail)
+    }
+
+    /// Whether [`Self::withhold_empty_pages`] is to look for empty pages in
+    /// `slice`, one that [`Self::purgeable_in_use`] accepts: the source
+    /// gives memory back ([`PageSource::purges`]) and the slice is partial
+    /// and at most [`HOLE_MAX_USED`] full. Lock held.
+    fn may_have_holes(&self, slice: &SliceMeta) -> bool {
+        let (numerator, denominator) = HOLE_MAX_USED;
+        let (used, capacity) = (u64::from(slice.used()), u64::from(slice.capacity.get()));
+        self.source.purges() && slice.state.get() == SliceState::Partial && used * denominator <= capacity * numerator
+    }
+
+    /// Makes holes of the empty pages of `slice`, one that
+    /// [`Self::may_have_holes`] accepts: the carved pages that no live
+    /// object overlaps, as counted by a walk of the free list. The objects
+    /// that overlap them are taken off the list (withheld, see
+    /// [`SliceMeta::holes`]). Returns the new holes, for the caller to give
+    /// back once the lock is released. Lock held.
+    ///
+    /// The walk is at most the slice's capacity long (4,096 objects), and
+    /// checks every object as a carved one with the free marker: a corrupt
+    /// list is reported ([`Domain::corrupted_list`]), never followed out of
+    /// the slice. A critical section makes at most [`HOLE_WALKS`] of them.
+    fn withhold_empty_pages(&self, slice: &SliceMeta) -> u16 {
+        let size = slice.object_size.get();
+        let carved = slice.carved.get();
+        let (multiplier, limit) = (slice.multiplier.get(), slice.carved_limit.get());
+        let (link_key, marker) = (self.link_key(), FreeObject::marker_of(self.key()));
+        // Per page: carved objects that overlap it, and listed free ones.
+        let mut carved_on = [0u16; HOLES_PER_SLICE];
+        let mut free_on = [0u16; HOLES_PER_SLICE];
+        let count = |counts: &mut [u16; HOLES_PER_SLICE], mut pages: u16| {
+            while pages != 0 {
+                if let Some(count) = counts.get_mut(pages.trailing_zeros() as usize) {
+                    *count += 1;
+                }
+                pages &= pages - 1;
+            }
+        };
+        for index in 0..carved {
+            count(&mut carved_on, pages_of(index * size, size));
+        }
+        let end = slice.end();
+        let mut object = slice.free.get();
+        let mut listed = 0;
+        while object != end {
+            let offset = (object as usize).wrapping_sub(slice.address);
+            // A listed object is a carved one with the free marker: a link
+            // to anything else (a live object among them) is corruption,
+            // and would make a page with a live object look empty.
+            // SAFETY: read only once the object is known to be carved.
+            let listed_object = offset < SLICE_SIZE
+                && is_carved_object(offset as u32, multiplier, limit)
+                && unsafe { FreeObject::marker(object) } == marker;
+            if !listed_object || listed >= carved {
+                self.corrupted_list(slice);
+            }
+            count(&mut free_on, pages_of(offset as u32, size));
+            listed += 1;
+            // SAFETY: a carved object of the slice on its free list, which
+            // the lock holds.
+            object = unsafe { FreeObject::next(object, link_key) };
+        }
+        let old = slice.holes.get();
+        let empty = (0..HOLES_PER_SLICE)
+            .filter(|&page| carved_on[page] != 0 && free_on[page] == carved_on[page] && old & (1 << page) == 0)
+            .fold(0u16, |pages, page| pages | 1 << page);
+        if empty == 0 {
+            return 0;
+        }
+        // The list again, without the objects on the new holes. Its first
+        // link goes to a stand-in word, as in `SliceMeta::carve`.
+        let mut first_link = 0usize;
+        let mut previous = ptr::addr_of_mut!(first_link).cast::<Link>();
+        let mut object = slice.free.get();
+        while object != end {
+            // SAFETY: as above; the walk above checked every link.
+            let next = unsafe { FreeObject::next(object, link_key) };
+            let offset = (object as usize - slice.address) as u32;
+            if empty & pages_of(offset, size) == 0 {
+                // SAFETY: `previous` is a listed object or `first_link`.
+                unsafe { Link::set_next(previous, object as usize, link_key) };
+                previous = object.cast::<Link>();
+            }
+            object = next;
+        }
+        // SAFETY: as above.
+        unsafe { Link::set_next(previous, end as usize, link_key) };
+        // SAFETY: `first_link` holds the new first link, encoded.
+        let head = unsafe { Link::next(ptr::addr_of_mut!(first_link).cast::<Link>(), link_key) };
+        slice.free.set(head as *mut FreeObject);
+        slice.holes.set(old | empty);
+        empty
     }
 
     /// Gives back every page with no slice in use, dirty slices and all:
@@ -419,6 +578,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                         Purge::Tail | Purge::Dirty => {
                             slice.object_size.set(0);
                             slice.set_carved(0);
+                            slice.holes.set(0);
                             slice.free.set(NO_FREE);
                             let flags = if zero { SliceFlags::PURGED | SliceFlags::ZEROED } else { SliceFlags::PURGED };
                             inner.transition(slice, SliceState::Dirty, flags, now);

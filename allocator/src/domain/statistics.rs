@@ -25,7 +25,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                         SliceState::Dirty => stats.slices_dirty += 1,
                     }
                     if !(state == SliceState::Clean || flags.contains(SliceFlags::PURGED)) {
-                        stats.bytes_resident += SLICE_SIZE;
+                        let holes = slice.holes.get().count_ones() as usize;
+                        stats.hole_pages += holes;
+                        stats.bytes_resident += SLICE_SIZE - holes * HOLE_SIZE;
                     }
                     if flags.contains(SliceFlags::SPAN_HEAD) {
                         stats.bytes_live += slice.span.get() as usize * SLICE_SIZE;

@@ -1290,3 +1290,119 @@ fn a_purged_slice_taken_for_objects_is_no_longer_zeroed() {
     assert_eq!((state, class), (SliceState::Partial, CLASS));
     assert!(!flags.intersects(SliceFlags::PURGED | SliceFlags::ZEROED), "{flags:?}");
 }
+
+#[test]
+fn pages_of_names_every_page_an_object_touches() {
+    use crate::slice::pages_of;
+    assert_eq!(pages_of(0, 16), 0b1);
+    assert_eq!(pages_of(4080, 16), 0b1);
+    assert_eq!(pages_of(4088, 16), 0b11, "across a page boundary");
+    assert_eq!(pages_of(3 * 4096, 4096), 0b1000);
+    assert_eq!(pages_of(4096 - 8, 2 * 4096), 0b111);
+    assert_eq!(pages_of(0, SLICE_SIZE as u32), u16::MAX);
+    assert_eq!(pages_of(SLICE_SIZE as u32 - 16, 16), 1 << 15);
+    // Out of range: clamped to the last page, never a panic.
+    assert_eq!(pages_of(SLICE_SIZE as u32 - 16, 64), 1 << 15);
+    assert_eq!(pages_of(u32::MAX, u32::MAX), 1 << 15);
+    assert_eq!(pages_of(100, 0), 0b1, "a size of 0 counts as 1");
+}
+
+/// A source that gives memory back as `MADV_DONTNEED` leaves it, reading
+/// as zero (here by writing zeros, which Miri can follow), so that the
+/// holes of sparse slices are made and checked under Miri too.
+struct ZeroingSource(TestSource);
+
+// SAFETY: every call is forwarded to a source that keeps the contract, and
+// `purge` writes zeros only over the range the caller gives up.
+unsafe impl PageSource for ZeroingSource {
+    type Context = ();
+    const ZEROED: bool = <TestSource as PageSource>::ZEROED;
+
+    fn map(&self, size: usize, align: usize, context: ()) -> Option<NonNull<u8>> {
+        self.0.map(size, align, context)
+    }
+
+    fn register(&self, page: usize, context: ()) -> bool {
+        self.0.register(page, context)
+    }
+
+    fn unregister(&self, page: usize) {
+        self.0.unregister(page)
+    }
+
+    fn owns(&self, page: usize) -> bool {
+        self.0.owns(page)
+    }
+
+    unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.0.unmap(ptr, size) }
+    }
+
+    unsafe fn purge(&self, ptr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: the caller gives the range up; it stays mapped.
+        unsafe { ptr::write_bytes(ptr.as_ptr(), 0, size) };
+        true
+    }
+
+    fn purges(&self) -> bool {
+        true
+    }
+}
+
+/// The empty pages of a sparse slice become holes on an explicit purge:
+/// the objects on them are withheld (a free of one is refused, and their
+/// memory is not read), the object kept is untouched, and the next
+/// allocation from the slice lists them again, each handed out once.
+#[test]
+fn an_explicit_purge_makes_holes_of_a_sparse_slices_empty_pages() {
+    let domain: &'static Domain<ZeroingSource, SpinLock> =
+        std::boxed::Box::leak(std::boxed::Box::new(Domain::new(ZeroingSource(source()))));
+    DOMAINS.lock().unwrap().push(domain as *const Domain<_, _> as usize);
+    // 1 KiB objects: 64 to a slice, 4 to a 4 KiB page. The uncached path
+    // fills a slice until it counts as full (seven eighths), then the next.
+    let layout = Layout::from_size_align(1024, 8).unwrap();
+    let capacity = objects_per_slice(class_of(1024, 8).unwrap());
+    let full = capacity - capacity / 8;
+    let blocks: std::vec::Vec<usize> = (0..full).map(|_| domain.allocate_uncached(layout, false) as usize).collect();
+    let slice = blocks[0] & !(SLICE_SIZE - 1);
+    assert!(blocks.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice), "one slice");
+    let kept = *blocks.iter().min().unwrap();
+    assert_eq!(kept, slice, "the slice's first object");
+    // The pages its objects cover (all carved ones were handed out).
+    let pages = (blocks.iter().max().unwrap() + 1024 - slice).div_ceil(4096);
+    // SAFETY: a live block of 1 KiB.
+    unsafe { (kept as *mut u64).write(0x0b1e_c7ed) };
+    for &block in blocks.iter().filter(|&&block| block != kept) {
+        // SAFETY: live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+    domain.purge_all();
+    let stats = domain.stats();
+    assert_eq!(stats.hole_pages, pages - 1, "every page but the kept object's: {stats}");
+    // SAFETY: the live block.
+    assert_eq!(unsafe { (kept as *const u64).read() }, 0x0b1e_c7ed);
+    let on_a_hole = kept + 4096;
+    // SAFETY: a pointer the domain must refuse without reading it.
+    let refused = unsafe { domain.free_uncached(on_a_hole) }.unwrap_err();
+    assert_eq!(refused.kind, FreeErrorKind::NotAllocated);
+    // The next allocation takes the slice and lists the withheld objects
+    // again: the slice serves until it counts as full, each object once,
+    // those on the former holes among them.
+    let again: std::vec::Vec<usize> = (1..full).map(|_| domain.allocate_uncached(layout, false) as usize).collect();
+    assert_eq!(domain.stats().hole_pages, 0);
+    let mut sorted = again.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), full - 1, "no object handed out twice");
+    assert!(sorted.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice && block != kept));
+    assert!(sorted.contains(&on_a_hole), "a withheld object serves again");
+    for &block in &again {
+        // SAFETY: live blocks of 1 KiB.
+        unsafe { ptr::write_bytes(block as *mut u8, 0x3c, 1024) };
+    }
+    for &block in again.iter().chain([kept].iter()) {
+        // SAFETY: live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+}

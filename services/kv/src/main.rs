@@ -39,6 +39,7 @@ mod alloc_front {
             st.slices_clean, st.slices_partial, st.slices_full, st.slices_dirty, st.slices_purged
         );
         let _ = write!(s, "strata_purges:{}\r\n", st.purges);
+        let _ = write!(s, "strata_hole_pages:{}\r\n", st.hole_pages);
         let _ = write!(s, "strata_parts_collapsed:{}\r\n", st.parts_collapsed);
         let _ = write!(s, "strata_remote_frees:{}\r\n", st.remote_frees);
         let _ = write!(s, "strata_lock_acquisitions:{}\r\n", st.lock_acquisitions);
