@@ -1406,3 +1406,43 @@ fn an_explicit_purge_makes_holes_of_a_sparse_slices_empty_pages() {
         unsafe { domain.free_uncached(block) }.unwrap();
     }
 }
+
+/// An object that a hole withholds but that starts on a page still
+/// resident (objects of 3 KiB straddle pages) keeps its free marker there:
+/// a free of it is refused as a double free, and the pages stay holes.
+#[test]
+fn a_withheld_object_that_starts_before_a_hole_reads_as_freed() {
+    let domain: &'static Domain<ZeroingSource, SpinLock> =
+        std::boxed::Box::leak(std::boxed::Box::new(Domain::new(ZeroingSource(source()))));
+    DOMAINS.lock().unwrap().push(domain as *const Domain<_, _> as usize);
+    let size = 3072;
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    assert_eq!(class_size(class_of(size, 8).unwrap()), size);
+    let capacity = objects_per_slice(class_of(size, 8).unwrap());
+    let full = capacity - capacity / 8;
+    let blocks: std::vec::Vec<usize> = (0..full).map(|_| domain.allocate_uncached(layout, false) as usize).collect();
+    let slice = blocks[0] & !(SLICE_SIZE - 1);
+    let kept = slice;
+    assert!(blocks.contains(&kept) && blocks.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice));
+    for &block in blocks.iter().filter(|&&block| block != kept) {
+        // SAFETY: live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+    domain.purge_all();
+    let holes = domain.stats().hole_pages;
+    assert!(holes > 0);
+    // The second object: pages 0 (the kept object's, resident) and 1 (a
+    // hole, since the objects on it are free).
+    let straddling = slice + size;
+    // SAFETY: a pointer the domain must refuse.
+    let refused = unsafe { domain.free_uncached(straddling) }.unwrap_err();
+    assert!(matches!(refused.kind, FreeErrorKind::DoubleFree | FreeErrorKind::Freed), "{refused}");
+    // SAFETY: as above: it starts on a hole.
+    let refused = unsafe { domain.free_uncached(slice + 2 * size) }.unwrap_err();
+    assert_eq!(refused.kind, FreeErrorKind::NotAllocated, "{refused}");
+    let after = domain.stats();
+    assert_eq!(after.hole_pages, holes, "the refused frees changed nothing");
+    assert_eq!(after.bytes_live, size, "the kept object alone is live");
+    // SAFETY: the live block, freed once.
+    unsafe { domain.free_uncached(kept) }.unwrap();
+}
