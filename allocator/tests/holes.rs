@@ -13,7 +13,9 @@ use strata::{FreeErrorKind, Strata};
 
 const PAGE: usize = 4096;
 const SIZE: usize = 64;
-const SLICES: usize = 4;
+/// More slices than an explicit purge walks in one critical section
+/// (`HOLE_WALKS`, 8), so that the walk goes on across sections.
+const SLICES: usize = 20;
 
 fn layout() -> Layout {
     Layout::from_size_align(SIZE, 8).unwrap()
