@@ -99,3 +99,43 @@ fn acknowledged_writes_survive_sigkill() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The data directory records its log format in `FORMAT`. A log without it
+/// (written before it existed, with other checksums) or with another one
+/// is refused with a message and a non-zero exit, never replayed: its
+/// first record would fail the checksum, read as a torn tail, and every
+/// later record would be dropped.
+#[test]
+fn a_log_of_another_format_is_refused_not_truncated() {
+    let dir = temp_dir("format");
+    {
+        let mut server = Server::start(&dir, &[]);
+        let mut c = server.client();
+        assert_eq!(c.cmd(&["SET", "key", "value"]), Reply::ok());
+        c.send(&["SHUTDOWN"]).unwrap();
+        assert!(c.read_to_close().is_empty());
+        assert!(server.child.wait().unwrap().success());
+    }
+    let format = std::fs::read_to_string(dir.join("FORMAT")).unwrap();
+    assert!(format.starts_with("strata-kv log 2"), "{format:?}");
+    let log_bytes = dir_bytes(&dir);
+
+    let refused = |expected: &str| {
+        let out = std::process::Command::new(BIN).args(["--port", "0", "--dir"]).arg(&dir).output().unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot recover") && stderr.contains(expected), "{stderr}");
+    };
+    std::fs::remove_file(dir.join("FORMAT")).unwrap();
+    refused("no FORMAT file");
+    std::fs::write(dir.join("FORMAT"), "strata-kv log 9: other\n").unwrap();
+    refused("another format");
+    // Nothing was truncated or removed meanwhile.
+    assert_eq!(dir_bytes(&dir), log_bytes - format.len() as u64 + "strata-kv log 9: other\n".len() as u64);
+
+    std::fs::write(dir.join("FORMAT"), &format).unwrap();
+    let server = Server::start(&dir, &[]);
+    assert_eq!(server.client().cmd(&["GET", "key"]), Reply::bulk("value"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
