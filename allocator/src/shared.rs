@@ -20,6 +20,10 @@ use crate::stats::Stats;
 /// stacks lie megabytes apart) spread over the heaps.
 #[inline]
 fn preferred_heap<const HEAPS: usize>() -> usize {
+    #[cfg(all(test, feature = "mmap"))]
+    if let Some(index) = tests::FIRST_HEAP.with(core::cell::Cell::get) {
+        return index % HEAPS;
+    }
     let marker = 0u8;
     let megabyte = (&marker as *const u8 as usize >> 20) as u64;
     (megabyte.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % HEAPS
@@ -99,9 +103,15 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         result
     }
 
-    /// Allocates with the first free heap; when the domain has no slice left
-    /// for it, tries every heap in turn, since the others may still cache
-    /// free objects of the class.
+    /// Allocates with the first free heap. When the domain has no slice
+    /// left for it and the page source maps no more, freed objects may still
+    /// wait in a heap: among the frees into slices no heap owned, which it
+    /// keeps for the domain, while another heap may have taken their slice
+    /// since. So every heap is flushed first, which hands those objects to
+    /// the domain or to their slice's owner, and then every heap is tried in
+    /// turn, since each may own a slice of the class with room. (Tried in
+    /// turn without the flush, a heap could hand its kept objects to a heap
+    /// already tried, and the allocation returned null with them free.)
     fn allocate(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         let alloc = |heap: &mut Heap, domain: &Domain<S, L>| {
             if zeroed {
@@ -114,6 +124,7 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         if !object.is_null() {
             return object;
         }
+        self.flush_heaps();
         for slot in &self.heaps {
             slot.lock.lock();
             // SAFETY: the slot's lock is held.
@@ -186,15 +197,20 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
     /// as freed.
     pub fn stats(&self) -> Stats {
         for _pass in 0..2 {
-            for slot in &self.heaps {
-                slot.lock.lock();
-                // SAFETY: the slot's lock is held.
-                unsafe { (*slot.heap.get()).flush(&self.domain) };
-                // SAFETY: taken above.
-                unsafe { slot.lock.unlock() };
-            }
+            self.flush_heaps();
         }
         self.domain.stats()
+    }
+
+    /// Flushes every heap's remote and pending frees, one heap at a time.
+    fn flush_heaps(&self) {
+        for slot in &self.heaps {
+            slot.lock.lock();
+            // SAFETY: the slot's lock is held.
+            unsafe { (*slot.heap.get()).flush(&self.domain) };
+            // SAFETY: taken above.
+            unsafe { slot.lock.unlock() };
+        }
     }
 
     /// Purges every dirty slice and returns empty pages to the source, and
@@ -230,5 +246,82 @@ unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> GlobalA
             Ok(moved) => moved,
             Err(error) => panic!("strata: realloc: {error}"),
         }
+    }
+}
+
+#[cfg(all(test, feature = "mmap"))]
+mod tests {
+    use super::*;
+    use crate::source::{FailingSource, MmapSource};
+    use crate::SpinLock;
+    use core::cell::Cell;
+    use std::vec::Vec;
+
+    std::thread_local! {
+        /// The heap this thread's calls try first, when set: tests steer
+        /// calls to a heap with it, where the stack's address would choose.
+        pub(super) static FIRST_HEAP: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    type Failing = SharedStrata<FailingSource<MmapSource>, SpinLock, 2>;
+
+    /// Runs `f` with calls trying heap `index` first.
+    fn through<R>(index: usize, f: impl FnOnce() -> R) -> R {
+        FIRST_HEAP.with(|first| first.set(Some(index)));
+        let result = f();
+        FIRST_HEAP.with(|first| first.set(None));
+        result
+    }
+
+    /// With the page source failing, an allocation must find the objects
+    /// freed through one heap into a slice that another heap then took,
+    /// which wait among the first heap's frees for the domain. Before the
+    /// heaps were flushed on that path, trying heap 0 and then heap 1 found
+    /// them only once heap 1's refill had handed them over, too late for
+    /// heap 0, and the allocation returned null with two objects free.
+    #[test]
+    fn an_allocation_that_finds_no_memory_first_flushes_every_heap() {
+        static ALLOCATOR: Failing = SharedStrata::new(FailingSource::new(MmapSource::new()));
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let capacity = crate::page::USABLE_SLICES * 64;
+        // Through heap 0: one page's 63 slices of 64 objects fill up, the
+        // first 64 objects in the first slice, which heap 0 gives back once
+        // it is full.
+        let mut blocks: Vec<*mut u8> = through(0, || {
+            (0..capacity)
+                .map(|_| {
+                    // SAFETY: a valid layout.
+                    let p = unsafe { ALLOCATOR.alloc(layout) };
+                    assert!(!p.is_null());
+                    ALLOCATOR.source().set_failing(true);
+                    p
+                })
+                .collect()
+        });
+        // Two objects of the first slice freed through heap 1, and two
+        // through heap 0: each heap keeps them for the domain.
+        // SAFETY: live blocks, each freed once.
+        through(1, || blocks.drain(..2).for_each(|p| unsafe { ALLOCATOR.dealloc(p, layout) }));
+        // SAFETY: as above.
+        through(0, || blocks.drain(..2).for_each(|p| unsafe { ALLOCATOR.dealloc(p, layout) }));
+        // Heap 0's refill hands its two to the domain, takes the slice
+        // back, and serves them; heap 1's two stay free, and both come
+        // back, then nothing.
+        through(0, || {
+            for round in 0..4 {
+                // SAFETY: a valid layout.
+                let p = unsafe { ALLOCATOR.alloc(layout) };
+                assert!(!p.is_null(), "freed object {round} of 4 was not found");
+                blocks.push(p);
+            }
+            // SAFETY: a valid layout.
+            assert!(unsafe { ALLOCATOR.alloc(layout) }.is_null());
+        });
+        ALLOCATOR.source().set_failing(false);
+        for p in blocks {
+            // SAFETY: live blocks, freed once.
+            unsafe { ALLOCATOR.dealloc(p, layout) };
+        }
+        assert_eq!(ALLOCATOR.stats().bytes_live, 0);
     }
 }
