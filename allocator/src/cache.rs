@@ -1413,7 +1413,7 @@ impl Heap {
                     let found = *link;
                     *link = slice.next.get();
                     slice.next.set(ptr::null_mut());
-                            return Some(found);
+                    return Some(found);
                 }
                 link = slice.next.as_ptr();
             }
