@@ -389,7 +389,7 @@ fn check_format(dir: &Path, has_files: bool) -> io::Result<()> {
             file.write_all(FORMAT.as_bytes())?;
             file.sync_all()?;
             fs::rename(&temporary, &path)?;
-            File::open(dir)?.sync_all()
+            sync_dir(dir)
         }
         Err(e) => Err(e),
     }

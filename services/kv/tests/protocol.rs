@@ -93,10 +93,7 @@ fn commands_round_trip() {
     assert_eq!(c.cmd(&["QUIT"]), Reply::ok());
     // SHUTDOWN exits cleanly, and what was written is there after a restart.
     let mut server = server;
-    let mut c = server.client();
-    c.send(&["SHUTDOWN"]).unwrap();
-    assert!(c.read_to_close().is_empty());
-    assert!(server.child.wait().unwrap().success());
+    server.shut_down();
     let server = Server::start(&dir, &[]);
     let mut c = server.client();
     assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(1));

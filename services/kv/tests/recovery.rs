@@ -108,14 +108,10 @@ fn acknowledged_writes_survive_sigkill() {
 #[test]
 fn a_log_of_another_format_is_refused_not_truncated() {
     let dir = temp_dir("format");
-    {
-        let mut server = Server::start(&dir, &[]);
-        let mut c = server.client();
-        assert_eq!(c.cmd(&["SET", "key", "value"]), Reply::ok());
-        c.send(&["SHUTDOWN"]).unwrap();
-        assert!(c.read_to_close().is_empty());
-        assert!(server.child.wait().unwrap().success());
-    }
+    let mut server = Server::start(&dir, &[]);
+    assert_eq!(server.client().cmd(&["SET", "key", "value"]), Reply::ok());
+    server.shut_down();
+    drop(server);
     let format = std::fs::read_to_string(dir.join("FORMAT")).unwrap();
     assert!(format.starts_with("strata-kv log 2"), "{format:?}");
     let log_bytes = dir_bytes(&dir);

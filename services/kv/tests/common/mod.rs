@@ -46,6 +46,15 @@ impl Server {
         Client::connect(self.port)
     }
 
+    /// `SHUTDOWN`: the server closes the connection without a reply and
+    /// exits cleanly.
+    pub fn shut_down(&mut self) {
+        let mut c = self.client();
+        c.send(&["SHUTDOWN"]).unwrap();
+        assert!(c.read_to_close().is_empty());
+        assert!(self.child.wait().unwrap().success());
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
