@@ -103,39 +103,54 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
         result
     }
 
-    /// Allocates with the first free heap. When the domain has no slice
-    /// left for it and the page source maps no more, freed objects may still
-    /// wait in a heap: among the frees into slices no heap owned, which it
-    /// keeps for the domain, while another heap may have taken their slice
-    /// since. So every heap is flushed first, which hands those objects to
-    /// the domain or to their slice's owner, and then every heap is tried in
-    /// turn, since each may own a slice of the class with room. (Tried in
-    /// turn without the flush, a heap could hand its kept objects to a heap
-    /// already tried, and the allocation returned null with them free.)
-    fn allocate(&self, layout: Layout, zeroed: bool) -> *mut u8 {
-        let alloc = |heap: &mut Heap, domain: &Domain<S, L>| {
-            if zeroed {
-                heap.alloc_zeroed(domain, layout)
-            } else {
-                heap.alloc(domain, layout)
-            }
-        };
-        let object = self.with_heap(alloc);
-        if !object.is_null() {
-            return object;
+    /// Runs `attempt` with the first free heap, and returns what it gave
+    /// if `found` says it found memory. Otherwise, with the domain out of
+    /// slices for it and the page source mapping no more, freed objects
+    /// may still wait in a heap: among the frees into slices no heap owned,
+    /// which it keeps for the domain, while another heap may have taken
+    /// their slice since. So every heap is flushed, which hands those
+    /// objects to the domain or to their slice's owner, and then `attempt`
+    /// runs with every heap in turn, since each may own a slice of the
+    /// class with room. (Tried in turn without the flush, a heap could hand
+    /// its kept objects to a heap already tried, and the call fail with
+    /// them free.) Returns the first attempt that found memory, else the
+    /// last.
+    fn with_memory<R>(
+        &self,
+        mut attempt: impl FnMut(&mut Heap, &Domain<S, L>) -> R,
+        found: impl Fn(&R) -> bool,
+    ) -> R {
+        let mut result = self.with_heap(&mut attempt);
+        if found(&result) {
+            return result;
         }
         self.flush_heaps();
         for slot in &self.heaps {
             slot.lock.lock();
             // SAFETY: the slot's lock is held.
-            let object = alloc(unsafe { &mut *slot.heap.get() }, &self.domain);
+            result = attempt(unsafe { &mut *slot.heap.get() }, &self.domain);
             // SAFETY: taken above.
             unsafe { slot.lock.unlock() };
-            if !object.is_null() {
-                return object;
+            if found(&result) {
+                break;
             }
         }
-        core::ptr::null_mut()
+        result
+    }
+
+    /// Allocates with the first free heap, and with every heap before it
+    /// reports no memory ([`SharedStrata::with_memory`]).
+    fn allocate(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        self.with_memory(
+            |heap, domain| {
+                if zeroed {
+                    heap.alloc_zeroed(domain, layout)
+                } else {
+                    heap.alloc(domain, layout)
+                }
+            },
+            |object| !object.is_null(),
+        )
     }
 
     /// Frees `ptr`, reporting a bad pointer instead of panicking.
@@ -148,10 +163,12 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
     }
 
     /// Allocates `out.len()` blocks of `layout` in one call, all or nothing:
-    /// returns `out.len()`, or 0 when out of memory. See
+    /// returns `out.len()`, or 0 when out of memory, with every heap tried
+    /// as for an allocation ([`SharedStrata::with_memory`]). See
     /// [`Heap::alloc_bulk_in`].
     pub fn alloc_bulk(&self, layout: Layout, out: &mut [*mut u8]) -> usize {
-        self.with_heap(|heap, domain| heap.alloc_bulk(domain, layout, out))
+        let wanted = out.len();
+        self.with_memory(|heap, domain| heap.alloc_bulk(domain, layout, out), |&count| count == wanted)
     }
 
     /// Frees every block of `blocks`; a bad pointer is reported (the first
@@ -241,8 +258,14 @@ unsafe impl<S: PageSource + Sync, L: RawLock + Sync, const HEAPS: usize> GlobalA
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: GlobalAlloc guarantees the new layout is valid.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        // SAFETY: GlobalAlloc's contract.
-        match self.with_heap(|heap, domain| unsafe { heap.realloc(domain, ptr, new_layout) }) {
+        // A move that finds no memory tries every heap, as an allocation
+        // does; each attempt leaves the block untouched when it fails.
+        let resized = self.with_memory(
+            // SAFETY: GlobalAlloc's contract.
+            |heap, domain| unsafe { heap.realloc(domain, ptr, new_layout) },
+            |result| !matches!(result, Ok(moved) if moved.is_null()),
+        );
+        match resized {
             Ok(moved) => moved,
             Err(error) => panic!("strata: realloc: {error}"),
         }
@@ -273,6 +296,47 @@ mod tests {
         result
     }
 
+    /// Through heap 0, fills one page with 1000-byte blocks (after the
+    /// blocks of `before`, also through heap 0), with the page source
+    /// failing from the first allocation on; then frees two blocks of the
+    /// first slice through heap 1 and two through heap 0: each heap keeps
+    /// them for the domain, the slice having been given back full. Returns
+    /// the blocks left live and the layout.
+    fn fill_and_free_through_both_heaps(allocator: &'static Failing, before: impl FnOnce()) -> (Vec<*mut u8>, Layout) {
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let mut blocks: Vec<*mut u8> = through(0, || {
+            before();
+            let mut blocks = Vec::new();
+            loop {
+                // SAFETY: a valid layout.
+                let p = unsafe { allocator.alloc(layout) };
+                if p.is_null() {
+                    break blocks;
+                }
+                // The first block's page is the last the source maps.
+                allocator.source().set_failing(true);
+                blocks.push(p);
+            }
+        });
+        assert!(blocks.len() >= 64 * 8, "{} blocks", blocks.len());
+        // SAFETY: live blocks, each freed once.
+        through(1, || blocks.drain(..2).for_each(|p| unsafe { allocator.dealloc(p, layout) }));
+        // SAFETY: as above.
+        through(0, || blocks.drain(..2).for_each(|p| unsafe { allocator.dealloc(p, layout) }));
+        (blocks, layout)
+    }
+
+    /// Frees `blocks` with the source working again, and checks that
+    /// nothing is left live.
+    fn free_all(allocator: &'static Failing, blocks: Vec<*mut u8>, layout: Layout) {
+        allocator.source().set_failing(false);
+        for p in blocks {
+            // SAFETY: live blocks, freed once.
+            unsafe { allocator.dealloc(p, layout) };
+        }
+        assert_eq!(allocator.stats().bytes_live, 0);
+    }
+
     /// With the page source failing, an allocation must find the objects
     /// freed through one heap into a slice that another heap then took,
     /// which wait among the first heap's frees for the domain. Before the
@@ -282,28 +346,9 @@ mod tests {
     #[test]
     fn an_allocation_that_finds_no_memory_first_flushes_every_heap() {
         static ALLOCATOR: Failing = SharedStrata::new(FailingSource::new(MmapSource::new()));
-        let layout = Layout::from_size_align(1000, 8).unwrap();
-        let capacity = crate::page::USABLE_SLICES * 64;
-        // Through heap 0: one page's 63 slices of 64 objects fill up, the
-        // first 64 objects in the first slice, which heap 0 gives back once
-        // it is full.
-        let mut blocks: Vec<*mut u8> = through(0, || {
-            (0..capacity)
-                .map(|_| {
-                    // SAFETY: a valid layout.
-                    let p = unsafe { ALLOCATOR.alloc(layout) };
-                    assert!(!p.is_null());
-                    ALLOCATOR.source().set_failing(true);
-                    p
-                })
-                .collect()
-        });
-        // Two objects of the first slice freed through heap 1, and two
-        // through heap 0: each heap keeps them for the domain.
-        // SAFETY: live blocks, each freed once.
-        through(1, || blocks.drain(..2).for_each(|p| unsafe { ALLOCATOR.dealloc(p, layout) }));
-        // SAFETY: as above.
-        through(0, || blocks.drain(..2).for_each(|p| unsafe { ALLOCATOR.dealloc(p, layout) }));
+        let (mut blocks, layout) = fill_and_free_through_both_heaps(&ALLOCATOR, || {});
+        // One page's 63 slices of 64 blocks.
+        assert_eq!(blocks.len() + 4, crate::page::USABLE_SLICES * 64);
         // Heap 0's refill hands its two to the domain, takes the slice
         // back, and serves them; heap 1's two stay free, and both come
         // back, then nothing.
@@ -317,11 +362,60 @@ mod tests {
             // SAFETY: a valid layout.
             assert!(unsafe { ALLOCATOR.alloc(layout) }.is_null());
         });
-        ALLOCATOR.source().set_failing(false);
-        for p in blocks {
-            // SAFETY: live blocks, freed once.
-            unsafe { ALLOCATOR.dealloc(p, layout) };
-        }
-        assert_eq!(ALLOCATOR.stats().bytes_live, 0);
+        free_all(&ALLOCATOR, blocks, layout);
+    }
+
+    /// As for an allocation, a reallocation that moves a block finds the
+    /// objects another heap keeps, and its contents move with it.
+    #[test]
+    fn a_reallocation_that_finds_no_memory_first_flushes_every_heap() {
+        static ALLOCATOR: Failing = SharedStrata::new(FailingSource::new(MmapSource::new()));
+        let small = Layout::from_size_align(16, 8).unwrap();
+        let mut moving = Vec::new();
+        let (mut blocks, layout) = fill_and_free_through_both_heaps(&ALLOCATOR, || {
+            for byte in 1..=4u8 {
+                // SAFETY: a valid layout.
+                let p = unsafe { ALLOCATOR.alloc(small) };
+                assert!(!p.is_null());
+                // SAFETY: 16 writable bytes.
+                unsafe { p.write_bytes(byte, small.size()) };
+                moving.push(p);
+            }
+        });
+        through(0, || {
+            for (index, &p) in moving.iter().enumerate() {
+                // SAFETY: a live block of layout `small`, not used again
+                // unless the reallocation fails.
+                let moved = unsafe { ALLOCATOR.realloc(p, small, layout.size()) };
+                assert!(!moved.is_null(), "freed object {index} of 4 was not found");
+                // SAFETY: the first 16 bytes moved with the block.
+                let contents = unsafe { core::slice::from_raw_parts(moved, small.size()) };
+                assert!(contents.iter().all(|&byte| usize::from(byte) == index + 1), "block {index}: {contents:?}");
+                blocks.push(moved);
+            }
+            let last = blocks[blocks.len() - 1];
+            // SAFETY: a live block of `layout`; a failed move leaves it so.
+            assert!(unsafe { ALLOCATOR.realloc(last, layout, 2 * layout.size()) }.is_null());
+        });
+        free_all(&ALLOCATOR, blocks, layout);
+    }
+
+    /// A bulk allocation, all or nothing, also finds them, and takes none
+    /// when it asks for more than there are.
+    #[test]
+    fn a_bulk_allocation_that_finds_no_memory_first_flushes_every_heap() {
+        static ALLOCATOR: Failing = SharedStrata::new(FailingSource::new(MmapSource::new()));
+        let (mut blocks, layout) = fill_and_free_through_both_heaps(&ALLOCATOR, || {});
+        through(0, || {
+            let mut five = [core::ptr::null_mut(); 5];
+            assert_eq!(ALLOCATOR.alloc_bulk(layout, &mut five), 0);
+            assert!(five.iter().all(|p| p.is_null()));
+            let mut four = [core::ptr::null_mut(); 4];
+            assert_eq!(ALLOCATOR.alloc_bulk(layout, &mut four), 4, "the four freed objects were not all found");
+            blocks.extend_from_slice(&four);
+            // SAFETY: a valid layout.
+            assert!(unsafe { ALLOCATOR.alloc(layout) }.is_null());
+        });
+        free_all(&ALLOCATOR, blocks, layout);
     }
 }
