@@ -25,29 +25,9 @@ target=${CARGO_TARGET_DIR:-$workspace/target}
 rounds=${ROUNDS:-3}
 cases=(${CASES:-grow1 grow2 churn rlimit})
 if [ $# -gt 0 ]; then allocators=("$@"); else allocators=(glibc strata mimalloc jemalloc tcmalloc); fi
-libdir=/usr/lib/x86_64-linux-gnu
-
-library() {
-    case $1 in
-        glibc) echo "" ;;
-        strata) echo "${STRATA_LIB:-$target/release/libstrata.so}" ;;
-        mimalloc) echo "$libdir/libmimalloc.so.2.0" ;;
-        jemalloc) echo "$libdir/libjemalloc.so.2" ;;
-        tcmalloc) echo "$libdir/libtcmalloc_minimal.so.4" ;;
-        *) echo "unknown allocator $1" >&2; exit 2 ;;
-    esac
-}
-
-if [ -z "${STRATA_LIB:-}" ]; then
-    (cd "$workspace" && CARGO_TARGET_DIR="$target" cargo build --release --quiet -p strata-shim)
-fi
-for allocator in "${allocators[@]}"; do
-    lib=$(library "$allocator")
-    if [ -n "$lib" ] && [ ! -f "$lib" ]; then
-        echo "$lib is missing (tests/install-deps.sh installs the peers)" >&2
-        exit 1
-    fi
-done
+# shellcheck source=benches/preload-peers.sh
+source "$here/preload-peers.sh"
+prepare_libraries
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -o "$work/large" "$here/workloads/large.c"

@@ -90,10 +90,18 @@ pub const DEFAULT_PURGE_DELAY_MS: u64 = 250;
 pub const DEFRAG_MAX_USED: (u64, u64) = (3, 4);
 
 /// How full a slice in use may be, as a fraction (numerator, denominator),
-/// for [`Domain::purge_all`] to look for empty 4 KiB pages inside it and
-/// give them back: at most a quarter. The look is a walk of the slice's
-/// free list; a fuller slice seldom has a page with no live object.
+/// for [`Domain::purge_all`], and for the delayed purge once the slice
+/// has waited the purge delay on the sparse list, to look for empty 4 KiB
+/// pages inside it and give them back: at most a quarter. The look is a
+/// walk of the slice's free list; a fuller slice seldom has a page with no
+/// live object.
 pub const HOLE_MAX_USED: (u64, u64) = (1, 4);
+
+/// How much of a sparse slice's free room must be freed since its free
+/// list was last walked for empty pages before the delayed purge walks it
+/// again, as a divisor: an eighth. Each walk then costs at most about eight
+/// steps per free that made it due.
+pub(crate) const REWALK_SHARE: u32 = 8;
 
 /// Slices purged per round, with the lock released around the source calls.
 const PURGE_BATCH: usize = 32;
@@ -258,6 +266,15 @@ unsafe impl<S: PageSource + Send, L: RawLock + Send> Send for Domain<S, L> {}
 type SliceList = *mut SliceMeta;
 type PageList = *mut PageHeader;
 
+/// The lists threaded through a slice's age links (`SliceMeta::age_next`).
+#[derive(Clone, Copy)]
+enum AgeList {
+    /// `Inner::age_head`: dirty slices, for the delayed purge.
+    Dirty,
+    /// `Inner::sparse_head`: sparse slices, for the delayed holes.
+    Sparse,
+}
+
 struct Inner {
     /// Pages with partial slices no heap owns, by class and page bucket:
     /// `partial[c][b]` lists, through their file links, the pages in bucket
@@ -273,6 +290,13 @@ struct Inner {
     /// Dirty slices in the order they became dirty, for purging.
     age_head: SliceList,
     age_tail: SliceList,
+    /// Sparse slices no heap owns whose free list grew since their empty
+    /// pages were last looked for, in the order they joined, for the
+    /// delayed purge to make holes of those pages (`SliceMeta::sparse_listed`).
+    /// Threaded through the same links as the age list, which no sparse
+    /// slice is on.
+    sparse_head: SliceList,
+    sparse_tail: SliceList,
     /// Pages with at least one clean or purged slice, by bucket.
     fresh_pages: [*mut PageHeader; BUCKETS],
     /// Every slab page.
@@ -322,6 +346,8 @@ impl Inner {
             dirty_classes: [0; BUCKETS],
             age_head: ptr::null_mut(),
             age_tail: ptr::null_mut(),
+            sparse_head: ptr::null_mut(),
+            sparse_tail: ptr::null_mut(),
             fresh_pages: [ptr::null_mut(); BUCKETS],
             all_pages: ptr::null_mut(),
             huge_cache: large::HugeCache::new(),
@@ -481,36 +507,97 @@ impl Inner {
         slice.prev.set(ptr::null_mut());
     }
 
-    fn age_push(&mut self, slice: &SliceMeta) {
-        let me = slice as *const _ as *mut SliceMeta;
-        slice.age_next.set(ptr::null_mut());
-        slice.age_prev.set(self.age_tail);
-        if self.age_tail.is_null() {
-            self.age_head = me;
-        } else {
-            // SAFETY: list members are live descriptors.
-            unsafe { (*self.age_tail).age_next.set(me) };
+    /// The two ends of `list`.
+    fn age_ends(&mut self, list: AgeList) -> (&mut SliceList, &mut SliceList) {
+        match list {
+            AgeList::Dirty => (&mut self.age_head, &mut self.age_tail),
+            AgeList::Sparse => (&mut self.sparse_head, &mut self.sparse_tail),
         }
-        self.age_tail = me;
     }
 
-    fn age_remove(&mut self, slice: &SliceMeta) {
+    /// Appends `slice`, on neither age list, to `list`.
+    fn age_push(&mut self, list: AgeList, slice: &SliceMeta) {
+        let me = slice as *const _ as *mut SliceMeta;
+        let (head, tail) = self.age_ends(list);
+        slice.age_next.set(ptr::null_mut());
+        slice.age_prev.set(*tail);
+        if tail.is_null() {
+            *head = me;
+        } else {
+            // SAFETY: list members are live descriptors.
+            unsafe { (**tail).age_next.set(me) };
+        }
+        *tail = me;
+    }
+
+    /// Takes `slice` off `list`, which it is on.
+    fn age_remove(&mut self, list: AgeList, slice: &SliceMeta) {
         let (prev, next) = (slice.age_prev.get(), slice.age_next.get());
+        let (head, tail) = self.age_ends(list);
         // SAFETY: list members are live descriptors.
         unsafe {
             if prev.is_null() {
-                self.age_head = next;
+                *head = next;
             } else {
                 (*prev).age_next.set(next);
             }
             if next.is_null() {
-                self.age_tail = prev;
+                *tail = prev;
             } else {
                 (*next).age_prev.set(prev);
             }
         }
         slice.age_next.set(ptr::null_mut());
         slice.age_prev.set(ptr::null_mut());
+    }
+
+    /// Whether `slice` is in use for a small class and no heap owns it (nor
+    /// a purge holds it): one whose tail and holes `Domain::purge_tails`
+    /// may give back.
+    fn purgeable_in_use(slice: &SliceMeta) -> bool {
+        let flags = slice.flags.get();
+        matches!(slice.state.get(), SliceState::Partial | SliceState::Full)
+            && !flags.intersects(
+                SliceFlags::CACHED
+                    | SliceFlags::PURGING
+                    | SliceFlags::PURGED
+                    | SliceFlags::SPAN_HEAD
+                    | SliceFlags::SPAN_TAIL,
+            )
+            && slice.object_size.get() != 0
+    }
+
+    /// Whether `slice` may have holes made of its empty pages, and so wait
+    /// on the sparse list: [purgeable](Inner::purgeable_in_use), partial,
+    /// and at most [`HOLE_MAX_USED`] full.
+    fn hole_candidate(slice: &SliceMeta) -> bool {
+        let (numerator, denominator) = HOLE_MAX_USED;
+        let (used, capacity) = (u64::from(slice.used()), u64::from(slice.capacity.get()));
+        Self::purgeable_in_use(slice)
+            && slice.state.get() == SliceState::Partial
+            && used * denominator <= capacity * numerator
+    }
+
+    /// Puts `slice` on the sparse list, if it is a
+    /// [hole candidate](Inner::hole_candidate) not on it yet, whose free
+    /// list grew by [`REWALK_SHARE`] of its free room since it was last
+    /// walked for empty pages: its free list just grew.
+    fn note_sparse(&mut self, slice: &SliceMeta, now: u64) {
+        let used = slice.used();
+        let grown = (slice.capacity.get().saturating_sub(used) / REWALK_SHARE).max(1);
+        if !slice.sparse_listed.get() && used.saturating_add(grown) <= slice.used_when_walked.get() && Self::hole_candidate(slice) {
+            self.age_push(AgeList::Sparse, slice);
+            slice.age_since.set(now);
+            slice.sparse_listed.set(true);
+        }
+    }
+
+    /// Takes `slice` off the sparse list if it is on it.
+    fn forget_sparse(&mut self, slice: &SliceMeta) {
+        if slice.sparse_listed.get() {
+            self.age_remove(AgeList::Sparse, slice);
+            slice.sparse_listed.set(false);
+        }
     }
 
     fn fresh_link(&mut self, page: &PageHeader) {
@@ -577,7 +664,7 @@ impl Inner {
         let was_dirty_listed = matches!(slice.linked.get(), Linked::Dirty { .. });
         self.unlink(slice);
         if was_dirty_listed {
-            self.age_remove(slice);
+            self.age_remove(AgeList::Dirty, slice);
         }
         let had_fresh = page.fresh.get() != 0;
         page.fresh.set(page.fresh.get() & !bit);
@@ -588,6 +675,11 @@ impl Inner {
         // `ZEROED` says what a purge left: it lasts only as long as `PURGED`.
         let flags = if flags.contains(SliceFlags::PURGED) { flags } else { flags - SliceFlags::ZEROED };
         slice.flags.set(flags);
+        // Off the sparse list once no longer a candidate (before a dirty
+        // slice joins the age list, through the same links).
+        if !Self::hole_candidate(slice) {
+            self.forget_sparse(slice);
+        }
         let in_use = slice.in_use();
         if was_in_use != in_use {
             let occupancy = if in_use { page.occupancy.get() + 1 } else { page.occupancy.get() - 1 };
@@ -603,8 +695,8 @@ impl Inner {
             }
             SliceState::Dirty if !flags.contains(SliceFlags::PURGING) => {
                 page.dirty.set(page.dirty.get() | bit);
-                slice.dirty_since.set(now);
-                self.age_push(slice);
+                slice.age_since.set(now);
+                self.age_push(AgeList::Dirty, slice);
             }
             _ => {}
         }
@@ -884,6 +976,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         slice.capacity.set(objects_per_slice(class) as u32);
         slice.set_carved(0);
         slice.holes.set(0);
+        slice.used_when_walked.set(u32::MAX);
         slice.class.set(class as u8);
         // SAFETY: the slice was just chosen under the lock; it is formatted
         // and its free list is empty.
@@ -935,6 +1028,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
         slice.free.set(head);
         slice.holes.set(0);
+        // Its pages are resident again: it may be walked again.
+        slice.used_when_walked.set(u32::MAX);
     }
 
     /// Maps a new slab page, writes its header and registers it with the
@@ -1056,6 +1151,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         inner.remote_lists_walked += u64::from(remote.count != 0);
         let state = state_for(slice.used(), slice.capacity.get());
         inner.transition(slice, state, slice.flags.get() - SliceFlags::CACHED, now);
+        if self.source.purges() {
+            // What its heap freed into it is not known: it may be walked.
+            slice.used_when_walked.set(u32::MAX);
+            inner.note_sparse(slice, now);
+        }
     }
 
     /// Frees the chain of `count` objects of `slice`, `first` to `last`
@@ -1078,6 +1178,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         // Most frees change nothing the lists see: skip the re-filing then.
         if state != slice.state.get() || Inner::list_for(slice) != slice.linked.get() {
             inner.transition(slice, state, slice.flags.get(), now);
+        }
+        if self.source.purges() {
+            inner.note_sparse(slice, now);
         }
     }
 

@@ -404,7 +404,8 @@ impl Strata {
     }
 
     /// Runs the delayed purge if it is due, and returns whether memory still
-    /// waits for the purge delay (dirty slices, cached huge mappings).
+    /// waits for the purge delay (dirty slices, sparse slices whose empty
+    /// pages are to go back, cached huge mappings).
     ///
     /// The delayed purge runs when a thread refills its cache, so memory
     /// freed just before every thread goes idle would wait for the next

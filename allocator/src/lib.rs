@@ -20,13 +20,14 @@
 //! - **Carving**: writing the free-list links of a slice's never-used
 //!   objects, a page at a time, as they are needed.
 //! - **Remote free**: a free by a thread whose heap does not own the slice.
-//! - **Purge**: giving a dirty slice's memory back to the page source (and,
-//!   on an explicit purge, the memory past the last carved object of the
-//!   slices in use, and their holes).
+//! - **Purge**: giving a dirty slice's memory back to the page source, and
+//!   the holes of sparse slices in use (and, on an explicit purge, the
+//!   memory past the last carved object of the slices in use).
 //! - **Hole**: an empty 4 KiB page of a sparse slice in use, given back by
-//!   an explicit purge; the objects on it are *withheld* (neither in use
-//!   nor free) until the slice is handed out again, when they are listed
-//!   again ([`PageSource::purges`]).
+//!   an explicit purge, or by the delayed purge once the slice has waited
+//!   the purge delay on the *sparse list*; the objects on it are *withheld*
+//!   (neither in use nor free) until the slice is handed out again, when
+//!   they are listed again ([`PageSource::purges`]).
 //! - **Part**: a 2 MiB aligned half of a page, the size of an x86-64 huge
 //!   page. Only when huge pages are asked for: the source backs each part
 //!   of a page it maps with a huge page from its first touch.
@@ -89,9 +90,9 @@
 //!    that CPU with interrupts disabled, which keeps out both other tasks
 //!    (no migration, no preemption) and interrupt handlers that allocate on
 //!    the same CPU.
-//! 2. **Domain lock** ([`RawLock`]). Protects the state lists, the age list,
-//!    the page list, every page-header field, the descriptors of slices no
-//!    heap owns, and the domain counters. Never held across a page-source
+//! 2. **Domain lock** ([`RawLock`]). Protects the state lists, the age and
+//!    sparse lists, the page list, every page-header field, the
+//!    descriptors of slices no heap owns, and the domain counters. Never held across a page-source
 //!    call that maps or unmaps. In Linux user space it is `FutexLock`,
 //!    which spins briefly and then sleeps on a futex (so a waiter never
 //!    burns the time slice of a preempted holder); `no_std` fronts use

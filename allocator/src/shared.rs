@@ -163,9 +163,9 @@ impl<S: PageSource, L: RawLock, const HEAPS: usize> SharedStrata<S, L, HEAPS> {
     }
 
     /// Allocates `out.len()` blocks of `layout` in one call, all or nothing:
-    /// returns `out.len()`, or 0 when out of memory, with every heap tried
-    /// as for an allocation ([`SharedStrata::with_memory`]). See
-    /// [`Heap::alloc_bulk_in`].
+    /// returns `out.len()`, or 0 when out of memory, which it reports only
+    /// once every heap's kept frees were flushed and every heap was tried,
+    /// as an allocation does. See [`Heap::alloc_bulk_in`].
     pub fn alloc_bulk(&self, layout: Layout, out: &mut [*mut u8]) -> usize {
         let wanted = out.len();
         self.with_memory(|heap, domain| heap.alloc_bulk(domain, layout, out), |&count| count == wanted)

@@ -410,11 +410,30 @@ pub(crate) struct SliceMeta {
     /// slices with it.
     pub(crate) next: Cell<*mut SliceMeta>,
     pub(crate) prev: Cell<*mut SliceMeta>,
-    /// Purge age-list links (dirty slices, oldest first). Domain lock.
+    /// Purge age-list links, oldest first: on the dirty age list while the
+    /// slice is dirty and filed as such (`linked` is `Dirty`), on the
+    /// sparse list while `sparse_listed` is set. Invariant: never both,
+    /// since a slice on the sparse list is partial. Domain lock.
     pub(crate) age_next: Cell<*mut SliceMeta>,
     pub(crate) age_prev: Cell<*mut SliceMeta>,
-    /// When the slice last became dirty, in the source's milliseconds.
-    pub(crate) dirty_since: Cell<u64>,
+    /// When the slice joined the age list it is on, in the source's
+    /// milliseconds: when it became dirty, or when it joined the sparse
+    /// list. Domain lock.
+    pub(crate) age_since: Cell<u64>,
+    /// On the domain's sparse list: a partial slice no heap owns, at most
+    /// [`HOLE_MAX_USED`](crate::domain::HOLE_MAX_USED) full, whose free
+    /// list grew since its empty pages were last looked for, waiting for
+    /// the delayed purge to make holes of them. Invariant: set only while
+    /// the slice is such a slice (`Inner::transition` takes it off the list
+    /// when it stops being one). Domain lock.
+    pub(crate) sparse_listed: Cell<bool>,
+    /// `used` when the free list was last walked for empty pages
+    /// (`Domain::withhold_empty_pages`); `u32::MAX` if it was not since the
+    /// slice was formatted or last given back by a heap. The slice joins
+    /// the sparse list again only once at least an eighth of its free room
+    /// has been freed since ([`REWALK_SHARE`](crate::domain::REWALK_SHARE)),
+    /// so that a walk costs at most a few steps per free. Domain lock.
+    pub(crate) used_when_walked: Cell<u32>,
 
     _remote: CacheLine,
     /// Objects freed by threads other than the owner.
@@ -569,7 +588,9 @@ impl SliceMeta {
             prev: Cell::new(ptr::null_mut()),
             age_next: Cell::new(ptr::null_mut()),
             age_prev: Cell::new(ptr::null_mut()),
-            dirty_since: Cell::new(0),
+            age_since: Cell::new(0),
+            sparse_listed: Cell::new(false),
+            used_when_walked: Cell::new(u32::MAX),
             _remote: CacheLine,
             remote: RemoteList { head: AtomicUsize::new(ORPHAN) },
         }

@@ -1,4 +1,5 @@
-//! An explicit purge gives back the empty 4 KiB pages inside sparse slices
+//! An explicit purge, or the delayed purge once the slices have waited the
+//! purge delay, gives back the empty 4 KiB pages inside sparse slices
 //! still in use (their *holes*): a few long-lived objects no longer keep a
 //! whole slice resident. The objects kept are untouched, the freed objects
 //! on the holes are refused as frees, and the slice serves every one of
@@ -32,9 +33,12 @@ fn resident_pages(start: usize, len: usize) -> usize {
 
 /// Fills `SLICES` slices with written 64-byte blocks, keeps the block at
 /// the lowest address of each slice (in its first page) and frees the rest,
-/// gives the thread's cache back and purges. Returns the blocks kept, one
-/// per slice by slice address, and the ones freed.
-fn sparse_slices_purged(strata: &'static Strata) -> (BTreeMap<usize, usize>, Vec<usize>) {
+/// gives the thread's cache back and purges with `purge`. Returns the
+/// blocks kept, one per slice by slice address, and the ones freed. The
+/// purge delay is set beyond reach first, so that no delayed purge runs
+/// before `purge`, however slow the run.
+fn sparse_slices_purged(strata: &'static Strata, purge: impl FnOnce(&Strata)) -> (BTreeMap<usize, usize>, Vec<usize>) {
+    strata.set_purge_delay_ms(u64::MAX);
     let per_slice = objects_per_slice(class_of(SIZE, 8).unwrap());
     // SAFETY: fresh blocks, each written within its 64 bytes.
     let blocks: Vec<usize> = (0..per_slice * SLICES)
@@ -59,7 +63,7 @@ fn sparse_slices_purged(strata: &'static Strata) -> (BTreeMap<usize, usize>, Vec
     }
     strata.release_thread_cache();
     let before = strata.stats();
-    strata.purge();
+    purge(strata);
     let after = strata.stats();
     // Pages 1 to 15 of each slice hold no live block: they went back.
     assert!(
@@ -84,7 +88,7 @@ fn sparse_slices_purged(strata: &'static Strata) -> (BTreeMap<usize, usize>, Vec
 #[test]
 fn a_purge_gives_back_the_empty_pages_of_sparse_slices_which_then_serve_again() {
     static STRATA: Strata = Strata::new();
-    let (kept, freed) = sparse_slices_purged(&STRATA);
+    let (kept, freed) = sparse_slices_purged(&STRATA, Strata::purge);
     // A block freed earlier whose page went back is no block at all now:
     // its memory is not read, and a free of it is refused.
     let on_a_hole = *freed.iter().find(|&&block| block & (SLICE_SIZE - 1) >= PAGE).unwrap();
@@ -125,10 +129,29 @@ fn a_purge_gives_back_the_empty_pages_of_sparse_slices_which_then_serve_again() 
     }
 }
 
+/// With no call to `purge`, the delayed purge gives the same pages back
+/// once the slices have waited the purge delay (here 0): a service that
+/// frees most of what it held gets its memory back by itself.
+#[test]
+fn the_delayed_purge_gives_back_the_empty_pages_of_sparse_slices_by_itself() {
+    static STRATA: Strata = Strata::new();
+    let (kept, _) = sparse_slices_purged(&STRATA, |strata| {
+        // Before the delay: the slices wait, and nothing goes back.
+        assert!(strata.purge_if_due(), "the sparse slices wait for the delay");
+        assert_eq!(strata.stats().hole_pages, 0);
+        strata.set_purge_delay_ms(0);
+        assert!(!strata.purge_if_due(), "nothing waits once the check ran");
+    });
+    for block in kept.into_values() {
+        // SAFETY: live blocks, freed once.
+        unsafe { STRATA.free(block as *mut u8) }.unwrap();
+    }
+}
+
 #[test]
 fn a_thread_without_a_cache_takes_a_sparse_slice_whole_again() {
     static STRATA: Strata = Strata::new();
-    let (kept, _) = sparse_slices_purged(&STRATA);
+    let (kept, _) = sparse_slices_purged(&STRATA, Strata::purge);
     let resident = STRATA.stats().bytes_resident;
     // The uncached path (a thread whose cache is gone) allocates from the
     // slices under the domain lock: the first one it takes comes back whole.

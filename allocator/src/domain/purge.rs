@@ -1,10 +1,14 @@
 //! Purging: dirty slices given back to the page source after the purge
-//! delay, unused pages unmapped, cached huge mappings returned, and on an
-//! explicit purge the never-carved ends of slices in use. The source calls
-//! run with the domain lock released, a batch at a time.
+//! delay, and the empty 4 KiB pages of sparse slices in use (holes) once
+//! the slices have waited the delay on the sparse list; unused pages
+//! unmapped, cached huge mappings returned, and on an explicit purge the
+//! never-carved ends of slices in use and every sparse slice's holes at
+//! once. The source calls run with the domain lock released, a batch at a
+//! time.
 
 use super::*;
 use crate::size_class::is_carved_object;
+use core::num::NonZeroU32;
 
 /// Slices in a collapse part.
 const PART_SLICES: usize = SLICES_PER_PAGE / COLLAPSE_PARTS;
@@ -111,6 +115,24 @@ impl Batch {
         self.entries.get(..self.len).unwrap_or_default()
     }
 
+    /// Files every slice of the batch again once its memory went back, by
+    /// its state, no longer `PURGING`: for a batch of slices in use (tails
+    /// and holes) with the clean slices of the parts they split. Lock held.
+    fn file_in_use(&self, inner: &mut Inner, now: u64) {
+        for entry in self.entries() {
+            // SAFETY: a purging slice's descriptor, in a live page.
+            let slice = unsafe { &*entry.slice };
+            match entry.kind {
+                Purge::Clean => inner.transition(slice, SliceState::Clean, SliceFlags::empty(), now),
+                Purge::Header => {}
+                Purge::Tail | Purge::Dirty => {
+                    let flags = slice.flags.get() - SliceFlags::PURGING;
+                    inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
+                }
+            }
+        }
+    }
+
     /// Splits the part holding `slice` if it may be on a huge page (its
     /// bit in [`PageHeader::collapse`]): clears the bit, so that the part
     /// may be collapsed again once it fills, and takes its clean slices
@@ -185,8 +207,9 @@ impl Batch {
 }
 
 impl<S: PageSource, L: RawLock> Domain<S, L> {
-    /// Purges dirty slices and gives back cached huge mappings older than
-    /// the purge delay, if a check is due: one per quarter of the delay at
+    /// Purges dirty slices, makes holes of the empty pages of sparse slices
+    /// ([`Self::purge_holes_older_than`]) and gives back cached huge
+    /// mappings, those older than the purge delay, if a check is due: one per quarter of the delay at
     /// the most, so memory goes back up to a quarter of the delay after it
     /// is due. Memory is due a whole delay after it turns dirty, so the
     /// checks skipped while none waited delay no purge further. Every
@@ -203,39 +226,41 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 return false;
             }
             self.purge_checked_ms.store(now, Ordering::Relaxed);
-            let oldest_slice = if inner.age_head.is_null() {
-                None
-            } else {
-                // SAFETY: live descriptor at the head of the age list.
-                Some(unsafe { (*inner.age_head).dirty_since.get() })
+            let since = |head: *mut SliceMeta| {
+                // SAFETY: a live descriptor at the head of an age list.
+                (!head.is_null()).then(|| unsafe { (*head).age_since.get() })
             };
-            let oldest = match (oldest_slice, inner.huge_cache.oldest()) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-                (None, None) => return false,
-            };
-            now >= oldest.saturating_add(delay)
+            [since(inner.age_head), since(inner.sparse_head), inner.huge_cache.oldest()]
+                .into_iter()
+                .flatten()
+                .min()
+                .is_some_and(|oldest| now >= oldest.saturating_add(delay))
         });
         if due {
             let cutoff = now.saturating_sub(delay);
             self.release_cached_mappings(cutoff);
             self.purge_older_than(cutoff, false);
+            self.purge_holes_older_than(cutoff);
         }
     }
 
     /// Runs the delayed purge if it is due, as a cache refill does: for
     /// fronts whose threads may go on working without refilling. Returns
-    /// whether memory is still waiting for its delay to pass (dirty slices
-    /// or cached huge mappings).
+    /// whether memory is still waiting for its delay to pass (dirty slices,
+    /// sparse slices whose empty pages may become holes, or cached huge
+    /// mappings).
     pub fn purge_if_due(&self) -> bool {
         self.maybe_purge();
         self.memory_waiting()
     }
 
     /// Whether the domain holds memory waiting for the purge delay: dirty
-    /// slices not yet purged, or cached huge mappings.
+    /// slices not yet purged, sparse slices on the sparse list, or cached
+    /// huge mappings.
     pub fn memory_waiting(&self) -> bool {
-        self.locked(|inner| !inner.age_head.is_null() || inner.huge_cache.oldest().is_some())
+        self.locked(|inner| {
+            !inner.age_head.is_null() || !inner.sparse_head.is_null() || inner.huge_cache.oldest().is_some()
+        })
     }
 
     /// Gives back the cached huge mappings freed at or before `cutoff`.
@@ -296,18 +321,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         loop {
             let now = self.source.now_ms();
             self.locked(|inner| {
-                for entry in batch.entries() {
-                    // SAFETY: a purging slice's descriptor, in a live page.
-                    let slice = unsafe { &*entry.slice };
-                    match entry.kind {
-                        Purge::Clean => inner.transition(slice, SliceState::Clean, SliceFlags::empty(), now),
-                        Purge::Header => {}
-                        Purge::Tail | Purge::Dirty => {
-                            let flags = slice.flags.get() - SliceFlags::PURGING;
-                            inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
-                        }
-                    }
-                }
+                batch.file_in_use(inner, now);
                 if !started {
                     cursor.0 = inner.all_pages;
                     started = true;
@@ -329,7 +343,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                         continue;
                     };
                     cursor.1 += 1;
-                    if Self::purgeable_in_use(slice) {
+                    if Inner::purgeable_in_use(slice) {
                         let walk = self.may_have_holes(slice);
                         if walk && walks == 0 {
                             // Out of walks: this section ends here, and the
@@ -346,6 +360,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                         let tail = Self::purgeable_tail(slice);
                         let holes = if walk {
                             walks -= 1;
+                            // Looked at now: off the sparse list.
+                            inner.forget_sparse(slice);
                             self.withhold_empty_pages(slice)
                         } else {
                             0
@@ -369,24 +385,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         }
     }
 
-    /// Whether `slice` is in use for a small class and no heap owns it (nor
-    /// a purge holds it): one whose tail and holes [`Self::purge_tails`]
-    /// may give back. Lock held.
-    fn purgeable_in_use(slice: &SliceMeta) -> bool {
-        let flags = slice.flags.get();
-        matches!(slice.state.get(), SliceState::Partial | SliceState::Full)
-            && !flags.intersects(
-                SliceFlags::CACHED
-                    | SliceFlags::PURGING
-                    | SliceFlags::PURGED
-                    | SliceFlags::SPAN_HEAD
-                    | SliceFlags::SPAN_TAIL,
-            )
-            && slice.object_size.get() != 0
-    }
-
     /// The start of the memory to give back past the carved objects of
-    /// `slice`, one that [`Self::purgeable_in_use`] accepts, if at least a
+    /// `slice`, one that [`Inner::purgeable_in_use`] accepts, if at least a
     /// 4 KiB page lies there. Lock held.
     fn purgeable_tail(slice: &SliceMeta) -> Option<usize> {
         let end_of_carved = slice.address + slice.carved.get() as usize * slice.object_size.get() as usize;
@@ -395,13 +395,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     }
 
     /// Whether [`Self::withhold_empty_pages`] is to look for empty pages in
-    /// `slice`, one that [`Self::purgeable_in_use`] accepts: the source
+    /// `slice`, one that [`Inner::purgeable_in_use`] accepts: the source
     /// gives memory back ([`PageSource::purges`]) and the slice is partial
     /// and at most [`HOLE_MAX_USED`] full. Lock held.
     fn may_have_holes(&self, slice: &SliceMeta) -> bool {
-        let (numerator, denominator) = HOLE_MAX_USED;
-        let (used, capacity) = (u64::from(slice.used()), u64::from(slice.capacity.get()));
-        self.source.purges() && slice.state.get() == SliceState::Partial && used * denominator <= capacity * numerator
+        self.source.purges() && Inner::hole_candidate(slice)
     }
 
     /// Makes holes of the empty pages of `slice`, one that
@@ -431,8 +429,18 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 pages &= pages - 1;
             }
         };
-        for index in 0..carved {
-            count(&mut carved_on, pages_of(index * size, size));
+        slice.used_when_walked.set(slice.used());
+        // The carved objects on page `p` are those from the one holding its
+        // first byte to the one holding its last, the first `carved` only.
+        // (A slice with no object size has no carved object: nothing to
+        // count, and no division that could panic.)
+        let hole = HOLE_SIZE as u32;
+        if let Some(divisor) = NonZeroU32::new(size) {
+            for (page, on) in (0u32..).zip(carved_on.iter_mut()) {
+                let first = page * hole / divisor;
+                let past_last = (((page + 1) * hole + size - 1) / divisor).min(carved);
+                *on = past_last.saturating_sub(first) as u16;
+            }
         }
         let end = slice.end();
         let mut object = slice.free.get();
@@ -538,6 +546,52 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         count
     }
 
+    /// Gives back, as holes, the empty pages of the sparse slices that
+    /// joined the sparse list at or before `cutoff`: what an explicit purge
+    /// does for every sparse slice (see [`Self::purge_tails`]), here for
+    /// those whose free list grew a purge delay ago or more, so that memory
+    /// freed in a slice that keeps a few live objects goes back without a
+    /// call. Each slice leaves the list when looked at, and joins it again
+    /// only when more of its objects are freed. At most [`HOLE_WALKS`]
+    /// free-list walks per critical section, a batch of slices given back
+    /// with the lock released, each `PURGING` meanwhile.
+    pub(super) fn purge_holes_older_than(&self, cutoff: u64) {
+        let mut batch = Batch::new();
+        loop {
+            let now = self.source.now_ms();
+            let done = self.locked(|inner| {
+                batch.file_in_use(inner, now);
+                batch.clear();
+                let mut walks = HOLE_WALKS;
+                loop {
+                    if inner.sparse_head.is_null() {
+                        return true;
+                    }
+                    // SAFETY: a live descriptor on the sparse list.
+                    let slice = unsafe { &*inner.sparse_head };
+                    if slice.age_since.get() > cutoff {
+                        return true;
+                    }
+                    if walks == 0 || !batch.has_room() {
+                        return false;
+                    }
+                    inner.forget_sparse(slice);
+                    walks -= 1;
+                    let holes = self.withhold_empty_pages(slice);
+                    if holes != 0 && batch.push_with_holes(slice, slice.address + SLICE_SIZE, Purge::Tail, holes) {
+                        inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
+                        batch.split_part_of(inner, slice, now);
+                    }
+                }
+            });
+            if batch.len == 0 && done {
+                break;
+            }
+            // The slices are filed again at the top of the next round.
+            batch.give_back(&self.source);
+        }
+    }
+
     /// Purges the dirty slices made dirty at or before `cutoff` (all of
     /// them if `all`), oldest first, with the clean slices of each part a
     /// huge page may back that one of them splits ([`Batch::split_part_of`]),
@@ -552,7 +606,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 while batch.has_room() && !inner.age_head.is_null() {
                     // SAFETY: live descriptor on the age list.
                     let slice = unsafe { &*inner.age_head };
-                    if !all && slice.dirty_since.get() > cutoff {
+                    if !all && slice.age_since.get() > cutoff {
                         break;
                     }
                     if !batch.push(slice, slice.address, Purge::Dirty) {

@@ -263,7 +263,7 @@ fn transitions_keep_masks_and_occupancy() {
     });
     assert_eq!(p.occupancy.get(), 0);
     assert_eq!(p.dirty.get(), 1 << 9);
-    assert_eq!(p.slices[9].dirty_since.get(), 7);
+    assert_eq!(p.slices[9].age_since.get(), 7);
     d.locked(|inner| {
         assert_eq!(inner.age_head, &p.slices[9] as *const _ as *mut _);
         assert_ne!(inner.dirty_classes[0] & (1 << CLASS), 0);
@@ -868,6 +868,43 @@ fn check_lists(inner: &mut Inner) -> usize {
             }
         }
     }
+    // The two age lists: sound back links, oldest first; the dirty one
+    // holds the slices filed dirty, the sparse one those marked listed,
+    // each a hole candidate, and none is on both.
+    let mut marked = 0;
+    let mut dirty_filed = 0;
+    let mut page = inner.all_pages;
+    while !page.is_null() {
+        // SAFETY: live page header.
+        let header = unsafe { &*page };
+        for slice in &header.slices[FIRST_SLICE..] {
+            marked += usize::from(slice.sparse_listed.get());
+            dirty_filed += usize::from(matches!(slice.linked.get(), Linked::Dirty { .. }));
+        }
+        page = header.all_next.get();
+    }
+    for (head, tail, expected, sparse) in
+        [(inner.age_head, inner.age_tail, dirty_filed, false), (inner.sparse_head, inner.sparse_tail, marked, true)]
+    {
+        let (mut count, mut prev, mut slice, mut since) = (0, ptr::null_mut::<SliceMeta>(), head, 0);
+        while !slice.is_null() {
+            // SAFETY: a live descriptor on an age list.
+            let s = unsafe { &*slice };
+            assert_eq!(s.age_prev.get(), prev);
+            assert!(s.age_since.get() >= since, "oldest first");
+            since = s.age_since.get();
+            if sparse {
+                assert!(s.sparse_listed.get() && Inner::hole_candidate(s));
+            } else {
+                assert!(matches!(s.linked.get(), Linked::Dirty { .. }) && !s.sparse_listed.get());
+            }
+            count += 1;
+            prev = slice;
+            slice = s.age_next.get();
+        }
+        assert_eq!(prev, tail);
+        assert_eq!(count, expected, "age list (sparse: {sparse})");
+    }
     filed
 }
 
@@ -941,6 +978,7 @@ fn random_transitions_keep_the_files_and_the_cost_order() {
         (x % n as u64) as usize
     };
     let mut bucket_changes = 0;
+    let mut sparse_noted = 0;
     for step in 0..steps {
         // Mostly fill, sometimes drain, in phases, so that pages move across
         // every bucket.
@@ -965,6 +1003,7 @@ fn random_transitions_keep_the_files_and_the_cost_order() {
                     // get chosen too), sometimes with no free object left.
                     let capacity = objects_per_slice(class) as u32;
                     slice.class.set(class as u8);
+                    slice.object_size.set(class_size(class) as u32);
                     slice.capacity.set(capacity);
                     let used = match random(24) {
                         0 => 1 + random(capacity as usize) as u32,
@@ -983,6 +1022,9 @@ fn random_transitions_keep_the_files_and_the_cost_order() {
                     let used = if random(8) != 0 { 0 } else { random(slice.capacity.get() as usize) as u32 };
                     slice.set_used(used);
                     inner.transition(slice, state_for(used, slice.capacity.get()), SliceFlags::empty(), step as u64);
+                    // Objects freed into it: a sparse one waits for holes.
+                    inner.note_sparse(slice, step as u64);
+                    sparse_noted += usize::from(slice.sparse_listed.get());
                 }
                 _ => {}
             }
@@ -994,6 +1036,8 @@ fn random_transitions_keep_the_files_and_the_cost_order() {
         bucket_changes += usize::from(page.bucket.get() != before);
     }
     assert!(bucket_changes > if cfg!(miri) { 0 } else { 20 }, "only {bucket_changes} bucket changes");
+    // (Miri's 40 steps may note none.)
+    assert!(cfg!(miri) || sparse_noted > 20, "only {sparse_noted} slices noted sparse");
 }
 
 /// A bucket change moves the page's memberships, one per class it has
@@ -1350,15 +1394,21 @@ unsafe impl PageSource for ZeroingSource {
     }
 }
 
+/// A domain over a [`ZeroingSource`], kept for the life of the process.
+fn zeroing_domain() -> &'static Domain<ZeroingSource, SpinLock> {
+    let domain: &'static Domain<ZeroingSource, SpinLock> =
+        std::boxed::Box::leak(std::boxed::Box::new(Domain::new(ZeroingSource(source()))));
+    DOMAINS.lock().unwrap().push(domain as *const Domain<_, _> as usize);
+    domain
+}
+
 /// The empty pages of a sparse slice become holes on an explicit purge:
 /// the objects on them are withheld (a free of one is refused, and their
 /// memory is not read), the object kept is untouched, and the next
 /// allocation from the slice lists them again, each handed out once.
 #[test]
 fn an_explicit_purge_makes_holes_of_a_sparse_slices_empty_pages() {
-    let domain: &'static Domain<ZeroingSource, SpinLock> =
-        std::boxed::Box::leak(std::boxed::Box::new(Domain::new(ZeroingSource(source()))));
-    DOMAINS.lock().unwrap().push(domain as *const Domain<_, _> as usize);
+    let domain = zeroing_domain();
     // 1 KiB objects: 64 to a slice, 4 to a 4 KiB page. The uncached path
     // fills a slice until it counts as full (seven eighths), then the next.
     let layout = Layout::from_size_align(1024, 8).unwrap();
@@ -1412,9 +1462,7 @@ fn an_explicit_purge_makes_holes_of_a_sparse_slices_empty_pages() {
 /// a free of it is refused as a double free, and the pages stay holes.
 #[test]
 fn a_withheld_object_that_starts_before_a_hole_reads_as_freed() {
-    let domain: &'static Domain<ZeroingSource, SpinLock> =
-        std::boxed::Box::leak(std::boxed::Box::new(Domain::new(ZeroingSource(source()))));
-    DOMAINS.lock().unwrap().push(domain as *const Domain<_, _> as usize);
+    let domain = zeroing_domain();
     let size = 3072;
     let layout = Layout::from_size_align(size, 8).unwrap();
     assert_eq!(class_size(class_of(size, 8).unwrap()), size);
@@ -1445,4 +1493,77 @@ fn a_withheld_object_that_starts_before_a_hole_reads_as_freed() {
     assert_eq!(after.bytes_live, size, "the kept object alone is live");
     // SAFETY: the live block, freed once.
     unsafe { domain.free_uncached(kept) }.unwrap();
+}
+
+/// The delayed purge makes holes of a sparse slice's empty pages once the
+/// slice has waited the purge delay on the sparse list, as an explicit
+/// purge would at once. The slice then leaves the list, and joins it again
+/// only once an eighth of its free room has been freed since, or once its
+/// holes were filled. (`ZeroingSource`'s clock reads 0 throughout: the
+/// delay alone decides.)
+#[test]
+fn the_delayed_purge_makes_holes_of_a_sparse_slice_that_waited_the_delay() {
+    let domain = zeroing_domain();
+    // 1 KiB objects: 64 to a slice, 4 to a page; 56 fill it (seven eighths).
+    let layout = Layout::from_size_align(1024, 8).unwrap();
+    let capacity = objects_per_slice(class_of(1024, 8).unwrap());
+    let full = capacity - capacity / 8;
+    let mut blocks: std::vec::Vec<usize> =
+        (0..full).map(|_| domain.allocate_uncached(layout, false) as usize).collect();
+    blocks.sort_unstable();
+    let slice = blocks[0] & !(SLICE_SIZE - 1);
+    assert!(blocks.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice), "one slice");
+    let pages = full * 1024 / 4096;
+    // Kept: the first object, and one on each of the next eight pages.
+    let kept = blocks[0];
+    let extra: std::vec::Vec<usize> = (1..=8).map(|page| slice + page * 4096).collect();
+    // SAFETY: a live block of 1 KiB.
+    unsafe { (kept as *mut u64).write(0x0b1e_c7ed) };
+    domain.set_purge_delay_ms(3_600_000);
+    assert!(!domain.purge_if_due(), "nothing waits while the slice is full");
+    for &block in blocks.iter().filter(|block| **block != kept && !extra.contains(block)) {
+        // SAFETY: live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+    // Before the delay: the slice waits, and nothing goes back.
+    assert!(domain.purge_if_due(), "the sparse slice waits for the delay");
+    assert_eq!(domain.stats().hole_pages, 0);
+    // After it: every page with no kept object is a hole.
+    domain.set_purge_delay_ms(0);
+    assert!(!domain.purge_if_due(), "the slice left the sparse list");
+    let stats = domain.stats();
+    assert_eq!(stats.hole_pages, pages - 9, "every page but the kept objects': {stats}");
+    // SAFETY: the live block.
+    assert_eq!(unsafe { (kept as *const u64).read() }, 0x0b1e_c7ed);
+    // SAFETY: a pointer the domain must refuse without reading it.
+    let refused = unsafe { domain.free_uncached(slice + 9 * 4096) }.unwrap_err();
+    assert_eq!(refused.kind, FreeErrorKind::NotAllocated);
+    // Six frees of the 55 objects' room are less than an eighth: the slice
+    // stays off the list. The seventh puts it back, and the next check
+    // makes holes of the seven pages freed.
+    for &block in &extra[..6] {
+        // SAFETY: live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+    assert!(!domain.memory_waiting(), "six frees do not make a walk due");
+    // SAFETY: as above.
+    unsafe { domain.free_uncached(extra[6]) }.unwrap();
+    assert!(domain.memory_waiting(), "the seventh does");
+    assert!(!domain.purge_if_due());
+    assert_eq!(domain.stats().hole_pages, pages - 2);
+    // Taken again, the slice lists the withheld objects, so its pages are
+    // resident again: one free puts it back on the list.
+    let again = domain.allocate_uncached(layout, false) as usize;
+    assert_eq!(again & !(SLICE_SIZE - 1), slice);
+    assert_eq!(domain.stats().hole_pages, 0);
+    // SAFETY: a live block, freed once.
+    unsafe { domain.free_uncached(again) }.unwrap();
+    assert!(domain.memory_waiting(), "the free put the slice on the sparse list");
+    assert!(!domain.purge_if_due());
+    assert_eq!(domain.stats().hole_pages, pages - 2);
+    for block in [kept, extra[7]] {
+        // SAFETY: the live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+    assert_eq!(domain.stats().bytes_live, 0);
 }
