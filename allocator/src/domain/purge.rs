@@ -25,6 +25,13 @@ const BATCH_ROOM: usize = PURGE_BATCH + PART_SLICES;
 /// sparse slices there are.
 const HOLE_WALKS: usize = 8;
 
+/// Carved objects whose free-list walks the delayed purge makes for holes
+/// in one critical section ([`Domain::purge_holes_older_than`]): one walk
+/// of the longest slice (16-byte objects), or many of short ones. Smaller
+/// than an explicit purge's [`HOLE_WALKS`], since the delayed purge runs
+/// in some thread's refill while others may wait for the lock.
+const DELAYED_WALK_OBJECTS: u32 = (SLICE_SIZE / 16) as u32;
+
 /// What a batch entry gives back.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Purge {
@@ -412,7 +419,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// The walk is at most the slice's capacity long (4,096 objects), and
     /// checks every object as a carved one with the free marker: a corrupt
     /// list is reported ([`Domain::corrupted_list`]), never followed out of
-    /// the slice. A critical section makes at most [`HOLE_WALKS`] of them.
+    /// the slice. A critical section makes at most [`HOLE_WALKS`] of them, or,
+    /// in the delayed purge, walks at most [`DELAYED_WALK_OBJECTS`] objects.
     fn withhold_empty_pages(&self, slice: &SliceMeta) -> u16 {
         let size = slice.object_size.get();
         let carved = slice.carved.get();
@@ -552,9 +560,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// those whose free list grew a purge delay ago or more, so that memory
     /// freed in a slice that keeps a few live objects goes back without a
     /// call. Each slice leaves the list when looked at, and joins it again
-    /// only when more of its objects are freed. At most [`HOLE_WALKS`]
-    /// free-list walks per critical section, a batch of slices given back
-    /// with the lock released, each `PURGING` meanwhile.
+    /// only when more of its objects are freed. Free-list walks over at
+    /// most [`DELAYED_WALK_OBJECTS`] carved objects per critical section
+    /// (one walk at the least), a batch of slices given back with the lock
+    /// released, each `PURGING` meanwhile.
     pub(super) fn purge_holes_older_than(&self, cutoff: u64) {
         let mut batch = Batch::new();
         loop {
@@ -562,7 +571,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             let done = self.locked(|inner| {
                 batch.file_in_use(inner, now);
                 batch.clear();
-                let mut walks = HOLE_WALKS;
+                // The first walk of a section always fits: no slice carves
+                // more than the budget.
+                let mut budget = DELAYED_WALK_OBJECTS;
                 loop {
                     if inner.sparse_head.is_null() {
                         return true;
@@ -572,11 +583,13 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     if slice.age_since.get() > cutoff {
                         return true;
                     }
-                    if walks == 0 || !batch.has_room() {
+                    let carved = slice.carved.get();
+                    let first = budget == DELAYED_WALK_OBJECTS;
+                    if (carved > budget && !first) || !batch.has_room() {
                         return false;
                     }
                     inner.forget_sparse(slice);
-                    walks -= 1;
+                    budget = budget.saturating_sub(carved);
                     let holes = self.withhold_empty_pages(slice);
                     if holes != 0 && batch.push_with_holes(slice, slice.address + SLICE_SIZE, Purge::Tail, holes) {
                         inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
