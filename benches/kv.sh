@@ -11,7 +11,8 @@
 # apart, and the machine's state drifted in between). Each run starts once
 # no server runs a background compaction (INFO's `compacting:0`) and every
 # server has gone quiet (no CPU time used over half a second). Then, for
-# each server, 90% of the keys are deleted and a compaction is forced (COMPACT), and the
+# each server, 90% of the keys are deleted, the anonymous memory is read 2 s
+# later (what the service gets back by itself), then a compaction is forced (COMPACT), and the
 # peak RSS (VmHWM) and the RSS after that (VmRSS)
 # are read from /proc/PID/status, beside the RSS of the same server idle
 # just after it started (its fixed cost: binary, runtime, thread stacks).
@@ -104,8 +105,10 @@ awk -v n=$KEYSPACE 'BEGIN {
 
 RESULTS=$WORK/results.csv
 MEMORY=$WORK/memory.csv
+DELETED=$WORK/deleted.csv
 : >"$RESULTS"
 : >"$MEMORY"
+: >"$DELETED"
 
 # The allocators' order rotates from round to round (round 2 starts with
 # the second), so that none always runs first or after the same neighbour.
@@ -183,6 +186,10 @@ for d in $SIZES; do
         keys_before=$(redis-cli -p "$port" DBSIZE)
         peak=$(status_kb "$pid" VmHWM)
         redis-cli -p "$port" --pipe <"$WORK/del.resp" >/dev/null
+        # What the service gets back by itself, with no COMPACT: the
+        # anonymous memory 2 s after the deletes.
+        sleep 2
+        echo "$a,$d,$(status_kb "$pid" RssAnon),${ANON_IDLE_OF[$a]}" >>"$DELETED"
         redis-cli -p "$port" COMPACT >/dev/null
         sleep 2
         rss=$(status_kb "$pid" VmRSS)
@@ -258,6 +265,13 @@ join -t, "$WORK/memory-3.median" "$WORK/memory-4.median" | join -t, - "$WORK/mem
     }'
 done
 
+echo
+echo "memory after the deletes alone (no COMPACT; +2 s): RssAnon less RssAnon idle, MiB"
+[ "$ROUNDS" -gt 1 ] && echo "(medians of $ROUNDS rounds)"
+printf '%-14s %6s %9s\n' allocator size anon_MiB
+awk -F, '{ print $1 "," $2 "," $3 - $4 }' "$DELETED" >"$WORK/deleted-net.csv"
+median_by "$WORK/deleted-net.csv" 3 | sort -t, -k2,2n -k1,1 | awk -F, '{ printf "%-14s %6s %9.1f\n", $1, $2, $3 / 1024 }'
+
 # Every run's figures, kept with a header, and the charts drawn from them
 # (strata-bench kv-chart): throughput and p99 of each allocator ÷
 # mimalloc's, and the memory after compaction ÷ the live heap.
@@ -269,6 +283,7 @@ for info in "$WORK"/info-*.txt; do
 done
 { echo "round,allocator,size,command,rps,p50_ms,p99_ms"; cat "$RESULTS"; } >"$REPORT/kv-runs.csv"
 { echo "allocator,size,keys_before,keys_after,peak_kib,rss_kib,live_bytes,disk_kib,idle_kib,anon_kib,anon_idle_kib"; cat "$MEMORY"; } >"$REPORT/kv-memory.csv"
+{ echo "allocator,size,anon_deleted_kib,anon_idle_kib"; cat "$DELETED"; } >"$REPORT/kv-deleted.csv"
 echo
 if [[ " $ALLOCATORS " == *" mimalloc "* ]]; then
     "$CARGO_TARGET_DIR/release/strata-bench" kv-chart --runs "$REPORT/kv-runs.csv" --memory "$REPORT/kv-memory.csv" --out "$REPORT"
