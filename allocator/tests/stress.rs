@@ -2,7 +2,9 @@
 //! exchange and free objects; every object's contents are verified by the
 //! thread that frees it. A second run adds a thread that purges all the
 //! while (never-carved ends of slices in use included), on an allocator
-//! that collapses its filled pages onto huge pages.
+//! that collapses its filled pages onto huge pages. A third runs with no
+//! purge delay, so that the delayed purge makes holes of sparse slices at
+//! every refill while the threads free into them.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +69,29 @@ fn eight_threads_keep_contents_beside_a_thread_that_purges() {
     exchange(&HUGE, true);
 }
 
+/// With no purge delay, every refill runs the delayed purge, which makes
+/// holes of the empty pages of sparse slices while other threads free into
+/// them and take them again. Each thread also keeps one object in ten to
+/// the end, so that slices stay sparse; once the threads are gone, the
+/// delayed purge has made holes of their slices, and every long-lived
+/// object is still intact.
+#[test]
+fn eight_threads_keep_contents_while_the_delayed_purge_makes_holes() {
+    static DELAYED: Strata = Strata::new();
+    DELAYED.set_purge_delay_ms(0);
+    let long_lived = run_threads(&DELAYED, 10);
+    assert!(!long_lived.is_empty());
+    // The exited threads' slices went back to the domain: the next check
+    // walks the sparse ones.
+    assert!(!DELAYED.purge_if_due(), "nothing waits with no delay once the check ran");
+    let stats = DELAYED.stats();
+    assert!(stats.hole_pages > 0, "the long-lived objects' slices have holes: {stats}");
+    long_lived.into_iter().for_each(|parcel| verify_and_free(&DELAYED, parcel));
+    let stats = DELAYED.stats();
+    assert_eq!(stats.bytes_live, 0, "{stats}");
+    assert!(stats.remote_frees > 0, "cross-thread frees took the remote path");
+}
+
 /// Runs the eight threads on `strata`, with a ninth calling `purge` in a
 /// loop until they are done if `purging`.
 fn exchange(strata: &'static Strata, purging: bool) {
@@ -81,7 +106,7 @@ fn exchange(strata: &'static Strata, purging: bool) {
             }
             purges
         });
-        run_threads(strata);
+        assert!(run_threads(strata, 0).is_empty());
         done.store(true, Ordering::Relaxed);
         purger.join().unwrap()
     });
@@ -97,7 +122,9 @@ fn exchange(strata: &'static Strata, purging: bool) {
     assert_eq!(stats.classes.iter().map(|c| c.cached_slices).sum::<usize>(), 0, "exited threads gave their slices back");
 }
 
-fn run_threads(strata: &'static Strata) {
+/// Runs the eight threads; with `keep_every` above 0, each keeps one object
+/// of that many it makes to the end, and those are returned, live.
+fn run_threads(strata: &'static Strata, keep_every: usize) -> Vec<Parcel> {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<Vec<Parcel>>()).unzip();
     let handles: Vec<_> = receivers
         .into_iter()
@@ -106,11 +133,16 @@ fn run_threads(strata: &'static Strata) {
             let senders = senders.clone();
             thread::spawn(move || {
                 let mut kept = Vec::new();
+                let mut long_lived = Vec::new();
                 for round in 0..ROUNDS {
                     let mut outgoing: Vec<Vec<Parcel>> = (0..THREADS).map(|_| Vec::new()).collect();
                     for i in 0..BATCH {
                         let seed = ((me * ROUNDS + round) * BATCH + i) as u64 * 2654435761 + 1;
                         let parcel = make(strata, seed);
+                        if keep_every != 0 && i % keep_every == keep_every - 1 {
+                            long_lived.push(parcel);
+                            continue;
+                        }
                         // Two thirds travel to another thread, a third stays.
                         match seed % 3 {
                             0 => kept.push(parcel),
@@ -129,16 +161,19 @@ fn run_threads(strata: &'static Strata) {
                 }
                 drop(senders);
                 kept.into_iter().for_each(|parcel| verify_and_free(strata, parcel));
-                inbox
+                (inbox, long_lived)
             })
         })
         .collect();
     drop(senders);
     // Drain the rest after every thread stopped sending.
-    let inboxes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    for inbox in inboxes {
+    let ends: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut long_lived = Vec::new();
+    for (inbox, kept) in ends {
         for parcels in inbox.iter() {
             parcels.into_iter().for_each(|parcel| verify_and_free(strata, parcel));
         }
+        long_lived.extend(kept);
     }
+    long_lived
 }
