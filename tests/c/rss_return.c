@@ -5,6 +5,9 @@
  *   PIN_EVERY and free the rest, so that a few blocks are left in each
  *   slice, then call malloc_trim(0) and measure: a kept block keeps at
  *   most its own 4 KiB page resident.
+ * argv[1] = "pinned-activity": the same blocks kept, with no malloc_trim:
+ *   the light load of "activity" runs until the delayed purge has given
+ *   the empty pages back, for at most ROUNDS rounds.
  * argv[1] = "activity": keep running a light, steady allocation load (a
  *   program that goes on serving small requests: one size, a working set
  *   that fits the thread's cache, so the allocator never needs new slices)
@@ -26,7 +29,9 @@ static void *small[SMALL], *spans[SPANS], *huge[HUGE];
 enum { PINNED = 1 << 20, PINNED_SIZE = 64, PIN_EVERY = 1000 };
 static unsigned char *pinned[PINNED];
 
-static int run_pinned(void)
+static void light_load(void);
+
+static int run_pinned(int trim)
 {
     memset(pinned, 0, sizeof pinned);
     long base = status_kib("VmRSS:");
@@ -44,14 +49,25 @@ static int run_pinned(void)
             free(pinned[i]);
         }
     }
-    malloc_trim(0);
+    /* What the kept blocks need: a 4 KiB page each at most. */
+    long live = base + kept * 4;
     long after = status_kib("VmRSS:");
+    int rounds = 0;
+    if (trim) {
+        malloc_trim(0);
+        after = status_kib("VmRSS:");
+    } else {
+        while (after > live + (peak - live) / 4 && rounds < ROUNDS) {
+            light_load();
+            usleep(ROUND_SLEEP_US);
+            rounds++;
+            after = status_kib("VmRSS:");
+        }
+    }
     for (long i = 0; i < PINNED; i += PIN_EVERY)
         for (int j = 0; j < PINNED_SIZE; j++)
             CHECK(pinned[i][j] == (unsigned char)(i & 0xff), "kept block %ld changed at byte %d", i, j);
-    /* What the kept blocks need: a 4 KiB page each at most. */
-    long live = base + kept * 4;
-    printf("rss_peak_kib=%ld\nrss_after_kib=%ld\nrss_live_kib=%ld\nrounds=0\n", peak, after, live);
+    printf("rss_peak_kib=%ld\nrss_after_kib=%ld\nrss_live_kib=%ld\nrounds=%d\n", peak, after, live, rounds);
     REPORT_OK();
     return 0;
 }
@@ -87,10 +103,14 @@ static void light_load(void)
 
 int main(int argc, char **argv)
 {
-    CHECK(argc == 2 && (strcmp(argv[1], "trim") == 0 || strcmp(argv[1], "activity") == 0 || strcmp(argv[1], "pinned") == 0),
-          "usage: rss_return trim|activity|pinned");
+    CHECK(argc == 2 &&
+              (strcmp(argv[1], "trim") == 0 || strcmp(argv[1], "activity") == 0 || strcmp(argv[1], "pinned") == 0 ||
+               strcmp(argv[1], "pinned-activity") == 0),
+          "usage: rss_return trim|activity|pinned|pinned-activity");
     if (strcmp(argv[1], "pinned") == 0)
-        return run_pinned();
+        return run_pinned(1);
+    if (strcmp(argv[1], "pinned-activity") == 0)
+        return run_pinned(0);
     long base = status_kib("VmRSS:");
     allocate_all(small, SMALL, SMALL_SIZE);
     allocate_all(spans, SPANS, SPAN_SIZE);

@@ -180,6 +180,14 @@ fn rss_returns_from_slices_a_few_blocks_keep_with_malloc_trim() {
     assert_rss_returned("pinned", 48 * 1024);
 }
 
+/// The same blocks kept, with no `malloc_trim`: a program that goes on
+/// with a light load gets the empty pages of those slices back from the
+/// delayed purge.
+#[test]
+fn rss_returns_from_slices_a_few_blocks_keep_within_the_purge_delay() {
+    assert_rss_returned("pinned-activity", 48 * 1024);
+}
+
 /// Blocks above the size classes keep their contents through growth and
 /// shrinking by `realloc`, and growth in 64 KiB steps mostly stays in place
 /// (spans into the slices after them, huge blocks by `mremap` with headroom).
