@@ -216,9 +216,10 @@ impl Batch {
 impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// Purges dirty slices, makes holes of the empty pages of sparse slices
     /// ([`Self::purge_holes_older_than`]) and gives back cached huge
-    /// mappings, those older than the purge delay, if a check is due: one per quarter of the delay at
-    /// the most, so memory goes back up to a quarter of the delay after it
-    /// is due. Memory is due a whole delay after it turns dirty, so the
+    /// mappings, those older than the purge delay, if a check is due: one
+    /// per quarter of the delay at the most, so memory goes back up to a
+    /// quarter of the delay after it is due. Memory is due a whole delay
+    /// after it turns dirty (or its slice joins the sparse list), so the
     /// checks skipped while none waited delay no purge further. Every
     /// refill calls this, and a skipped check takes no lock.
     pub(crate) fn maybe_purge(&self) {
