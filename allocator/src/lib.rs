@@ -59,7 +59,7 @@
 //! | state   | live objects                 | on which list                         | can become |
 //! |---------|------------------------------|---------------------------------------|------------|
 //! | clean   | none, never used             | page's fresh mask                     | partial, full (span) |
-//! | partial | below the full threshold     | its page's partial file of its class (the page on `partial[class][bucket]`), or a heap | full, dirty |
+//! | partial | below the full threshold     | its page's partial file of its class (the page on `partial[class][bucket]`) and, while sparse and waiting for holes, the sparse list; or a heap | full, dirty |
 //! | full    | at least the threshold (7/8) | `full[class]` if a free object is left, or a heap | partial, dirty |
 //! | dirty   | none, was used; keeps class  | its page's dirty file of its class (the page on `dirty[class][bucket]`) and the age list | partial, full, dirty+purged |
 //!
