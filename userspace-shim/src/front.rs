@@ -52,8 +52,10 @@
 //!
 //! # Returning memory
 //!
-//! The core purges dirty slices (and gives back cached huge mappings) older
-//! than the purge delay whenever a cache refills or gives slices back. A
+//! The core purges dirty slices, makes holes of the empty pages of sparse
+//! slices no heap owns, and gives back cached huge mappings, once they
+//! have waited the purge delay, whenever a cache refills or gives slices
+//! back. A
 //! thread that only frees never refills, and one that works lightly (a small
 //! `malloc`/`free` now and then) is served from its cache and never refills
 //! either. So the shim's frees count down to a check (`tidy`), which, at
