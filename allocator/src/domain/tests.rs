@@ -1402,6 +1402,22 @@ fn zeroing_domain() -> &'static Domain<ZeroingSource, SpinLock> {
     domain
 }
 
+/// Fills one slice of `domain` with `size`-byte objects through the
+/// uncached path, which fills a slice until it counts as full (seven
+/// eighths) before it takes the next. Returns the blocks in address order
+/// and the slice's address.
+fn fill_one_slice(domain: &Domain<ZeroingSource, SpinLock>, size: usize) -> (std::vec::Vec<usize>, usize) {
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    let capacity = objects_per_slice(class_of(size, 8).unwrap());
+    let full = capacity - capacity / 8;
+    let mut blocks: std::vec::Vec<usize> =
+        (0..full).map(|_| domain.allocate_uncached(layout, false) as usize).collect();
+    blocks.sort_unstable();
+    let slice = blocks[0] & !(SLICE_SIZE - 1);
+    assert!(blocks.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice), "one slice");
+    (blocks, slice)
+}
+
 /// The empty pages of a sparse slice become holes on an explicit purge:
 /// the objects on them are withheld (a free of one is refused, and their
 /// memory is not read), the object kept is untouched, and the next
@@ -1409,18 +1425,14 @@ fn zeroing_domain() -> &'static Domain<ZeroingSource, SpinLock> {
 #[test]
 fn an_explicit_purge_makes_holes_of_a_sparse_slices_empty_pages() {
     let domain = zeroing_domain();
-    // 1 KiB objects: 64 to a slice, 4 to a 4 KiB page. The uncached path
-    // fills a slice until it counts as full (seven eighths), then the next.
+    // 1 KiB objects: 64 to a slice, 4 to a 4 KiB page.
     let layout = Layout::from_size_align(1024, 8).unwrap();
-    let capacity = objects_per_slice(class_of(1024, 8).unwrap());
-    let full = capacity - capacity / 8;
-    let blocks: std::vec::Vec<usize> = (0..full).map(|_| domain.allocate_uncached(layout, false) as usize).collect();
-    let slice = blocks[0] & !(SLICE_SIZE - 1);
-    assert!(blocks.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice), "one slice");
-    let kept = *blocks.iter().min().unwrap();
+    let (blocks, slice) = fill_one_slice(domain, 1024);
+    let full = blocks.len();
+    let kept = blocks[0];
     assert_eq!(kept, slice, "the slice's first object");
     // The pages its objects cover (all carved ones were handed out).
-    let pages = (blocks.iter().max().unwrap() + 1024 - slice).div_ceil(4096);
+    let pages = (blocks[full - 1] + 1024 - slice).div_ceil(4096);
     // SAFETY: a live block of 1 KiB.
     unsafe { (kept as *mut u64).write(0x0b1e_c7ed) };
     for &block in blocks.iter().filter(|&&block| block != kept) {
@@ -1464,14 +1476,10 @@ fn an_explicit_purge_makes_holes_of_a_sparse_slices_empty_pages() {
 fn a_withheld_object_that_starts_before_a_hole_reads_as_freed() {
     let domain = zeroing_domain();
     let size = 3072;
-    let layout = Layout::from_size_align(size, 8).unwrap();
     assert_eq!(class_size(class_of(size, 8).unwrap()), size);
-    let capacity = objects_per_slice(class_of(size, 8).unwrap());
-    let full = capacity - capacity / 8;
-    let blocks: std::vec::Vec<usize> = (0..full).map(|_| domain.allocate_uncached(layout, false) as usize).collect();
-    let slice = blocks[0] & !(SLICE_SIZE - 1);
+    let (blocks, slice) = fill_one_slice(domain, size);
     let kept = slice;
-    assert!(blocks.contains(&kept) && blocks.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice));
+    assert!(blocks.contains(&kept));
     for &block in blocks.iter().filter(|&&block| block != kept) {
         // SAFETY: live blocks, freed once.
         unsafe { domain.free_uncached(block) }.unwrap();
@@ -1506,14 +1514,8 @@ fn the_delayed_purge_makes_holes_of_a_sparse_slice_that_waited_the_delay() {
     let domain = zeroing_domain();
     // 1 KiB objects: 64 to a slice, 4 to a page; 56 fill it (seven eighths).
     let layout = Layout::from_size_align(1024, 8).unwrap();
-    let capacity = objects_per_slice(class_of(1024, 8).unwrap());
-    let full = capacity - capacity / 8;
-    let mut blocks: std::vec::Vec<usize> =
-        (0..full).map(|_| domain.allocate_uncached(layout, false) as usize).collect();
-    blocks.sort_unstable();
-    let slice = blocks[0] & !(SLICE_SIZE - 1);
-    assert!(blocks.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice), "one slice");
-    let pages = full * 1024 / 4096;
+    let (blocks, slice) = fill_one_slice(domain, 1024);
+    let pages = blocks.len() * 1024 / 4096;
     // Kept: the first object, and one on each of the next eight pages.
     let kept = blocks[0];
     let extra: std::vec::Vec<usize> = (1..=8).map(|page| slice + page * 4096).collect();
