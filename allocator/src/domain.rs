@@ -330,6 +330,12 @@ struct Inner {
     /// Slices given back with a non-empty remote list (walks counted in
     /// `remote_walked_unlocked`).
     remote_lists_walked: u64,
+    /// Free objects walked for empty pages by the delayed purge, with the
+    /// lock released (`Domain::purge_holes_older_than`).
+    hole_walked_unlocked: u64,
+    /// Free objects walked for empty pages by explicit purges, with the
+    /// lock held (`Domain::purge_tails`).
+    hole_walked_locked: u64,
     /// Explicit padding, always 0: `dirty_classes` aligns `Inner` to 16
     /// bytes, and `a_zeroed_inner_is_empty` needs it free of implicit
     /// padding.
@@ -366,6 +372,8 @@ impl Inner {
             lock_contended: 0,
             remote_walked_unlocked: 0,
             remote_lists_walked: 0,
+            hole_walked_unlocked: 0,
+            hole_walked_locked: 0,
             padding: 0,
         }
     }

@@ -152,6 +152,18 @@
 //! kept so that a slice's change of state costs a bounded amount of work
 //! under the lock (see [`domain`]).
 //!
+//! The delayed purge's walks for holes follow the same pattern. A sparse
+//! slice's free list, up to 4,096 objects long, is taken off the slice
+//! under the domain lock while the slice goes `PURGING` (no heap is handed
+//! it; a free into it goes to the list it starts anew); the detached list
+//! is walked and its objects on empty pages taken off without the lock;
+//! under the lock again it is linked before the new list in O(1), and the
+//! empty pages become holes. Only an explicit purge (`purge`,
+//! `malloc_trim`), which the program asks for, walks free lists with the
+//! lock held: at most eight lists per critical section.
+//! [`Stats::hole_walked_unlocked`] and [`Stats::hole_walked_locked`] count
+//! the objects each walked.
+//!
 //! ## Allocation context
 //!
 //! Every path that can reach the page source carries the caller's context

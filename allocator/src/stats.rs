@@ -88,6 +88,15 @@ pub struct Stats {
     /// The walks counted in `remote_walked_unlocked`: slices that went back
     /// to the domain with remote frees pending.
     pub remote_lists_walked: u64,
+    /// Free objects walked (counted and checked) looking for the empty
+    /// pages of sparse slices, by the delayed purge, which walks each list
+    /// with the domain lock released: under the lock the list is only taken
+    /// off its slice and put back, in constant time.
+    pub hole_walked_unlocked: u64,
+    /// Free objects walked looking for empty pages with the domain lock
+    /// held, by explicit purges (`purge`, `malloc_trim`): at most eight
+    /// slices' lists, of at most 4,096 objects each, per critical section.
+    pub hole_walked_locked: u64,
     /// Figures per size class.
     pub classes: [ClassStats; CLASS_COUNT],
 }
@@ -117,6 +126,8 @@ impl Stats {
             lock_contended: 0,
             remote_walked_unlocked: 0,
             remote_lists_walked: 0,
+            hole_walked_unlocked: 0,
+            hole_walked_locked: 0,
             classes: [ClassStats { slices: 0, cached_slices: 0, objects_live: 0 }; CLASS_COUNT],
         }
     }
@@ -153,6 +164,11 @@ impl fmt::Display for Stats {
             f,
             "  remote walked    {:>14} objects in {} lists given back, outside the lock",
             self.remote_walked_unlocked, self.remote_lists_walked
+        )?;
+        writeln!(
+            f,
+            "  holes walked     {:>14} objects outside the lock, {} under it (explicit purges)",
+            self.hole_walked_unlocked, self.hole_walked_locked
         )?;
         writeln!(f, "  {:>8} {:>8} {:>8} {:>12}", "class", "slices", "cached", "objects")?;
         for (class, c) in self.classes.iter().enumerate() {

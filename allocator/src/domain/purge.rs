@@ -25,12 +25,37 @@ const BATCH_ROOM: usize = PURGE_BATCH + PART_SLICES;
 /// sparse slices there are.
 const HOLE_WALKS: usize = 8;
 
-/// Carved objects whose free-list walks the delayed purge makes for holes
-/// in one critical section ([`Domain::purge_holes_older_than`]): one walk
-/// of the longest slice (16-byte objects), or many of short ones. Smaller
-/// than an explicit purge's [`HOLE_WALKS`], since the delayed purge runs
-/// in some thread's refill while others may wait for the lock.
-const DELAYED_WALK_OBJECTS: u32 = (SLICE_SIZE / 16) as u32;
+/// A sparse slice's free list, taken off the slice to be walked for empty
+/// pages ([`Domain::detach_for_walk`]), with what the walk reads of the
+/// slice. While the walk runs, no heap allocates from the slice (it is
+/// `PURGING`, or the lock is held throughout), and frees into it go to the
+/// list it started anew: no one else reaches the detached list's objects,
+/// so the walk needs no lock.
+pub(super) struct HoleWalk {
+    slice: *const SliceMeta,
+    /// The slice's address, object size, carved count, boundary test
+    /// (`multiplier`, `limit`) and holes when the list was detached: fixed
+    /// while the slice is held, since nothing carves it then.
+    address: usize,
+    size: u32,
+    carved: u32,
+    multiplier: u64,
+    limit: u64,
+    holes: u16,
+    /// The list's first object, or `end` if it is empty; after the walk,
+    /// that of the list without the objects on the `empty` pages.
+    head: *mut FreeObject,
+    /// The slice's end marker, which ends the list.
+    end: *mut FreeObject,
+    /// After the walk: the carved pages it found empty that were not holes
+    /// yet.
+    empty: u16,
+    /// After the walk: the list's last object, or null if it is empty.
+    last: *mut FreeObject,
+    /// After the walk: the objects it walked (the list's length before any
+    /// was taken off).
+    walked: u32,
+}
 
 /// What a batch entry gives back.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -370,7 +395,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                             walks -= 1;
                             // Looked at now: off the sparse list.
                             inner.forget_sparse(slice);
-                            self.withhold_empty_pages(slice)
+                            self.withhold_empty_pages(inner, slice)
                         } else {
                             0
                         };
@@ -415,18 +440,69 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// object overlaps, as counted by a walk of the free list. The objects
     /// that overlap them are taken off the list (withheld, see
     /// [`SliceMeta::holes`]). Returns the new holes, for the caller to give
-    /// back once the lock is released. Lock held.
+    /// back once the lock is released. Lock held, throughout the walk: the
+    /// explicit purge's way ([`Self::purge_tails`]), which makes at most
+    /// [`HOLE_WALKS`] walks per critical section. The delayed purge makes
+    /// the same walk with the lock released
+    /// ([`Self::purge_holes_older_than`]).
+    fn withhold_empty_pages(&self, inner: &mut Inner, slice: &SliceMeta) -> u16 {
+        let mut walk = self.detach_for_walk(slice);
+        // SAFETY: the list was just detached, and the lock, held until the
+        // return, keeps every other thread from the slice's objects.
+        unsafe { self.walk_for_empty_pages(&mut walk) };
+        self.reattach_after_walk(slice, &walk);
+        inner.hole_walked_locked += u64::from(walk.walked);
+        walk.empty
+    }
+
+    /// Takes the free list off `slice`, one that [`Self::may_have_holes`]
+    /// accepts, for [`Self::walk_for_empty_pages`]: the slice's list starts
+    /// anew, empty, and takes the frees that come meanwhile. The caller
+    /// keeps every heap from the slice until [`Self::reattach_after_walk`]:
+    /// it holds the lock throughout, or makes the slice `PURGING` before it
+    /// releases the lock. Lock held.
+    pub(super) fn detach_for_walk(&self, slice: &SliceMeta) -> HoleWalk {
+        slice.used_when_walked.set(slice.used());
+        let walk = HoleWalk {
+            slice,
+            address: slice.address,
+            size: slice.object_size.get(),
+            carved: slice.carved.get(),
+            multiplier: slice.multiplier.get(),
+            limit: slice.carved_limit.get(),
+            holes: slice.holes.get(),
+            head: slice.free.get(),
+            end: slice.end(),
+            empty: 0,
+            last: ptr::null_mut(),
+            walked: 0,
+        };
+        slice.free.set(walk.end);
+        walk
+    }
+
+    /// Walks the list that [`Self::detach_for_walk`] took off a slice and
+    /// counts, per carved page, the objects on it: a page whose carved
+    /// objects are all on the list holds no live object, and is found empty
+    /// unless it is a hole already. If any is, the objects on the empty
+    /// pages are taken off the list. Sets `walk.empty` and `walk.last`, and
+    /// `walk.head` to the list's new first object.
     ///
-    /// The walk is at most the slice's capacity long (4,096 objects), and
-    /// checks every object as a carved one with the free marker: a corrupt
-    /// list is reported ([`Domain::corrupted_list`]), never followed out of
-    /// the slice. A critical section makes at most [`HOLE_WALKS`] of them, or,
-    /// in the delayed purge, walks at most [`DELAYED_WALK_OBJECTS`] objects.
-    fn withhold_empty_pages(&self, slice: &SliceMeta) -> u16 {
-        let size = slice.object_size.get();
-        let carved = slice.carved.get();
-        let (multiplier, limit) = (slice.multiplier.get(), slice.carved_limit.get());
+    /// The walk is at most the slice's carved count long (4,096 objects at
+    /// the most), and checks every object as a carved one with the free
+    /// marker: a corrupt list is reported ([`Domain::corrupted_list`]),
+    /// never followed out of the slice.
+    ///
+    /// # Safety
+    ///
+    /// `walk` comes from [`Self::detach_for_walk`] of this domain and was
+    /// not walked yet, and its slice is still held as that function
+    /// requires: no one but the caller reaches the list's objects (but a
+    /// program that writes to memory it freed, which the checks report).
+    pub(super) unsafe fn walk_for_empty_pages(&self, walk: &mut HoleWalk) {
+        let HoleWalk { address, size, carved, multiplier, limit, end, .. } = *walk;
         let (link_key, marker) = (self.link_key(), FreeObject::marker_of(self.key()));
+        let corrupted = || -> ! { self.source.corrupted(FreeError::new(FreeErrorKind::CorruptedList, address)) };
         // Per page: carved objects that overlap it, and listed free ones.
         let mut carved_on = [0u16; HOLES_PER_SLICE];
         let mut free_on = [0u16; HOLES_PER_SLICE];
@@ -438,7 +514,6 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 pages &= pages - 1;
             }
         };
-        slice.used_when_walked.set(slice.used());
         // The carved objects on page `p` are those from the one holding its
         // first byte to the one holding its last, the first `carved` only.
         // (A slice with no object size has no carved object: nothing to
@@ -451,57 +526,71 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 *on = past_last.saturating_sub(first) as u16;
             }
         }
-        let end = slice.end();
-        let mut object = slice.free.get();
+        let mut object = walk.head;
         let mut listed = 0;
         while object != end {
-            let offset = (object as usize).wrapping_sub(slice.address);
+            let offset = (object as usize).wrapping_sub(address);
             // A listed object is a carved one with the free marker: a link
             // to anything else (a live object among them) is corruption,
             // and would make a page with a live object look empty.
-            // SAFETY: read only once the object is known to be carved.
+            // SAFETY: read only once the object is known to be carved; the
+            // caller keeps everyone else from the listed objects.
             let listed_object = offset < SLICE_SIZE
                 && is_carved_object(offset as u32, multiplier, limit)
                 && unsafe { FreeObject::marker(object) } == marker;
             if !listed_object || listed >= carved {
-                self.corrupted_list(slice);
+                corrupted();
             }
             count(&mut free_on, pages_of(offset as u32, size));
             listed += 1;
-            // SAFETY: a carved object of the slice on its free list, which
-            // the lock holds.
+            walk.last = object;
+            // SAFETY: a carved object of the slice on the detached list.
             object = unsafe { FreeObject::next(object, link_key) };
         }
-        let old = slice.holes.get();
-        let empty = (0..HOLES_PER_SLICE)
-            .filter(|&page| carved_on[page] != 0 && free_on[page] == carved_on[page] && old & (1 << page) == 0)
+        walk.walked = listed;
+        walk.empty = (0..HOLES_PER_SLICE)
+            .filter(|&page| carved_on[page] != 0 && free_on[page] == carved_on[page] && walk.holes & (1 << page) == 0)
             .fold(0u16, |pages, page| pages | 1 << page);
-        if empty == 0 {
-            return 0;
+        if walk.empty == 0 {
+            return;
         }
-        // The list again, without the objects on the new holes. Its first
+        // The list again, without the objects on the empty pages. Its first
         // link goes to a stand-in word, as in `SliceMeta::carve`.
         let mut first_link = 0usize;
         let mut previous = ptr::addr_of_mut!(first_link).cast::<Link>();
-        let mut object = slice.free.get();
+        let mut object = walk.head;
+        walk.last = ptr::null_mut();
         while object != end {
             // SAFETY: as above; the walk above checked every link.
             let next = unsafe { FreeObject::next(object, link_key) };
-            let offset = (object as usize - slice.address) as u32;
-            if empty & pages_of(offset, size) == 0 {
+            let offset = (object as usize - address) as u32;
+            if walk.empty & pages_of(offset, size) == 0 {
                 // SAFETY: `previous` is a listed object or `first_link`.
                 unsafe { Link::set_next(previous, object as usize, link_key) };
                 previous = object.cast::<Link>();
+                walk.last = object;
             }
             object = next;
         }
         // SAFETY: as above.
         unsafe { Link::set_next(previous, end as usize, link_key) };
         // SAFETY: `first_link` holds the new first link, encoded.
-        let head = unsafe { Link::next(ptr::addr_of_mut!(first_link).cast::<Link>(), link_key) };
-        slice.free.set(head as *mut FreeObject);
-        slice.holes.set(old | empty);
-        empty
+        walk.head = unsafe { Link::next(ptr::addr_of_mut!(first_link).cast::<Link>(), link_key) } as *mut FreeObject;
+    }
+
+    /// Gives `slice` back the list [`Self::walk_for_empty_pages`] walked,
+    /// before the objects freed into it since the detach, and makes holes
+    /// of the pages the walk found empty. The slice is still held as
+    /// [`Self::detach_for_walk`] requires. Lock held.
+    pub(super) fn reattach_after_walk(&self, slice: &SliceMeta, walk: &HoleWalk) {
+        debug_assert!(ptr::eq(slice, walk.slice));
+        if !walk.last.is_null() {
+            // SAFETY: the last object of the walked list, which the slice's
+            // holder alone reaches; the lock guards the slice's own list.
+            unsafe { FreeObject::set_next(walk.last, slice.free.get(), self.link_key()) };
+            slice.free.set(walk.head);
+        }
+        slice.holes.set(walk.holes | walk.empty);
     }
 
     /// Gives back every page with no slice in use, dirty slices and all:
@@ -561,48 +650,61 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// those whose free list grew a purge delay ago or more, so that memory
     /// freed in a slice that keeps a few live objects goes back without a
     /// call. Each slice leaves the list when looked at, and joins it again
-    /// only when more of its objects are freed. Free-list walks over at
-    /// most [`DELAYED_WALK_OBJECTS`] carved objects per critical section
-    /// (one walk at the least), a batch of slices given back with the lock
-    /// released, each `PURGING` meanwhile.
+    /// only when more of its objects are freed.
+    ///
+    /// One slice at a time, and its walk with the lock released: the
+    /// delayed purge runs in some thread's refill while others may need the
+    /// lock, and a walk is up to 4,096 steps through memory that is seldom
+    /// cached. Under the lock, the slice goes `PURGING` (no heap is handed
+    /// it, frees into it still come) and its free list is taken off it; the
+    /// list is walked without the lock; under the lock again, the list
+    /// goes back and the pages found empty become holes, given back with
+    /// the lock released. A slice with no empty page is filed again at
+    /// once; one with holes, when the next slice is taken.
     pub(super) fn purge_holes_older_than(&self, cutoff: u64) {
         let mut batch = Batch::new();
         loop {
             let now = self.source.now_ms();
-            let done = self.locked(|inner| {
+            let walk = self.locked(|inner| {
                 batch.file_in_use(inner, now);
                 batch.clear();
-                // The first walk of a section always fits: no slice carves
-                // more than the budget.
-                let mut budget = DELAYED_WALK_OBJECTS;
-                loop {
-                    if inner.sparse_head.is_null() {
-                        return true;
-                    }
-                    // SAFETY: a live descriptor on the sparse list.
-                    let slice = unsafe { &*inner.sparse_head };
-                    if slice.age_since.get() > cutoff {
-                        return true;
-                    }
-                    let carved = slice.carved.get();
-                    let first = budget == DELAYED_WALK_OBJECTS;
-                    if (carved > budget && !first) || !batch.has_room() {
-                        return false;
-                    }
-                    inner.forget_sparse(slice);
-                    budget = budget.saturating_sub(carved);
-                    let holes = self.withhold_empty_pages(slice);
-                    if holes != 0 && batch.push_with_holes(slice, slice.address + SLICE_SIZE, Purge::Tail, holes) {
-                        inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
-                        batch.split_part_of(inner, slice, now);
-                    }
+                if inner.sparse_head.is_null() {
+                    return None;
                 }
+                // SAFETY: a live descriptor on the sparse list.
+                let slice = unsafe { &*inner.sparse_head };
+                if slice.age_since.get() > cutoff {
+                    return None;
+                }
+                inner.forget_sparse(slice);
+                let walk = self.detach_for_walk(slice);
+                inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
+                Some(walk)
             });
-            if batch.len == 0 && done {
-                break;
+            let Some(mut walk) = walk else { break };
+            // SAFETY: just detached; the slice stays `PURGING` until the
+            // list is back, so no heap reaches its objects meanwhile.
+            unsafe { self.walk_for_empty_pages(&mut walk) };
+            let now = self.source.now_ms();
+            let holes = self.locked(|inner| {
+                // SAFETY: a `PURGING` slice's descriptor: its page stays.
+                let slice = unsafe { &*walk.slice };
+                self.reattach_after_walk(slice, &walk);
+                inner.hole_walked_unlocked += u64::from(walk.walked);
+                // The batch was cleared above, so the push succeeds; the
+                // holes would simply stay resident if it did not.
+                if walk.empty != 0 && batch.push_with_holes(slice, slice.address + SLICE_SIZE, Purge::Tail, walk.empty) {
+                    batch.split_part_of(inner, slice, now);
+                    return true;
+                }
+                let flags = slice.flags.get() - SliceFlags::PURGING;
+                inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
+                false
+            });
+            if holes {
+                // The slice is filed again at the top of the next round.
+                batch.give_back(&self.source);
             }
-            // The slices are filed again at the top of the next round.
-            batch.give_back(&self.source);
         }
     }
 

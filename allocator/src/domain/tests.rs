@@ -1442,6 +1442,8 @@ fn an_explicit_purge_makes_holes_of_a_sparse_slices_empty_pages() {
     domain.purge_all();
     let stats = domain.stats();
     assert_eq!(stats.hole_pages, pages - 1, "every page but the kept object's: {stats}");
+    // An explicit purge walks with the lock held.
+    assert_eq!((stats.hole_walked_unlocked, stats.hole_walked_locked), (0, (full - 1) as u64));
     // SAFETY: the live block.
     assert_eq!(unsafe { (kept as *const u64).read() }, 0x0b1e_c7ed);
     let on_a_hole = kept + 4096;
@@ -1535,6 +1537,8 @@ fn the_delayed_purge_makes_holes_of_a_sparse_slice_that_waited_the_delay() {
     assert!(!domain.purge_if_due(), "the slice left the sparse list");
     let stats = domain.stats();
     assert_eq!(stats.hole_pages, pages - 9, "every page but the kept objects': {stats}");
+    // Its free list, walked with the lock released.
+    assert_eq!((stats.hole_walked_unlocked, stats.hole_walked_locked), ((blocks.len() - 9) as u64, 0));
     // SAFETY: the live block.
     assert_eq!(unsafe { (kept as *const u64).read() }, 0x0b1e_c7ed);
     // SAFETY: a pointer the domain must refuse without reading it.
@@ -1565,6 +1569,73 @@ fn the_delayed_purge_makes_holes_of_a_sparse_slice_that_waited_the_delay() {
     assert_eq!(domain.stats().hole_pages, pages - 2);
     for block in [kept, extra[7]] {
         // SAFETY: the live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+    assert_eq!(domain.stats().bytes_live, 0);
+}
+
+/// The delayed purge walks a slice's free list with the lock released
+/// (`purge_holes_older_than`): the list is taken off the slice first. A
+/// free into the slice during the walk goes to the slice's new list: the
+/// object's page, live when the list was taken, does not become a hole,
+/// and once the walked list is back the object is on the list with every
+/// other free one, each handed out once. A second free of an object on the
+/// detached list is still refused.
+#[test]
+fn a_free_during_a_walk_without_the_lock_is_kept_and_its_page_is_no_hole() {
+    let domain = zeroing_domain();
+    // 1 KiB objects: 64 to a slice, 4 to a page; 56 fill it (14 pages).
+    let layout = Layout::from_size_align(1024, 8).unwrap();
+    let (blocks, slice) = fill_one_slice(domain, 1024);
+    let pages = blocks.len() * 1024 / 4096;
+    // Live when the list is taken: the first object of pages 0 to 3.
+    let live: std::vec::Vec<usize> = (0..4).map(|page| slice + page * 4096).collect();
+    let freed: std::vec::Vec<usize> = blocks.iter().copied().filter(|block| !live.contains(block)).collect();
+    for &block in &freed {
+        // SAFETY: live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+    // SAFETY: the page header of a live slice of the domain.
+    let page = unsafe { &*(page_of(slice) as *const PageHeader) };
+    let meta = &page.slices[(slice - page.base()) / SLICE_SIZE];
+    // As the delayed purge does: taken off the sparse list, `PURGING`, and
+    // the list taken off.
+    let mut walk = domain.locked(|inner| {
+        inner.forget_sparse(meta);
+        let walk = domain.detach_for_walk(meta);
+        inner.transition(meta, meta.state.get(), meta.flags.get() | SliceFlags::PURGING, 0);
+        walk
+    });
+    assert_eq!(meta.free.get(), meta.end(), "the slice's list starts anew");
+    // Meanwhile: the object on page 2 is freed, and a freed one again.
+    // SAFETY: a live block, freed once.
+    unsafe { domain.free_uncached(live[2]) }.unwrap();
+    // SAFETY: a block freed above, on the detached list, freed again.
+    let refused = unsafe { domain.free_uncached(freed[5]) }.unwrap_err();
+    assert_eq!(refused.kind, FreeErrorKind::DoubleFree);
+    // SAFETY: detached above, its slice `PURGING` since.
+    unsafe { domain.walk_for_empty_pages(&mut walk) };
+    let holes = domain.locked(|inner| {
+        domain.reattach_after_walk(meta, &walk);
+        inner.transition(meta, meta.state.get(), meta.flags.get() - SliceFlags::PURGING, 0);
+        meta.holes.get()
+    });
+    // Every page but the four with an object live at the detach.
+    let expected = ((1u32 << pages) - 1) as u16 & !0b1111;
+    assert_eq!(holes, expected, "holes {holes:#018b}");
+    // On the list: page 2's four objects (the one freed during the walk
+    // too), and the three free ones of pages 0, 1 and 3 each. The slice
+    // hands out all fifteen, then the withheld objects, each once.
+    let mut handed = std::collections::BTreeSet::new();
+    for _ in 0..blocks.len() - 3 {
+        let block = domain.allocate_uncached(layout, false) as usize;
+        assert_eq!(block & !(SLICE_SIZE - 1), slice, "from the same slice");
+        assert!(handed.insert(block), "{block:#x} handed out twice");
+    }
+    assert!(handed.contains(&live[2]), "the object freed during the walk is handed out again");
+    assert!(!handed.iter().any(|block| [live[0], live[1], live[3]].contains(block)));
+    for block in handed.iter().copied().chain([live[0], live[1], live[3]]) {
+        // SAFETY: live blocks, freed once.
         unsafe { domain.free_uncached(block) }.unwrap();
     }
     assert_eq!(domain.stats().bytes_live, 0);
