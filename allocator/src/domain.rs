@@ -330,17 +330,12 @@ struct Inner {
     /// Slices given back with a non-empty remote list (walks counted in
     /// `remote_walked_unlocked`).
     remote_lists_walked: u64,
-    /// Free objects walked for empty pages by the delayed purge, with the
-    /// lock released (`Domain::purge_holes_older_than`).
+    /// Free objects walked for empty pages, with the lock released
+    /// (`Domain::purge_holes_older_than`); counted when the list goes back.
     hole_walked_unlocked: u64,
-    /// Free objects walked for empty pages by explicit purges, with the
-    /// lock held (`Domain::purge_tails`).
-    hole_walked_locked: u64,
-    /// Explicit padding, always 0: `dirty_classes` aligns `Inner` to 16
-    /// bytes, and `a_zeroed_inner_is_empty` needs it free of implicit
-    /// padding.
-    #[allow(dead_code)]
-    padding: u64,
+    // `dirty_classes` aligns `Inner` to 16 bytes, and `a_zeroed_inner_is_empty`
+    // needs it free of implicit padding: the fields above fill it exactly (an
+    // explicit padding word goes here if a field is added or removed).
 }
 
 impl Inner {
@@ -373,8 +368,6 @@ impl Inner {
             remote_walked_unlocked: 0,
             remote_lists_walked: 0,
             hole_walked_unlocked: 0,
-            hole_walked_locked: 0,
-            padding: 0,
         }
     }
 
@@ -593,7 +586,17 @@ impl Inner {
     fn note_sparse(&mut self, slice: &SliceMeta, now: u64) {
         let used = slice.used();
         let grown = (slice.capacity.get().saturating_sub(used) / REWALK_SHARE).max(1);
-        if !slice.sparse_listed.get() && used.saturating_add(grown) <= slice.used_when_walked.get() && Self::hole_candidate(slice) {
+        if used.saturating_add(grown) <= slice.used_when_walked.get() {
+            self.list_sparse(slice, now);
+        }
+    }
+
+    /// Puts `slice` on the sparse list if it is a
+    /// [hole candidate](Inner::hole_candidate) not on it yet, however little
+    /// was freed since its last walk: for an explicit purge, which looks at
+    /// every sparse slice.
+    fn list_sparse(&mut self, slice: &SliceMeta, now: u64) {
+        if !slice.sparse_listed.get() && Self::hole_candidate(slice) {
             self.age_push(AgeList::Sparse, slice);
             slice.age_since.set(now);
             slice.sparse_listed.set(true);

@@ -158,11 +158,9 @@
 //! it; a free into it goes to the list it starts anew); the detached list
 //! is walked and its objects on empty pages taken off without the lock;
 //! under the lock again it is linked before the new list in O(1), and the
-//! empty pages become holes. Only an explicit purge (`purge`,
-//! `malloc_trim`), which the program asks for, walks free lists with the
-//! lock held: at most eight lists per critical section.
-//! [`Stats::hole_walked_unlocked`] and [`Stats::hole_walked_locked`] count
-//! the objects each walked.
+//! empty pages become holes. An explicit purge (`purge`, `malloc_trim`)
+//! puts every sparse slice on the sparse list and walks them the same way.
+//! [`Stats::hole_walked_unlocked`] counts the objects walked.
 //!
 //! ## Allocation context
 //!

@@ -89,14 +89,10 @@ pub struct Stats {
     /// to the domain with remote frees pending.
     pub remote_lists_walked: u64,
     /// Free objects walked (counted and checked) looking for the empty
-    /// pages of sparse slices, by the delayed purge, which walks each list
-    /// with the domain lock released: under the lock the list is only taken
-    /// off its slice and put back, in constant time.
+    /// pages of sparse slices, by the delayed purge and by explicit ones:
+    /// each list is walked with the domain lock released; under the lock
+    /// it is only taken off its slice and put back, in constant time.
     pub hole_walked_unlocked: u64,
-    /// Free objects walked looking for empty pages with the domain lock
-    /// held, by explicit purges (`purge`, `malloc_trim`): at most eight
-    /// slices' lists, of at most 4,096 objects each, per critical section.
-    pub hole_walked_locked: u64,
     /// Figures per size class.
     pub classes: [ClassStats; CLASS_COUNT],
 }
@@ -127,7 +123,6 @@ impl Stats {
             remote_walked_unlocked: 0,
             remote_lists_walked: 0,
             hole_walked_unlocked: 0,
-            hole_walked_locked: 0,
             classes: [ClassStats { slices: 0, cached_slices: 0, objects_live: 0 }; CLASS_COUNT],
         }
     }
@@ -165,11 +160,7 @@ impl fmt::Display for Stats {
             "  remote walked    {:>14} objects in {} lists given back, outside the lock",
             self.remote_walked_unlocked, self.remote_lists_walked
         )?;
-        writeln!(
-            f,
-            "  holes walked     {:>14} objects outside the lock, {} under it (explicit purges)",
-            self.hole_walked_unlocked, self.hole_walked_locked
-        )?;
+        writeln!(f, "  holes walked     {:>14} objects, outside the lock", self.hole_walked_unlocked)?;
         writeln!(f, "  {:>8} {:>8} {:>8} {:>12}", "class", "slices", "cached", "objects")?;
         for (class, c) in self.classes.iter().enumerate() {
             if c.slices != 0 || c.objects_live != 0 {

@@ -14,8 +14,8 @@ use strata::{FreeErrorKind, Strata};
 
 const PAGE: usize = 4096;
 const SIZE: usize = 64;
-/// More slices than an explicit purge walks in one critical section
-/// (`HOLE_WALKS`, 8), so that the walk goes on across sections.
+/// Many slices, each walked for holes in a round of its own, with the
+/// domain lock released.
 const SLICES: usize = 20;
 
 fn layout() -> Layout {

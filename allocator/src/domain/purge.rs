@@ -19,18 +19,11 @@ const PART_SLICES: usize = SLICES_PER_PAGE / COLLAPSE_PARTS;
 /// unused end in part 0, where slice 0 is the header).
 const BATCH_ROOM: usize = PURGE_BATCH + PART_SLICES;
 
-/// Free-list walks that [`Domain::purge_tails`] makes for holes in one
-/// critical section: each is at most a slice's capacity long (4,096
-/// objects), so that the lock is held for a bounded time however many
-/// sparse slices there are.
-const HOLE_WALKS: usize = 8;
-
 /// A sparse slice's free list, taken off the slice to be walked for empty
 /// pages ([`Domain::detach_for_walk`]), with what the walk reads of the
 /// slice. While the walk runs, no heap allocates from the slice (it is
-/// `PURGING`, or the lock is held throughout), and frees into it go to the
-/// list it started anew: no one else reaches the detached list's objects,
-/// so the walk needs no lock.
+/// `PURGING`), and frees into it go to the list it started anew: no one
+/// else reaches the detached list's objects, so the walk needs no lock.
 pub(super) struct HoleWalk {
     slice: *const SliceMeta,
     /// The slice's address, object size, carved count, boundary test
@@ -85,6 +78,9 @@ struct Entry {
     /// For a tail: the slice's pages that became holes (see
     /// [`SliceMeta::holes`]) when the batch was taken, to give back too.
     holes: u16,
+    /// For a tail: the slice goes on the sparse list when it is filed
+    /// again, for an explicit purge to walk it for empty pages.
+    relist: bool,
 }
 
 /// The slices a purge gives back with the lock released, taken a batch at
@@ -107,7 +103,7 @@ static_assertions::const_assert!(size_of::<Batch>() <= 1536);
 impl Batch {
     const fn new() -> Self {
         Self {
-            entries: [Entry { slice: ptr::null(), offset: 0, kind: Purge::Dirty, holes: 0 }; BATCH_ROOM],
+            entries: [Entry { slice: ptr::null(), offset: 0, kind: Purge::Dirty, holes: 0, relist: false }; BATCH_ROOM],
             len: 0,
             splits: [0; PURGE_BATCH],
             split_count: 0,
@@ -137,8 +133,18 @@ impl Batch {
 
     /// [`Batch::push`], with the slice's new `holes` to give back as well.
     fn push_with_holes(&mut self, slice: &SliceMeta, start: usize, kind: Purge, holes: u16) -> bool {
+        self.push_entry(Entry { slice, offset: start.wrapping_sub(slice.address) as u32, kind, holes, relist: false })
+    }
+
+    /// [`Batch::push`] of a slice's tail, the slice to go on the sparse
+    /// list when it is filed again if `relist`.
+    fn push_tail(&mut self, slice: &SliceMeta, start: usize, relist: bool) -> bool {
+        self.push_entry(Entry { slice, offset: start.wrapping_sub(slice.address) as u32, kind: Purge::Tail, holes: 0, relist })
+    }
+
+    fn push_entry(&mut self, new: Entry) -> bool {
         let Some(entry) = self.entries.get_mut(self.len) else { return false };
-        *entry = Entry { slice, offset: start.wrapping_sub(slice.address) as u32, kind, holes };
+        *entry = new;
         self.len += 1;
         true
     }
@@ -148,8 +154,9 @@ impl Batch {
     }
 
     /// Files every slice of the batch again once its memory went back, by
-    /// its state, no longer `PURGING`: for a batch of slices in use (tails
-    /// and holes) with the clean slices of the parts they split. Lock held.
+    /// its state, no longer `PURGING`, and on the sparse list if the entry
+    /// says so: for a batch of slices in use (tails and holes) with the
+    /// clean slices of the parts they split. Lock held.
     fn file_in_use(&self, inner: &mut Inner, now: u64) {
         for entry in self.entries() {
             // SAFETY: a purging slice's descriptor, in a live page.
@@ -160,6 +167,9 @@ impl Batch {
                 Purge::Tail | Purge::Dirty => {
                     let flags = slice.flags.get() - SliceFlags::PURGING;
                     inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
+                    if entry.relist {
+                        inner.list_sparse(slice, now);
+                    }
                 }
             }
         }
@@ -326,10 +336,12 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// past the carved objects go, so the objects' own memory is untouched.
     ///
     /// Where the source gives memory back ([`PageSource::purges`]), the
-    /// empty pages among a sparse slice's carved objects go too, as holes
-    /// (`withhold_empty_pages`): a few long-lived objects then keep a page
-    /// each resident, not their whole slice. Each hole's objects are taken
-    /// off the free list under the lock, before the source call.
+    /// empty pages among a sparse slice's carved objects go too, as holes:
+    /// a few long-lived objects then keep a page each resident, not their
+    /// whole slice. The walk sees every slice no heap owns: each sparse one
+    /// goes on the sparse list (once its tail, if any, went back), and
+    /// [`Self::purge_holes_older_than`] then walks them all, each free list
+    /// with the lock released, as the delayed purge does.
     ///
     /// The slices go `PURGING` a batch at a time under the lock, which
     /// keeps them from any heap (`list_for` files them nowhere) while the
@@ -344,9 +356,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// huge pages back once it is used again).
     pub(super) fn purge_tails(&self) {
         // Where the walk goes on: a page and a slice index in it. The page
-        // stays mapped while the lock is released, since the slice before
-        // the cursor (or at it, see below), or a clean slice of its part,
-        // is `PURGING` then (a page with a purging slice is never given
+        // stays mapped while the lock is released, since a slice of the
+        // batch in it, or a clean slice of one of its parts, is `PURGING`
+        // then (a page with a purging slice is never given
         // back); a walk that ends with no page left needs none.
         let mut cursor: (*mut PageHeader, usize) = (ptr::null_mut(), FIRST_SLICE);
         let mut batch = Batch::new();
@@ -360,8 +372,6 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     started = true;
                 }
                 batch.clear();
-                // Free-list walks for holes left in this critical section.
-                let mut walks = HOLE_WALKS;
                 while !cursor.0.is_null() {
                     // A full batch ends the walk before any step to the next
                     // page: the cursor's page must be the one that holds the
@@ -377,32 +387,16 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     };
                     cursor.1 += 1;
                     if Inner::purgeable_in_use(slice) {
-                        let walk = self.may_have_holes(slice);
-                        if walk && walks == 0 {
-                            // Out of walks: this section ends here, and the
-                            // slice waits for the next one. It joins the
-                            // batch to give nothing back, which keeps its
-                            // page mapped meanwhile, and the cursor stays on
-                            // it. (`has_room` held above: the push succeeds.)
-                            if batch.push(slice, slice.address + SLICE_SIZE, Purge::Tail) {
+                        // Sparse: walked for holes after this pass, once
+                        // on the sparse list (after its tail went back).
+                        let holes = self.may_have_holes(slice);
+                        match Self::purgeable_tail(slice) {
+                            Some(start) if batch.push_tail(slice, start, holes) => {
                                 inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
-                                cursor.1 -= 1;
+                                batch.split_part_of(inner, slice, now);
                             }
-                            break;
-                        }
-                        let tail = Self::purgeable_tail(slice);
-                        let holes = if walk {
-                            walks -= 1;
-                            // Looked at now: off the sparse list.
-                            inner.forget_sparse(slice);
-                            self.withhold_empty_pages(inner, slice)
-                        } else {
-                            0
-                        };
-                        let start = tail.unwrap_or(slice.address + SLICE_SIZE);
-                        if (tail.is_some() || holes != 0) && batch.push_with_holes(slice, start, Purge::Tail, holes) {
-                            inner.transition(slice, slice.state.get(), slice.flags.get() | SliceFlags::PURGING, now);
-                            batch.split_part_of(inner, slice, now);
+                            _ if holes => inner.list_sparse(slice, now),
+                            _ => {}
                         }
                     } else if slice.state.get() == SliceState::Clean {
                         // Takes this slice with the rest of its part's clean
@@ -416,6 +410,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             }
             batch.give_back(&self.source);
         }
+        // Every sparse slice seen is on the sparse list now: walk them all
+        // (and those that joined before), whatever their age.
+        self.purge_holes_older_than(self.source.now_ms());
     }
 
     /// The start of the memory to give back past the carved objects of
@@ -435,32 +432,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         self.source.purges() && Inner::hole_candidate(slice)
     }
 
-    /// Makes holes of the empty pages of `slice`, one that
-    /// [`Self::may_have_holes`] accepts: the carved pages that no live
-    /// object overlaps, as counted by a walk of the free list. The objects
-    /// that overlap them are taken off the list (withheld, see
-    /// [`SliceMeta::holes`]). Returns the new holes, for the caller to give
-    /// back once the lock is released. Lock held, throughout the walk: the
-    /// explicit purge's way ([`Self::purge_tails`]), which makes at most
-    /// [`HOLE_WALKS`] walks per critical section. The delayed purge makes
-    /// the same walk with the lock released
-    /// ([`Self::purge_holes_older_than`]).
-    fn withhold_empty_pages(&self, inner: &mut Inner, slice: &SliceMeta) -> u16 {
-        let mut walk = self.detach_for_walk(slice);
-        // SAFETY: the list was just detached, and the lock, held until the
-        // return, keeps every other thread from the slice's objects.
-        unsafe { self.walk_for_empty_pages(&mut walk) };
-        self.reattach_after_walk(slice, &walk);
-        inner.hole_walked_locked += u64::from(walk.walked);
-        walk.empty
-    }
-
     /// Takes the free list off `slice`, one that [`Self::may_have_holes`]
     /// accepts, for [`Self::walk_for_empty_pages`]: the slice's list starts
     /// anew, empty, and takes the frees that come meanwhile. The caller
     /// keeps every heap from the slice until [`Self::reattach_after_walk`]:
-    /// it holds the lock throughout, or makes the slice `PURGING` before it
-    /// releases the lock. Lock held.
+    /// it makes the slice `PURGING` before it releases the lock. Lock held.
     pub(super) fn detach_for_walk(&self, slice: &SliceMeta) -> HoleWalk {
         slice.used_when_walked.set(slice.used());
         let walk = HoleWalk {
@@ -645,17 +621,18 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     }
 
     /// Gives back, as holes, the empty pages of the sparse slices that
-    /// joined the sparse list at or before `cutoff`: what an explicit purge
-    /// does for every sparse slice (see [`Self::purge_tails`]), here for
+    /// joined the sparse list at or before `cutoff`: for the delayed purge,
     /// those whose free list grew a purge delay ago or more, so that memory
     /// freed in a slice that keeps a few live objects goes back without a
-    /// call. Each slice leaves the list when looked at, and joins it again
-    /// only when more of its objects are freed.
+    /// call; for an explicit purge, every sparse slice (which
+    /// [`Self::purge_tails`] lists first). Each slice leaves the list when
+    /// looked at, and joins it again only when more of its objects are
+    /// freed (or at the next explicit purge).
     ///
     /// One slice at a time, and its walk with the lock released: the
-    /// delayed purge runs in some thread's refill while others may need the
-    /// lock, and a walk is up to 4,096 steps through memory that is seldom
-    /// cached. Under the lock, the slice goes `PURGING` (no heap is handed
+    /// delayed purge runs in some thread's refill, an explicit one in any
+    /// thread, while others may need the lock, and a walk is up to 4,096
+    /// steps through memory that is seldom cached. Under the lock, the slice goes `PURGING` (no heap is handed
     /// it, frees into it still come) and its free list is taken off it; the
     /// list is walked without the lock; under the lock again, the list
     /// goes back and the pages found empty become holes, given back with

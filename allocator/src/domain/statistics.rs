@@ -61,7 +61,6 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             stats.remote_walked_unlocked = inner.remote_walked_unlocked;
             stats.remote_lists_walked = inner.remote_lists_walked;
             stats.hole_walked_unlocked = inner.hole_walked_unlocked;
-            stats.hole_walked_locked = inner.hole_walked_locked;
         });
         stats.parts_collapsed = self.collapses.load(Ordering::Relaxed);
         stats
