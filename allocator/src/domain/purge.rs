@@ -461,8 +461,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// counts, per carved page, the objects on it: a page whose carved
     /// objects are all on the list holds no live object, and is found empty
     /// unless it is a hole already. If any is, the objects on the empty
-    /// pages are taken off the list. Sets `walk.empty` and `walk.last`, and
-    /// `walk.head` to the list's new first object.
+    /// pages are taken off the list. Sets `walk.empty`, `walk.last` and
+    /// `walk.walked`, and `walk.head` to the list's new first object.
     ///
     /// The walk is at most the slice's carved count long (4,096 objects at
     /// the most), and checks every object as a carved one with the free
