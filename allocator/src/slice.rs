@@ -428,7 +428,7 @@ pub(crate) struct SliceMeta {
     /// when it stops being one). Domain lock.
     pub(crate) sparse_listed: Cell<bool>,
     /// `used` when the free list was last walked for empty pages
-    /// (`Domain::withhold_empty_pages`); `u32::MAX` if it was not since the
+    /// (`Domain::walk_for_empty_pages`); `u32::MAX` if it was not since the
     /// slice was formatted or last given back by a heap. The slice joins
     /// the sparse list again only once at least an eighth of its free room
     /// has been freed since ([`REWALK_SHARE`](crate::domain::REWALK_SHARE)),

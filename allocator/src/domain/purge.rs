@@ -35,11 +35,10 @@ pub(super) struct HoleWalk {
     multiplier: u64,
     limit: u64,
     holes: u16,
-    /// The list's first object, or `end` if it is empty; after the walk,
-    /// that of the list without the objects on the `empty` pages.
+    /// The list's first object, or the slice's end marker if it is empty;
+    /// after the walk, that of the list without the objects on the `empty`
+    /// pages.
     head: *mut FreeObject,
-    /// The slice's end marker, which ends the list.
-    end: *mut FreeObject,
     /// After the walk: the carved pages it found empty that were not holes
     /// yet.
     empty: u16,
@@ -165,8 +164,7 @@ impl Batch {
                 Purge::Clean => inner.transition(slice, SliceState::Clean, SliceFlags::empty(), now),
                 Purge::Header => {}
                 Purge::Tail | Purge::Dirty => {
-                    let flags = slice.flags.get() - SliceFlags::PURGING;
-                    inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
+                    file_after_purge(inner, slice, now);
                     if entry.relist {
                         inner.list_sparse(slice, now);
                     }
@@ -246,6 +244,13 @@ impl Batch {
         }
         zeroed
     }
+}
+
+/// Files `slice`, a `PURGING` slice whose purge is over, again by
+/// its state, no longer `PURGING`. Lock held.
+fn file_after_purge(inner: &mut Inner, slice: &SliceMeta, now: u64) {
+    let flags = slice.flags.get() - SliceFlags::PURGING;
+    inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
 }
 
 impl<S: PageSource, L: RawLock> Domain<S, L> {
@@ -424,7 +429,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         (tail < slice.address + SLICE_SIZE).then_some(tail)
     }
 
-    /// Whether [`Self::withhold_empty_pages`] is to look for empty pages in
+    /// Whether [`Self::walk_for_empty_pages`] is to look for empty pages in
     /// `slice`, one that [`Inner::purgeable_in_use`] accepts: the source
     /// gives memory back ([`PageSource::purges`]) and the slice is partial
     /// and at most [`HOLE_MAX_USED`] full. Lock held.
@@ -448,12 +453,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             limit: slice.carved_limit.get(),
             holes: slice.holes.get(),
             head: slice.free.get(),
-            end: slice.end(),
             empty: 0,
             last: ptr::null_mut(),
             walked: 0,
         };
-        slice.free.set(walk.end);
+        slice.free.set(slice.end());
         walk
     }
 
@@ -476,9 +480,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// requires: no one but the caller reaches the list's objects (but a
     /// program that writes to memory it freed, which the checks report).
     pub(super) unsafe fn walk_for_empty_pages(&self, walk: &mut HoleWalk) {
-        let HoleWalk { address, size, carved, multiplier, limit, end, .. } = *walk;
+        let HoleWalk { slice, address, size, carved, multiplier, limit, .. } = *walk;
+        let end = Link::end_of(address) as *mut FreeObject;
         let (link_key, marker) = (self.link_key(), FreeObject::marker_of(self.key()));
-        let corrupted = || -> ! { self.source.corrupted(FreeError::new(FreeErrorKind::CorruptedList, address)) };
         // Per page: carved objects that overlap it, and listed free ones.
         let mut carved_on = [0u16; HOLES_PER_SLICE];
         let mut free_on = [0u16; HOLES_PER_SLICE];
@@ -515,7 +519,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 && is_carved_object(offset as u32, multiplier, limit)
                 && unsafe { FreeObject::marker(object) } == marker;
             if !listed_object || listed >= carved {
-                corrupted();
+                // SAFETY: a held slice's descriptor, in a page that stays.
+                self.corrupted_list(unsafe { &*slice });
             }
             count(&mut free_on, pages_of(offset as u32, size));
             listed += 1;
@@ -632,11 +637,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// One slice at a time, and its walk with the lock released: the
     /// delayed purge runs in some thread's refill, an explicit one in any
     /// thread, while others may need the lock, and a walk is up to 4,096
-    /// steps through memory that is seldom cached. Under the lock, the slice goes `PURGING` (no heap is handed
-    /// it, frees into it still come) and its free list is taken off it; the
-    /// list is walked without the lock; under the lock again, the list
-    /// goes back and the pages found empty become holes, given back with
-    /// the lock released. A slice with no empty page is filed again at
+    /// steps through memory that is seldom cached. Under the lock, the
+    /// slice goes `PURGING` (no heap is handed it, frees into it still
+    /// come) and its free list is taken off it; the list is walked without
+    /// the lock; under the lock again, the list goes back and the pages
+    /// found empty become holes, given back with the lock released. A slice with no empty page is filed again at
     /// once; one with holes, when the next slice is taken.
     pub(super) fn purge_holes_older_than(&self, cutoff: u64) {
         let mut batch = Batch::new();
@@ -674,8 +679,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                     batch.split_part_of(inner, slice, now);
                     return true;
                 }
-                let flags = slice.flags.get() - SliceFlags::PURGING;
-                inner.transition(slice, state_for(slice.used(), slice.capacity.get()), flags, now);
+                file_after_purge(inner, slice, now);
                 false
             });
             if holes {
