@@ -73,6 +73,7 @@ MIRIFLAGS="$common -Zmiri-ignore-leaks" cargo +nightly miri test -p strata-alloc
     domain::tests::a_withheld_object_that_starts_before_a_hole_reads_as_freed \
     domain::tests::the_delayed_purge_makes_holes_of_a_sparse_slice_that_waited_the_delay \
     domain::tests::a_free_during_a_walk_without_the_lock_is_kept_and_its_page_is_no_hole \
+    domain::tests::a_heap_fills_the_holes_of_a_slice_it_receives_with_the_lock_released \
     domain::tests::bad_pointers_are_rejected \
     domain::tests::dirty_same_class_keeps_its_free_list \
     domain::tests::full_threshold_is_seven_eighths \

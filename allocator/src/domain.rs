@@ -255,6 +255,11 @@ pub struct Domain<S: PageSource, L: RawLock> {
     /// Collapse parts moved onto huge pages ([`Domain::collapse_parts`]).
     /// Relaxed: a statistic.
     collapses: AtomicU64,
+    /// Slices whose holes the heap that received them filled with the lock
+    /// released ([`Domain::refill`]). Relaxed: a statistic.
+    hole_fills: AtomicU64,
+    /// Objects those fills listed again. Relaxed: a statistic.
+    hole_fill_objects: AtomicU64,
 }
 
 // SAFETY: all shared mutable state is behind `lock` or atomic; descriptors of
@@ -823,6 +828,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             purge_delay_ms: AtomicU64::new(DEFAULT_PURGE_DELAY_MS),
             purge_checked_ms: AtomicU64::new(0),
             collapses: AtomicU64::new(0),
+            hole_fills: AtomicU64::new(0),
+            hole_fill_objects: AtomicU64::new(0),
         }
     }
 
@@ -844,6 +851,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             ptr::addr_of_mut!((*domain).random).write(AtomicU64::new(0));
             ptr::addr_of_mut!((*domain).purge_delay_ms).write(AtomicU64::new(DEFAULT_PURGE_DELAY_MS));
             ptr::addr_of_mut!((*domain).collapses).write(AtomicU64::new(0));
+            ptr::addr_of_mut!((*domain).hole_fills).write(AtomicU64::new(0));
+            ptr::addr_of_mut!((*domain).hole_fill_objects).write(AtomicU64::new(0));
             &mut *domain
         }
     }
@@ -995,9 +1004,13 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     }
 
     /// Makes `slice` (just chosen) ready to serve `class`: formats it unless
-    /// it is already formatted for that class with its free list intact,
-    /// and then lists again any objects its holes withheld.
-    fn prepare(&self, slice: &SliceMeta, class: usize) {
+    /// it is already formatted for that class with its free list intact.
+    /// Returns whether it has holes: the caller then lists their withheld
+    /// objects again ([`Domain::fill_holes`]) before anything is allocated
+    /// from it, under the lock for a slice the domain keeps, with the lock
+    /// released once a heap owns it ([`Domain::refill`]). Lock held.
+    #[must_use]
+    fn prepare(&self, slice: &SliceMeta, class: usize) -> bool {
         let reuse = match slice.state.get() {
             SliceState::Partial | SliceState::Full => true,
             SliceState::Dirty => {
@@ -1009,38 +1022,65 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         };
         if !reuse {
             self.format(slice, class);
-        } else if slice.holes.get() != 0 {
-            self.fill_holes(slice);
         }
         debug_assert_eq!(slice.class.get() as usize, class);
+        let holed = slice.holes.get() != 0;
+        if holed {
+            // Its pages are about to be resident again: it may be walked
+            // for empty pages again.
+            slice.used_when_walked.set(u32::MAX);
+        }
+        holed
     }
 
     /// Puts the objects that `slice`'s holes withheld back on its free
-    /// list, each with its link and free marker (writing them brings the
-    /// pages back), and clears the holes (see [`SliceMeta::holes`]). Lock
-    /// held; no heap owns the slice.
-    fn fill_holes(&self, slice: &SliceMeta) {
-        let holes = slice.holes.get();
+    /// list, in address order, each with its link and free marker (writing
+    /// them brings the pages back), and clears the holes (see
+    /// [`SliceMeta::holes`]). Visits only the objects that overlap a hole.
+    /// Returns how many it listed.
+    ///
+    /// # Safety
+    /// The caller must hold the slice (as for [`SliceMeta::carve`]): either
+    /// it holds the domain lock and no heap owns the slice, or it is the
+    /// heap that owns it. The slice must be formatted, and no purge of its
+    /// holes may be in flight (a slice that a heap owns, or that `choose`
+    /// may return, has none: the purge keeps it `PURGING` until the source
+    /// has taken the pages).
+    unsafe fn fill_holes(&self, slice: &SliceMeta) -> u32 {
         let size = slice.object_size.get();
         let (marker, link_key) = (FreeObject::marker_of(self.key()), self.link_key());
         let mut head = slice.free.get();
-        for index in (0..slice.carved.get()).rev() {
-            let offset = index * size;
-            if holes & pages_of(offset, size) != 0 {
-                let object = (slice.address + offset as usize) as *mut FreeObject;
-                // SAFETY: a carved object of the slice, withheld: no one
-                // uses it, and its memory reads as zero or as before.
+        let mut listed = 0;
+        // Hole pages from the last one down, and each one's objects from the
+        // last one down, so that the list comes out in address order. `end`
+        // bounds the objects still to list: one that straddles two holes
+        // is listed with the later one only.
+        let mut end = slice.carved.get();
+        let mut holes = slice.holes.get();
+        while holes != 0 {
+            let page = u16::BITS - 1 - holes.leading_zeros();
+            holes &= !(1 << page);
+            let start = page * HOLE_SIZE as u32;
+            let first = start / size;
+            let last = (start + HOLE_SIZE as u32).div_ceil(size).min(end);
+            for index in (first..last).rev() {
+                let object = (slice.address + (index * size) as usize) as *mut FreeObject;
+                // SAFETY: a carved object of the slice (`index < carved`)
+                // that overlaps a hole, so withheld: no one uses it, and its
+                // memory reads as zero or as before. The caller holds the
+                // slice's list.
                 unsafe {
                     FreeObject::set_marker(object, marker);
                     FreeObject::set_next(object, head, link_key);
                 }
                 head = object;
+                listed += 1;
             }
+            end = end.min(first);
         }
         slice.free.set(head);
         slice.holes.set(0);
-        // Its pages are resident again: it may be walked again.
-        slice.used_when_walked.set(u32::MAX);
+        listed
     }
 
     /// Maps a new slab page, writes its header and registers it with the
@@ -1098,7 +1138,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let now = self.source.now_ms();
         let result = self.locked(|inner| {
             let slice = inner.choose(class)?;
-            self.prepare(slice, class);
+            if self.prepare(slice, class) {
+                // SAFETY: chosen under the lock, so no heap owns it and no
+                // purge of its holes is in flight; formatted by `prepare`.
+                unsafe { self.fill_holes(slice) };
+            }
             Some(take(self, inner, slice, now))
         });
         if result.is_some() {
@@ -1108,7 +1152,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         self.locked(|inner| {
             self.add_page(inner, page);
             let slice = inner.choose(class)?;
-            self.prepare(slice, class);
+            if self.prepare(slice, class) {
+                // SAFETY: chosen under the lock, so no heap owns it and no
+                // purge of its holes is in flight; formatted by `prepare`.
+                unsafe { self.fill_holes(slice) };
+            }
             Some(take(self, inner, slice, now))
         })
     }
@@ -1121,7 +1169,6 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         } else {
             SliceState::Partial
         };
-        debug_assert_eq!(slice.holes.get(), 0, "a heap receives a slice with its holes filled (`prepare`)");
         let flags = (slice.flags.get() - SliceFlags::PURGED) | SliceFlags::CACHED;
         inner.transition(slice, state, flags, now);
         slice.remote.adopt();
@@ -1210,14 +1257,15 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     ) -> Option<NonNull<SliceMeta>> {
         let heap_id = heap as *const Heap as usize;
         let now = self.source.now_ms();
-        // The slice handed over, and the parts of its page to collapse.
+        // The slice handed over, the parts of its page to collapse, and
+        // whether it has holes to fill.
         let give = |inner: &mut Inner| {
             let slice = inner.choose(class)?;
-            self.prepare(slice, class);
+            let holed = self.prepare(slice, class);
             self.hand_over(inner, slice, heap_id, now);
             // SAFETY: descriptors live in page headers.
             let parts = self.claim_collapse(unsafe { page_of_slice(slice) });
-            Some((NonNull::from(slice), parts))
+            Some((NonNull::from(slice), parts, holed))
         };
         // The old slice's remote list is closed and walked before the lock.
         let closed = old.map(|old| self.close(old));
@@ -1236,8 +1284,19 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 });
             }
         }
+        if let Some((slice, _, true)) = taken {
+            // The holes' pages fault back in here, with the lock released,
+            // before the heap allocates from the slice.
+            // SAFETY: the heap owns the slice (descriptors live in page
+            // headers, and its page stays while the heap holds it); it came
+            // through `choose`, so no purge of its holes is in flight;
+            // `prepare` formatted it.
+            let listed = unsafe { self.fill_holes(slice.as_ref()) };
+            self.hole_fills.fetch_add(1, Ordering::Relaxed);
+            self.hole_fill_objects.fetch_add(u64::from(listed), Ordering::Relaxed);
+        }
         self.maybe_purge();
-        let (slice, parts) = taken?;
+        let (slice, parts, _) = taken?;
         if parts != 0 {
             // SAFETY: the heap owns the slice, so its page stays live.
             unsafe { self.collapse_parts(slice.as_ptr() as usize, parts) };

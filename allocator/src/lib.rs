@@ -79,7 +79,8 @@
 //! slices are all clean or purged goes back to the source; one with a
 //! purging slice stays. A partial slice no heap owns may have holes
 //! (`SliceMeta::holes`); it is listed as partial like any other, and the
-//! domain fills the holes when it hands the slice out.
+//! heap that receives it fills the holes (lists their objects again, and
+//! the pages fault back in) right after the refill, with the lock released.
 //!
 //! ## Locks, in order
 //!
@@ -160,7 +161,9 @@
 //! under the lock again it is linked before the new list in O(1), and the
 //! empty pages become holes. An explicit purge (`purge`, `malloc_trim`)
 //! puts every sparse slice on the sparse list and walks them the same way.
-//! [`Stats::hole_walked_unlocked`] counts the objects walked.
+//! [`Stats::hole_walked_unlocked`] counts the objects walked. The heap that
+//! later receives such a slice fills its holes itself, with the lock
+//! released ([`Stats::hole_filled_unlocked`]).
 //!
 //! ## Allocation context
 //!

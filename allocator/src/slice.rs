@@ -361,21 +361,25 @@ pub(crate) struct SliceMeta {
     /// The pages of the slice ([`HOLE_SIZE`] bytes each, bit `i` for the
     /// one at `address + i * HOLE_SIZE`) given back to the page source
     /// while the slice is in use: the empty pages of a sparse slice that no
-    /// heap owns, taken by an explicit purge (`Domain::purge_tails`).
+    /// heap owns, found by the purge's walks (`Domain::purge_holes_older_than`).
     /// Invariant: no live object and no object on the free list overlaps a
     /// page in `holes`. The carved objects that do are *withheld*: neither
-    /// in use nor free, until `Domain::prepare` lists them again (and
-    /// clears `holes`) before anyone allocates from the slice; so `holes`
-    /// is 0 while a heap owns the slice. Formatting clears it.
-    /// Written under the domain lock while no heap owns the slice; read
-    /// without it by frees and look-ups on any thread, which refuse an
-    /// object starting on a hole before reading it, and find any other
-    /// withheld object freed by the marker it kept
-    /// ([`SliceMeta::small_object`]).
+    /// in use nor free, until `Domain::fill_holes` lists them again (and
+    /// clears `holes`) before anyone allocates from the slice: under the
+    /// domain lock when the domain allocates from it, or, when a heap
+    /// receives it, by that heap right after the refill's critical section
+    /// (`Domain::refill`). So a heap's slice has no holes once the refill
+    /// returns. Formatting clears it.
+    /// Written under the domain lock while no heap owns the slice, and by
+    /// the fill of the heap that owns it; read without the lock by frees
+    /// and look-ups on any thread, which refuse an object starting on a
+    /// hole before reading it, and find any other withheld object freed by
+    /// the marker it kept ([`SliceMeta::small_object`]).
     /// Relaxed: no live object overlaps a hole, so a free of one needs no
     /// particular value (the allocation that handed it out came after the
-    /// fill that last cleared a bit of its pages, through the lock); other
-    /// reads only decide whether a pointer is refused.
+    /// fill that last cleared a bit of its pages, on the owning heap's
+    /// thread or through the lock); other reads only decide whether a
+    /// pointer is refused.
     pub(crate) holes: RelaxedU16,
     /// Address of the owning heap, 0 when the domain holds the slice.
     /// Set under the domain lock when the slice is handed to a heap

@@ -93,6 +93,12 @@ pub struct Stats {
     /// each list is walked with the domain lock released; under the lock
     /// it is only taken off its slice and put back, in constant time.
     pub hole_walked_unlocked: u64,
+    /// Slices with holes that a heap received and filled itself, with the
+    /// domain lock released: it lists the withheld objects again before it
+    /// allocates from the slice, and their pages fault back in then.
+    pub hole_fills_unlocked: u64,
+    /// The withheld objects those fills listed again.
+    pub hole_filled_unlocked: u64,
     /// Figures per size class.
     pub classes: [ClassStats; CLASS_COUNT],
 }
@@ -123,6 +129,8 @@ impl Stats {
             remote_walked_unlocked: 0,
             remote_lists_walked: 0,
             hole_walked_unlocked: 0,
+            hole_fills_unlocked: 0,
+            hole_filled_unlocked: 0,
             classes: [ClassStats { slices: 0, cached_slices: 0, objects_live: 0 }; CLASS_COUNT],
         }
     }
@@ -161,6 +169,11 @@ impl fmt::Display for Stats {
             self.remote_walked_unlocked, self.remote_lists_walked
         )?;
         writeln!(f, "  holes walked     {:>14} objects, outside the lock", self.hole_walked_unlocked)?;
+        writeln!(
+            f,
+            "  holes filled     {:>14} objects in {} slices, outside the lock",
+            self.hole_filled_unlocked, self.hole_fills_unlocked
+        )?;
         writeln!(f, "  {:>8} {:>8} {:>8} {:>12}", "class", "slices", "cached", "objects")?;
         for (class, c) in self.classes.iter().enumerate() {
             if c.slices != 0 || c.objects_live != 0 {

@@ -227,8 +227,9 @@ impl Batch {
                 let memory = ptr::with_exposed_provenance_mut::<u8>(address + first as usize * HOLE_SIZE);
                 // SAFETY: whole pages of a PURGING slice in use that hold
                 // no live object and no listed one (see `SliceMeta::holes`):
-                // nobody reads or writes them until the slice is prepared
-                // again, under the lock, after this batch is re-filed.
+                // nobody reads or writes them until their objects are
+                // listed again (`Domain::fill_holes`), which only a slice
+                // chosen after this batch is re-filed undergoes.
                 unsafe { source.purge(NonNull::new_unchecked(memory), run as usize * HOLE_SIZE) };
             }
             if entry.offset as usize >= SLICE_SIZE {

@@ -63,6 +63,8 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             stats.hole_walked_unlocked = inner.hole_walked_unlocked;
         });
         stats.parts_collapsed = self.collapses.load(Ordering::Relaxed);
+        stats.hole_fills_unlocked = self.hole_fills.load(Ordering::Relaxed);
+        stats.hole_filled_unlocked = self.hole_fill_objects.load(Ordering::Relaxed);
         stats
     }
 

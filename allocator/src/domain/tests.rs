@@ -235,9 +235,9 @@ fn dirty_same_class_keeps_its_free_list() {
     });
     let expected = slice.free.get() as usize;
     assert_eq!(chosen(d, CLASS), Some(address));
-    d.locked(|_| d.prepare(slice, CLASS));
+    assert!(!d.locked(|_| d.prepare(slice, CLASS)), "no holes to fill");
     assert_eq!(slice.free.get() as usize, expected, "no re-format for the same class");
-    d.locked(|_| d.prepare(slice, OTHER));
+    assert!(!d.locked(|_| d.prepare(slice, OTHER)), "a format leaves no holes");
     assert_eq!(slice.object_size.get() as usize, class_size(OTHER));
     // Only the first few objects are carved; the rest of the slice is untouched.
     let carved = slice.carved.get() as usize;
@@ -1638,5 +1638,69 @@ fn a_free_during_a_walk_without_the_lock_is_kept_and_its_page_is_no_hole() {
         // SAFETY: live blocks, freed once.
         unsafe { domain.free_uncached(block) }.unwrap();
     }
+    assert_eq!(domain.stats().bytes_live, 0);
+}
+
+/// A heap that receives a slice with holes fills them itself, with the
+/// lock released (`refill`), before it allocates from it: the withheld
+/// objects come back, objects that straddle two holes once each, in
+/// address order ahead of the rest of the free list; the slice then serves
+/// every object but the live one exactly once, and the live one is intact.
+#[test]
+fn a_heap_fills_the_holes_of_a_slice_it_receives_with_the_lock_released() {
+    let domain = zeroing_domain();
+    // 3 KiB objects straddle pages: 21 to a slice.
+    let size = 3072;
+    let class = class_of(size, 8).unwrap();
+    let capacity = objects_per_slice(class);
+    let (blocks, slice) = fill_one_slice(domain, size);
+    let kept = slice;
+    // SAFETY: a live block of 3 KiB.
+    unsafe { (kept as *mut u64).write(0x0b1e_c7ed) };
+    for &block in blocks.iter().filter(|&&block| block != kept) {
+        // SAFETY: live blocks, freed once.
+        unsafe { domain.free_uncached(block) }.unwrap();
+    }
+    domain.purge_all();
+    // SAFETY: the page header of a live slice of the domain.
+    let page = unsafe { &*(page_of(slice) as *const PageHeader) };
+    let meta = &page.slices[(slice - page.base()) / SLICE_SIZE];
+    let holes = meta.holes.get();
+    assert!(holes.count_ones() >= 2, "adjacent holes, for objects that straddle two: {holes:#x}");
+    // The withheld objects: every carved one that overlaps a hole.
+    let withheld: std::vec::Vec<usize> = (0..meta.carved.get() as usize)
+        .map(|index| slice + index * size)
+        .filter(|&object| holes & pages_of((object - slice) as u32, size as u32) != 0)
+        .collect();
+    assert!(withheld.len() > 1 && !withheld.contains(&kept));
+    let locked_before = domain.stats().lock_acquisitions;
+
+    let mut heap = crate::cache::Heap::new();
+    let served: std::vec::Vec<usize> = (1..capacity).map(|_| heap.alloc_small(domain, class) as usize).collect();
+    let stats = domain.stats();
+    assert_eq!(stats.hole_fills_unlocked, 1, "{stats}");
+    assert_eq!(stats.hole_filled_unlocked, withheld.len() as u64);
+    assert_eq!(stats.hole_pages, 0, "the holes are filled");
+    // One refill took the slice (and the `stats` call its own lock).
+    assert_eq!(stats.lock_acquisitions - locked_before, 2);
+    assert_eq!(&served[..withheld.len()], &withheld[..], "the withheld objects first, in address order");
+    let mut sorted = served.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), capacity - 1, "no object handed out twice");
+    assert!(sorted.iter().all(|&block| block & !(SLICE_SIZE - 1) == slice && block != kept));
+    for &block in &served {
+        // SAFETY: live blocks of 3 KiB.
+        unsafe { ptr::write_bytes(block as *mut u8, 0x3c, size) };
+    }
+    // SAFETY: the live block.
+    assert_eq!(unsafe { (kept as *const u64).read() }, 0x0b1e_c7ed);
+    for &block in &served {
+        // SAFETY: live blocks of this domain, freed once.
+        unsafe { heap.free(domain, block as *mut u8) }.unwrap();
+    }
+    heap.release(domain, false);
+    // SAFETY: the live block, freed once.
+    unsafe { domain.free_uncached(kept) }.unwrap();
     assert_eq!(domain.stats().bytes_live, 0);
 }
