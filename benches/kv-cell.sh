@@ -40,7 +40,7 @@ TEST=${TEST:-mset}
 PRE=${PRE:-"set get lpush lpop"}
 N=${N:-100000}
 CLIENTS=${CLIENTS:-50}
-COUNTERS='^(strata_lock_acquisitions|strata_refills|strata_flushes|strata_remote_frees|strata_purges|log_batches):'
+COUNTERS='^(strata_lock_acquisitions|strata_refills|strata_flushes|strata_remote_frees|strata_purges|strata_hole_walked_unlocked|strata_hole_filled_unlocked|strata_hole_fills_unlocked|log_batches):'
 
 # shellcheck source=benches/kv-common.sh
 . "$(dirname "$0")/kv-common.sh"

@@ -40,6 +40,9 @@ mod alloc_front {
         );
         let _ = write!(s, "strata_purges:{}\r\n", st.purges);
         let _ = write!(s, "strata_hole_pages:{}\r\n", st.hole_pages);
+        let _ = write!(s, "strata_hole_walked_unlocked:{}\r\n", st.hole_walked_unlocked);
+        let _ = write!(s, "strata_hole_filled_unlocked:{}\r\n", st.hole_filled_unlocked);
+        let _ = write!(s, "strata_hole_fills_unlocked:{}\r\n", st.hole_fills_unlocked);
         let _ = write!(s, "strata_parts_collapsed:{}\r\n", st.parts_collapsed);
         let _ = write!(s, "strata_remote_frees:{}\r\n", st.remote_frees);
         let _ = write!(s, "strata_lock_acquisitions:{}\r\n", st.lock_acquisitions);
