@@ -60,6 +60,7 @@
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
+use core::num::NonZeroU32;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -1047,7 +1048,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// may return, has none: the purge keeps it `PURGING` until the source
     /// has taken the pages).
     unsafe fn fill_holes(&self, slice: &SliceMeta) -> u32 {
-        let size = slice.object_size.get();
+        // Formatted: never 0. A divisor the compiler knows is not 0 leaves
+        // no panic path in the kernel module.
+        let Some(size) = NonZeroU32::new(slice.object_size.get()) else { return 0 };
         let (marker, link_key) = (FreeObject::marker_of(self.key()), self.link_key());
         let mut head = slice.free.get();
         let mut listed = 0;
@@ -1061,10 +1064,12 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             let page = u16::BITS - 1 - holes.leading_zeros();
             holes &= !(1 << page);
             let start = page * HOLE_SIZE as u32;
+            // The objects that overlap the page: from the one holding its
+            // first byte to the last one that starts before its end.
             let first = start / size;
-            let last = (start + HOLE_SIZE as u32).div_ceil(size).min(end);
+            let last = ((start + HOLE_SIZE as u32 + size.get() - 1) / size).min(end);
             for index in (first..last).rev() {
-                let object = (slice.address + (index * size) as usize) as *mut FreeObject;
+                let object = (slice.address + (index * size.get()) as usize) as *mut FreeObject;
                 // SAFETY: a carved object of the slice (`index < carved`)
                 // that overlaps a hole, so withheld: no one uses it, and its
                 // memory reads as zero or as before. The caller holds the
