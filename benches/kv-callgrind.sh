@@ -8,7 +8,10 @@
 #        kv.sh, `strata-huge` and `mimalloc-small` too), SIZES (default
 #        "16 256 4096"), N (requests per command, default 20000), CLIENTS
 #        (default 50), KV_DIR (the servers' log directories, default
-#        /dev/shm: no disk wait, which callgrind would not count anyway).
+#        /dev/shm: no disk wait, which callgrind would not count anyway),
+#        CACHE_SIM (1: also simulate the caches, `--cache-sim=yes`, and
+#        print the first-level and last-level data cache misses per
+#        request; slower).
 #
 # Each build serves under `valgrind --tool=callgrind --instr-atstart=no`;
 # for every size, the commands of kv.sh run in order (SET, GET, LPUSH,
@@ -29,6 +32,9 @@ SIZES=${SIZES:-"16 256 4096"}
 N=${N:-20000}
 CLIENTS=${CLIENTS:-50}
 TESTS="set get lpush lpop mset"
+CACHE_SIM=${CACHE_SIM:-0}
+CALLGRIND_OPTIONS=(--tool=callgrind --instr-atstart=no)
+[ "$CACHE_SIM" = 1 ] && CALLGRIND_OPTIONS+=(--cache-sim=yes)
 
 for tool in valgrind callgrind_control redis-benchmark redis-cli; do
     command -v "$tool" >/dev/null || { echo "kv-callgrind: $tool not found (apt-get install valgrind redis-tools)" >&2; exit 2; }
@@ -46,7 +52,7 @@ for d in $SIZES; do
     for a in $ALLOCATORS; do
         echo "size $d: $a" >&2
         rm -rf "$WORK/data"
-        kv_start "$WORK/out" "$WORK/err" env $(environment_of "$a") valgrind --tool=callgrind --instr-atstart=no \
+        kv_start "$WORK/out" "$WORK/err" env $(environment_of "$a") valgrind "${CALLGRIND_OPTIONS[@]}" \
             --callgrind-out-file="$WORK/cg.$a.$d" "$WORK/strata-kv-$a" --port 0 --dir "$WORK/data" $(options_of "$a")
         port=$PORT
         for t in $TESTS; do
@@ -86,6 +92,34 @@ for d in $SIZES; do
             awk -F, -v a="$a" -v d="$d" -v t="$t" -v n="$N" -v base="${base:-0}" '
                 $1 == a && $2 == d && $3 == t {
                     if (base > 0) printf " %.0f (%.2f) |", $4 / n, $4 / base; else printf " %.0f |", $4 / n
+                }' "$RESULTS"
+        done
+        printf '\n'
+    done
+done
+
+[ "$CACHE_SIM" = 1 ] || exit 0
+# With --cache-sim=yes a dump's totals are Ir Dr Dw I1mr D1mr D1mw ILmr
+# DLmr DLmw: data misses are D1mr + D1mw (first level) and DLmr + DLmw
+# (last level), as callgrind's simulated caches count them.
+echo
+echo "the same runs, data cache misses per request as callgrind simulates them (first level / last level); in brackets, ÷ mimalloc's"
+printf '| size | command |'
+for a in $ALLOCATORS; do printf ' %s |' "$a"; done
+printf '\n|---|---|'
+for a in $ALLOCATORS; do printf -- '---|'; done
+printf '\n'
+for d in $SIZES; do
+    for t in $TESTS; do
+        base=$(awk -F, -v d="$d" -v t="$t" '$1 == "mimalloc" && $2 == d && $3 == t { split($4, c, " "); print c[5] + c[6], c[8] + c[9] }' "$RESULTS")
+        printf '| %s | %s |' "$d" "${t^^}"
+        for a in $ALLOCATORS; do
+            awk -F, -v a="$a" -v d="$d" -v t="$t" -v n="$N" -v base="${base:-0 0}" '
+                $1 == a && $2 == d && $3 == t {
+                    split($4, c, " "); split(base, b, " ")
+                    first = c[5] + c[6]; last = c[8] + c[9]
+                    if (b[1] > 0 && b[2] > 0) printf " %.1f / %.2f (%.2f / %.2f) |", first / n, last / n, first / b[1], last / b[2]
+                    else printf " %.1f / %.2f |", first / n, last / n
                 }' "$RESULTS"
         done
         printf '\n'
