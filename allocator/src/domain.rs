@@ -1166,8 +1166,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         })
     }
 
-    /// Gives `slice` to `heap`: the heap now owns it and every free object on
-    /// it. Domain lock held.
+    /// Gives `slice` to `heap`: the heap now owns it, every free object on
+    /// it, and any objects its holes withheld, which [`Domain::refill`]
+    /// lists once the lock is released. Domain lock held.
     fn hand_over(&self, inner: &mut Inner, slice: &SliceMeta, heap: usize, now: u64) {
         let state = if slice.used() >= slice.capacity.get() - slice.capacity.get() / 8 {
             SliceState::Full
