@@ -77,51 +77,40 @@ for d in $SIZES; do
     done
 done
 
-echo
-echo "strata-kv under callgrind: instructions per request, all server threads (redis-benchmark -P 16 -c $CLIENTS -r 100000 -n $N; MSET: 10 keys per request); in brackets, ÷ mimalloc's"
-printf '| size | command |'
-for a in $ALLOCATORS; do printf ' %s |' "$a"; done
-printf '\n|---|---|'
-for a in $ALLOCATORS; do printf -- '---|'; done
-printf '\n'
-for d in $SIZES; do
-    for t in $TESTS; do
-        base=$(awk -F, -v d="$d" -v t="$t" '$1 == "mimalloc" && $2 == d && $3 == t { print $4 }' "$RESULTS")
-        printf '| %s | %s |' "$d" "${t^^}"
-        for a in $ALLOCATORS; do
-            awk -F, -v a="$a" -v d="$d" -v t="$t" -v n="$N" -v base="${base:-0}" '
-                $1 == a && $2 == d && $3 == t {
-                    if (base > 0) printf " %.0f (%.2f) |", $4 / n, $4 / base; else printf " %.0f |", $4 / n
-                }' "$RESULTS"
+# Prints a table with a row per size and command and a column per
+# allocator, after an empty line and the title $1. Each cell is what the
+# awk statements $2 print from the allocator's totals for that command,
+# split into c[] (Ir first; with --cache-sim=yes, Ir Dr Dw I1mr D1mr D1mw
+# ILmr DLmr DLmw), mimalloc's split into b[] (empty without mimalloc), and
+# n, the requests.
+table() {
+    echo
+    echo "$1"
+    printf '| size | command |'
+    for a in $ALLOCATORS; do printf ' %s |' "$a"; done
+    printf '\n|---|---|'
+    for a in $ALLOCATORS; do printf -- '---|'; done
+    printf '\n'
+    for d in $SIZES; do
+        for t in $TESTS; do
+            base=$(awk -F, -v d="$d" -v t="$t" '$1 == "mimalloc" && $2 == d && $3 == t { print $4 }' "$RESULTS")
+            printf '| %s | %s |' "$d" "${t^^}"
+            for a in $ALLOCATORS; do
+                awk -F, -v a="$a" -v d="$d" -v t="$t" -v n="$N" -v base="$base" '
+                    $1 == a && $2 == d && $3 == t { split($4, c, " "); split(base, b, " "); '"$2"' }' "$RESULTS"
+            done
+            printf '\n'
         done
-        printf '\n'
     done
-done
+}
+
+table "strata-kv under callgrind: instructions per request, all server threads (redis-benchmark -P 16 -c $CLIENTS -r 100000 -n $N; MSET: 10 keys per request); in brackets, ÷ mimalloc's" '
+    if (b[1] > 0) printf " %.0f (%.2f) |", c[1] / n, c[1] / b[1]; else printf " %.0f |", c[1] / n'
 
 [ "$CACHE_SIM" = 1 ] || exit 0
-# With --cache-sim=yes a dump's totals are Ir Dr Dw I1mr D1mr D1mw ILmr
-# DLmr DLmw: data misses are D1mr + D1mw (first level) and DLmr + DLmw
-# (last level), as callgrind's simulated caches count them.
-echo
-echo "the same runs, data cache misses per request as callgrind simulates them (first level / last level); in brackets, ÷ mimalloc's"
-printf '| size | command |'
-for a in $ALLOCATORS; do printf ' %s |' "$a"; done
-printf '\n|---|---|'
-for a in $ALLOCATORS; do printf -- '---|'; done
-printf '\n'
-for d in $SIZES; do
-    for t in $TESTS; do
-        base=$(awk -F, -v d="$d" -v t="$t" '$1 == "mimalloc" && $2 == d && $3 == t { split($4, c, " "); print c[5] + c[6], c[8] + c[9] }' "$RESULTS")
-        printf '| %s | %s |' "$d" "${t^^}"
-        for a in $ALLOCATORS; do
-            awk -F, -v a="$a" -v d="$d" -v t="$t" -v n="$N" -v base="${base:-0 0}" '
-                $1 == a && $2 == d && $3 == t {
-                    split($4, c, " "); split(base, b, " ")
-                    first = c[5] + c[6]; last = c[8] + c[9]
-                    if (b[1] > 0 && b[2] > 0) printf " %.1f / %.2f (%.2f / %.2f) |", first / n, last / n, first / b[1], last / b[2]
-                    else printf " %.1f / %.2f |", first / n, last / n
-                }' "$RESULTS"
-        done
-        printf '\n'
-    done
-done
+# Data misses are D1mr + D1mw (first level) and DLmr + DLmw (last level),
+# as callgrind's simulated caches count them.
+table "the same runs, data cache misses per request as callgrind simulates them (first level / last level); in brackets, ÷ mimalloc's" '
+    first = c[5] + c[6]; last = c[8] + c[9]; base_first = b[5] + b[6]; base_last = b[8] + b[9]
+    if (base_first > 0 && base_last > 0) printf " %.1f / %.2f (%.2f / %.2f) |", first / n, last / n, first / base_first, last / base_last
+    else printf " %.1f / %.2f |", first / n, last / n'
