@@ -76,7 +76,7 @@ use crate::size_class::{
     boundary_multiplier, class_index, class_of, class_size, objects_per_slice, CLASS_COUNT,
 };
 use crate::slice::{
-    pages_of, FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SmallObject, HOLES_PER_SLICE, HOLE_SIZE, NO_FREE, SPAN_CLASS,
+    objects_on_page, pages_of, FreeObject, Linked, SliceFlags, SliceMeta, SliceState, SmallObject, HOLES_PER_SLICE, HOLE_SIZE, NO_FREE, SPAN_CLASS,
 };
 use crate::source::PageSource;
 use crate::stats::Stats;
@@ -1048,8 +1048,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
     /// may return, has none: the purge keeps it `PURGING` until the source
     /// has taken the pages).
     unsafe fn fill_holes(&self, slice: &SliceMeta) -> u32 {
-        // Formatted: never 0. A divisor the compiler knows is not 0 leaves
-        // no panic path in the kernel module.
+        // Formatted: never 0.
         let Some(size) = NonZeroU32::new(slice.object_size.get()) else { return 0 };
         let (marker, link_key) = (FreeObject::marker_of(self.key()), self.link_key());
         let mut head = slice.free.get();
@@ -1063,12 +1062,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         while holes != 0 {
             let page = u16::BITS - 1 - holes.leading_zeros();
             holes &= !(1 << page);
-            let start = page * HOLE_SIZE as u32;
-            // The objects that overlap the page: from the one holding its
-            // first byte to the last one that starts before its end.
-            let first = start / size;
-            let last = ((start + HOLE_SIZE as u32 + size.get() - 1) / size).min(end);
-            for index in (first..last).rev() {
+            let objects = objects_on_page(page, size, end);
+            let first = objects.start;
+            for index in objects.rev() {
                 let object = (slice.address + (index * size.get()) as usize) as *mut FreeObject;
                 // SAFETY: a carved object of the slice (`index < carved`)
                 // that overlaps a hole, so withheld: no one uses it, and its

@@ -7,6 +7,8 @@
 //! module only defines the states and the descriptor.
 
 use core::cell::Cell;
+use core::num::NonZeroU32;
+use core::ops::Range;
 use core::ptr;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
@@ -452,6 +454,20 @@ pub(crate) const HOLE_SIZE: usize = 4096;
 pub(crate) const HOLES_PER_SLICE: usize = SLICE_SIZE / HOLE_SIZE;
 
 static_assertions::const_assert_eq!(HOLES_PER_SLICE, u16::BITS as usize);
+
+/// The indexes of the objects of `size` bytes that overlap page `page` of
+/// a slice (bytes `page * HOLE_SIZE` up to the next page), the first
+/// `carved` only: from the object holding the page's first byte to the
+/// last one that starts before its end. Empty when none of them is carved.
+/// The divisor is never 0, so no division here can panic (the kernel
+/// module counts panic paths).
+#[inline]
+pub(crate) fn objects_on_page(page: u32, size: NonZeroU32, carved: u32) -> Range<u32> {
+    let start = page * HOLE_SIZE as u32;
+    let first = start / size;
+    let past_last = ((start + HOLE_SIZE as u32 + size.get() - 1) / size).min(carved);
+    first..past_last
+}
 
 /// The pages of a slice that `size` bytes at `offset` overlap, as a
 /// [`SliceMeta::holes`] mask; bytes past the slice's end count as its last

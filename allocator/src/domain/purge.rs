@@ -495,16 +495,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
                 pages &= pages - 1;
             }
         };
-        // The carved objects on page `p` are those from the one holding its
-        // first byte to the one holding its last, the first `carved` only.
         // (A slice with no object size has no carved object: nothing to
-        // count, and no division that could panic.)
-        let hole = HOLE_SIZE as u32;
-        if let Some(divisor) = NonZeroU32::new(size) {
+        // count.)
+        if let Some(size) = NonZeroU32::new(size) {
             for (page, on) in (0u32..).zip(carved_on.iter_mut()) {
-                let first = page * hole / divisor;
-                let past_last = (((page + 1) * hole + size - 1) / divisor).min(carved);
-                *on = past_last.saturating_sub(first) as u16;
+                *on = objects_on_page(page, size, carved).len() as u16;
             }
         }
         let mut object = walk.head;

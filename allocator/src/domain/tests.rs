@@ -1595,9 +1595,9 @@ fn a_free_during_a_walk_without_the_lock_is_kept_and_its_page_is_no_hole() {
         // SAFETY: live blocks, freed once.
         unsafe { domain.free_uncached(block) }.unwrap();
     }
-    // SAFETY: the page header of a live slice of the domain.
-    let page = unsafe { &*(page_of(slice) as *const PageHeader) };
-    let meta = &page.slices[(slice - page.base()) / SLICE_SIZE];
+    // SAFETY: a slice of a live page of the domain: objects of it stay
+    // live while `meta` is in use.
+    let meta = unsafe { slice_of(slice) };
     // As the delayed purge does: taken off the sparse list, `PURGING`, and
     // the list taken off.
     let mut walk = domain.locked(|inner| {
@@ -1662,9 +1662,9 @@ fn a_heap_fills_the_holes_of_a_slice_it_receives_with_the_lock_released() {
         unsafe { domain.free_uncached(block) }.unwrap();
     }
     domain.purge_all();
-    // SAFETY: the page header of a live slice of the domain.
-    let page = unsafe { &*(page_of(slice) as *const PageHeader) };
-    let meta = &page.slices[(slice - page.base()) / SLICE_SIZE];
+    // SAFETY: a slice of a live page of the domain: objects of it stay
+    // live while `meta` is in use.
+    let meta = unsafe { slice_of(slice) };
     let holes = meta.holes.get();
     assert!(holes.count_ones() >= 2, "adjacent holes, for objects that straddle two: {holes:#x}");
     // The withheld objects: every carved one that overlaps a hole.
