@@ -1,7 +1,8 @@
 # Sourced by the benchmarks that run a program under LD_PRELOAD beside the
-# peers (large.sh, sparse-idle.sh). Expects $workspace, $target (the cargo
-# target directory) and the array `allocators` (names: glibc strata
-# mimalloc jemalloc tcmalloc).
+# peers (large.sh, sparse-idle.sh, cold-list.sh). Expects $workspace,
+# $target (the cargo target directory) and the array `allocators` (names:
+# glibc strata mimalloc jemalloc tcmalloc, or NAME=/path/to/lib.so for a
+# library of your own).
 #
 #   library NAME         the library to preload for NAME (empty for glibc)
 #   prepare_libraries    builds the shim unless STRATA_LIB names one, and
@@ -16,6 +17,7 @@ library() {
         mimalloc) echo "$libdir/libmimalloc.so.2.0" ;;
         jemalloc) echo "$libdir/libjemalloc.so.2" ;;
         tcmalloc) echo "$libdir/libtcmalloc_minimal.so.4" ;;
+        *=*) echo "${1#*=}" ;;
         *) echo "unknown allocator $1" >&2; exit 2 ;;
     esac
 }

@@ -13,9 +13,11 @@
 //! state cost first, cheapest first:
 //!
 //! 1. a **partial** slice of class `c`: formatted and resident;
-//! 2. a **dirty** slice that last held class `c`: resident, and its free list
-//!    is still intact, so it needs no formatting;
-//! 3. any other **dirty** slice: resident, but must be re-formatted;
+//! 2. a **dirty** slice that last held class `c`: resident;
+//! 3. any other **dirty** slice: resident. Either is formatted again and
+//!    carved from its start, its old free list dropped (see
+//!    `Domain::prepare`), so the two cost the same; the same class still
+//!    comes first, as the design's tie-break asks;
 //! 4. a **clean** or **purged** slice of a mapped page: costs first-touch
 //!    faults and grows the resident set;
 //! 5. a **full** slice of class `c` that still has a free object: little to
@@ -1004,24 +1006,25 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         unsafe { slice.carve(self.key(), self.link_key(), self.random()) };
     }
 
-    /// Makes `slice` (just chosen) ready to serve `class`: formats it unless
-    /// it is already formatted for that class with its free list intact.
+    /// Makes `slice` (just chosen) ready to serve `class`: a partial or full
+    /// slice keeps its format and free list; a clean or dirty one is
+    /// formatted, so that only its first objects are carved, in address
+    /// order window by window. A dirty slice's old free list is dropped
+    /// even when it last held `class`: it runs in the order the frees came,
+    /// which after frees in a random order sends each allocation to a
+    /// random place in the slice, a cache miss apiece once the slice has
+    /// gone cold, where a carved run goes through memory forwards and its
+    /// neighbours arrive with the hardware prefetcher. Carving costs a few
+    /// stores per object. `benches/cold-list.sh` measures both (see
+    /// `benches/RESULTS.md`, "Allocation after frees in a random order").
+    ///
     /// Returns whether it has holes: the caller then lists their withheld
     /// objects again ([`Domain::fill_holes`]) before anything is allocated
     /// from it, under the lock for a slice the domain keeps, with the lock
     /// released once a heap owns it ([`Domain::refill`]). Lock held.
     #[must_use]
     fn prepare(&self, slice: &SliceMeta, class: usize) -> bool {
-        let reuse = match slice.state.get() {
-            SliceState::Partial | SliceState::Full => true,
-            SliceState::Dirty => {
-                !slice.has(SliceFlags::PURGED)
-                    && slice.class.get() as usize == class
-                    && slice.object_size.get() != 0
-            }
-            SliceState::Clean => false,
-        };
-        if !reuse {
+        if !matches!(slice.state.get(), SliceState::Partial | SliceState::Full) {
             self.format(slice, class);
         }
         debug_assert_eq!(slice.class.get() as usize, class);

@@ -100,6 +100,29 @@ impl FreeObject {
         unsafe { Link::next(this.cast::<Link>(), key) as *mut Self }
     }
 
+    /// Asks the processor to bring `this`'s cache line in, so that the next
+    /// allocation from the list finds its head's link, and the marker it
+    /// clears, in the cache instead of waiting for memory: frees in a
+    /// random order, a remote free or a long idle spell leave a free
+    /// object's line cold. A hint only, which never faults, so any address
+    /// will do, the end marker or a corrupt link included; a no-op where no
+    /// instruction is used for it (other architectures, and Miri).
+    ///
+    /// `prefetcht0`, which every x86-64 processor has (the kernel included),
+    /// rather than `prefetchw`, which only some do.
+    #[inline(always)]
+    pub(crate) fn prefetch(this: *mut Self) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // SAFETY: a prefetch changes no memory, no register but its
+        // address operand's (read only) and no flag, and raises no fault,
+        // whatever the address.
+        unsafe {
+            core::arch::asm!("prefetcht0 [{0}]", in(reg) this, options(readonly, nostack, preserves_flags));
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = this;
+    }
+
     /// Sets the next free object (or the end marker), encoded with `key`.
     ///
     /// # Safety
@@ -763,10 +786,11 @@ impl SliceMeta {
         }
         // SAFETY: an object of the slice, at least 16 bytes, on the list the
         // caller holds.
-        unsafe {
-            self.free.set(FreeObject::next(object, link_key));
-            FreeObject::set_marker(object, 0);
-        }
+        let next = unsafe { FreeObject::next(object, link_key) };
+        self.free.set(next);
+        FreeObject::prefetch(next);
+        // SAFETY: as above.
+        unsafe { FreeObject::set_marker(object, 0) };
         self.count_taken();
         object
     }

@@ -214,29 +214,51 @@ fn fuller_pages_win_ties() {
 }
 
 #[test]
-fn dirty_same_class_keeps_its_free_list() {
+fn a_dirty_slice_is_carved_again_in_address_order() {
     let d = domain();
     let p = page(d);
     let address = put(d, p, 3, CLASS, SliceState::Dirty, 0);
     let slice = &p.slices[3];
-    // Scribble a recognisable link order: reversing the list would be undone
-    // by a re-format, which writes address order.
+    let size = class_size(CLASS);
+    let capacity = objects_per_slice(CLASS);
+    let first_run = (crate::slice::CARVE_BYTES / size).max(crate::slice::MIN_CARVE);
+    // Every object carved, then freed from the last one down: the order a
+    // thread's frees leave behind when they come in reverse (any order
+    // other than the carve's will do).
     d.locked(|_| {
-        let first = slice.free.get();
-        // SAFETY: formatted objects carry valid links.
+        // SAFETY: held under the lock (no heap owns the slice), formatted;
+        // each object is linked once, with the domain's keys.
         unsafe {
-            let key = d.link_key();
-            let second = FreeObject::next(first, key);
-            assert!(slice.head_is_object(second), "formatted objects carry valid links");
-            FreeObject::set_next(first, FreeObject::next(second, key), key);
-            FreeObject::set_next(second, first, key);
-            slice.free.set(second);
+            while (slice.carved.get() as usize) < capacity {
+                slice.free.set(slice.end());
+                slice.carve(d.key(), d.link_key(), d.random());
+            }
+            let mut head = slice.end();
+            for index in 0..capacity {
+                let object = (address + index * size) as *mut FreeObject;
+                FreeObject::set_marker(object, FreeObject::marker_of(d.key()));
+                FreeObject::set_next(object, head, d.link_key());
+                head = object;
+            }
+            slice.free.set(head);
         }
     });
-    let expected = slice.free.get() as usize;
+    assert_eq!(slice.free.get() as usize, address + (capacity - 1) * size, "the last object first");
     assert_eq!(chosen(d, CLASS), Some(address));
     assert!(!d.locked(|_| d.prepare(slice, CLASS)), "no holes to fill");
-    assert_eq!(slice.free.get() as usize, expected, "no re-format for the same class");
+    // The freed order is dropped: the slice is carved afresh, its first run
+    // only, so allocation runs through it from the start again.
+    assert_eq!(slice.carved.get() as usize, first_run, "carved again from the start");
+    assert_eq!(slice.used(), 0);
+    let mut listed = std::vec::Vec::new();
+    let mut object = slice.free.get();
+    while slice.head_is_object(object) {
+        listed.push((object as usize - address) / size);
+        // SAFETY: an object of the slice's list, under the domain's link key.
+        object = unsafe { FreeObject::next(object, d.link_key()) };
+    }
+    listed.sort_unstable();
+    assert_eq!(listed, (0..first_run).collect::<std::vec::Vec<_>>(), "the first run, each object once");
     assert!(!d.locked(|_| d.prepare(slice, OTHER)), "a format leaves no holes");
     assert_eq!(slice.object_size.get() as usize, class_size(OTHER));
     // Only the first few objects are carved; the rest of the slice is untouched.
