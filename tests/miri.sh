@@ -75,6 +75,7 @@ MIRIFLAGS="$common -Zmiri-ignore-leaks" cargo +nightly miri test -p strata-alloc
     domain::tests::a_free_during_a_walk_without_the_lock_is_kept_and_its_page_is_no_hole \
     domain::tests::a_heap_fills_the_holes_of_a_slice_it_receives_with_the_lock_released \
     domain::tests::bad_pointers_are_rejected \
+    domain::tests::memory_waiting_follows_the_lists_without_the_lock \
     domain::tests::a_dirty_slice_is_carved_again_in_address_order \
     domain::tests::full_threshold_is_seven_eighths \
     domain::tests::fuller_pages_win_ties \

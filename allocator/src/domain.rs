@@ -64,7 +64,7 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::num::NonZeroU32;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cache::{Heap, RemoteBatch};
 use crate::lock::{ConstLock, Guard, RawLock};
@@ -258,6 +258,12 @@ pub struct Domain<S: PageSource, L: RawLock> {
     /// Collapse parts moved onto huge pages ([`Domain::collapse_parts`]).
     /// Relaxed: a statistic.
     collapses: AtomicU64,
+    /// Whether memory waits for the purge delay ([`Domain::memory_waiting`]),
+    /// as the lists the lock protects stood when it was last released:
+    /// written at the end of every critical section (`Domain::locked`).
+    /// Relaxed: a hint for the fronts, which read it without the lock to
+    /// decide how often to look at the clock.
+    waiting: AtomicBool,
     /// Slices whose holes the heap that received them filled with the lock
     /// released ([`Domain::refill`]). Relaxed: a statistic.
     hole_fills: AtomicU64,
@@ -347,6 +353,13 @@ struct Inner {
 }
 
 impl Inner {
+    /// Whether memory waits for the purge delay: a dirty slice not yet
+    /// purged, a sparse slice, or a cached huge mapping (see
+    /// [`Domain::memory_waiting`]).
+    fn memory_waiting(&self) -> bool {
+        !self.age_head.is_null() || !self.sparse_head.is_null() || !self.huge_cache.is_empty()
+    }
+
     const fn new() -> Self {
         Self {
             partial: [[ptr::null_mut(); BUCKETS]; CLASS_COUNT],
@@ -831,6 +844,7 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             purge_delay_ms: AtomicU64::new(DEFAULT_PURGE_DELAY_MS),
             purge_checked_ms: AtomicU64::new(0),
             collapses: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
             hole_fills: AtomicU64::new(0),
             hole_fill_objects: AtomicU64::new(0),
         }
@@ -853,7 +867,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
             ptr::addr_of_mut!((*domain).link_key).write(AtomicUsize::new(0));
             ptr::addr_of_mut!((*domain).random).write(AtomicU64::new(0));
             ptr::addr_of_mut!((*domain).purge_delay_ms).write(AtomicU64::new(DEFAULT_PURGE_DELAY_MS));
+            ptr::addr_of_mut!((*domain).purge_checked_ms).write(AtomicU64::new(0));
             ptr::addr_of_mut!((*domain).collapses).write(AtomicU64::new(0));
+            ptr::addr_of_mut!((*domain).waiting).write(AtomicBool::new(false));
             ptr::addr_of_mut!((*domain).hole_fills).write(AtomicU64::new(0));
             ptr::addr_of_mut!((*domain).hole_fill_objects).write(AtomicU64::new(0));
             &mut *domain
@@ -959,7 +975,9 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let inner = unsafe { &mut *self.inner.get() };
         inner.lock_acquisitions += 1;
         inner.lock_contended += u64::from(contended);
-        f(inner)
+        let result = f(inner);
+        self.waiting.store(inner.memory_waiting(), Ordering::Relaxed);
+        result
     }
 
     /// Takes the domain lock before `fork`, so the child never inherits it

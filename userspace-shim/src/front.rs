@@ -62,7 +62,10 @@
 //! most twice per purge delay, has the thread's heap give its slices back
 //! ([`Heap::release`]) and so runs that delayed purge. The check comes every
 //! [`TIDY_EVERY`] frees, or every [`TIDY_SOON`] while the domain has memory
-//! waiting for the delay, so that light work reaches it too. Frees that
+//! waiting for the delay, so that light work reaches it too; each check asks
+//! the domain again (without its lock) whether memory still waits, so that
+//! a thread whose cache just took back what it gave goes back to the long
+//! interval at its next check. Frees that
 //! take the fast path count down in the slice they free into
 //! ([`Heap::free_owned_counted`]: the countdown shares a word with the
 //! slice's count of objects in use, so the fast path pays nothing for it
@@ -347,9 +350,13 @@ unsafe fn tidy(slot: *mut ThreadSlot) {
             (*slot).next_tidy_ms = now + DOMAIN.purge_delay_ms() / 2;
             (*(*slot).heap).release(&DOMAIN, false);
             (*slot).purge_waiting = DOMAIN.purge_if_due();
-        } else if !(*slot).purge_waiting {
-            // Too soon to give the cache back, but memory freed since the
-            // last look may now wait for the delay: if so, look again soon.
+        } else {
+            // Too soon to give the cache back. Memory freed since the last
+            // look may now wait for the delay, and what waited may be gone
+            // (purged, or taken back by a heap: the slice this thread gave
+            // back a moment ago, with its live objects, is the common
+            // case): look again soon only while memory waits. The domain
+            // answers without its lock.
             (*slot).purge_waiting = DOMAIN.memory_waiting();
         }
         // Look again after TIDY_SOON more frees rather than TIDY_EVERY

@@ -130,6 +130,11 @@ impl HugeCache {
         self.bytes
     }
 
+    /// Whether no mapping is cached.
+    pub(super) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// When the oldest entry was freed, if any.
     pub(super) fn oldest(&self) -> Option<u64> {
         self.entries.iter().take(self.count).map(|entry| entry.since).min()

@@ -305,11 +305,11 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
 
     /// Whether the domain holds memory waiting for the purge delay: dirty
     /// slices not yet purged, sparse slices on the sparse list, or cached
-    /// huge mappings.
+    /// huge mappings. Read without the lock, as the lists stood at the end
+    /// of the last critical section: a front can ask after every few frees
+    /// without contending for the lock.
     pub fn memory_waiting(&self) -> bool {
-        self.locked(|inner| {
-            !inner.age_head.is_null() || !inner.sparse_head.is_null() || inner.huge_cache.oldest().is_some()
-        })
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Gives back the cached huge mappings freed at or before `cutoff`.

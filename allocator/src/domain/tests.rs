@@ -1726,3 +1726,39 @@ fn a_heap_fills_the_holes_of_a_slice_it_receives_with_the_lock_released() {
     unsafe { domain.free_uncached(kept) }.unwrap();
     assert_eq!(domain.stats().bytes_live, 0);
 }
+
+/// `memory_waiting` answers without the lock, as the lists stood when the
+/// lock was last released: a sparse slice a heap gives back makes memory
+/// wait, and the heap's next refill, which takes the slice back, ends the
+/// wait (the shim's frees then go back to their long interval between
+/// checks of the clock).
+#[test]
+fn memory_waiting_follows_the_lists_without_the_lock() {
+    let domain = zeroing_domain();
+    domain.set_purge_delay_ms(3_600_000);
+    let class = class_of(64, 8).unwrap();
+    let mut heap = crate::cache::Heap::new();
+    let live = heap.alloc_small(domain, class);
+    assert!(!live.is_null());
+    assert!(!domain.memory_waiting(), "a slice a heap holds waits for nothing");
+    // Given back with one object of 1,024 live: at most a quarter full, so
+    // it waits on the sparse list for the delay.
+    heap.release(domain, false);
+    let locked_before = domain.stats().lock_acquisitions;
+    assert!(domain.memory_waiting(), "the sparse slice waits");
+    assert!(domain.memory_waiting());
+    assert_eq!(domain.stats().lock_acquisitions - locked_before, 1, "only the `stats` call took the lock");
+    // The heap's next allocation takes the slice back.
+    let next = heap.alloc_small(domain, class);
+    assert_eq!(next as usize & !(SLICE_SIZE - 1), live as usize & !(SLICE_SIZE - 1), "the same slice");
+    assert!(!domain.memory_waiting(), "nothing waits once the heap holds the slice again");
+    // SAFETY: live blocks of this heap, freed once each.
+    unsafe {
+        heap.free(domain, next).unwrap();
+        heap.free(domain, live).unwrap();
+    }
+    heap.release(domain, false);
+    assert!(domain.memory_waiting(), "the emptied slice waits to be purged");
+    domain.purge_all();
+    assert!(!domain.memory_waiting(), "purged: nothing waits");
+}
