@@ -222,9 +222,9 @@ fn a_dirty_slice_is_carved_again_in_address_order() {
     let size = class_size(CLASS);
     let capacity = objects_per_slice(CLASS);
     let first_run = (crate::slice::CARVE_BYTES / size).max(crate::slice::MIN_CARVE);
-    // Every object carved, then freed from the last one down: the order a
-    // thread's frees leave behind when they come in reverse (any order
-    // other than the carve's will do).
+    // Every object carved, then freed from the first one up, so that the
+    // list runs from the last object down (any order other than the
+    // carve's will do).
     d.locked(|_| {
         // SAFETY: held under the lock (no heap owns the slice), formatted;
         // each object is linked once, with the domain's keys.
