@@ -31,9 +31,7 @@ if [ $# -gt 0 ]; then allocators=("$@"); else allocators=(glibc strata mimalloc 
 # shellcheck source=benches/preload-peers.sh
 source "$here/preload-peers.sh"
 prepare_libraries
-work_dir=$(mktemp -d)
-trap 'rm -rf "$work_dir"' EXIT
-gcc -O2 -Wall -o "$work_dir/cold_list" "$here/workloads/cold_list.c"
+build_workload cold_list
 
 for round in $(seq "$rounds"); do
   for keep in "${keeps[@]}"; do

@@ -28,9 +28,7 @@ if [ $# -gt 0 ]; then allocators=("$@"); else allocators=(glibc strata mimalloc 
 # shellcheck source=benches/preload-peers.sh
 source "$here/preload-peers.sh"
 prepare_libraries
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-gcc -O2 -o "$work/large" "$here/workloads/large.c"
+build_workload large
 
 for ((round = 0; round < rounds; round++)); do
     for case in "${cases[@]}"; do
@@ -38,8 +36,8 @@ for ((round = 0; round < rounds; round++)); do
         for ((i = 0; i < count; i++)); do
             allocator=${allocators[$(((i + round) % count))]}
             lib=$(library "$allocator")
-            line=$(env ${lib:+LD_PRELOAD=$lib} "$work/large" "$case")
-            echo "$case $allocator $line" >>"$work/results"
+            line=$(env ${lib:+LD_PRELOAD=$lib} "$work_dir/large" "$case")
+            echo "$case $allocator $line" >>"$work_dir/results"
         done
     done
 done
@@ -68,4 +66,4 @@ END {
             printf "%-7s %-9s %10.4f %8.2f %14.1f %s\n", c, a, m[j], (best > 0 ? m[j] / best : 0), rss[c, a] / 1024, failed[c, a] ? "FAIL (NULL)" : "ok"
         }
     }
-}' "$work/results"
+}' "$work_dir/results"

@@ -7,6 +7,9 @@
 #   library NAME         the library to preload for NAME (empty for glibc)
 #   prepare_libraries    builds the shim unless STRATA_LIB names one, and
 #                        fails unless every library asked for is installed
+#   build_workload NAME  compiles benches/workloads/NAME.c to $work_dir/NAME,
+#                        in a temporary directory $work_dir removed on exit
+#                        (also expects $here, the benches directory)
 
 libdir=/usr/lib/x86_64-linux-gnu
 
@@ -34,4 +37,10 @@ prepare_libraries() {
             exit 1
         fi
     done
+}
+
+build_workload() {
+    work_dir=$(mktemp -d)
+    trap 'rm -rf "$work_dir"' EXIT
+    gcc -O2 -Wall -o "$work_dir/$1" "$here/workloads/$1.c"
 }

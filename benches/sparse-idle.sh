@@ -21,16 +21,14 @@ if [ $# -gt 0 ]; then allocators=("$@"); else allocators=(glibc strata mimalloc 
 # shellcheck source=benches/preload-peers.sh
 source "$here/preload-peers.sh"
 prepare_libraries
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-gcc -O2 -Wall -o "$work/sparse_idle" "$here/workloads/sparse_idle.c"
+build_workload sparse_idle
 
 echo "| block size | allocator | after the frees (MiB) | after the idle time (MiB) | idle ÷ live |"
 echo "|---:|---|---:|---:|---:|"
 for size in "${sizes[@]}"; do
     for allocator in "${allocators[@]}"; do
         lib=$(library "$allocator")
-        line=$(env ${lib:+LD_PRELOAD=$lib} "$work/sparse_idle" "$size")
+        line=$(env ${lib:+LD_PRELOAD=$lib} "$work_dir/sparse_idle" "$size")
         echo "$line" | awk -v allocator="$allocator" '{
             for (f = 1; f <= NF; f++) { split($f, kv, "="); v[kv[1]] = kv[2] }
             if (v["ok"] != 1) { print "sparse_idle: a surviving block changed under " allocator > "/dev/stderr"; exit 1 }
