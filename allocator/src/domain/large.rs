@@ -65,7 +65,7 @@ pub const HUGE_CACHE_ENTRIES: usize = 8;
 /// back at once.
 pub const HUGE_CACHE_BYTES: usize = 64 << 20;
 
-/// Headroom a growing huge block gets: this fraction of its new length
+/// Headroom a growing huge block gets: this fraction of its new size
 /// (1/2), address space only until it is written.
 const GROWTH_HEADROOM_SHIFT: u32 = 1;
 
@@ -605,7 +605,10 @@ impl<S: PageSource, L: RawLock> Domain<S, L> {
         let mut lengths = [need, need, need];
         let mut tries = 1;
         if need > old_len {
-            if let Some(roomy) = need.checked_add(need >> GROWTH_HEADROOM_SHIFT).and_then(round_to_4k) {
+            // Half the object again, not half of the object and its offset:
+            // a block placed far into its mapping for an alignment would
+            // otherwise get its dead prefix's worth of headroom as well.
+            if let Some(roomy) = need.checked_add(size >> GROWTH_HEADROOM_SHIFT).and_then(round_to_4k) {
                 lengths[0] = roomy;
                 tries = 2;
             }

@@ -710,6 +710,30 @@ fn huge_blocks_grow_by_remap_and_keep_their_contents() {
     assert_eq!(d.stats().bytes_live, 0);
 }
 
+/// Headroom for growth follows the object, not the mapping: a block placed
+/// a page into its mapping for a page alignment, then grown with a smaller
+/// one, gets half its new size again, not half of the dead prefix too.
+#[cfg(not(miri))]
+#[test]
+fn growth_headroom_follows_the_object_not_its_offset() {
+    let d = domain();
+    let block = d.alloc_large(MAX_SPAN + 4096, PAGE_SIZE, false, ());
+    assert!(!block.is_null());
+    assert_eq!(block as usize % PAGE_SIZE, 0);
+    let size = MAX_SPAN + MAX_SPAN / 2;
+    // SAFETY: the block is live and owned here; the resize returns its new
+    // address.
+    unsafe {
+        let grown = d.resize_large(block as usize, size, 8, ()).expect("mremap");
+        let usable = d.usable_size(grown as usize).unwrap();
+        assert!(usable >= size, "usable {usable} < {size}");
+        let most = size + size / 2 + 4096;
+        assert!(usable <= most, "grew to {usable} for {size}: headroom over half the object ({most})");
+        d.free_large(grown as usize).unwrap();
+    }
+    assert_eq!(d.stats().bytes_live, 0);
+}
+
 #[test]
 fn freed_huge_mappings_are_reused_then_given_back() {
     let d = domain();
