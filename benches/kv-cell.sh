@@ -8,7 +8,7 @@
 # (pinned to CPU 0) first runs the PRE tests, then the measured TEST, each
 # once no background compaction is running (INFO's `compacting:0`). One line
 # per server, size and round: requests per second of each PRE test and of
-# TEST, then the server's minor page faults, user and system time (clock
+# TEST, TEST's p50 and p99 latency in ms, then the server's minor page faults, user and system time (clock
 # ticks) over TEST alone, read from /proc/PID/stat, and the Strata counters
 # INFO reports, before -> after.
 #
@@ -46,10 +46,16 @@ COUNTERS='^(strata_lock_acquisitions|strata_refills|strata_flushes|strata_remote
 . "$(dirname "$0")/kv-common.sh"
 kv_workdir "${KV_DIR:-/tmp}/strata-kv-cell.XXXXXX"
 
-# Requests per second of one test: redis-benchmark's CSV line, second field.
-bench() {
+# One test's CSV line from redis-benchmark: requests per second, then the
+# latencies in ms (average, minimum, p50, p95, p99, maximum).
+bench_line() {
     taskset -c 0 redis-benchmark -p "$1" -c "$CLIENTS" -P 16 -r 100000 -n "$N" -d "$SIZE" -t "$2" --csv 2>/dev/null \
-        | tail -1 | cut -d, -f2 | tr -d '"'
+        | tail -1 | tr -d '"'
+}
+
+# Requests per second of one test.
+bench() {
+    bench_line "$1" "$2" | cut -d, -f2
 }
 
 counters() {
@@ -74,10 +80,12 @@ for round in $(seq "$ROUNDS"); do
         # The server's own process: a wrapper script execs the binary.
         before=($(cut -d' ' -f10,14,15 "/proc/$SERVER_PID/stat"))
         counters_before=$(counters "$port")
-        rps=$(bench "$port" "$TEST")
+        line=$(bench_line "$port" "$TEST")
+        rps=$(echo "$line" | cut -d, -f2)
+        latency=$(echo "$line" | cut -d, -f5,7 | sed 's/^/p50=/; s/,/ p99=/')
         after=($(cut -d' ' -f10,14,15 "/proc/$SERVER_PID/stat"))
         counters_after=$(counters "$port")
-        echo "$round $bin d=$SIZE $rates$TEST=$rps minflt=$((after[0] - before[0])) utime=$((after[1] - before[1])) stime=$((after[2] - before[2])) [${counters_before}-> ${counters_after}]"
+        echo "$round $bin d=$SIZE $rates$TEST=$rps $latency minflt=$((after[0] - before[0])) utime=$((after[1] - before[1])) stime=$((after[2] - before[2])) [${counters_before}-> ${counters_after}]"
         redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=
