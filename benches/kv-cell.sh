@@ -8,9 +8,9 @@
 # (pinned to CPU 0) first runs the PRE tests, then the measured TEST, each
 # once no background compaction is running (INFO's `compacting:0`). One line
 # per server, size and round: requests per second of each PRE test and of
-# TEST, TEST's p50 and p99 latency in ms, then the server's minor page faults, user and system time (clock
-# ticks) over TEST alone, read from /proc/PID/stat, and the Strata counters
-# INFO reports, before -> after.
+# TEST, TEST's p50 and p99 latency in ms, then the server's minor page
+# faults, user and system time (clock ticks) over TEST alone, read from
+# /proc/PID/stat, and the Strata counters INFO reports, before -> after.
 #
 # Environment: ROUNDS (default 4), SIZES (-d, default 16), TEST (default
 # mset), PRE (default "set get lpush lpop"), N (requests, default 100000),
