@@ -80,12 +80,10 @@ for round in $(seq "$ROUNDS"); do
         # The server's own process: a wrapper script execs the binary.
         before=($(cut -d' ' -f10,14,15 "/proc/$SERVER_PID/stat"))
         counters_before=$(counters "$port")
-        line=$(bench_line "$port" "$TEST")
-        rps=$(echo "$line" | cut -d, -f2)
-        latency=$(echo "$line" | cut -d, -f5,7 | sed 's/^/p50=/; s/,/ p99=/')
+        IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$(bench_line "$port" "$TEST")"
         after=($(cut -d' ' -f10,14,15 "/proc/$SERVER_PID/stat"))
         counters_after=$(counters "$port")
-        echo "$round $bin d=$SIZE $rates$TEST=$rps $latency minflt=$((after[0] - before[0])) utime=$((after[1] - before[1])) stime=$((after[2] - before[2])) [${counters_before}-> ${counters_after}]"
+        echo "$round $bin d=$SIZE $rates$TEST=$rps p50=$p50 p99=$p99 minflt=$((after[0] - before[0])) utime=$((after[1] - before[1])) stime=$((after[2] - before[2])) [${counters_before}-> ${counters_after}]"
         redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=
